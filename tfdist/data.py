@@ -1,0 +1,218 @@
+"""Training and test data: MNIST (TFDS or IDX files) or synthetic images.
+
+Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
+``--mnist_dir`` is reported at once. :func:`make_dataset_fn` turns arrays
+into the ``dataset_fn(input_context)`` that all three strategies consume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Optional
+
+import numpy as np
+
+from tfdist.errors import ConfigError
+
+SOURCES = ("tfds", "idx", "synthetic")
+
+# The four files of the MNIST distribution (gzip-compressed or not).
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+_IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """Images (N, H, W, C) uint8 and labels (N,) int64 of one split."""
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Train and test splits, and the number of classes."""
+  train: Split
+  test: Split
+  num_classes: int
+  name: str
+
+  @property
+  def image_shape(self) -> tuple:
+    return tuple(self.train.images.shape[1:])
+
+
+def _idx_path(directory: str, stem: str) -> str:
+  for candidate in (stem + ".gz", stem):
+    path = os.path.join(directory, candidate)
+    if os.path.exists(path):
+      return path
+  raise ConfigError(f"--mnist_dir={directory}: {stem}.gz is missing; the "
+                    "directory needs the four MNIST IDX files "
+                    f"({', '.join(f + '.gz' for f in IDX_FILES.values())})")
+
+
+def read_idx(path: str, *, expect_magic: int) -> np.ndarray:
+  """Reads one IDX file (gzip or raw) into a uint8 array, checking its header.
+
+  Raises:
+    ConfigError: bad magic number, wrong dimensions, or a file shorter than
+      its header says; the message names the file.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:
+    raise ConfigError(f"{path}: cannot read it ({e}); replace it with the "
+                      "original MNIST file")
+  ndim = 3 if expect_magic == _IMAGES_MAGIC else 1
+  header_size = 4 + 4 * ndim
+  if len(data) < header_size:
+    raise ConfigError(f"{path}: corrupt IDX header ({len(data)} bytes); "
+                      "replace it with the original MNIST file")
+  magic, *dims = struct.unpack(f">{1 + ndim}i", data[:header_size])
+  if magic != expect_magic:
+    raise ConfigError(f"{path}: corrupt IDX header (magic {magic}, expected "
+                      f"{expect_magic}); replace it with the original MNIST "
+                      "file")
+  if any(d <= 0 for d in dims) or (ndim == 3 and dims[1:] != [28, 28]):
+    raise ConfigError(f"{path}: corrupt IDX header (dimensions {dims}); "
+                      "replace it with the original MNIST file")
+  expected = int(np.prod(dims))
+  if len(data) - header_size != expected:
+    raise ConfigError(f"{path}: the header announces {expected} bytes of data "
+                      f"but the file holds {len(data) - header_size}; replace "
+                      "it with the original MNIST file")
+  return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def load_mnist_idx(directory: str) -> Dataset:
+  """Loads MNIST from a directory holding the four IDX files."""
+  if not os.path.isdir(directory):
+    raise ConfigError(f"--mnist_dir={directory} is not a directory; point it "
+                      "at the folder with the four MNIST IDX files, e.g. "
+                      "../shared/data/mnist")
+  splits = {}
+  for split in ("train", "test"):
+    images = read_idx(_idx_path(directory, IDX_FILES[(split, "images")]),
+                      expect_magic=_IMAGES_MAGIC)
+    labels = read_idx(_idx_path(directory, IDX_FILES[(split, "labels")]),
+                      expect_magic=_LABELS_MAGIC)
+    if len(images) != len(labels):
+      raise ConfigError(f"--mnist_dir={directory}: {split} has {len(images)} "
+                        f"images but {len(labels)} labels; use matching files")
+    if labels.max() > 9:
+      raise ConfigError(f"--mnist_dir={directory}: {split} labels go up to "
+                        f"{labels.max()}, MNIST has 10 classes")
+    splits[split] = Split(images[..., None], labels.astype(np.int64))
+  return Dataset(splits["train"], splits["test"], num_classes=10,
+                 name="mnist")
+
+
+def load_tfds(name: str = "mnist", *, data_dir: Optional[str] = None) -> Dataset:
+  """Loads a classification dataset through tensorflow-datasets.
+
+  Downloads on first use (network needed) into ``data_dir``.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    loaded, info = tfds.load(name, data_dir=data_dir, batch_size=-1,
+                             as_supervised=True, with_info=True)
+  except Exception as e:  # pylint: disable=broad-except
+    # TFDS raises many types (DatasetNotFoundError, network errors ...); the
+    # user needs to know which dataset failed and the offline alternative.
+    raise ConfigError(f"tensorflow-datasets could not load {name!r} "
+                      f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "without network use --mnist_dir=DIR or "
+                      "--data=synthetic")
+  splits = {s: Split(np.asarray(loaded[s][0]), np.asarray(loaded[s][1]).astype(
+      np.int64)) for s in ("train", "test")}
+  return Dataset(splits["train"], splits["test"],
+                 num_classes=info.features["label"].num_classes, name=name)
+
+
+def synthetic(*, image_shape=(28, 28, 1), num_classes: int = 10,
+              train_examples: int = 4096, test_examples: int = 1024,
+              seed: int = 0) -> Dataset:
+  """Random images whose class is learnable: a per-class mean pattern + noise.
+
+  For throughput runs and tests that must not depend on any file.
+  """
+  rng = np.random.default_rng(seed)
+  prototypes = rng.uniform(0, 255, size=(num_classes,) + tuple(image_shape))
+
+  def make(n):
+    labels = rng.integers(0, num_classes, size=n)
+    noise = rng.normal(0, 60, size=(n,) + tuple(image_shape))
+    images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+    return Split(images, labels.astype(np.int64))
+
+  return Dataset(make(train_examples), make(test_examples),
+                 num_classes=num_classes, name="synthetic")
+
+
+def load(source: str, *, mnist_dir: Optional[str] = None,
+         tfds_name: str = "mnist", tfds_data_dir: Optional[str] = None,
+         synthetic_shape=(28, 28, 1), seed: int = 0) -> Dataset:
+  """Loads the data a trainer asked for: ``tfds``, ``idx`` or ``synthetic``."""
+  if source == "idx":
+    if not mnist_dir:
+      raise ConfigError("--data=idx needs --mnist_dir=DIR, e.g. "
+                        "--mnist_dir=../shared/data/mnist")
+    return load_mnist_idx(mnist_dir)
+  if source == "synthetic":
+    return synthetic(image_shape=synthetic_shape, seed=seed)
+  if source == "tfds":
+    return load_tfds(tfds_name, data_dir=tfds_data_dir)
+  raise ConfigError(f"--data={source!r}: use one of {', '.join(SOURCES)}")
+
+
+def make_dataset_fn(split: Split, *, global_batch_size: int,
+                    shuffle_seed: Optional[int] = 0):
+  """Returns ``dataset_fn(input_context)`` for ``DatasetCreator``.
+
+  The same function serves all three strategies: Keras calls it once per
+  input pipeline (one per worker under multiworker, on each worker under ps).
+
+  Args:
+    split: the training split.
+    global_batch_size: examples per step over all replicas.
+    shuffle_seed: base seed; None draws a fresh seed per pipeline (under ps,
+      where pipelines cannot tell each other apart and should differ).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  images, labels = split.images, split.labels
+
+  def scale(x, y):
+    # Scale after batching: one vectorised op per batch, not per example.
+    return tf.cast(x, tf.float32) / 255.0, y
+
+  def dataset_fn(input_context):
+    batch = input_context.get_per_replica_batch_size(global_batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if input_context.num_input_pipelines > 1:
+      # Each worker reads a disjoint 1/N of the examples: N workers see the
+      # whole training set once per epoch, not N times.
+      ds = ds.shard(input_context.num_input_pipelines,
+                    input_context.input_pipeline_id)
+    seed = (None if shuffle_seed is None
+            else shuffle_seed + input_context.input_pipeline_id)
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    # repeat() before batch(): steps_per_epoch, not the data, ends an epoch,
+    # so no worker runs dry a step before the others (a collective hang).
+    ds = ds.repeat().batch(batch, drop_remainder=True)
+    return ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+  return dataset_fn

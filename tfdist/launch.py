@@ -1,0 +1,224 @@
+r"""Runs every task of a cluster spec as a local process.
+
+    python -m tfdist.launch --cluster_spec=cluster_specs/chief_two_workers_ps.json \
+        -- python -m trainers.mnist --strategy=ps --mnist_dir=../shared/data/mnist
+
+Each task gets its own TF_CONFIG; port 0 in the spec (or every port, with
+``--free_ports``) becomes a free loopback port. Every output line is prefixed
+with its task (``[worker-1] ...``). When the chief (worker 0 if there is no
+chief) exits 0, the other tasks get ``--grace`` seconds to finish and are then
+stopped. When any task fails, all are stopped and the launcher exits with that
+task's status, naming it. Ctrl-C stops everything. No child outlives the
+launcher: each gets SIGKILL from the kernel if the launcher dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional, Sequence
+
+from tfdist import cluster as cluster_lib
+from tfdist.errors import ConfigError
+
+# Start order: servers first, so the chief finds them up.
+_ORDER = ("ps", "worker", "chief", "evaluator")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+  # Runs in the child between fork and exec: if the launcher is killed
+  # (even with SIGKILL), the kernel kills the task too, so nothing lingers.
+  ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclasses.dataclass
+class _Child:
+  name: str
+  process: subprocess.Popen
+  reader: threading.Thread
+
+
+def exit_status(returncode: int) -> int:
+  """A shell-style status: 128 + N for a process killed by signal N."""
+  return 128 - returncode if returncode < 0 else returncode
+
+
+def primary_task(cluster) -> str:
+  """The task whose exit status is the job's: chief-0, else worker-0."""
+  return "chief-0" if "chief" in cluster else "worker-0"
+
+
+def _pump(name: str, stream, out, lock: threading.Lock) -> None:
+  for line in iter(stream.readline, b""):
+    with lock:
+      out.write(f"[{name}] {line.decode(errors='replace').rstrip()}\n")
+      out.flush()
+  stream.close()
+
+
+class Launcher:
+  """Starts, watches and stops the local processes of one job."""
+
+  def __init__(self, *, cluster: dict, command: Sequence[str],
+               grace: float = 30.0, stop_timeout: float = 10.0,
+               env: Optional[dict] = None, out=None):
+    if not command:
+      raise ConfigError("no command to launch; put it after --, e.g. -- "
+                        "python -m trainers.mnist --strategy=multiworker")
+    if grace < 0:
+      raise ConfigError(f"--grace={grace}: must be >= 0")
+    self._cluster = cluster
+    self._command = list(command)
+    self._grace = grace
+    self._stop_timeout = stop_timeout
+    self._env = dict(os.environ if env is None else env)
+    self._out = out or sys.stdout
+    self._lock = threading.Lock()
+    self._children: list[_Child] = []
+    self._exits: queue.Queue = queue.Queue()
+
+  def say(self, message: str) -> None:
+    with self._lock:
+      self._out.write(f"[launch] {message}\n")
+      self._out.flush()
+
+  def start(self) -> None:
+    """Starts one process per task of the cluster."""
+    for task_type in _ORDER:
+      for index in range(len(self._cluster.get(task_type, ()))):
+        name = f"{task_type}-{index}"
+        self.say(f"starting {name} at {self._cluster[task_type][index]}")
+        env = dict(self._env)
+        env["TF_CONFIG"] = cluster_lib.make_tf_config(self._cluster,
+                                                      task_type, index)
+        env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixer at once
+        process = subprocess.Popen(
+            self._command, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            # Own process group: a stop reaches the task's children too, and
+            # the terminal's Ctrl-C reaches only the launcher, which then
+            # stops every task in order.
+            start_new_session=True, preexec_fn=_die_with_parent)
+        reader = threading.Thread(target=_pump, daemon=True, args=(
+            name, process.stdout, self._out, self._lock))
+        reader.start()
+        self._children.append(_Child(name, process, reader))
+        threading.Thread(target=self._watch, args=(name, process),
+                         daemon=True).start()
+
+  def _watch(self, name: str, process: subprocess.Popen) -> None:
+    self._exits.put((name, process.wait()))
+
+  def _running(self) -> list:
+    return [c for c in self._children if c.process.poll() is None]
+
+  def stop(self) -> None:
+    """SIGTERM to every running task, SIGKILL to those still up after
+    ``stop_timeout`` seconds; returns when all have exited."""
+    for child in self._running():
+      try:
+        os.killpg(child.process.pid, signal.SIGTERM)
+      except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + self._stop_timeout
+    for child in self._children:
+      try:
+        child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        self.say(f"{child.name} ignored SIGTERM for {self._stop_timeout:.0f} "
+                 "s; killing it")
+        try:
+          os.killpg(child.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+          pass
+        child.process.wait()
+    for child in self._children:
+      child.reader.join(timeout=5)
+
+  def wait(self) -> int:
+    """Waits for the job to end; returns the launcher's exit status."""
+    primary = primary_task(self._cluster)
+    finished: dict = {}
+    grace_deadline = None
+    while len(finished) < len(self._children):
+      timeout = None
+      if grace_deadline is not None:
+        timeout = grace_deadline - time.monotonic()
+        if timeout <= 0:
+          running = ", ".join(c.name for c in self._running())
+          self.say(f"{primary} is done; stopping {running}")
+          self.stop()
+          return 0
+      try:
+        name, code = self._exits.get(timeout=timeout)
+      except queue.Empty:
+        continue
+      finished[name] = code
+      if code != 0:
+        status = exit_status(code)
+        self.say(f"{name} failed with exit status {status}; stopping the "
+                 "other tasks")
+        self.stop()
+        self.say(f"job failed: {name} exited with status {status}")
+        return status
+      if name == primary:
+        grace_deadline = time.monotonic() + self._grace
+    return 0
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if "--" in argv:
+    split = argv.index("--")
+    own, command = argv[:split], argv[split + 1:]
+  else:
+    own, command = argv, []
+  parser = argparse.ArgumentParser(
+      prog="python -m tfdist.launch",
+      usage="python -m tfdist.launch --cluster_spec SPEC [options] -- "
+            "COMMAND [ARGS...]",
+      description="Run every task of a cluster spec as a local process.")
+  parser.add_argument("--cluster_spec", required=True,
+                      help="cluster spec JSON, e.g. cluster_specs/two_workers.json")
+  parser.add_argument("--free_ports", action="store_true",
+                      help="replace every port of the spec with a free one")
+  parser.add_argument("--grace", type=float, default=30.0,
+                      help="seconds the other tasks get to finish after the "
+                           "chief is done, before they are stopped")
+  args = parser.parse_args(own)
+  try:
+    spec = cluster_lib.load_spec(args.cluster_spec)
+    import portpicker  # pylint: disable=g-import-not-at-top
+    spec = cluster_lib.assign_ports(spec, portpicker.pick_unused_port,
+                                    all_ports=args.free_ports)
+    launcher = Launcher(cluster=spec, command=command, grace=args.grace)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+  def on_signal(signum, frame):
+    del frame
+    raise KeyboardInterrupt(signum)
+
+  signal.signal(signal.SIGTERM, on_signal)
+  try:
+    launcher.start()
+    return launcher.wait()
+  except KeyboardInterrupt as e:
+    signum = e.args[0] if e.args else signal.SIGINT
+    launcher.say("interrupted; stopping every task")
+    launcher.stop()
+    return 128 + int(signum)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""Thin absl entry points; the work is done by the tfdist library."""
