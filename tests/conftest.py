@@ -1,0 +1,88 @@
+"""Shared test helpers: run real processes with deadlines, read their JSON.
+
+Every child process runs with a hard timeout and is killed (its whole
+process group) when the test ends, passed or not.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# CI clones the repo with shared/ beside it: <workdir>/main and <workdir>/shared.
+MNIST_DIR = os.path.abspath(os.path.join(REPO, "..", "shared", "data", "mnist"))
+SPECS = os.path.join(REPO, "cluster_specs")
+
+
+def child_env(**extra) -> dict:
+  """The environment of a child: ours, minus TF_CONFIG, plus ``extra``."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+  env["PYTHONUNBUFFERED"] = "1"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def run(args, *, timeout: float, env=None, cwd=REPO) -> subprocess.CompletedProcess:
+  """Runs ``args`` to completion (stdout and stderr captured, as text).
+
+  On timeout the whole process group is killed and the test fails with the
+  output so far.
+  """
+  process = subprocess.Popen(
+      args, cwd=cwd, env=env or child_env(), stdin=subprocess.DEVNULL,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+  try:
+    out, err = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(process.pid, signal.SIGKILL)
+    out, err = process.communicate()
+    pytest.fail(f"{args} did not finish in {timeout} s\nstdout:\n{out[-3000:]}"
+                f"\nstderr:\n{err[-3000:]}")
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)  # anything it left behind
+    except ProcessLookupError:
+      pass
+  return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+def json_lines(text: str, prefix: str = "") -> list:
+  """The JSON objects printed on lines of ``text`` (after ``prefix``)."""
+  found = []
+  for line in text.splitlines():
+    if prefix:
+      if not line.startswith(prefix):
+        continue
+      line = line[len(prefix):]
+    line = line.strip()
+    if line.startswith("{") and line.endswith("}"):
+      try:
+        found.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass
+  return found
+
+
+def trainer(module: str, *flags) -> list:
+  """The command line of ``python -m trainers.<module> flags...``."""
+  return [sys.executable, "-m", f"trainers.{module}", *flags]
+
+
+def launch(spec: str, command, *launch_flags) -> list:
+  """The command line of the launcher running ``command`` on ``spec``,
+  with every port replaced by a free one (tests never use fixed ports)."""
+  return [sys.executable, "-m", "tfdist.launch", f"--cluster_spec={spec}",
+          "--free_ports", *launch_flags, "--", *command]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+  if not os.path.isdir(MNIST_DIR):
+    pytest.fail(f"real MNIST expected at {MNIST_DIR} (shared/data/mnist)")
+  return MNIST_DIR
