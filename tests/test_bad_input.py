@@ -1,0 +1,131 @@
+"""Every bad input a new user can make gets one `error:` line and exit 2.
+
+These run the real trainer entry point as a user would; most fail before
+TensorFlow is imported, so they cost about a second each.
+"""
+
+import gzip
+import json
+import os
+import shutil
+import socket
+
+import portpicker
+import pytest
+
+from conftest import child_env, run, trainer
+
+
+def _fails_with(done, message):
+  lines = [l for l in done.stderr.splitlines() if l.strip()]
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "Traceback" not in done.stderr, done.stderr[-2000:]
+  assert lines and lines[-1].startswith("error: "), done.stderr[-2000:]
+  assert message in lines[-1], lines[-1]
+  assert not [l for l in done.stdout.splitlines() if l.startswith("{")]
+
+
+def _tf_config(cluster, task_type="worker", index=0):
+  return json.dumps({"cluster": cluster, "task": {"type": task_type,
+                                                  "index": index}})
+
+
+@pytest.mark.parametrize("tf_config,strategy,message", [
+    ("{oops", "multiworker", "TF_CONFIG is not valid JSON"),
+    ('{"task": {"type": "worker", "index": 0}}', "multiworker",
+     'TF_CONFIG has no "cluster"'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "multiworker",
+     'TF_CONFIG has no "task"'),
+    (_tf_config({"worker": ["127.0.0.1:1"]}, "ps"), "multiworker",
+     "task type 'ps' is not in the cluster"),
+    (_tf_config({"worker": ["127.0.0.1:1"]}, "worker", 3), "multiworker",
+     "worker index 3 is out of range"),
+    (_tf_config({"chief": ["127.0.0.1:1", "127.0.0.1:2"]}, "chief"),
+     "multiworker", "at most one chief"),
+    (_tf_config({"worker": ["127.0.0.1"]}), "multiworker", "has no port"),
+    (_tf_config({"worker": ["127.0.0.1:5", "127.0.0.1:5"]}), "multiworker",
+     "both use 127.0.0.1:5"),
+    (_tf_config({"worker": ["127.0.0.1:5"], "ps": ["127.0.0.1:6"]}), "ps",
+     "the cluster has no chief"),
+    (_tf_config({"chief": ["127.0.0.1:5"], "worker": ["127.0.0.1:6"]},
+                "chief"), "ps", "the cluster has no ps"),
+    (_tf_config({"worker": ["127.0.0.1:5", "127.0.0.1:6"]}), "mirrored",
+     "--strategy=mirrored trains on one machine"),
+])
+def test_bad_tf_config(tf_config, strategy, message, mnist_dir):
+  done = run(trainer("mnist", f"--strategy={strategy}",
+                     f"--mnist_dir={mnist_dir}"),
+             env=child_env(TF_CONFIG=tf_config), timeout=60)
+  _fails_with(done, message)
+
+
+def test_unknown_strategy(mnist_dir):
+  done = run(trainer("mnist", "--strategy=horovod", f"--mnist_dir={mnist_dir}"),
+             timeout=60)
+  _fails_with(done, "--strategy='horovod': use one of mirrored, multiworker, ps")
+
+
+def test_port_already_in_use(mnist_dir):
+  port = portpicker.pick_unused_port()
+  with socket.socket() as holder:
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    tf_config = _tf_config({"worker": [f"127.0.0.1:{port}",
+                                       f"127.0.0.1:{port + 1}"]})
+    done = run(trainer("mnist", "--strategy=multiworker",
+                       f"--mnist_dir={mnist_dir}"),
+               env=child_env(TF_CONFIG=tf_config), timeout=60)
+  _fails_with(done, f"port {port} (127.0.0.1:{port}) is already in use")
+
+
+def test_keras_3_is_refused_with_the_fix(mnist_dir):
+  done = run(trainer("mnist", "--strategy=ps", f"--mnist_dir={mnist_dir}"),
+             env=child_env(TF_USE_LEGACY_KERAS="0"), timeout=120)
+  _fails_with(done, "--strategy=ps needs tf-keras (Keras 2), but tf.keras is "
+              "Keras 3")
+  assert "TF_USE_LEGACY_KERAS=1" in done.stderr
+
+
+def _copy_mnist(mnist_dir, tmp_path):
+  target = tmp_path / "mnist"
+  shutil.copytree(mnist_dir, target, ignore=shutil.ignore_patterns("*.md"))
+  return target
+
+
+def test_mnist_dir_missing(tmp_path):
+  done = run(trainer("mnist", f"--mnist_dir={tmp_path / 'nope'}"), timeout=60)
+  _fails_with(done, "is not a directory")
+
+
+def test_mnist_dir_missing_a_file(mnist_dir, tmp_path):
+  target = _copy_mnist(mnist_dir, tmp_path)
+  os.remove(target / "t10k-labels-idx1-ubyte.gz")
+  done = run(trainer("mnist", f"--mnist_dir={target}"), timeout=60)
+  _fails_with(done, "t10k-labels-idx1-ubyte.gz is missing")
+
+
+@pytest.mark.parametrize("header,message", [
+    (b"\x00\x00\x08\x01\x00\x00\x27\x10", "magic 2049, expected 2051"),
+    (b"\x00\x00\x08", "corrupt IDX header"),
+])
+def test_mnist_file_with_corrupt_header(mnist_dir, tmp_path, header, message):
+  target = _copy_mnist(mnist_dir, tmp_path)
+  path = target / "t10k-images-idx3-ubyte.gz"
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  with gzip.open(path, "wb") as f:
+    f.write(header + data[len(header):] if len(header) >= 8 else header)
+  done = run(trainer("mnist", f"--mnist_dir={target}"), timeout=60)
+  _fails_with(done, message)
+
+
+def test_truncated_mnist_file(mnist_dir, tmp_path):
+  target = _copy_mnist(mnist_dir, tmp_path)
+  path = target / "train-labels-idx1-ubyte.gz"
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  with gzip.open(path, "wb") as f:
+    f.write(data[:-100])
+  done = run(trainer("mnist", f"--mnist_dir={target}"), timeout=60)
+  _fails_with(done, "the header announces 24345 bytes of data but the file "
+              "holds 24245")

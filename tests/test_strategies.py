@@ -1,0 +1,108 @@
+"""Softmax regression trains on real MNIST under all three strategies.
+
+Real TensorFlow processes talking gRPC over loopback, started by the real
+launcher exactly as the README shows; accuracy is measured on the real
+10,000-image MNIST test split.
+"""
+
+import os
+
+import pytest
+
+from conftest import SPECS, child_env, json_lines, launch, run, trainer
+
+MIN_ACCURACY = 0.90
+
+
+def _only_tfdist_leftovers(tmp):
+  return sorted(n for n in os.listdir(tmp) if n.startswith("tfdist"))
+
+
+@pytest.mark.timeout(240)
+def test_mirrored_two_logical_cpus(mnist_dir, tmp_path):
+  model_dir = tmp_path / "model"
+  done = run(trainer("mnist", "--strategy=mirrored", "--num_cpu_devices=2",
+                     f"--mnist_dir={mnist_dir}", "--epochs=3",
+                     f"--model_dir={model_dir}"), timeout=200)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json_lines(done.stdout)[-1]
+  assert result["strategy"] == "mirrored"
+  assert result["num_replicas"] == 2
+  assert result["global_batch_size"] == 200
+  assert result["test_accuracy"] >= MIN_ACCURACY
+  assert (model_dir / "result.json").exists()
+  assert (model_dir / "final").is_dir()
+
+
+@pytest.mark.timeout(300)
+def test_multiworker_two_processes_end_identical(mnist_dir, tmp_path):
+  model_dir, tmp = tmp_path / "model", tmp_path / "tmp"
+  tmp.mkdir()
+  done = run(launch(os.path.join(SPECS, "two_workers.json"),
+                    trainer("mnist", "--strategy=multiworker", "--epochs=3",
+                            f"--mnist_dir={mnist_dir}",
+                            f"--model_dir={model_dir}")),
+             env=child_env(TMPDIR=tmp), timeout=280)
+  assert done.returncode == 0, done.stdout[-4000:]
+  results = {r["task"]: r for r in
+             json_lines(done.stdout, "[worker-0] ") +
+             json_lines(done.stdout, "[worker-1] ")}
+  assert set(results) == {"worker-0", "worker-1"}
+  for result in results.values():
+    assert result["num_replicas"] == 2
+    assert result["global_batch_size"] == 200
+    assert result["test_accuracy"] >= MIN_ACCURACY
+  # Synchronous all-reduce: both replicas hold bit-identical weights.
+  assert results["worker-0"]["weights_digest"] == \
+      results["worker-1"]["weights_digest"]
+  # Only the chief (worker 0) wrote model_dir; worker 1's temp dir is gone.
+  assert sorted(os.listdir(model_dir)) == ["final", "result.json"]
+  assert _only_tfdist_leftovers(tmp) == []
+
+
+@pytest.mark.timeout(300)
+def test_ps_chief_two_workers_one_ps(mnist_dir, tmp_path):
+  tmp = tmp_path / "tmp"
+  tmp.mkdir()
+  done = run(launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
+                    trainer("mnist", "--strategy=ps", "--epochs=3",
+                            f"--mnist_dir={mnist_dir}")),
+             env=child_env(TMPDIR=tmp), timeout=280)
+  assert done.returncode == 0, done.stdout[-4000:]
+  (result,) = json_lines(done.stdout, "[chief-0] ")
+  assert result["strategy"] == "ps"
+  assert result["num_replicas"] == 2
+  assert result["test_accuracy"] >= MIN_ACCURACY
+  # The variables live on the ps task, not on the chief or the workers.
+  assert result["variable_devices"] == ["/job:ps/replica:0/task:0/device:CPU:0"]
+  # Workers and ps ended on their own, told by the chief (exit 0), not
+  # stopped by the launcher.
+  for task in ("worker-0", "worker-1", "ps-0"):
+    assert f"[{task}] tfdist: {task}: chief-0 finished training; exiting" in \
+        done.stdout
+  assert "stopping" not in done.stdout
+  assert not [l for l in done.stdout.splitlines()
+              if l.startswith(("[worker-", "[ps-")) and l.rstrip().endswith("}")]
+  assert _only_tfdist_leftovers(tmp) == []
+
+
+@pytest.mark.timeout(200)
+def test_ps_without_tf_config_trains_in_process(mnist_dir):
+  done = run(trainer("mnist", "--strategy=ps", "--epochs=2",
+                     f"--mnist_dir={mnist_dir}"), timeout=180)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "no TF_CONFIG: --strategy=ps runs an in-process cluster" in done.stderr
+  result = json_lines(done.stdout)[-1]
+  assert result["num_replicas"] == 2
+  assert result["variable_devices"] == ["/job:ps/replica:0/task:0/device:CPU:0"]
+  assert result["test_accuracy"] >= MIN_ACCURACY
+
+
+@pytest.mark.timeout(200)
+def test_multiworker_without_tf_config_says_single_worker():
+  done = run(trainer("mnist", "--strategy=multiworker", "--data=synthetic",
+                     "--epochs=1", "--steps_per_epoch=5"), timeout=180)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert ("no TF_CONFIG: --strategy=multiworker runs as a single-worker "
+          "cluster") in done.stderr
+  assert json_lines(done.stdout)[-1]["num_replicas"] == 1
