@@ -120,15 +120,59 @@ def load_mnist_idx(directory: str) -> Dataset:
                  name="mnist")
 
 
+@dataclasses.dataclass(frozen=True)
+class TfdsDataset:
+  """A TFDS dataset the trainers know, described without TensorFlow."""
+  tfds_name: str
+  image_shape: tuple
+  test_split: str = "test"
+  # Images of varying size are centre-cropped to image_shape on loading.
+  crop: bool = False
+
+
+# Their image shapes are known before any download, so a model can reject a
+# shape it cannot take at once. imagenette's 160px build scales the shorter
+# side to 160 px: a centre crop makes every image 160x160.
+TFDS_DATASETS = {
+    "mnist": TfdsDataset("mnist", (28, 28, 1)),
+    "cifar10": TfdsDataset("cifar10", (32, 32, 3)),
+    "imagenette": TfdsDataset("imagenette/160px-v2", (160, 160, 3),
+                              test_split="validation", crop=True),
+}
+
+
+def tfds_dataset(name: str) -> TfdsDataset:
+  """The known dataset called ``name``; ConfigError for any other name."""
+  if name not in TFDS_DATASETS:
+    raise ConfigError(f"--dataset={name!r}: use one of "
+                      f"{', '.join(TFDS_DATASETS)}")
+  return TFDS_DATASETS[name]
+
+
+def _cropped_arrays(split, shape: tuple):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  crop = split.map(lambda x, y: (tf.image.resize_with_crop_or_pad(
+      x, shape[0], shape[1]), y), num_parallel_calls=tf.data.AUTOTUNE)
+  images, labels = zip(*crop.batch(1024).as_numpy_iterator())
+  return np.concatenate(images), np.concatenate(labels)
+
+
 def load_tfds(name: str = "mnist", *, data_dir: Optional[str] = None) -> Dataset:
   """Loads a classification dataset through tensorflow-datasets.
 
-  Downloads on first use (network needed) into ``data_dir``.
+  Downloads on first use (network needed) into ``data_dir``. ``name`` is a
+  key of TFDS_DATASETS or any TFDS name of fixed-size images.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  known = TFDS_DATASETS.get(name, TfdsDataset(name, ()))
   try:
-    loaded, info = tfds.load(name, data_dir=data_dir, batch_size=-1,
-                             as_supervised=True, with_info=True)
+    loaded, info = tfds.load(
+        known.tfds_name, data_dir=data_dir, as_supervised=True,
+        with_info=True, split=["train", known.test_split],
+        # Whole splits as tensors, unless images of varying size need a crop.
+        batch_size=None if known.crop else -1)
+    if known.crop:
+      loaded = [_cropped_arrays(s, known.image_shape) for s in loaded]
   except Exception as e:  # pylint: disable=broad-except
     # TFDS raises many types (DatasetNotFoundError, network errors ...); the
     # user needs to know which dataset failed and the offline alternative.
@@ -136,8 +180,8 @@ def load_tfds(name: str = "mnist", *, data_dir: Optional[str] = None) -> Dataset
                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                       "without network use --mnist_dir=DIR or "
                       "--data=synthetic")
-  splits = {s: Split(np.asarray(loaded[s][0]), np.asarray(loaded[s][1]).astype(
-      np.int64)) for s in ("train", "test")}
+  splits = {s: Split(np.asarray(images), np.asarray(labels).astype(np.int64))
+            for s, (images, labels) in zip(("train", "test"), loaded)}
   return Dataset(splits["train"], splits["test"],
                  num_classes=info.features["label"].num_classes, name=name)
 

@@ -8,8 +8,10 @@ Each task gets its own TF_CONFIG; port 0 in the spec (or every port, with
 with its task (``[worker-1] ...``). When the chief (worker 0 if there is no
 chief) exits 0, the other tasks get ``--grace`` seconds to finish and are then
 stopped. When any task fails, all are stopped and the launcher exits with that
-task's status, naming it. Ctrl-C stops everything. No child outlives the
-launcher: each gets SIGKILL from the kernel if the launcher dies.
+task's status, naming it (``--max_restarts N`` restarts it, or the whole
+job when training is synchronous, up to N times). Ctrl-C stops everything.
+No child outlives the launcher: each gets SIGKILL from the kernel if the
+launcher dies.
 """
 
 from __future__ import annotations
@@ -70,12 +72,16 @@ class Launcher:
 
   def __init__(self, *, cluster: dict, command: Sequence[str],
                grace: float = 30.0, stop_timeout: float = 10.0,
-               env: Optional[dict] = None, out=None):
+               env: Optional[dict] = None, out=None, max_restarts: int = 0):
     if not command:
       raise ConfigError("no command to launch; put it after --, e.g. -- "
                         "python -m trainers.mnist --strategy=multiworker")
     if grace < 0:
       raise ConfigError(f"--grace={grace}: must be >= 0")
+    if max_restarts < 0:
+      raise ConfigError(f"--max_restarts={max_restarts}: must be >= 0")
+    self._restarts_left = max_restarts
+    self._max_restarts = max_restarts
     self._cluster = cluster
     self._command = list(command)
     self._grace = grace
@@ -95,28 +101,36 @@ class Launcher:
     """Starts one process per task of the cluster."""
     for task_type in _ORDER:
       for index in range(len(self._cluster.get(task_type, ()))):
-        name = f"{task_type}-{index}"
-        self.say(f"starting {name} at {self._cluster[task_type][index]}")
-        env = dict(self._env)
-        env["TF_CONFIG"] = cluster_lib.make_tf_config(self._cluster,
-                                                      task_type, index)
-        env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixer at once
-        process = subprocess.Popen(
-            self._command, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            # Own process group: a stop reaches the task's children too, and
-            # the terminal's Ctrl-C reaches only the launcher, which then
-            # stops every task in order.
-            start_new_session=True, preexec_fn=_die_with_parent)
-        reader = threading.Thread(target=_pump, daemon=True, args=(
-            name, process.stdout, self._out, self._lock))
-        reader.start()
-        self._children.append(_Child(name, process, reader))
-        threading.Thread(target=self._watch, args=(name, process),
-                         daemon=True).start()
+        self._start_task(task_type, index)
+
+  def _start_task(self, task_type: str, index: int) -> None:
+    """Starts (or restarts) one task, with its own TF_CONFIG."""
+    name = f"{task_type}-{index}"
+    env = dict(self._env)
+    env["TF_CONFIG"] = cluster_lib.make_tf_config(self._cluster, task_type,
+                                                  index)
+    env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixer at once
+    process = subprocess.Popen(
+        self._command, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # Own process group: a stop reaches the task's children too, and
+        # the terminal's Ctrl-C reaches only the launcher, which then
+        # stops every task in order.
+        start_new_session=True, preexec_fn=_die_with_parent)
+    # The pid lets an operator (or a test) signal one task.
+    self.say(f"starting {name} at {self._cluster[task_type][index]} "
+             f"(pid {process.pid})")
+    reader = threading.Thread(target=_pump, daemon=True, args=(
+        name, process.stdout, self._out, self._lock))
+    reader.start()
+    # A restarted task replaces its predecessor.
+    self._children = [c for c in self._children if c.name != name]
+    self._children.append(_Child(name, process, reader))
+    threading.Thread(target=self._watch, args=(name, process),
+                     daemon=True).start()
 
   def _watch(self, name: str, process: subprocess.Popen) -> None:
-    self._exits.put((name, process.wait()))
+    self._exits.put((name, process, process.wait()))
 
   def _running(self) -> list:
     return [c for c in self._children if c.process.poll() is None]
@@ -159,10 +173,18 @@ class Launcher:
           self.stop()
           return 0
       try:
-        name, code = self._exits.get(timeout=timeout)
+        name, process, code = self._exits.get(timeout=timeout)
       except queue.Empty:
         continue
+      if not any(c.process is process for c in self._children):
+        continue  # a task stopped for a restart; its successor runs
       finished[name] = code
+      if code != 0 and self._restarts_left > 0 and grace_deadline is None:
+        if self._restart(name, exit_status(code)):
+          finished = {}
+        else:
+          del finished[name]
+        continue
       if code != 0:
         status = exit_status(code)
         self.say(f"{name} failed with exit status {status}; stopping the "
@@ -173,6 +195,48 @@ class Launcher:
       if name == primary:
         grace_deadline = time.monotonic() + self._grace
     return 0
+
+  def _restart(self, name: str, status: int) -> bool:
+    """Restarts a failed task, or the whole job; True for the whole job.
+
+    As Kubernetes would: under ps (asynchronous) the job survives one
+    task's loss, so only that task restarts and rejoins; synchronous
+    training (multiworker) cannot step without every worker, so every task
+    restarts and resumes from the chief's last checkpoint. An evaluator
+    never holds the others up: it restarts alone.
+    """
+    self._restarts_left -= 1
+    count = f"restart {self._max_restarts - self._restarts_left}/" \
+            f"{self._max_restarts}"
+    task_type, index = name.rsplit("-", 1)
+    if "ps" in self._cluster or task_type == "evaluator":
+      self.say(f"{name} failed with exit status {status}; restarting it "
+               f"({count})")
+      self._start_task(task_type, int(index))
+      return False
+    self.say(f"{name} failed with exit status {status}; synchronous training "
+             f"cannot go on without it: restarting every task ({count})")
+    self.stop()
+    self.start()
+    return True
+
+  def run(self) -> int:
+    """start() and wait(), from a main thread: SIGTERM or Ctrl-C stop every
+    task and return 128 + the signal's number."""
+
+    def on_signal(signum, frame):
+      del frame
+      raise KeyboardInterrupt(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+      self.start()
+      return self.wait()
+    except KeyboardInterrupt as e:
+      signum = e.args[0] if e.args else signal.SIGINT
+      self.say("interrupted; stopping every task")
+      self.stop()
+      return 128 + int(signum)
 
 
 def main(argv=None) -> int:
@@ -191,6 +255,10 @@ def main(argv=None) -> int:
                       help="cluster spec JSON, e.g. cluster_specs/two_workers.json")
   parser.add_argument("--free_ports", action="store_true",
                       help="replace every port of the spec with a free one")
+  parser.add_argument("--max_restarts", type=int, default=0,
+                      help="restart a failed task (or, without ps tasks, "
+                           "the whole job) up to N times, as Kubernetes "
+                           "would; with --model_dir training resumes")
   parser.add_argument("--grace", type=float, default=30.0,
                       help="seconds the other tasks get to finish after the "
                            "chief is done, before they are stopped")
@@ -200,24 +268,12 @@ def main(argv=None) -> int:
     import portpicker  # pylint: disable=g-import-not-at-top
     spec = cluster_lib.assign_ports(spec, portpicker.pick_unused_port,
                                     all_ports=args.free_ports)
-    launcher = Launcher(cluster=spec, command=command, grace=args.grace)
+    launcher = Launcher(cluster=spec, command=command, grace=args.grace,
+                        max_restarts=args.max_restarts)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-
-  def on_signal(signum, frame):
-    del frame
-    raise KeyboardInterrupt(signum)
-
-  signal.signal(signal.SIGTERM, on_signal)
-  try:
-    launcher.start()
-    return launcher.wait()
-  except KeyboardInterrupt as e:
-    signum = e.args[0] if e.args else signal.SIGINT
-    launcher.say("interrupted; stopping every task")
-    launcher.stop()
-    return 128 + int(signum)
+  return launcher.run()
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ import os
 import socket
 import tempfile
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from tfdist import cluster as cluster_lib
 from tfdist import console
+from tfdist import preflight
 from tfdist.errors import ConfigError
 
 STRATEGIES = ("mirrored", "multiworker", "ps")
@@ -148,7 +149,7 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
     all_reduce: ``auto``, ``ring`` or ``nccl`` for ``multiworker``.
     local_ps_workers: with ``ps`` and no TF_CONFIG, how many workers the
       in-process local cluster gets.
-    peer_timeout: seconds the ps chief waits for its workers and ps tasks.
+    peer_timeout: seconds to wait for the peers (see tfdist.preflight).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   check_keras(strategy)
@@ -170,6 +171,9 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
                    "python -m tfdist.launch, to train on several)")
       return tf.distribute.MultiWorkerMirroredStrategy(
           communication_options=options)
+    # Before the constructor, which starts our server and then waits
+    # forever for every peer: find them with a deadline, same spec.
+    preflight.check_peers(task, timeout=peer_timeout)
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=_resolver(training_cluster(task), task.type,
                                    task.index),
@@ -182,8 +186,8 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
                  f"{local_ps_workers} workers and 1 ps on loopback")
   else:
     cluster = training_cluster(task)
-    wait_for_peers({f"{t}-{i}": a for t in ("worker", "ps")
-                    for i, a in enumerate(cluster[t])}, timeout=peer_timeout)
+    # The coordinator would wait forever for a missing worker or ps.
+    preflight.check_peers(task, timeout=peer_timeout)
   return tf.distribute.ParameterServerStrategy(
       _resolver(cluster, "chief", 0))
 
@@ -222,35 +226,6 @@ def _reachable(address: str, timeout: float = 1.0) -> bool:
     return False
 
 
-def wait_for_peers(peers: dict, *, timeout: float,
-                   clock: Callable[[], float] = time.monotonic) -> None:
-  """Waits until every peer's port accepts connections, or fails.
-
-  Args:
-    peers: task name -> address, e.g. {"worker-1": "127.0.0.1:20002"}.
-    timeout: seconds before giving up with a ConfigError naming the first
-      missing peer. TensorFlow itself would wait forever.
-  """
-  start = clock()
-  last_report = start
-  pending = dict(peers)
-  while True:
-    pending = {n: a for n, a in pending.items() if not _reachable(a)}
-    if not pending:
-      return
-    elapsed = clock() - start
-    name, address = next(iter(pending.items()))
-    if elapsed >= timeout:
-      raise ConfigError(f"{name} at {address} did not answer within "
-                        f"{timeout:.0f} s; start it (same cluster spec) or "
-                        "fix its address")
-    if clock() - last_report >= 5:
-      console.info(f"waiting for {name} at {address}, "
-                   f"{elapsed:.0f}/{timeout:.0f} s")
-      last_report = clock()
-    time.sleep(0.5)  # a polling interval, not synchronisation
-
-
 def done_marker(address: str) -> str:
   """Where the chief marks a ps-strategy worker or ps task as finished.
 
@@ -280,18 +255,23 @@ def signal_done(task: Optional[cluster_lib.Task]) -> None:
 
 
 def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
-          chief_grace: float = 60.0) -> int:
+          chief_grace: float = 60.0, peer_timeout: float = 120.0) -> int:
   """Runs a ps-strategy worker or ps task until the chief is done.
 
   Returns the exit status: 0 when the chief signalled the end of training,
   1 when the chief never came up within ``chief_timeout`` seconds or vanished
   for longer than ``chief_grace`` seconds without finishing (so that no task
-  is left behind waiting forever).
+  is left behind waiting forever). Raises ConfigError when a peer is not up
+  within ``peer_timeout`` seconds or was started from another spec.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   marker = done_marker(task.address)
   if os.path.exists(marker):
     os.remove(marker)  # left by an earlier job on the same address
+  # Same spec as the chief and every peer, before serving anything. A
+  # restarted task rejoins a running job: the chief then has no port open.
+  preflight.check_peers(task, timeout=peer_timeout,
+                        found_if_running=("chief-0",))
   tf.distribute.Server(tf.train.ClusterSpec(training_cluster(task)),
                        job_name=task.type, task_index=task.index,
                        protocol="grpc", start=True)

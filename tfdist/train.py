@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -20,9 +21,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
+from tfdist import communication
 from tfdist import console
 from tfdist import data as data_lib
+from tfdist import schedules
+from tfdist import export as export_lib
+from tfdist import models as models_lib
+from tfdist import precision as precision_lib
 from tfdist import strategy as strategy_lib
 from tfdist.errors import ConfigError
 
@@ -53,6 +60,12 @@ class TrainConfig:
     eval_batch_size: batch size of the final test-set evaluation.
     seed: seeds the shuffle and the weights.
     verbose: Keras verbosity on the chief (0 silent, 1 bar, 2 line/epoch).
+    export_dir: where the chief exports the trained model for serving (a
+      new SavedModel version each run, see tfdist.export); None exports
+      nothing.
+    tflite: also export ``model.tflite`` (float) to ``export_dir``.
+    tflite_quantize: also export ``model_quant.tflite`` (dynamic-range
+      quantised weights) to ``export_dir``.
   """
   strategy: str = "mirrored"
   batch_size: int = 100
@@ -69,6 +82,32 @@ class TrainConfig:
   eval_batch_size: int = 1000
   seed: int = 0
   verbose: int = 2
+  export_dir: Optional[str] = None
+  tflite: bool = False
+  tflite_quantize: bool = False
+  # Fault tolerance (tfdist.checkpoint): with model_dir set, the chief saves
+  # every N steps and/or epochs, keeps the newest ``keep_checkpoints``, and a
+  # relaunch resumes from the latest.
+  checkpoint_every_steps: int = 0
+  checkpoint_every_epochs: int = 1
+  keep_checkpoints: int = 3
+  # Synchronised batch norm (mirrored, multiworker): statistics over the
+  # global batch, not each replica's. Mixed precision: 16-bit compute,
+  # float32 variables; tfdist.precision says which 16-bit type and why.
+  sync_batch_norm: bool = False
+  mixed_precision: bool = False
+  mixed_precision_dtype: str = "auto"
+  # The large-batch recipe (tfdist.schedules): lr_scaling="linear" multiplies
+  # learning_rate by the global batch / base_batch_size; warmup_epochs ramps
+  # the rate up linearly over that many epochs.
+  lr_scaling: str = "none"
+  base_batch_size: int = 100
+  warmup_epochs: float = 0.0
+  # float16 halves the bytes of the gradient all-reduce (tfdist.communication).
+  all_reduce_dtype: str = "float32"
+  # Test accuracy after every epoch, outside the timed span: the result's
+  # accuracy_curve (accuracy against training time).
+  eval_every_epoch: bool = False
 
   def __post_init__(self):
     if self.strategy not in strategy_lib.STRATEGIES:
@@ -91,15 +130,50 @@ class TrainConfig:
       raise ConfigError(f"--learning_rate={self.learning_rate}: must be > 0")
     if not self.peer_timeout > 0:
       raise ConfigError(f"--peer_timeout={self.peer_timeout}: must be > 0")
+    for name in ("tflite", "tflite_quantize"):
+      if getattr(self, name) and not self.export_dir:
+        raise ConfigError(f"--{name} writes into the export: add "
+                          "--export_dir=DIR")
+    self.checkpoint_options()  # validates the checkpoint fields
+    if self.sync_batch_norm and self.strategy == "ps":
+      raise ConfigError("--sync_batch_norm: ps workers train asynchronously, "
+                        "each on its own batch, so there is no global batch "
+                        "to synchronise over; use --strategy=multiworker or "
+                        "mirrored, or drop the flag")
+    # Checks the dtype, and float16 under ps, before the TF import.
+    precision_lib.policy_name(enabled=self.mixed_precision,
+                              dtype=self.mixed_precision_dtype,
+                              has_gpu=False, strategy=self.strategy)
+    schedules.check(lr_scaling=self.lr_scaling,
+                    base_batch_size=self.base_batch_size,
+                    warmup_epochs=self.warmup_epochs)
+    communication.check(all_reduce_dtype=self.all_reduce_dtype,
+                        strategy=self.strategy)
+
+  def checkpoint_options(self) -> checkpoint_lib.CheckpointOptions:
+    """The checkpoint schedule these fields describe."""
+    return checkpoint_lib.CheckpointOptions(
+        every_steps=self.checkpoint_every_steps,
+        every_epochs=self.checkpoint_every_epochs,
+        keep=self.keep_checkpoints)
 
 
-def _optimizer(tf, config: TrainConfig):
+def _optimizer(tf, config: TrainConfig, learning_rate=None):
+  """The optimizer; ``learning_rate`` (a float or a schedule) defaults to
+  config.learning_rate."""
   keras = tf.keras
+  rate = config.learning_rate if learning_rate is None else learning_rate
+  sgd, adam = keras.optimizers.SGD, keras.optimizers.Adam
+  if config.strategy in communication.ALL_REDUCE_STRATEGIES:
+    # Our aggregate_gradients: the all-reduce in config.all_reduce_dtype,
+    # and the bytes it sends counted for the result.
+    sgd, adam = (communication.optimizer_class(
+        c, all_reduce_dtype=config.all_reduce_dtype) for c in (sgd, adam))
   if config.optimizer == "sgd":
-    return keras.optimizers.SGD(config.learning_rate)
+    return sgd(rate)
   if config.optimizer == "momentum":
-    return keras.optimizers.SGD(config.learning_rate, momentum=0.9)
-  return keras.optimizers.Adam(config.learning_rate)
+    return sgd(rate, momentum=0.9)
+  return adam(rate)
 
 
 def evaluate(model, split: data_lib.Split, *, batch_size: int) -> float:
@@ -148,13 +222,13 @@ def write_dir(model_dir: Optional[str], task: Optional[cluster_lib.Task]):
       shutil.rmtree(temp, ignore_errors=True)
 
 
-def _check_writable(model_dir: str) -> None:
+def _check_writable(model_dir: str, flag: str = "model_dir") -> None:
   try:
     os.makedirs(model_dir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=model_dir):
       pass
   except OSError as e:
-    raise ConfigError(f"--model_dir={model_dir} is not writable "
+    raise ConfigError(f"--{flag}={model_dir} is not writable "
                       f"({e.strerror}); pick a directory you can write")
 
 
@@ -174,6 +248,13 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
   is_chief = task is None or task.is_chief
   if config.model_dir and is_chief:
     _check_writable(config.model_dir)
+  if config.export_dir and is_chief:
+    _check_writable(config.export_dir, flag="export_dir")
+  # What a checkpoint must match to be resumed: checked before the TF import.
+  signature = {"model": model_name, "image_shape": list(dataset.image_shape),
+               "num_classes": dataset.num_classes}
+  if config.model_dir:
+    checkpoint_lib.check_model_dir(config.model_dir, signature=signature)
   if task is not None:
     cluster_lib.check_port_free(task)
 
@@ -198,16 +279,33 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
                       f"replicas is more than the {len(dataset.train)} "
                       "training examples; use a smaller batch")
 
-  with strategy.scope():
+  # The large-batch recipe scales with the global batch of one optimizer step.
+  learning_rate = schedules.learning_rate(
+      config.learning_rate, lr_scaling=config.lr_scaling,
+      base_batch_size=config.base_batch_size,
+      warmup_epochs=config.warmup_epochs, global_batch_size=global_batch,
+      steps_per_epoch=steps_per_epoch)
+  dtype_policy = precision_lib.policy_name(
+      enabled=config.mixed_precision, dtype=config.mixed_precision_dtype,
+      has_gpu=bool(tf.config.list_physical_devices("GPU")),
+      strategy=config.strategy)
+  with strategy.scope(), precision_lib.policy(dtype_policy):
     model = model_fn(dataset.image_shape, dataset.num_classes)
+    if config.sync_batch_norm:
+      model = models_lib.with_sync_batch_norm(model)
+    model = precision_lib.float32_outputs(model)
     model.compile(
-        optimizer=_optimizer(tf, config),
+        optimizer=precision_lib.loss_scaled(
+            _optimizer(tf, config, learning_rate), dtype_policy),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=config.steps_per_execution)
   num_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+  flops = models_lib.flops_per_example(model)
   if is_chief:
-    console.info(f"{model_name or model.name}: {num_params:,} parameters; "
+    console.info(f"{model_name or model.name}: {num_params:,} parameters, "
+                 f"{flops / 1e6:,.1f} MFLOPs per example ({dtype_policy}"
+                 f"{', sync batch norm' if config.sync_batch_norm else ''}); "
                  f"{config.strategy} with {num_replicas} replicas, global "
                  f"batch {global_batch}, {steps_per_epoch} steps x "
                  f"{config.epochs} epochs")
@@ -218,10 +316,41 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
   train_data = tf.keras.utils.experimental.DatasetCreator(dataset_fn)
 
   with write_dir(config.model_dir, task) as out_dir:
+    callbacks, start_step, checkpointing = [], 0, None
+    if out_dir is not None:
+      checkpointing = checkpoint_lib.Checkpointing(
+          model=model, strategy=strategy, model_dir=config.model_dir,
+          write_dir=out_dir, options=config.checkpoint_options(),
+          steps_per_epoch=steps_per_epoch, signature=signature,
+          multiworker=config.strategy == "multiworker")
+      start_step = checkpointing.restore()
+      callbacks.append(checkpointing.callback())
+    from tfdist import monitor  # pylint: disable=g-import-not-at-top
+    # Epoch times (examples/s after warm-up), and with eval_every_epoch the
+    # chief's accuracy against training time. Before TensorBoard: it adds
+    # examples_per_sec and learning_rate to the logs TensorBoard writes.
+    epoch_monitor = monitor.EpochMonitor(
+        examples_per_epoch=steps_per_epoch * global_batch,
+        evaluate=functools.partial(
+            evaluate, model, dataset.test, batch_size=config.eval_batch_size)
+        if config.eval_every_epoch and is_chief else None)
+    # First: its epoch time must not include other callbacks' epoch-end work.
+    callbacks.insert(0, epoch_monitor)
+    if out_dir is not None:
+      # Summaries go where this task writes: model_dir/logs on the chief
+      # (tensorboard --logdir MODEL_DIR), a removed temp dir elsewhere.
+      callbacks.append(tf.keras.callbacks.TensorBoard(
+          os.path.join(out_dir, "logs"), write_graph=False, profile_batch=0))
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=config.epochs,
-                        steps_per_epoch=steps_per_epoch,
-                        verbose=config.verbose if is_chief else 0)
+    # A lost peer becomes one line naming it, not a gRPC trace.
+    hint = (f"relaunch the job with --model_dir={config.model_dir} to resume "
+            "from its last checkpoint" if config.model_dir else
+            "relaunch the job (with --model_dir it would resume)")
+    with checkpoint_lib.peer_failures(own_task=task and task.name,
+                                      resume_hint=hint):
+      history = model.fit(train_data, epochs=config.epochs,
+                          steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                          verbose=config.verbose if is_chief else 0)
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
@@ -239,13 +368,41 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
         "global_batch_size": global_batch,
         "steps": steps,
         "train_seconds": round(train_seconds, 3),
-        "examples_per_sec": round(steps * global_batch / train_seconds, 1),
-        "final_loss": round(float(history.history["loss"][-1]), 5),
+        "examples_per_sec": round(
+            (steps - start_step) * global_batch / train_seconds, 1),
+        # No loss when a relaunch found the training already complete.
+        "final_loss": (round(float(history.history["loss"][-1]), 5)
+                       if history.history.get("loss") else None),
         "test_accuracy": round(test_accuracy, 5),
         "num_params": num_params,
+        "flops_per_example": flops,
+        "dtype_policy": dtype_policy,
+        "sync_batch_norm": config.sync_batch_norm,
+        # Mean training loss of each epoch run here (the chief's view).
+        "loss_history": [round(float(x), 5)
+                         for x in history.history.get("loss", [])],
         "weights_digest": weights_digest(model),
         "variable_devices": sorted({v.device for v in model.variables}),
+        "start_step": start_step,
+        "global_step": int(model.optimizer.iterations.numpy()),
+        "checkpoint_seconds": round(checkpointing.save_seconds, 3)
+                              if checkpointing else 0.0,
+        "checkpoints_saved": checkpointing.saves if checkpointing else 0,
     }
+    result.update(epoch_monitor.summary())
+    # Bytes one replica hands to the gradient all-reduce per step (its dtype
+    # decides them); None under ps, which all-reduces nothing.
+    result["all_reduce_bytes"] = getattr(model.optimizer, "all_reduce_bytes",
+                                         None)
+    if config.export_dir and is_chief:
+      # Only the chief exports, from a plain copy of the weights: no
+      # collective runs, so the other tasks need not take part. Under ps this
+      # runs before signal_done, while the ps tasks still hold the variables.
+      result["export"] = export_lib.export(
+          model, model_fn=model_fn, image_shape=dataset.image_shape,
+          num_classes=dataset.num_classes, export_dir=config.export_dir,
+          tflite=config.tflite, tflite_quantize=config.tflite_quantize,
+          digest_fn=weights_digest)
     if out_dir is not None and is_chief:
       with open(os.path.join(out_dir, "result.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -1,0 +1,263 @@
+"""tfdist.bench, the large-batch recipe, float16 all-reduce, TensorBoard.
+
+The benchmark runs for real (--smoke: every run and output file on tiny
+settings); its figures are checked for form, never for speed.
+"""
+
+import glob
+import json
+import os
+import sys
+import textwrap
+
+# Before anything imports TensorFlow in this process: Keras 2, as the
+# trainers use (the schedule tests build a Keras schedule here).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest  # pylint: disable=wrong-import-position
+
+from conftest import REPO, child_env, json_lines, launch, run, trainer, SPECS  # pylint: disable=wrong-import-position
+from tfdist import schedules  # pylint: disable=wrong-import-position
+from tfdist import train  # pylint: disable=wrong-import-position
+from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, mnist_dir):
+  """One ``tfdist.bench --smoke`` run, asserted several ways."""
+  out_dir = tmp_path_factory.mktemp("bench")
+  result = run([sys.executable, "-m", "tfdist.bench", "--smoke",
+                f"--out_dir={out_dir}", f"--mnist_dir={mnist_dir}"],
+               timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+  with open(out_dir / "results.json") as f:
+    report = json.load(f)
+  return out_dir, report, result
+
+
+@pytest.mark.timeout(660)
+def test_smoke_runs_every_configuration(smoke):
+  _, report, _ = smoke
+  runs = report["runs"]
+  assert set(runs) >= {"keras-1", "mirrored-1", "multiworker-1",
+                       "multiworker-2", "multiworker-2-fp16", "ps-1", "ps-2",
+                       "recipe-base", "multiworker-2-8x",
+                       "multiworker-2-8x-linear", "multiworker-2-8x-recipe"}
+  for name, record in runs.items():
+    assert record["error"] is None, name
+  # Every training task of a cluster printed a result; under ps the chief.
+  assert set(runs["multiworker-2"]["tasks"]) == {"worker-0", "worker-1"}
+  assert set(runs["ps-2"]["tasks"]) == {"chief-0"}
+  # Synchronous replicas end bit-identical.
+  digests = {t["weights_digest"] for t in runs["multiworker-2"]["tasks"].values()}
+  assert len(digests) == 1
+  for row in report["figures"]["throughput"]:
+    assert row["examples_per_sec"] > 0, row
+    assert 0.1 < row["test_accuracy"] <= 1.0, row
+
+
+@pytest.mark.timeout(660)
+def test_smoke_reports_memory_of_every_task(smoke):
+  _, report, _ = smoke
+  memory = report["runs"]["ps-2"]["peak_rss_mb"]
+  # The chief, both workers and the ps task (the servers print theirs).
+  assert set(memory) == {"chief-0", "worker-0", "worker-1", "ps-0"}
+  assert all(100 < mb < 24 * 1024 for mb in memory.values()), memory
+  assert report["figures"]["peak_rss_mb"]["max"] == max(
+      report["figures"]["peak_rss_mb"]["per_task"].values())
+
+
+@pytest.mark.timeout(660)
+def test_smoke_figures_are_consistent(smoke):
+  _, report, _ = smoke
+  figs = report["figures"]
+  runs = {n: r["tasks"] for n, r in report["runs"].items()}
+  one = runs["multiworker-1"]["worker-0"]["steady_examples_per_sec"]
+  two = runs["multiworker-2"]["worker-0"]["steady_examples_per_sec"]
+  assert figs["weak_scaling"]["multiworker"] == pytest.approx(
+      two / (2 * one), abs=1e-3)
+  assert figs["overhead"]["ratio"] == pytest.approx(
+      runs["mirrored-1"]["local"]["steady_examples_per_sec"]
+      / runs["keras-1"]["local"]["steady_examples_per_sec"], abs=1e-3)
+  # The gradient all-reduce: 7,850 float32 parameters = 31,400 bytes per
+  # step, exactly half in float16.
+  fp16 = figs["all_reduce_float16"]
+  assert fp16["float32_bytes_per_step"] == 7850 * 4
+  assert fp16["float16_bytes_per_step"] == 7850 * 2
+  assert fp16["ratio"] == 0.5
+  assert len(figs["large_batch"]["runs"]) == 3
+  for run_figs in figs["large_batch"]["runs"].values():
+    assert run_figs["global_batch_size"] == 8 * figs["large_batch"][
+        "base_global_batch"]
+  sync = figs["sync_vs_async"]
+  assert sync["sync_curve"] and sync["async_curve"]
+  for curve in (sync["sync_curve"], sync["async_curve"]):
+    times = [s for s, _ in curve]
+    assert times == sorted(times) and len(times) == report["settings"]["epochs"]
+  for target in report["targets"]:
+    assert isinstance(target["met"], bool) and target["note"], target
+
+
+@pytest.mark.timeout(660)
+def test_smoke_writes_table_and_plots(smoke):
+  out_dir, report, result = smoke
+  table = (out_dir / "results.md").read_text()
+  for name in report["runs"]:
+    assert f"| {name} |" in table
+  assert "AMD" in table or "Intel" in table or "cores" in table
+  assert "target:" in result.stdout
+  for name in ("throughput.png", "sync_vs_async.png", "large_batch.png"):
+    data = (out_dir / name).read_bytes()
+    assert data.startswith(PNG_MAGIC), name
+    assert len(data) > 5000, name
+  assert sorted(report["plots"]) == sorted(
+      ["throughput.png", "sync_vs_async.png", "large_batch.png"])
+  assert not glob.glob(str(out_dir / "*.tmp"))
+
+
+def test_bench_bad_mnist_dir_is_one_line(tmp_path):
+  out_dir = tmp_path / "out"
+  result = run([sys.executable, "-m", "tfdist.bench", "--smoke",
+                f"--out_dir={out_dir}", f"--mnist_dir={tmp_path / 'nope'}"],
+               timeout=60)
+  assert result.returncode == 2
+  assert result.stderr.startswith("error: --mnist_dir=")
+  assert len(result.stderr.strip().splitlines()) == 1
+  assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_linear_scaling_formula():
+  for lr, global_batch, base in ((0.1, 800, 100), (0.5, 256, 32),
+                                 (0.05, 64, 64)):
+    assert schedules.scaled_learning_rate(
+        lr, lr_scaling="linear", global_batch_size=global_batch,
+        base_batch_size=base) == pytest.approx(lr * global_batch / base)
+    assert schedules.scaled_learning_rate(
+        lr, lr_scaling="none", global_batch_size=global_batch,
+        base_batch_size=base) == lr
+  # Without warmup the optimizer gets the scaled float itself.
+  assert schedules.learning_rate(
+      0.1, lr_scaling="linear", base_batch_size=100, warmup_epochs=0,
+      global_batch_size=800, steps_per_epoch=10) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("lr_scaling", ["linear", "none"])
+def test_warmup_schedule_follows_formula(lr_scaling):
+  lr, base, global_batch, steps_per_epoch, warmup_epochs = 0.1, 100, 800, 30, 2
+  schedule = schedules.learning_rate(
+      lr, lr_scaling=lr_scaling, base_batch_size=base,
+      warmup_epochs=warmup_epochs, global_batch_size=global_batch,
+      steps_per_epoch=steps_per_epoch)
+  target = lr * global_batch / base if lr_scaling == "linear" else lr
+  initial = lr if lr_scaling == "linear" else 0.0
+  warmup_steps = warmup_epochs * steps_per_epoch
+  for step in (0, 1, 7, 30, 59, 60, 61, 500):
+    expected = initial + (target - initial) * min(step, warmup_steps) / warmup_steps
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+  assert float(schedule(0)) == pytest.approx(initial)
+  assert float(schedule(10_000)) == pytest.approx(target)
+
+
+def test_recipe_and_all_reduce_flags_are_checked():
+  with pytest.raises(ConfigError, match="--lr_scaling='sqrt'"):
+    train.TrainConfig(lr_scaling="sqrt")
+  with pytest.raises(ConfigError, match="--warmup_epochs=-1"):
+    train.TrainConfig(warmup_epochs=-1)
+  with pytest.raises(ConfigError, match="--base_batch_size=0"):
+    train.TrainConfig(base_batch_size=0)
+  with pytest.raises(ConfigError, match="--all_reduce_dtype='bfloat8'"):
+    train.TrainConfig(all_reduce_dtype="bfloat8")
+  with pytest.raises(ConfigError, match="--strategy=ps does not"):
+    train.TrainConfig(strategy="ps", all_reduce_dtype="float16")
+
+
+def test_trainer_rejects_float16_under_ps_in_one_line():
+  result = run(trainer("mnist", "--strategy=ps", "--data=synthetic",
+                       "--all_reduce_dtype=float16"), timeout=60)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      line for line in result.stderr.strip().splitlines()
+      if line.startswith("error: --all_reduce_dtype=float16")]
+
+
+_ALL_REDUCE_CHECK = textwrap.dedent("""
+    import json, os
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import numpy as np
+    import tensorflow as tf
+    from tfdist import communication, strategy as strategy_lib
+
+    # Two replicas (logical CPU devices): a real MirroredStrategy all-reduce.
+    strategy = strategy_lib.create("mirrored", task=None, num_cpu_devices=2)
+    rng = np.random.default_rng(0)
+    grads = rng.normal(0, 0.01, size=(2, 1000)).astype(np.float32)
+    out = {}
+    for dtype in ("float32", "float16"):
+      with strategy.scope():
+        variable = tf.Variable(tf.zeros(1000))
+        optimizer = communication.optimizer_class(
+            tf.keras.optimizers.SGD, all_reduce_dtype=dtype)(learning_rate=1.0)
+        optimizer.build([variable])
+
+      @tf.function
+      def step():
+        def replica_fn():
+          replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+          optimizer.apply_gradients([(tf.gather(tf.constant(grads), replica),
+                                      variable)])
+        strategy.run(replica_fn)
+
+      step()
+      out[dtype] = {"value": variable.numpy().tolist(),
+                    "bytes": optimizer.all_reduce_bytes,
+                    "dtype": variable.dtype.name}
+    out["expected"] = (-(grads[0] + grads[1])).tolist()
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.timeout(120)
+def test_float16_all_reduce_equals_float32_within_tolerance():
+  result = run([sys.executable, "-c", _ALL_REDUCE_CHECK], timeout=100)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json_lines(result.stdout)[-1]
+  expected = out["expected"]
+  assert out["float32"]["value"] == pytest.approx(expected, abs=1e-7)
+  # float16 keeps 11 significant bits: each element within its rounding of
+  # the inputs (2^-11 relative to the largest gradient, twice: two casts).
+  tolerance = 2 * 2**-11 * max(abs(x) for x in expected)
+  assert out["float16"]["value"] == pytest.approx(expected, abs=tolerance)
+  assert out["float16"]["value"] != out["float32"]["value"]  # really cast
+  assert out["float16"]["dtype"] == "float32"  # cast back after
+  assert out["float32"]["bytes"] == 4000 and out["float16"]["bytes"] == 2000
+
+
+@pytest.mark.timeout(180)
+def test_chief_writes_tensorboard_scalars(tmp_path, mnist_dir):
+  model_dir = tmp_path / "model"
+  result = run(launch(os.path.join(SPECS, "two_workers.json"), trainer(
+      "mnist", "--strategy=multiworker", f"--mnist_dir={mnist_dir}",
+      "--batch_size=50", "--epochs=3", "--steps_per_epoch=4",
+      "--lr_scaling=linear", "--learning_rate=0.1", "--base_batch_size=25",
+      "--warmup_epochs=2",
+      f"--model_dir={model_dir}")), timeout=150)
+  assert result.returncode == 0, result.stdout[-3000:]
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  logs = model_dir / "logs" / "train"
+  accumulator = event_accumulator.EventAccumulator(str(logs))
+  accumulator.Reload()
+  tags = set(accumulator.Tags()["tensors"])
+  assert {"epoch_loss", "epoch_accuracy", "epoch_examples_per_sec",
+          "epoch_learning_rate"} <= tags
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rates = [float(np.frombuffer(e.tensor_proto.tensor_content, np.float32)[0])
+           if e.tensor_proto.tensor_content else e.tensor_proto.float_val[0]
+           for e in accumulator.Tensors("epoch_learning_rate")]
+  # Global batch 100 = 4x the base: warmup from 0.1 to 0.4 over 8 steps,
+  # logged after steps 4, 8 and 12.
+  assert rates == pytest.approx([0.25, 0.4, 0.4])
+  # Only the chief's directory exists: worker-1 wrote to a removed temp dir.
+  assert sorted(os.listdir(model_dir / "logs")) == ["train"]
+  assert not glob.glob("/tmp/tfdist-worker-1-*")

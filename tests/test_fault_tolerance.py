@@ -1,0 +1,574 @@
+"""Fault tolerance, proven by killing real training processes.
+
+Every task is a real TensorFlow process talking gRPC over loopback, trained
+on the real MNIST files; tasks are killed with SIGKILL or SIGTERM once a
+checkpoint file shows that training is under way (files for ordering, never
+sleeps), and every child is killed when its test ends. Figures (recovery
+time, steps redone, checkpoint overhead) are printed; run with -s to see
+them.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import re
+import signal
+import shutil
+import subprocess
+import sys
+import time
+
+import portpicker
+import pytest
+
+from conftest import REPO, SPECS, child_env, json_lines, launch, run, trainer
+from tfdist import cluster as cluster_lib
+from tfdist import launch as launch_lib
+from tfdist import preflight
+from tfdist.errors import ConfigError
+
+# Small and quick: a few hundred steps of softmax regression.
+STEPS_PER_EPOCH = 100
+# A task in the middle of its fit, or exiting, is given this long.
+DEADLINE = 150
+
+
+def _wait_for(predicate, what: str, timeout: float = DEADLINE) -> None:
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    if time.monotonic() > deadline:
+      pytest.fail(f"waited {timeout} s for {what}")
+    time.sleep(0.1)  # a polling interval, not synchronisation
+
+
+def _checkpoint_steps(model_dir: str) -> list:
+  """Steps of the complete checkpoints (an index file) in model_dir."""
+  return sorted(int(re.search(r"ckpt-(\d+)\.index$", p).group(1))
+                for p in glob.glob(os.path.join(model_dir, "checkpoints",
+                                                "ckpt-*.index")))
+
+
+def _error_lines(text: str) -> list:
+  return [l for l in text.splitlines() if l.startswith("error: ")]
+
+
+class Job:
+  """The tasks of one cluster as separately started processes.
+
+  Unlike the launcher, a test can signal, wait for or restart any one task.
+  """
+
+  def __init__(self, tmp_path, layout: dict, flags):
+    self.cluster = {t: tuple(f"127.0.0.1:{portpicker.pick_unused_port()}"
+                             for _ in range(n)) for t, n in layout.items()}
+    self.flags = list(flags)
+    self.dir = tmp_path
+    self.processes = {}
+    self.log_paths = {}
+    self.started_at = {}
+
+  def start(self, *names, extra=()):
+    for name in names:
+      task_type, index = name.rsplit("-", 1)
+      env = child_env(TF_CONFIG=cluster_lib.make_tf_config(
+          self.cluster, task_type, int(index)))
+      count = sum(1 for k in self.log_paths if k[0] == name)
+      path = os.path.join(self.dir, f"{name}.{count}.log")
+      self.log_paths[(name, count)] = path
+      with open(path, "w") as log:
+        self.processes[name] = subprocess.Popen(
+            trainer("mnist", *self.flags, *extra), cwd=REPO, env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+      self.started_at[name] = time.monotonic()
+
+  def signal(self, name, signum):
+    os.killpg(self.processes[name].pid, signum)
+
+  def wait(self, name, timeout=DEADLINE) -> int:
+    try:
+      code = self.processes[name].wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      pytest.fail(f"{name} still running after {timeout} s:\n"
+                  f"{self.log(name)[-3000:]}")
+    return launch_lib.exit_status(code)
+
+  def log(self, name) -> str:
+    count = max(k[1] for k in self.log_paths if k[0] == name)
+    with open(self.log_paths[(name, count)]) as f:
+      return f.read()
+
+  def result(self, name) -> dict:
+    results = json_lines(self.log(name))
+    assert results, self.log(name)[-3000:]
+    return results[-1]
+
+  def stop(self):
+    for process in self.processes.values():
+      try:
+        os.killpg(process.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+      process.wait()
+
+
+@pytest.fixture
+def job_factory(tmp_path):
+  jobs = []
+
+  def make(layout, flags):
+    jobs.append(Job(tmp_path, layout, flags))
+    return jobs[-1]
+
+  yield make
+  for job in jobs:
+    job.stop()
+
+
+def _flags(mnist_dir, model_dir, strategy, *, epochs, every_steps):
+  return [f"--strategy={strategy}", f"--mnist_dir={mnist_dir}",
+          f"--epochs={epochs}", f"--steps_per_epoch={STEPS_PER_EPOCH}",
+          f"--model_dir={model_dir}",
+          f"--checkpoint_every_steps={every_steps}", "--peer_timeout=60"]
+
+
+# --- checkpoints and resume: one process --------------------------------------
+
+@pytest.fixture(scope="module")
+def resumed_mirrored(tmp_path_factory, mnist_dir):
+  """A mirrored run of 2 epochs, then a relaunch asking for 3."""
+  model_dir = str(tmp_path_factory.mktemp("mirrored") / "model")
+  flags = ["--strategy=mirrored", f"--mnist_dir={mnist_dir}",
+           "--steps_per_epoch=10", f"--model_dir={model_dir}",
+           "--checkpoint_every_steps=3", "--keep_checkpoints=2"]
+  first = run(trainer("mnist", *flags, "--epochs=2"), timeout=120)
+  assert first.returncode == 0, first.stderr[-3000:]
+  kept = _checkpoint_steps(model_dir)
+  second = run(trainer("mnist", *flags, "--epochs=3"), timeout=120)
+  assert second.returncode == 0, second.stderr[-3000:]
+  return {"dir": model_dir, "kept_after_first": kept,
+          "first": json_lines(first.stdout)[-1],
+          "second": json_lines(second.stdout)[-1], "stderr": second.stderr}
+
+
+def test_checkpoints_on_schedule_bounded(resumed_mirrored):
+  first = resumed_mirrored["first"]
+  # Steps 3, 6, 9, 10 (epoch end), 12, 15, 18, 20: 8 saves, newest 2 kept.
+  assert first["checkpoints_saved"] == 8
+  assert resumed_mirrored["kept_after_first"] == [18, 20]
+  assert first["global_step"] == 20
+
+
+def test_relaunch_resumes_step_counter(resumed_mirrored):
+  second = resumed_mirrored["second"]
+  assert second["start_step"] == 20
+  assert second["global_step"] == 30  # exactly the target, nothing redone
+  assert "resumed from" in resumed_mirrored["stderr"]
+  print(f"\ncheckpoint overhead (mirrored): {second['checkpoint_seconds']} s "
+        f"of {second['train_seconds']} s")
+
+
+def test_corrupt_checkpoint_one_line_nothing_overwritten(resumed_mirrored,
+                                                         mnist_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  shutil.copytree(resumed_mirrored["dir"], model_dir)
+  latest = max(glob.glob(os.path.join(model_dir, "checkpoints", "*.data-*")))
+  with open(latest, "r+b") as f:
+    f.truncate(16)
+  before = _tree_digest(model_dir)
+  done = run(trainer("mnist", "--strategy=mirrored", f"--mnist_dir={mnist_dir}",
+                     "--steps_per_epoch=10", "--epochs=4",
+                     f"--model_dir={model_dir}"), timeout=120)
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert "Traceback" not in done.stderr
+  (line,) = _error_lines(done.stderr)
+  assert "cannot restore" in line and "corrupt" in line, line
+  assert _tree_digest(model_dir) == before
+
+
+def test_checkpoint_of_another_model_is_refused(resumed_mirrored, tmp_path):
+  model_dir = str(tmp_path / "model")
+  shutil.copytree(resumed_mirrored["dir"], model_dir)
+  before = _tree_digest(model_dir)
+  flags = ["--data=synthetic", "--steps_per_epoch=2", "--epochs=1",
+           "--batch_size=8", f"--model_dir={model_dir}"]
+  # The saved model description differs: refused before TensorFlow loads.
+  done = run(trainer("inception", *flags), timeout=120)
+  assert done.returncode == 2, done.stderr[-3000:]
+  (line,) = _error_lines(done.stderr)
+  assert "holds checkpoints of a different model" in line, line
+  # Without that description, TensorFlow's own restore check refuses it.
+  os.remove(os.path.join(model_dir, "checkpoints", "tfdist_model.json"))
+  before = _tree_digest(model_dir)
+  done = run(trainer("inception", *flags), timeout=180)
+  assert done.returncode == 2, done.stderr[-3000:]
+  (line,) = _error_lines(done.stderr)
+  assert "cannot restore" in line, line
+  assert _tree_digest(model_dir) == before
+
+
+def _tree_digest(directory: str) -> str:
+  digest = hashlib.sha256()
+  for root, _, files in sorted(os.walk(directory)):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      digest.update(path.encode())
+      with open(path, "rb") as f:
+        digest.update(f.read())
+  return digest.hexdigest()
+
+
+_SAVE_LOOP = r"""
+import sys, tensorflow as tf
+big = tf.Variable(tf.zeros([4_000_000]))  # 16 MB: a save takes a while
+manager = tf.train.CheckpointManager(tf.train.Checkpoint(big=big), sys.argv[1],
+                                     max_to_keep=3)
+for i in range(1, 10_000):
+  big.assign(tf.fill([4_000_000], float(i)))
+  manager.save(checkpoint_number=i)
+"""
+
+_RESTORE = r"""
+import sys, tensorflow as tf
+sys.path.insert(0, sys.argv[2])
+from tfdist import checkpoint
+big = tf.Variable(tf.zeros([4_000_000]))
+path = checkpoint.latest(sys.argv[1])
+tf.train.Checkpoint(big=big).read(path).assert_existing_objects_matched()
+number = int(path.rsplit("-", 1)[1])
+values = set(big.numpy().tolist())
+print(number, sorted(values))
+assert values == {float(number)}, (number, values)
+"""
+
+
+def test_killed_while_saving_never_leaves_a_half_checkpoint(tmp_path):
+  model_dir = tmp_path / "model"
+  ckpt_dir = model_dir / "checkpoints"
+  process = subprocess.Popen([sys.executable, "-c", _SAVE_LOOP, str(ckpt_dir)],
+                             env=child_env(), start_new_session=True,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  try:
+    # Saves follow each other back to back: once the 5th index exists the
+    # writer is inside a later save, whose files are incomplete when killed.
+    _wait_for(lambda: max(_checkpoint_steps(str(model_dir)), default=0) >= 5,
+              "a 5th checkpoint", timeout=60)
+    os.killpg(process.pid, signal.SIGKILL)
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    process.wait()
+  done = run([sys.executable, "-c", _RESTORE, str(model_dir), REPO],
+             timeout=120)
+  assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+
+
+# --- preemption and lost tasks: multiworker -----------------------------------
+
+def test_multiworker_sigterm_saves_exits_143_and_resumes_exactly(
+    job_factory, mnist_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  target = 2 * STEPS_PER_EPOCH
+  job = job_factory({"worker": 2}, _flags(mnist_dir, model_dir, "multiworker",
+                                          epochs=2, every_steps=40))
+  job.start("worker-0", "worker-1")
+  _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
+  signalled = time.monotonic()
+  job.signal("worker-1", signal.SIGTERM)
+  assert job.wait("worker-1") == 143, job.log("worker-1")[-3000:]
+  assert job.wait("worker-0") == 143, job.log("worker-0")[-3000:]
+  stopped = time.monotonic() - signalled
+  saved = max(_checkpoint_steps(model_dir))
+  assert 40 <= saved < target
+  assert f"saved step {saved}" in job.log("worker-0")
+
+  relaunched = time.monotonic()
+  job.start("worker-0", "worker-1")
+  assert job.wait("worker-0") == 0, job.log("worker-0")[-3000:]
+  assert job.wait("worker-1") == 0, job.log("worker-1")[-3000:]
+  results = [job.result(n) for n in ("worker-0", "worker-1")]
+  for result in results:
+    assert result["start_step"] == saved  # nothing redone
+    assert result["global_step"] == target  # exactly the target
+  assert results[0]["weights_digest"] == results[1]["weights_digest"]
+  print(f"\nmultiworker SIGTERM: all tasks exited 143 in {stopped:.1f} s, "
+        f"saved step {saved}, 0 steps redone; relaunch to end "
+        f"{time.monotonic() - relaunched:.1f} s; checkpoint "
+        f"{results[0]['checkpoint_seconds']} s of "
+        f"{results[0]['train_seconds']} s training")
+
+
+def test_multiworker_worker_killed_others_fail_in_one_line(
+    job_factory, mnist_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  job = job_factory({"worker": 2}, _flags(mnist_dir, model_dir, "multiworker",
+                                          epochs=3, every_steps=40))
+  job.start("worker-0", "worker-1")
+  _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
+  killed = time.monotonic()
+  job.signal("worker-1", signal.SIGKILL)
+  status = job.wait("worker-0", timeout=90)
+  seconds = time.monotonic() - killed
+  assert status == 1, job.log("worker-0")[-3000:]
+  (line,) = _error_lines(job.log("worker-0"))
+  assert "lost worker-1" in line and "--model_dir" in line, line
+  print(f"\nmultiworker SIGKILL worker-1: worker-0 failed after {seconds:.1f} "
+        f"s; last checkpoint step {max(_checkpoint_steps(model_dir))}")
+
+
+def test_launcher_restarts_whole_multiworker_job_which_resumes(
+    mnist_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  out_path = tmp_path / "launch.log"
+  target = 2 * STEPS_PER_EPOCH
+  command = launch(os.path.join(SPECS, "two_workers.json"),
+                   trainer("mnist", *_flags(mnist_dir, model_dir,
+                                            "multiworker", epochs=2,
+                                            every_steps=40)),
+                   "--max_restarts=1")
+  with open(out_path, "w") as out:
+    process = subprocess.Popen(command, cwd=REPO, env=child_env(),
+                               stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+  try:
+    _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
+    pid = int(re.search(r"starting worker-1 at \S+ \(pid (\d+)\)",
+                        out_path.read_text()).group(1))
+    os.killpg(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert process.wait(timeout=DEADLINE) == 0, out_path.read_text()[-4000:]
+    recovery = time.monotonic() - killed_at
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    process.wait()
+  text = out_path.read_text()
+  assert "restarting every task (restart 1/1)" in text
+  results = json_lines(text, "[worker-0] ")
+  assert results[-1]["start_step"] >= 40
+  assert results[-1]["global_step"] == target
+  print(f"\nlauncher restart of a multiworker job: kill to end "
+        f"{recovery:.1f} s, resumed at step {results[-1]['start_step']}")
+
+
+# --- parameter-server training ------------------------------------------------
+
+def test_ps_worker_killed_job_finishes_restarted_worker_rejoins(
+    mnist_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  out_path = tmp_path / "launch.log"
+  target = 3 * STEPS_PER_EPOCH
+  command = launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
+                   trainer("mnist", *_flags(mnist_dir, model_dir, "ps",
+                                            epochs=3, every_steps=50)),
+                   "--max_restarts=1")
+  with open(out_path, "w") as out:
+    process = subprocess.Popen(command, cwd=REPO, env=child_env(),
+                               stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+  try:
+    _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
+    pid = int(re.search(r"starting worker-1 at \S+ \(pid (\d+)\)",
+                        out_path.read_text()).group(1))
+    os.killpg(pid, signal.SIGKILL)
+    assert process.wait(timeout=DEADLINE) == 0, out_path.read_text()[-4000:]
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    process.wait()
+  text = out_path.read_text()
+  assert "worker-1 failed with exit status 137; restarting it" in text
+  # The restarted worker came up and served until the chief was done.
+  assert len(re.findall(r"starting worker-1 at", text)) == 2
+  assert "[worker-1] tfdist: worker-1: chief-0 finished training" in text
+  (result,) = json_lines(text, "[chief-0] ")
+  assert result["global_step"] == target
+  assert result["test_accuracy"] >= 0.85
+
+
+def test_ps_killed_chief_fails_fast_relaunch_resumes(job_factory, mnist_dir,
+                                                     tmp_path):
+  model_dir = str(tmp_path / "model")
+  flags = _flags(mnist_dir, model_dir, "ps", epochs=3, every_steps=50)
+  job = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
+  job.start("ps-0", "worker-0", "worker-1", "chief-0")
+  _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
+  killed = time.monotonic()
+  job.signal("ps-0", signal.SIGKILL)
+  status = job.wait("chief-0", timeout=60)
+  seconds = time.monotonic() - killed
+  assert status == 1, job.log("chief-0")[-3000:]
+  (line,) = _error_lines(job.log("chief-0"))
+  assert "lost ps-0" in line, line
+  saved = max(_checkpoint_steps(model_dir))
+  job.stop()
+
+  again = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
+  again.start("ps-0", "worker-0", "worker-1", "chief-0")
+  assert again.wait("chief-0") == 0, again.log("chief-0")[-3000:]
+  result = again.result("chief-0")
+  assert result["start_step"] == saved > 0
+  assert result["global_step"] == 3 * STEPS_PER_EPOCH
+  print(f"\nps SIGKILL ps-0: chief failed after {seconds:.1f} s; relaunch "
+        f"resumed at step {saved}")
+
+
+def test_ps_chief_killed_and_relaunched_resumes(job_factory, mnist_dir,
+                                                tmp_path):
+  model_dir = str(tmp_path / "model")
+  job = job_factory({"chief": 1, "worker": 2, "ps": 1},
+                    _flags(mnist_dir, model_dir, "ps", epochs=3,
+                           every_steps=50))
+  job.start("ps-0", "worker-0", "worker-1", "chief-0")
+  _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
+  job.signal("chief-0", signal.SIGKILL)
+  assert job.wait("chief-0") == 137
+  saved = max(_checkpoint_steps(model_dir))
+  # As Kubernetes would: only the chief restarts; workers and ps kept serving.
+  job.start("chief-0")
+  assert job.wait("chief-0") == 0, job.log("chief-0")[-3000:]
+  recovery = time.monotonic() - job.started_at["chief-0"]
+  result = job.result("chief-0")
+  assert result["start_step"] == saved
+  assert result["global_step"] == 3 * STEPS_PER_EPOCH
+  for name in ("ps-0", "worker-0", "worker-1"):
+    assert job.wait(name, timeout=30) == 0, job.log(name)[-3000:]
+  print(f"\nps chief SIGKILL + relaunch: resumed at step {saved}, "
+        f"relaunch to end {recovery:.1f} s, checkpoint "
+        f"{result['checkpoint_seconds']} s of {result['train_seconds']} s")
+
+
+# --- evaluator ----------------------------------------------------------------
+
+def test_evaluator_scores_each_checkpoint_and_exits(mnist_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  done = run(launch(os.path.join(SPECS, "chief_two_workers_evaluator.json"),
+                    trainer("mnist", "--strategy=multiworker",
+                            f"--mnist_dir={mnist_dir}", "--epochs=2",
+                            "--steps_per_epoch=30", f"--model_dir={model_dir}",
+                            "--peer_timeout=60")),
+             timeout=DEADLINE)
+  assert done.returncode == 0, done.stdout[-4000:]
+  (chief,) = json_lines(done.stdout, "[chief-0] ")
+  (evaluation,) = json_lines(done.stdout, "[evaluator-0] ")
+  assert evaluation["checkpoints_evaluated"] >= 1
+  assert evaluation["step"] == chief["global_step"] == 60
+  # The same weights, the same test split, the same code: the same number.
+  assert evaluation["test_accuracy"] == chief["test_accuracy"]
+  assert glob.glob(os.path.join(model_dir, "eval", "events.out.tfevents.*"))
+
+
+def test_evaluator_without_checkpoints_gives_up_in_one_line(mnist_dir,
+                                                            tmp_path):
+  cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"],
+             "evaluator": ["127.0.0.1:3"]}
+  done = run(trainer("mnist", "--strategy=multiworker",
+                     f"--mnist_dir={mnist_dir}", "--eval_timeout=2",
+                     f"--model_dir={tmp_path / 'empty'}"),
+             env=child_env(TF_CONFIG=json.dumps(
+                 {"cluster": cluster,
+                  "task": {"type": "evaluator", "index": 0}})),
+             timeout=60)
+  assert done.returncode == 1, done.stderr[-3000:]
+  (line,) = _error_lines(done.stderr)
+  assert "no new checkpoint" in line and "for 2 s" in line, line
+
+
+# --- preflight ----------------------------------------------------------------
+
+def test_unreachable_peer_named_with_deadline(mnist_dir):
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  started = time.monotonic()
+  done = run(trainer("mnist", "--strategy=multiworker",
+                     f"--mnist_dir={mnist_dir}", "--peer_timeout=6"),
+             env=child_env(TF_CONFIG=cluster_lib.make_tf_config(
+                 cluster, "worker", 0)), timeout=60)
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert time.monotonic() - started < 40
+  assert f"waiting for worker-1 at 127.0.0.1:{ports[1]}, 5/6 s" in done.stderr
+  (line,) = _error_lines(done.stderr)
+  assert f"worker-1 at 127.0.0.1:{ports[1]} did not answer within 6 s" in line
+
+
+def test_tasks_from_different_specs_refused(mnist_dir):
+  ports = [portpicker.pick_unused_port() for _ in range(3)]
+  addresses = [f"127.0.0.1:{p}" for p in ports]
+  # worker-1 was started from a spec with a third worker.
+  specs = [{"worker": addresses[:2]}, {"worker": addresses}]
+  processes = [subprocess.Popen(
+      trainer("mnist", "--strategy=multiworker", f"--mnist_dir={mnist_dir}",
+              "--peer_timeout=8"), cwd=REPO,
+      env=child_env(TF_CONFIG=cluster_lib.make_tf_config(spec, "worker", i)),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True) for i, spec in enumerate(specs)]
+  try:
+    outputs = [p.communicate(timeout=90) for p in processes]
+  finally:
+    for p in processes:
+      try:
+        os.killpg(p.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+  assert [p.returncode for p in processes] == [2, 2], outputs
+  lines = [_error_lines(err) for _, err in outputs]
+  assert any("was started from a different cluster spec" in l[0]
+             for l in lines), lines
+
+
+def test_preflight_handshake_compares_spec_digests():
+  """In-process: a peer answering with another digest is named."""
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": (f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")}
+  other = dict(cluster, chief=(f"127.0.0.1:{portpicker.pick_unused_port()}",))
+  peer = preflight._Listener(  # pylint: disable=protected-access
+      cluster_lib.make_task(other, "worker", 1),
+      f"tfdist-preflight {cluster_lib.spec_digest(other)} worker-1\n".encode())
+  try:
+    with pytest.raises(ConfigError, match="different cluster spec"):
+      preflight.check_peers(cluster_lib.make_task(cluster, "worker", 0),
+                            timeout=5)
+  finally:
+    peer.close()
+  # Once closed, the port is free again for TensorFlow.
+  cluster_lib.check_port_free(cluster_lib.make_task(cluster, "worker", 1))
+
+
+# --- launcher restarts, without TensorFlow ------------------------------------
+
+_FAIL_ONCE = ("import os, sys, json; t = json.loads(os.environ['TF_CONFIG'])"
+              "['task']; name = f\"{t['type']}-{t['index']}\"; "
+              "marker = os.path.join(sys.argv[1], name); "
+              "first = not os.path.exists(marker); open(marker, 'a').close(); "
+              "sys.exit(3 if first and name == 'worker-1' else 0)")
+
+
+@pytest.mark.parametrize("spec,message,starts", [
+    ("two_workers.json", "restarting every task (restart 1/1)", 2),
+    ("chief_two_workers_ps.json", "worker-1 failed with exit status 3; "
+     "restarting it (restart 1/1)", 1),
+])
+def test_launcher_restart_policy(spec, message, starts, tmp_path):
+  done = run(launch(os.path.join(SPECS, spec),
+                    [sys.executable, "-c", _FAIL_ONCE, str(tmp_path)],
+                    "--max_restarts=1", "--grace=5"), timeout=60)
+  assert done.returncode == 0, done.stdout
+  assert message in done.stdout
+  assert done.stdout.count("starting worker-0 at") == starts
+
+
+def test_launcher_gives_up_after_max_restarts(tmp_path):
+  done = run(launch(os.path.join(SPECS, "two_workers.json"),
+                    [sys.executable, "-c", "import sys; sys.exit(4)"],
+                    "--max_restarts=2"), timeout=60)
+  assert done.returncode == 4
+  assert "restart 2/2" in done.stdout
+  assert "job failed: worker-" in done.stdout

@@ -1,0 +1,81 @@
+r"""Plain single-process Keras ``fit``: what the trainer's overhead is measured
+against (``tfdist.bench`` runs both, same model, batch and input pipeline).
+
+    python -m tfdist.baseline --mnist_dir=../shared/data/mnist --batch_size=100
+
+No strategy, no DatasetCreator, no cluster: the model compiled and fitted as
+in the Keras guides, on the trainer's own tf.data pipeline, timed by the same
+callback. Prints one JSON line with the fields the trainers print for timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tfdist import data as data_lib
+from tfdist import models
+from tfdist.errors import ConfigError
+
+
+def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
+        steps_per_epoch: int, learning_rate: float, seed: int = 0) -> dict:
+  """Fits softmax regression with plain Keras and returns its timing."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfdist import monitor  # pylint: disable=g-import-not-at-top
+  from tfdist import train  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(seed)
+  model = models.softmax_regression(dataset.image_shape, dataset.num_classes)
+  model.compile(
+      optimizer=tf.keras.optimizers.SGD(learning_rate),
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=["accuracy"])
+  # The trainer's pipeline, built for one input pipeline of one replica.
+  train_data = data_lib.make_dataset_fn(
+      dataset.train, global_batch_size=batch_size,
+      shuffle_seed=seed)(tf.distribute.InputContext())
+  epoch_monitor = monitor.EpochMonitor(
+      examples_per_epoch=steps_per_epoch * batch_size)
+  model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            callbacks=[epoch_monitor], verbose=0)
+  result = {"model": "softmax_regression", "strategy": "plain_keras",
+            "task": "local", "num_replicas": 1,
+            "global_batch_size": batch_size,
+            "steps": steps_per_epoch * epochs,
+            "test_accuracy": round(train.evaluate(model, dataset.test,
+                                                  batch_size=1000), 5)}
+  result.update(epoch_monitor.summary())
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m tfdist.baseline",
+      description="Plain single-process Keras fit of softmax regression.")
+  parser.add_argument("--mnist_dir", required=True)
+  parser.add_argument("--batch_size", type=int, default=100)
+  parser.add_argument("--epochs", type=int, default=3)
+  parser.add_argument("--steps_per_epoch", type=int, default=100)
+  parser.add_argument("--learning_rate", type=float, default=0.5)
+  args = parser.parse_args(argv)
+  try:
+    for name in ("batch_size", "epochs", "steps_per_epoch"):
+      if getattr(args, name) < 1:
+        raise ConfigError(f"--{name}={getattr(args, name)}: must be at least 1")
+    dataset = data_lib.load_mnist_idx(args.mnist_dir)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  # An entry point: Keras 2, as in the trainers (set before TF loads).
+  os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+  print(json.dumps(fit(dataset=dataset, batch_size=args.batch_size,
+                       epochs=args.epochs,
+                       steps_per_epoch=args.steps_per_epoch,
+                       learning_rate=args.learning_rate)), flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,113 @@
+"""The evaluator task: scores each new checkpoint on the test split.
+
+An ``evaluator`` in the cluster spec never joins training (TensorFlow's
+strategies leave it out, see strategy.training_cluster): it watches the
+chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
+copy of the model, measures test accuracy with the same code as the trainer
+(train.evaluate), writes it as a TensorBoard summary under
+``model_dir/eval``, and exits when the chief has written ``result.json``
+after the last checkpoint. With no new checkpoint for ``timeout`` seconds it
+gives up with one line, so it never waits forever for a chief that is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+from tfdist import checkpoint as checkpoint_lib
+from tfdist import console
+from tfdist import data as data_lib
+from tfdist import train
+from tfdist.errors import ConfigError
+
+EVAL_SUBDIR = "eval"
+POLL_SECONDS = 0.5
+
+
+def _mtime(path: str) -> Optional[float]:
+  try:
+    return os.path.getmtime(path)
+  except OSError:
+    return None
+
+
+def training_done(model_dir: str, latest: Optional[str]) -> bool:
+  """True when the chief wrote its result after the latest checkpoint."""
+  done_at = _mtime(os.path.join(model_dir, "result.json"))
+  if done_at is None:
+    return False
+  saved_at = _mtime(latest + ".index") if latest else None
+  return saved_at is None or done_at >= saved_at
+
+
+def run(*, model_fn: Callable, dataset: data_lib.Dataset,
+        model_dir: Optional[str], model_name: str = "",
+        batch_size: int = 1000, timeout: float = 600.0,
+        task_name: str = "evaluator-0") -> dict:
+  """Evaluates every new checkpoint of ``model_dir`` until training is done.
+
+  Args:
+    model_fn: the trainer's model function (the same model as the chief's).
+    dataset: its ``test`` split is evaluated.
+    model_dir: the chief's --model_dir (shared storage on several machines).
+    model_name: checked against the checkpoints' model (tfdist.checkpoint).
+    batch_size: evaluation batch size.
+    timeout: seconds without a new checkpoint before giving up.
+    task_name: names this task in messages and the result.
+
+  Returns:
+    The result: checkpoints evaluated, last step and its test accuracy.
+
+  Raises:
+    ConfigError: no model_dir, or it holds another model's checkpoints.
+    checkpoint.TaskLost: no new checkpoint within ``timeout`` seconds.
+  """
+  if not model_dir:
+    raise ConfigError("the evaluator reads the chief's checkpoints: set "
+                      "--model_dir to the chief's directory")
+  if not timeout > 0:
+    raise ConfigError(f"--eval_timeout={timeout}: must be > 0")
+  signature = {"model": model_name, "image_shape": list(dataset.image_shape),
+               "num_classes": dataset.num_classes}
+  checkpoint_lib.check_model_dir(model_dir, signature=signature)
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # A plain model, no strategy: the evaluator is one process.
+  model = model_fn(dataset.image_shape, dataset.num_classes)
+  reader = tf.train.Checkpoint(model=model)
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, EVAL_SUBDIR))
+  console.info(f"{task_name} evaluates new checkpoints of {model_dir}")
+  evaluated, last_path, accuracy, step = 0, None, None, None
+  waiting_since = time.monotonic()
+  while True:
+    latest = checkpoint_lib.latest(model_dir)
+    if latest is not None and latest != last_path:
+      try:
+        # expect_partial: the optimizer's state is in the checkpoint too.
+        reader.read(latest).expect_partial()
+      except tf.errors.NotFoundError:
+        # Rotated away (keep_checkpoints) between listing and reading.
+        continue
+      step = int(latest.rsplit("-", 1)[1])
+      accuracy = train.evaluate(model, dataset.test, batch_size=batch_size)
+      with writer.as_default():
+        tf.summary.scalar("test_accuracy", accuracy, step=step)
+      writer.flush()
+      console.info(f"{task_name}: step {step}: test accuracy {accuracy:.4f}")
+      evaluated += 1
+      last_path = latest
+      waiting_since = time.monotonic()
+      continue
+    if training_done(model_dir, latest):
+      break
+    if time.monotonic() - waiting_since > timeout:
+      raise checkpoint_lib.TaskLost(
+          f"{task_name}: no new checkpoint in --model_dir={model_dir} for "
+          f"{timeout:.0f} s and the chief wrote no result; is it running "
+          "with this --model_dir? (--eval_timeout sets the wait)")
+    time.sleep(POLL_SECONDS)  # a polling interval, not synchronisation
+  return {"model": model_name, "task": task_name,
+          "checkpoints_evaluated": evaluated, "step": step,
+          "test_accuracy": None if accuracy is None else round(accuracy, 5)}

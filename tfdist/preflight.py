@@ -1,0 +1,182 @@
+"""Preflight: before building a strategy, find every peer or fail in one line.
+
+TensorFlow, left alone, waits forever for a peer that never starts, and
+tasks started from different cluster specs fail late with "group size
+mismatch" or hang. :func:`check_peers` runs before TensorFlow opens its
+server and fails with a deadline, a line naming the missing peer, or a line
+saying the specs differ.
+
+How it avoids a deadlock: the MultiWorkerMirroredStrategy server starts
+inside the strategy's constructor, so "wait for the peers' servers before
+starting mine" would have every task waiting for the others. Instead each
+task first answers on *its own* port with a one-line handshake (``tfdist
+<digest> <task>``, the digest of the cluster spec it was started from), and
+waits until every peer answers, either with its handshake (then the digests
+are compared) or as a TensorFlow server (that peer finished its preflight,
+having checked our handshake). It then closes its listener and TensorFlow
+binds the same port, so no extra port is needed, on a laptop or in a pod.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Callable, Mapping
+
+from tfdist import cluster as cluster_lib
+from tfdist import console
+from tfdist.errors import ConfigError
+
+_MAGIC = "tfdist-preflight"
+# How often a line "waiting for worker-1 at ..., 12/60 s" is printed.
+REPORT_EVERY = 5.0
+
+
+def peers_of(task: cluster_lib.Task) -> dict:
+  """Task name -> address of every training task but this one."""
+  return {f"{t}-{i}": address
+          for t, addresses in task.cluster.items() if t != "evaluator"
+          for i, address in enumerate(addresses)
+          if (t, i) != (task.type, task.index)}
+
+
+class _Listener:
+  """Answers the handshake on this task's port until closed."""
+
+  def __init__(self, task: cluster_lib.Task, handshake: bytes):
+    self._socket = _bind(task)
+    # accept() with a timeout, so close() can stop the thread: closing a
+    # socket another thread is blocked on does not release the port.
+    self._socket.settimeout(0.1)
+    self._handshake = handshake
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._answer, daemon=True)
+    self._thread.start()
+
+  def _answer(self):
+    while not self._stop.is_set():
+      try:
+        connection, _ = self._socket.accept()
+      except (socket.timeout, OSError):
+        continue
+      with connection:
+        try:
+          connection.sendall(self._handshake)
+        except OSError:
+          pass
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
+    self._socket.close()  # now TensorFlow can bind the port
+
+
+def _bind(task: cluster_lib.Task) -> socket.socket:
+  host, port = cluster_lib.split_address(task.address, where=task.name)
+  family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+  listener = socket.socket(family, socket.SOCK_STREAM)
+  # SO_REUSEADDR: TensorFlow rebinds this port right after we close it.
+  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  bare = host.strip("[]")
+  # A loopback spec stays on loopback. Otherwise all interfaces, like
+  # TensorFlow's server on this port: a peer must reach us at the spec's
+  # address whichever interface it routes to (the handshake says only the
+  # spec digest and the task's name).
+  if bare in ("localhost", "::1") or bare.startswith("127."):
+    bind_host = bare
+  else:
+    bind_host = "" if family == socket.AF_INET else "::"
+  try:
+    listener.bind((bind_host, port))
+  except OSError:
+    listener.close()
+    cluster_lib.check_port_free(task)  # raises its one-line "in use" error
+    raise
+  listener.listen(16)
+  return listener
+
+
+def probe(address: str, *, timeout: float = 1.0):
+  """Asks ``address`` who it is.
+
+  Returns:
+    None when nothing listens there; ``("tfdist", digest, name)`` when a
+    task in preflight answers; ``("server", "", "")`` when something else
+    (a TensorFlow server past its preflight) accepts the connection.
+  """
+  host, port = cluster_lib.split_address(address, where="peer")
+  try:
+    with socket.create_connection((host.strip("[]"), port),
+                                  timeout=timeout) as s:
+      try:
+        data = s.recv(256)
+      except socket.timeout:
+        data = b""  # a gRPC server waits for the client to speak first
+  except OSError:
+    return None
+  words = data.decode(errors="replace").split()
+  if len(words) == 3 and words[0] == _MAGIC:
+    return ("tfdist", words[1], words[2])
+  return ("server", "", "")
+
+
+def check_peers(task: cluster_lib.Task, *, timeout: float,
+                peers: Mapping[str, str] = None,
+                found_if_running: tuple = (),
+                clock: Callable[[], float] = time.monotonic) -> None:
+  """Waits until every peer is up and started from the same cluster spec.
+
+  Args:
+    task: this task (its port answers the handshake meanwhile).
+    timeout: seconds before failing with a line naming a missing peer.
+    peers: name -> address to wait for; default every training task.
+    found_if_running: peers that count as found once another peer answers
+      as a running TensorFlow server: a ps-strategy chief opens no port of
+      its own once its preflight is over, so a restarted worker rejoining
+      a running job finds the job through the others, which each found
+      the chief before serving.
+
+  Raises:
+    ConfigError: a peer did not answer within ``timeout``, or was started
+      from a different cluster spec.
+  """
+  digest = cluster_lib.spec_digest(task.cluster)
+  pending = dict(peers_of(task) if peers is None else peers)
+  listener = _Listener(task, f"{_MAGIC} {digest} {task.name}\n".encode())
+  try:
+    start = clock()
+    last_report = start
+    job_running = False
+    while True:
+      for name, address in list(pending.items()):
+        answer = probe(address)
+        if answer is None:
+          continue
+        kind, their_digest, their_name = answer
+        job_running = job_running or kind == "server"
+        if kind == "tfdist" and (their_digest != digest or their_name != name):
+          raise ConfigError(
+              f"{name} at {address} was started from a different cluster "
+              f"spec (it is {their_name}, spec digest {their_digest}; "
+              f"{task.name} has {digest}); start every task from the same "
+              "spec (python -m tfdist.tfconfig SPEC TYPE INDEX)")
+        del pending[name]
+      if job_running:
+        for name in found_if_running:
+          pending.pop(name, None)
+      if not pending:
+        return
+      elapsed = clock() - start
+      name, address = next(iter(pending.items()))
+      if elapsed >= timeout:
+        raise ConfigError(f"{name} at {address} did not answer within "
+                          f"{timeout:.0f} s; start it (same cluster spec), "
+                          "fix its address, or raise --peer_timeout")
+      if clock() - last_report >= REPORT_EVERY:
+        console.info(f"waiting for {name} at {address}, "
+                     f"{elapsed:.0f}/{timeout:.0f} s")
+        last_report = clock()
+      time.sleep(0.25)  # a polling interval, not synchronisation
+  finally:
+    listener.close()

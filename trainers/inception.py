@@ -1,0 +1,102 @@
+r"""Inception-style image classifiers, under any strategy.
+
+    python -m trainers.inception --strategy=mirrored --mnist_dir=../shared/data/mnist
+    python -m trainers.inception --dataset=cifar10        # TFDS, network once
+    python -m trainers.inception --model=v3 --dataset=imagenette
+    python -m trainers.inception --model=v3 --data=synthetic --image_shape=299,299,3
+    python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \
+        python -m trainers.inception --strategy=multiworker --sync_batch_norm ...
+
+The flags of trainers.mnist, plus the model and the data's shape below.
+"""
+
+import functools
+
+from absl import app
+from absl import flags
+
+from trainers import common  # sets TF_USE_LEGACY_KERAS before TF loads
+from tfdist import data
+from tfdist import models
+from tfdist.errors import ConfigError
+
+MODELS = {"mini": "mini_inception", "v3": "inception_v3"}
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model", "mini",
+                    "mini: mini-Inception for 28-32 px images; v3: "
+                    "InceptionV3 (Keras Applications, from scratch), >= 75 px.")
+flags.DEFINE_float("width", 1.0,
+                   "--model=mini: multiplies every layer's filter count "
+                   "(0.125 makes a test-sized model).")
+flags.DEFINE_string("dataset", "mnist",
+                    f"{', '.join(data.TFDS_DATASETS)}: through TFDS, or "
+                    "mnist from --mnist_dir.")
+flags.DEFINE_string("image_shape", "28,28,1",
+                    "--data=synthetic: height,width,channels of the images "
+                    "(throughput runs of any shape).")
+
+# Defaults for a batch-normalised convolutional network (the softmax
+# trainer's 0.5 plain SGD would diverge): momentum SGD, smaller steps.
+FLAGS.set_default("optimizer", "momentum")
+FLAGS.set_default("learning_rate", 0.05)
+FLAGS.set_default("batch_size", 64)
+FLAGS.set_default("epochs", 3)
+
+
+def _parse_shape(text: str) -> tuple:
+  try:
+    shape = tuple(int(part) for part in text.split(","))
+  except ValueError:
+    shape = ()
+  if len(shape) != 3 or min(shape) < 1:
+    raise ConfigError(f"--image_shape={text!r}: give height,width,channels "
+                      "as three positive integers, e.g. 32,32,3")
+  return shape
+
+
+def _data_options() -> dict:
+  """Checks this trainer's flags, without TensorFlow; returns data.load's
+  extra arguments."""
+  if FLAGS.model not in MODELS:
+    raise ConfigError(f"--model={FLAGS.model!r}: use one of "
+                      f"{', '.join(MODELS)}")
+  if FLAGS.model != "mini" and FLAGS["width"].present:
+    raise ConfigError(f"--width applies to --model=mini only; drop it for "
+                      f"--model={FLAGS.model}")
+  if not FLAGS.width > 0:
+    raise ConfigError(f"--width={FLAGS.width}: must be > 0")
+  source = common.data_source()
+  if source == "synthetic":
+    if FLAGS["dataset"].present:
+      raise ConfigError("--dataset names real data; --data=synthetic makes "
+                        "random images of --image_shape: drop one of them")
+    shape = _parse_shape(FLAGS.image_shape)
+  else:
+    if FLAGS["image_shape"].present:
+      raise ConfigError("--image_shape sets the shape of synthetic images; "
+                        "add --data=synthetic or drop it")
+    shape = data.tfds_dataset(FLAGS.dataset).image_shape
+    if source == "idx" and FLAGS.dataset != "mnist":
+      raise ConfigError(f"--mnist_dir holds MNIST, not {FLAGS.dataset}; drop "
+                        f"--mnist_dir to load {FLAGS.dataset} through TFDS")
+  models.check_image_shape(MODELS[FLAGS.model], shape)
+  return {"tfds_name": FLAGS.dataset, "synthetic_shape": shape}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.model == "mini":
+    # train.run calls model_fn(input_shape, num_classes): bind the width.
+    model_fn = functools.partial(models.mini_inception, width=FLAGS.width)
+    model_name = f"mini_inception_w{FLAGS.width:g}"
+  else:
+    model_fn, model_name = models.inception_v3, MODELS.get(FLAGS.model, "")
+  return common.run_trainer(model_fn=model_fn, model_name=model_name,
+                            data_options=_data_options)
+
+
+if __name__ == "__main__":
+  app.run(main)
