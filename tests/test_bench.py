@@ -237,12 +237,15 @@ def test_float16_all_reduce_equals_float32_within_tolerance():
 @pytest.mark.timeout(180)
 def test_chief_writes_tensorboard_scalars(tmp_path, mnist_dir):
   model_dir = tmp_path / "model"
+  (tmp_path / "tmp").mkdir()
   result = run(launch(os.path.join(SPECS, "two_workers.json"), trainer(
       "mnist", "--strategy=multiworker", f"--mnist_dir={mnist_dir}",
       "--batch_size=50", "--epochs=3", "--steps_per_epoch=4",
       "--lr_scaling=linear", "--learning_rate=0.1", "--base_batch_size=25",
       "--warmup_epochs=2",
-      f"--model_dir={model_dir}")), timeout=150)
+      f"--model_dir={model_dir}")), timeout=150,
+      # The tasks' own temp dir, to see what worker-1 leaves behind.
+      env=child_env(TMPDIR=str(tmp_path / "tmp")))
   assert result.returncode == 0, result.stdout[-3000:]
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   logs = model_dir / "logs" / "train"
@@ -260,4 +263,19 @@ def test_chief_writes_tensorboard_scalars(tmp_path, mnist_dir):
   assert rates == pytest.approx([0.25, 0.4, 0.4])
   # Only the chief's directory exists: worker-1 wrote to a removed temp dir.
   assert sorted(os.listdir(model_dir / "logs")) == ["train"]
-  assert not glob.glob("/tmp/tfdist-worker-1-*")
+  assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_curve_figures():
+  from tfdist import bench  # pylint: disable=g-import-not-at-top
+  sync = [[1.0, 0.80], [2.0, 0.90], [3.0, 0.92]]
+  asynchronous = [[0.5, 0.85], [1.5, 0.88], [2.5, 0.89], [4.0, 0.91]]
+  assert bench.seconds_to_accuracy(sync, 0.9) == 2.0
+  assert bench.seconds_to_accuracy(sync, 0.95) is None
+  assert bench.accuracy_at(asynchronous, 2.0) == 0.88
+  assert bench.accuracy_at(asynchronous, 0.1) is None
+  # Times 1.0, 1.5, 2.0, 2.5, 3.0 (0.5 has no sync value yet): sync is
+  # behind at 1.0 and 1.5, ahead from 2.0 on.
+  assert bench.sync_ahead_fraction(sync, asynchronous, 3.0) == 0.6
+  assert bench.weak_scaling({"steady_examples_per_sec": 100.0},
+                            {"steady_examples_per_sec": 150.0}, 2) == 0.75

@@ -21,15 +21,18 @@ from tfdist.errors import ConfigError
 
 
 def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
-        steps_per_epoch: int, learning_rate: float, seed: int = 0) -> dict:
-  """Fits softmax regression with plain Keras and returns its timing."""
+        steps_per_epoch: int, learning_rate: float, seed: int = 0,
+        model_fn=models.softmax_regression,
+        model_name: str = "softmax_regression", momentum: float = 0.0) -> dict:
+  """Fits ``model_fn``'s model (softmax regression unless told) with plain
+  Keras and returns its timing; ``momentum`` as the trainers' optimizers."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdist import monitor  # pylint: disable=g-import-not-at-top
   from tfdist import train  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
-  model = models.softmax_regression(dataset.image_shape, dataset.num_classes)
+  model = model_fn(dataset.image_shape, dataset.num_classes)
   model.compile(
-      optimizer=tf.keras.optimizers.SGD(learning_rate),
+      optimizer=tf.keras.optimizers.SGD(learning_rate, momentum=momentum),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   # The trainer's pipeline, built for one input pipeline of one replica.
@@ -40,7 +43,7 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
       examples_per_epoch=steps_per_epoch * batch_size)
   model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
             callbacks=[epoch_monitor], verbose=0)
-  result = {"model": "softmax_regression", "strategy": "plain_keras",
+  result = {"model": model_name, "strategy": "plain_keras",
             "task": "local", "num_replicas": 1,
             "global_batch_size": batch_size,
             "steps": steps_per_epoch * epochs,

@@ -23,6 +23,7 @@ test: the figures depend on the machine and what else runs on it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 
+from tfdist import baseline
 from tfdist import data as data_lib
 from tfdist import models
 from tfdist.errors import ConfigError
@@ -41,32 +43,13 @@ ACCURACY_TARGET, RATIO_TARGET = 0.985, 0.95
 def plain_fit(*, dataset: data_lib.Dataset, width: float, batch_size: int,
               epochs: int, steps_per_epoch: int, learning_rate: float,
               seed: int = 0) -> dict:
-  """Fits mini-Inception with plain Keras, as a Keras guide would.
-
-  The trainer's optimizer (momentum SGD) and input pipeline (built for one
-  pipeline of one replica), timed by the trainer's own epoch monitor.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import monitor  # pylint: disable=g-import-not-at-top
-  tf.keras.utils.set_random_seed(seed)
-  model = models.mini_inception(dataset.image_shape, dataset.num_classes,
-                                width=width)
-  model.compile(
-      optimizer=tf.keras.optimizers.SGD(learning_rate, momentum=0.9),
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-      metrics=["accuracy"])
-  train_data = data_lib.make_dataset_fn(
-      dataset.train, global_batch_size=batch_size,
-      shuffle_seed=seed)(tf.distribute.InputContext())
-  epoch_monitor = monitor.EpochMonitor(
-      examples_per_epoch=steps_per_epoch * batch_size)
-  model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            callbacks=[epoch_monitor], verbose=0)
-  result = {"model": f"mini_inception_w{width:g}", "strategy": "plain_keras",
-            "global_batch_size": batch_size,
-            "steps": steps_per_epoch * epochs}
-  result.update(epoch_monitor.summary())
-  return result
+  """Fits mini-Inception with plain Keras (tfdist.baseline.fit): the
+  trainer's optimizer (momentum SGD) and input pipeline, no strategy."""
+  return baseline.fit(
+      dataset=dataset, batch_size=batch_size, epochs=epochs,
+      steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, seed=seed,
+      model_fn=functools.partial(models.mini_inception, width=width),
+      model_name=f"mini_inception_w{width:g}", momentum=0.9)
 
 
 def _run(args: list, *, timeout: float) -> dict:

@@ -40,6 +40,7 @@ import os
 import re
 import signal
 import threading
+import time
 from typing import Optional
 
 from tfdist import console
@@ -130,7 +131,7 @@ class CheckpointOptions:
     if self.keep < 1:
       raise ConfigError(f"--keep_checkpoints={self.keep}: must be at least 1")
     if self.preemption_check_steps < 1:
-      raise ConfigError("--preemption_check_steps="
+      raise ConfigError("preemption_check_steps="
                         f"{self.preemption_check_steps}: must be at least 1")
 
 
@@ -252,6 +253,7 @@ class Checkpointing:
         self._checkpoint, directory=checkpoint_dir(write_dir),
         max_to_keep=options.keep)
     self._preempt_requested = threading.Event()
+    self._previous_handler = signal.SIG_DFL
     self._replica_sum = _replica_sum_fn(strategy) if multiworker else None
     self.saved_step = -1
     self.save_seconds = 0.0
@@ -304,7 +306,6 @@ class Checkpointing:
 
   def save(self) -> Optional[str]:
     """Saves now (every worker must call it at the same step)."""
-    import time  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
     coordinator = getattr(self._model, "_cluster_coordinator", None)
     if coordinator is not None:

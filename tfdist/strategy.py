@@ -23,6 +23,7 @@ import tempfile
 import time
 from typing import Optional
 
+from tfdist import checkpoint
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import preflight
@@ -238,8 +239,14 @@ def done_marker(address: str) -> str:
   return os.path.join(tempfile.gettempdir(), f"tfdist-done-{safe}")
 
 
-def signal_done(task: Optional[cluster_lib.Task]) -> None:
-  """Tells every worker and ps task of a ps cluster that training is over."""
+def signal_done(task: Optional[cluster_lib.Task], *,
+                preempted: bool = False) -> None:
+  """Tells every worker and ps task of a ps cluster that training is over.
+
+  With ``preempted``, that the chief was preempted (it saved a checkpoint):
+  they then exit 143 too, so Kubernetes restarts the whole job at once
+  instead of the tasks waiting a minute for a chief that is gone.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if task is None:
     return  # in-process cluster: its servers end with this process
@@ -247,7 +254,8 @@ def signal_done(task: Optional[cluster_lib.Task]) -> None:
     for index, address in enumerate(task.cluster.get(job, ())):
       try:
         with tf.device(f"/job:{job}/replica:0/task:{index}/device:CPU:0"):
-          tf.io.write_file(done_marker(address), "done")
+          tf.io.write_file(done_marker(address),
+                           "preempted" if preempted else "done")
       except Exception as e:  # pylint: disable=broad-except
         # A task that already died cannot be told; the others still can.
         console.info(f"could not tell {job}-{index} at {address} that "
@@ -259,6 +267,7 @@ def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   """Runs a ps-strategy worker or ps task until the chief is done.
 
   Returns the exit status: 0 when the chief signalled the end of training,
+  143 when it signalled that it was preempted (see :func:`signal_done`),
   1 when the chief never came up within ``chief_timeout`` seconds or vanished
   for longer than ``chief_grace`` seconds without finishing (so that no task
   is left behind waiting forever). Raises ConfigError when a peer is not up
@@ -293,6 +302,12 @@ def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
                    f"{chief_grace:.0f} s without finishing; {task.name} exits")
       return 1
     time.sleep(0.5)  # a polling interval, not synchronisation
+  with open(marker) as f:
+    preempted = f.read() == "preempted"
   os.remove(marker)
+  if preempted:
+    console.info(f"{task.name}: chief-0 was preempted and saved a "
+                 "checkpoint; exiting to be restarted with it")
+    return checkpoint.PREEMPTED_EXIT_STATUS
   console.info(f"{task.name}: chief-0 finished training; exiting")
   return 0

@@ -346,11 +346,18 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
     hint = (f"relaunch the job with --model_dir={config.model_dir} to resume "
             "from its last checkpoint" if config.model_dir else
             "relaunch the job (with --model_dir it would resume)")
-    with checkpoint_lib.peer_failures(own_task=task and task.name,
-                                      resume_hint=hint):
-      history = model.fit(train_data, epochs=config.epochs,
-                          steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                          verbose=config.verbose if is_chief else 0)
+    try:
+      with checkpoint_lib.peer_failures(own_task=task and task.name,
+                                        resume_hint=hint):
+        history = model.fit(train_data, epochs=config.epochs,
+                            steps_per_epoch=steps_per_epoch,
+                            callbacks=callbacks,
+                            verbose=config.verbose if is_chief else 0)
+    except checkpoint_lib.Preempted:
+      if config.strategy == "ps":
+        # The workers and ps exit 143 with the chief, not a minute later.
+        strategy_lib.signal_done(task, preempted=True)
+      raise
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
@@ -392,8 +399,10 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
     result.update(epoch_monitor.summary())
     # Bytes one replica hands to the gradient all-reduce per step (its dtype
     # decides them); None under ps, which all-reduces nothing.
-    result["all_reduce_bytes"] = getattr(model.optimizer, "all_reduce_bytes",
-                                         None)
+    # (a LossScaleOptimizer delegates aggregation to the one it wraps).
+    result["all_reduce_bytes"] = getattr(
+        getattr(model.optimizer, "inner_optimizer", model.optimizer),
+        "all_reduce_bytes", None)
     if config.export_dir and is_chief:
       # Only the chief exports, from a plain copy of the weights: no
       # collective runs, so the other tasks need not take part. Under ps this
