@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,6 +51,20 @@ def run(args, *, timeout: float, env=None, cwd=REPO) -> subprocess.CompletedProc
     except ProcessLookupError:
       pass
   return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+def wait_for(predicate, what: str, timeout: float = 60) -> None:
+  """Polls ``predicate`` until it holds; fails the test after ``timeout`` s.
+
+  For ordering on files or process state (a checkpoint written, a pid
+  file present): the condition orders the test, the interval is only how
+  often it is looked at.
+  """
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    if time.monotonic() > deadline:
+      pytest.fail(f"waited {timeout} s for {what}")
+    time.sleep(0.05)  # polling interval, not synchronisation
 
 
 def json_lines(text: str, prefix: str = "") -> list:

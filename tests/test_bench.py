@@ -16,7 +16,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest  # pylint: disable=wrong-import-position
 
-from conftest import REPO, child_env, json_lines, launch, run, trainer, SPECS  # pylint: disable=wrong-import-position
+from conftest import child_env, json_lines, launch, run, trainer, SPECS  # pylint: disable=wrong-import-position
 from tfdist import schedules  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position

@@ -22,7 +22,8 @@ import time
 import portpicker
 import pytest
 
-from conftest import REPO, SPECS, child_env, json_lines, launch, run, trainer
+from conftest import (REPO, SPECS, child_env, json_lines, launch, run, trainer,
+                      wait_for)
 from tfdist import cluster as cluster_lib
 from tfdist import launch as launch_lib
 from tfdist import preflight
@@ -35,11 +36,7 @@ DEADLINE = 150
 
 
 def _wait_for(predicate, what: str, timeout: float = DEADLINE) -> None:
-  deadline = time.monotonic() + timeout
-  while not predicate():
-    if time.monotonic() > deadline:
-      pytest.fail(f"waited {timeout} s for {what}")
-    time.sleep(0.1)  # a polling interval, not synchronisation
+  wait_for(predicate, what, timeout)
 
 
 def _checkpoint_steps(model_dir: str) -> list:

@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from conftest import REPO, SPECS, child_env, run
+from conftest import REPO, SPECS, child_env, run, wait_for
 
 TASK = textwrap.dedent("""
     import json, os, sys, threading, time
@@ -70,14 +69,6 @@ def _alive(pid):
     return f.read().split(")")[-1].split()[0] != "Z"
 
 
-def _wait_for(predicate, timeout=60):
-  deadline = time.monotonic() + timeout
-  while not predicate():
-    if time.monotonic() > deadline:
-      pytest.fail("condition not reached before the deadline")
-    time.sleep(0.05)  # polling interval
-
-
 @pytest.mark.timeout(120)
 def test_failing_task_stops_all_and_is_named(tmp_path):
   spec = os.path.join(SPECS, "chief_two_workers_ps.json")
@@ -120,13 +111,14 @@ def test_interrupted_launcher_leaves_no_process(tmp_path, how):
                               env=child_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
   try:
-    _wait_for(lambda: len(_pids(out)) == 4)
+    wait_for(lambda: len(_pids(out)) == 4, "every task's pid file")
     launcher.send_signal(how)
     output, _ = launcher.communicate(timeout=60)
     pids = _pids(out)
     # SIGKILL gives the launcher no chance to clean up: the kernel's
     # parent-death signal must take the tasks down.
-    _wait_for(lambda: not [p for p in pids.values() if _alive(p)], timeout=30)
+    wait_for(lambda: not [p for p in pids.values() if _alive(p)],
+             "every task to end", timeout=30)
   finally:
     launcher.kill()
     for pid in _pids(out).values():
