@@ -8,6 +8,7 @@ time, steps redone, checkpoint overhead) are printed; run with -s to see
 them.
 """
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -317,6 +318,31 @@ def test_multiworker_worker_killed_others_fail_in_one_line(
         f"s; last checkpoint step {max(_checkpoint_steps(model_dir))}")
 
 
+@contextlib.contextmanager
+def _launched(command, out_path):
+  """Runs the launcher with its output in ``out_path``; kills its process
+  group (every task it started) when the block ends, passed or not."""
+  with open(out_path, "w") as out:
+    process = subprocess.Popen(command, cwd=REPO, env=child_env(),
+                               stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+  try:
+    yield process
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    process.wait()
+
+
+def _kill_worker_1(out_path) -> None:
+  """SIGKILLs worker-1's process group, found by the launcher's pid line."""
+  pid = int(re.search(r"starting worker-1 at \S+ \(pid (\d+)\)",
+                      out_path.read_text()).group(1))
+  os.killpg(pid, signal.SIGKILL)
+
+
 def test_launcher_restarts_whole_multiworker_job_which_resumes(
     mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
@@ -327,24 +353,12 @@ def test_launcher_restarts_whole_multiworker_job_which_resumes(
                                             "multiworker", epochs=2,
                                             every_steps=40)),
                    "--max_restarts=1")
-  with open(out_path, "w") as out:
-    process = subprocess.Popen(command, cwd=REPO, env=child_env(),
-                               stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-  try:
+  with _launched(command, out_path) as process:
     _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
-    pid = int(re.search(r"starting worker-1 at \S+ \(pid (\d+)\)",
-                        out_path.read_text()).group(1))
-    os.killpg(pid, signal.SIGKILL)
+    _kill_worker_1(out_path)
     killed_at = time.monotonic()
     assert process.wait(timeout=DEADLINE) == 0, out_path.read_text()[-4000:]
     recovery = time.monotonic() - killed_at
-  finally:
-    try:
-      os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    process.wait()
   text = out_path.read_text()
   assert "restarting every task (restart 1/1)" in text
   results = json_lines(text, "[worker-0] ")
@@ -365,22 +379,10 @@ def test_ps_worker_killed_job_finishes_worker_restarted(
                    trainer("mnist", *_flags(mnist_dir, model_dir, "ps",
                                             epochs=3, every_steps=50)),
                    "--max_restarts=1", "--grace=5")
-  with open(out_path, "w") as out:
-    process = subprocess.Popen(command, cwd=REPO, env=child_env(),
-                               stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-  try:
+  with _launched(command, out_path) as process:
     _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
-    pid = int(re.search(r"starting worker-1 at \S+ \(pid (\d+)\)",
-                        out_path.read_text()).group(1))
-    os.killpg(pid, signal.SIGKILL)
+    _kill_worker_1(out_path)
     assert process.wait(timeout=DEADLINE) == 0, out_path.read_text()[-4000:]
-  finally:
-    try:
-      os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    process.wait()
   text = out_path.read_text()
   assert "worker-1 failed with exit status 137; restarting it" in text
   assert len(re.findall(r"starting worker-1 at", text)) == 2

@@ -11,12 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
-from conftest import MNIST_DIR, REPO, SPECS, child_env, json_lines, run
+from conftest import (MNIST_DIR, REPO, SPECS, child_env, json_lines, run,
+                      wait_for)
 from tfdist import k8s
 
 K8S = os.path.join(REPO, "k8s")
@@ -352,11 +352,10 @@ def test_pod_entry_passes_sigterm_on_and_reports_128_plus_signal(tmp_path):
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
       start_new_session=True)
   try:
-    deadline = time.monotonic() + 30
-    while not ready.exists():  # the child's file, not a sleep, orders this
-      assert time.monotonic() < deadline, "child never started"
-      assert process.poll() is None, "k8s_pod exited early"
-      time.sleep(0.05)
+    # The child's file, not a sleep, orders this; k8s_pod must not exit.
+    wait_for(lambda: ready.exists() or process.poll() is not None,
+             "the trainer child to start", timeout=30)
+    assert process.poll() is None, "k8s_pod exited early"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 128 + signal.SIGTERM
   finally:
