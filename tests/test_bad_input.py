@@ -129,3 +129,26 @@ def test_truncated_mnist_file(mnist_dir, tmp_path):
   done = run(trainer("mnist", f"--mnist_dir={target}"), timeout=60)
   _fails_with(done, "the header announces 24345 bytes of data but the file "
               "holds 24245")
+
+
+def test_model_dir_not_writable(mnist_dir, tmp_path):
+  # A path below a regular file: unwritable even for root, which ignores
+  # permission bits.
+  blocker = tmp_path / "a_file"
+  blocker.write_text("keep me")
+  done = run(trainer("mnist", f"--mnist_dir={mnist_dir}",
+                     f"--model_dir={blocker}/model"), timeout=60)
+  _fails_with(done, f"--model_dir={blocker}/model is not writable")
+  assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--batch_size=0", "--batch_size=0: must be at least 1"),
+    ("--checkpoint_every_steps=-1", "--checkpoint_every_steps=-1: must be 0"),
+    ("--keep_checkpoints=0", "--keep_checkpoints=0: must be at least 1"),
+    ("--preemption_check_steps=0",
+     "--preemption_check_steps=0: must be at least 1"),
+])
+def test_bad_numeric_flag(flag, message, mnist_dir):
+  done = run(trainer("mnist", f"--mnist_dir={mnist_dir}", flag), timeout=60)
+  _fails_with(done, message)

@@ -135,11 +135,14 @@ def _flags(mnist_dir, model_dir, strategy, *, epochs, every_steps):
 
 @pytest.fixture(scope="module")
 def resumed_mirrored(tmp_path_factory, mnist_dir):
-  """A mirrored run of 2 epochs, then a relaunch asking for 3."""
+  """A mirrored run of 2 epochs, then a relaunch asking for 3; the learning
+  rate warms up over 4 epochs, so it is still rising when the relaunch
+  resumes."""
   model_dir = str(tmp_path_factory.mktemp("mirrored") / "model")
   flags = ["--strategy=mirrored", f"--mnist_dir={mnist_dir}",
            "--steps_per_epoch=10", f"--model_dir={model_dir}",
-           "--checkpoint_every_steps=3", "--keep_checkpoints=2"]
+           "--checkpoint_every_steps=3", "--keep_checkpoints=2",
+           "--learning_rate=0.5", "--warmup_epochs=4"]
   first = run(trainer("mnist", *flags, "--epochs=2"), timeout=120)
   assert first.returncode == 0, first.stderr[-3000:]
   kept = _checkpoint_steps(model_dir)
@@ -165,6 +168,15 @@ def test_relaunch_resumes_step_counter(resumed_mirrored):
   assert "resumed from" in resumed_mirrored["stderr"]
   print(f"\ncheckpoint overhead (mirrored): {second['checkpoint_seconds']} s "
         f"of {second['train_seconds']} s")
+
+
+def test_relaunch_continues_learning_rate_schedule(resumed_mirrored):
+  # Linear warmup from 0 to 0.5 over 40 steps: lr(step) = 0.5 * step / 40;
+  # each epoch reports the rate of its last step (steps 9, 19, 29).
+  # Restarted at step 0, the relaunch would report lr(9) = 0.1125.
+  assert resumed_mirrored["first"]["learning_rate_history"] == [0.1125,
+                                                                0.2375]
+  assert resumed_mirrored["second"]["learning_rate_history"] == [0.3625]
 
 
 def test_corrupt_checkpoint_one_line_nothing_overwritten(resumed_mirrored,
@@ -378,7 +390,7 @@ def test_ps_worker_killed_job_finishes_worker_restarted(
   command = launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
                    trainer("mnist", *_flags(mnist_dir, model_dir, "ps",
                                             epochs=3, every_steps=50)),
-                   "--max_restarts=1", "--grace=5")
+                   "--max_restarts=1", "--grace=90")
   with _launched(command, out_path) as process:
     _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
     _kill_worker_1(out_path)
@@ -386,6 +398,11 @@ def test_ps_worker_killed_job_finishes_worker_restarted(
   text = out_path.read_text()
   assert "worker-1 failed with exit status 137; restarting it" in text
   assert len(re.findall(r"starting worker-1 at", text)) == 2
+  # The restarted worker rejoined and was told that training is over, even
+  # when it came back after the chief's last step: it exits 0 by itself,
+  # not stopped by the launcher after the grace period.
+  assert "[worker-1] tfdist: worker-1: chief-0 finished training" in text
+  assert "is done; stopping" not in text
   (result,) = json_lines(text, "[chief-0] ")
   # At least the target: a step the lost worker had applied to the ps
   # before dying is scheduled again (ps training is at-least-once).
@@ -445,31 +462,35 @@ def test_ps_chief_killed_and_relaunched_resumes(job_factory, mnist_dir,
         f"{result['checkpoint_seconds']} s of {result['train_seconds']} s")
 
 
-def test_ps_chief_sigterm_every_task_143_relaunch_exact(job_factory, mnist_dir,
-                                                       tmp_path):
+@pytest.mark.parametrize("signalled", ["chief-0", "worker-1", "ps-0"])
+def test_ps_sigterm_every_task_143_relaunch_exact(job_factory, mnist_dir,
+                                                  tmp_path, signalled):
   model_dir = str(tmp_path / "model")
-  flags = _flags(mnist_dir, model_dir, "ps", epochs=3, every_steps=50)
+  # Enough steps that the job is still training when the signal arrives.
+  flags = _flags(mnist_dir, model_dir, "ps", epochs=6, every_steps=50)
   names = ("ps-0", "worker-0", "worker-1", "chief-0")
   job = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
   job.start(*names)
   _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
-  signalled = time.monotonic()
-  job.signal("chief-0", signal.SIGTERM)
+  started = time.monotonic()
+  job.signal(signalled, signal.SIGTERM)
   for name in names:
     assert job.wait(name, timeout=60) == 143, job.log(name)[-3000:]
-  stopped = time.monotonic() - signalled
+  stopped = time.monotonic() - started
   saved = max(_checkpoint_steps(model_dir))
-  assert f"saved step {saved}" in job.log("chief-0")
+  by = "" if signalled == "chief-0" else f" to {signalled}"
+  assert f"preempted (SIGTERM{by}): saved step {saved}" in job.log("chief-0")
+  assert saved < 6 * STEPS_PER_EPOCH
 
   again = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
   again.start(*names)
   assert again.wait("chief-0") == 0, again.log("chief-0")[-3000:]
   result = again.result("chief-0")
   assert result["start_step"] == saved  # nothing redone
-  assert result["global_step"] == 3 * STEPS_PER_EPOCH
-  print(f"\nps SIGTERM to chief-0: all 4 tasks exited 143 in {stopped:.1f} s, "
-        f"saved step {saved}; relaunch ended at exactly step "
-        f"{result['global_step']}")
+  assert result["global_step"] == 6 * STEPS_PER_EPOCH
+  print(f"\nps SIGTERM to {signalled}: all 4 tasks exited 143 in "
+        f"{stopped:.1f} s, saved step {saved}; relaunch ended at exactly "
+        f"step {result['global_step']}")
 
 
 # --- evaluator ----------------------------------------------------------------

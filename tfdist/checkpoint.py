@@ -24,7 +24,10 @@ Per strategy:
 Preemption: SIGTERM (what Kubernetes sends before evicting a pod) sets a flag;
 at the next step boundary the workers agree (one tiny all-reduce under
 multiworker) to save, and every one raises :class:`Preempted`, which the
-entry point turns into exit status 143, the status Kubernetes retries.
+entry point turns into exit status 143, the status Kubernetes retries. Under
+ps, a worker or ps task that gets SIGTERM asks the chief instead (see
+tfdist.strategy.serve); the chief looks for such requests about once a
+second (``peer_preempted``), saves, and stops every task with 143.
 
 A save interrupted half-way is never picked up: TensorFlow writes the data
 files, then the index, and only then renames the ``checkpoint`` state file
@@ -41,7 +44,7 @@ import re
 import signal
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from tfdist import console
 from tfdist.errors import ConfigError
@@ -53,17 +56,23 @@ CHECKPOINT_SUBDIR = "checkpoints"
 # Written beside the checkpoints: lets a relaunch with the wrong model say so
 # in one line before TensorFlow is even imported.
 META_FILE = "tfdist_model.json"
+# How often a ps chief looks for a preemption request from another task: each
+# look is a remote call per task, too slow for every step of a small model.
+PEER_CHECK_SECONDS = 1.0
 
 
 class Preempted(Exception):
   """This task received SIGTERM; the job saved a checkpoint and stops."""
 
-  def __init__(self, step: int, path: Optional[str]):
+  def __init__(self, step: int, path: Optional[str], *,
+               by: Optional[str] = None):
     where = path or "the chief's --model_dir"
-    super().__init__(f"preempted (SIGTERM): saved step {step} to {where}; "
-                     "relaunch with the same --model_dir to resume")
+    signalled = f"SIGTERM to {by}" if by else "SIGTERM"
+    super().__init__(f"preempted ({signalled}): saved step {step} to "
+                     f"{where}; relaunch with the same --model_dir to resume")
     self.step = step
     self.path = path
+    self.by = by
 
 
 class TaskLost(RuntimeError):
@@ -131,7 +140,7 @@ class CheckpointOptions:
     if self.keep < 1:
       raise ConfigError(f"--keep_checkpoints={self.keep}: must be at least 1")
     if self.preemption_check_steps < 1:
-      raise ConfigError("preemption_check_steps="
+      raise ConfigError("--preemption_check_steps="
                         f"{self.preemption_check_steps}: must be at least 1")
 
 
@@ -222,7 +231,8 @@ class Checkpointing:
 
   def __init__(self, *, model, strategy, model_dir: str, write_dir: str,
                options: CheckpointOptions, steps_per_epoch: int,
-               signature: dict, multiworker: bool):
+               signature: dict, multiworker: bool,
+               peer_preempted: Optional[Callable[[], Optional[str]]] = None):
     """Args:
       model: the compiled Keras model (built, inside strategy.scope()).
       strategy: the tf.distribute strategy the model was built under.
@@ -233,6 +243,9 @@ class Checkpointing:
       steps_per_epoch: to turn the global step into (epoch, step).
       signature: model description saved beside the checkpoints.
       multiworker: the workers must agree on preemption by all-reduce.
+      peer_preempted: returns the name of another task that got SIGTERM,
+        or None (ps: tfdist.strategy.preemption_requested); called at most
+        every PEER_CHECK_SECONDS, as it may cost remote calls.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._model = model
@@ -255,6 +268,8 @@ class Checkpointing:
     self._preempt_requested = threading.Event()
     self._previous_handler = signal.SIG_DFL
     self._replica_sum = _replica_sum_fn(strategy) if multiworker else None
+    self._peer_preempted = peer_preempted
+    self._next_peer_check = 0.0
     self.saved_step = -1
     self.save_seconds = 0.0
     self.saves = 0
@@ -330,6 +345,13 @@ class Checkpointing:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return int(self._replica_sum(tf.constant(int(local), tf.int64))) > 0
 
+  def _peer_preemption(self) -> Optional[str]:
+    """Another task that asked to stop, looked for once a second at most."""
+    if self._peer_preempted is None or time.monotonic() < self._next_peer_check:
+      return None
+    self._next_peer_check = time.monotonic() + PEER_CHECK_SECONDS
+    return self._peer_preempted()
+
   def callback(self):
     """The Keras callback that saves on schedule and on SIGTERM."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -372,6 +394,11 @@ class Checkpointing:
           self.on_train_end()
           raise Preempted(owner.saved_step, path)
         self.last_check = step
+        peer = owner._peer_preemption()  # pylint: disable=protected-access
+        if peer is not None:
+          path = owner.save()
+          self.on_train_end()
+          raise Preempted(owner.saved_step, path, by=peer)
         every = options.every_steps
         if every and step // every > owner.saved_step // every:
           owner.save()

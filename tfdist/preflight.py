@@ -132,10 +132,9 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
     timeout: seconds before failing with a line naming a missing peer.
     peers: name -> address to wait for; default every training task.
     found_if_running: peers that count as found once another peer answers
-      as a running TensorFlow server: a ps-strategy chief opens no port of
-      its own once its preflight is over, so a restarted worker rejoining
-      a running job finds the job through the others, which each found
-      the chief before serving.
+      as a running TensorFlow server: a ps-strategy task restarted into a
+      running job joins whatever is left of it (the chief checked every
+      peer before training began; some may have finished since).
 
   Raises:
     ConfigError: a peer did not answer within ``timeout``, or was started

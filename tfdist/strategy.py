@@ -18,8 +18,10 @@ builds the strategy and :func:`serve` runs a ps-strategy worker or ps task.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -227,6 +229,11 @@ def _reachable(address: str, timeout: float = 1.0) -> bool:
     return False
 
 
+def _marker(kind: str, address: str) -> str:
+  safe = address.replace(":", "_").replace("[", "").replace("]", "")
+  return os.path.join(tempfile.gettempdir(), f"tfdist-{kind}-{safe}")
+
+
 def done_marker(address: str) -> str:
   """Where the chief marks a ps-strategy worker or ps task as finished.
 
@@ -235,52 +242,136 @@ def done_marker(address: str) -> str:
   task polls for it and exits 0. The name is keyed by the task's address, so
   tasks sharing a machine (and /tmp) never see each other's marker.
   """
-  safe = address.replace(":", "_").replace("[", "").replace("]", "")
-  return os.path.join(tempfile.gettempdir(), f"tfdist-done-{safe}")
+  return _marker("done", address)
 
 
-def signal_done(task: Optional[cluster_lib.Task], *,
-                preempted: bool = False) -> None:
+def preempt_marker(address: str) -> str:
+  """Where a ps-strategy worker or ps task that got SIGTERM asks to stop.
+
+  The reverse channel of :func:`done_marker`: the task writes it on its own
+  machine and keeps serving; the chief finds it with a remote op (see
+  :func:`preemption_requested`), saves a checkpoint and stops every task.
+  """
+  return _marker("preempt", address)
+
+
+def _write_atomically(path: str, text: str) -> None:
+  temp = path + ".tmp"
+  with open(temp, "w") as f:
+    f.write(text)
+  os.replace(temp, path)  # the chief never sees a half-written request
+
+
+def _serving_tasks(task: cluster_lib.Task):
+  for job in ("worker", "ps"):
+    for index, address in enumerate(task.cluster.get(job, ())):
+      yield job, index, address
+
+
+def _device(job: str, index: int) -> str:
+  return f"/job:{job}/replica:0/task:{index}/device:CPU:0"
+
+
+def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
+  """The name of a worker or ps task that asked to stop (SIGTERM), or None.
+
+  Run by a ps-strategy chief between steps: one small remote op per task.
+  A task that cannot be asked (dead, restarting) is skipped; the
+  coordinator deals with lost workers, and a lost ps fails the chief.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if task is None:
+    return None  # in-process cluster: no task can be signalled alone
+  for job, index, address in _serving_tasks(task):
+    try:
+      with tf.device(_device(job, index)):
+        found = tf.io.matching_files(preempt_marker(address))
+      if int(tf.size(found)) > 0:
+        return f"{job}-{index}"
+    except tf.errors.OpError:
+      continue
+  return None
+
+
+def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
+                restart_timeout: float = 60.0) -> None:
   """Tells every worker and ps task of a ps cluster that training is over.
 
-  With ``preempted``, that the chief was preempted (it saved a checkpoint):
-  they then exit 143 too, so Kubernetes restarts the whole job at once
-  instead of the tasks waiting a minute for a chief that is gone.
+  With ``preempted``, that the job was preempted (the chief saved a
+  checkpoint): they then exit 143 too, so Kubernetes restarts the whole job
+  at once instead of the tasks waiting a minute for a chief that is gone.
+
+  A task that cannot be told may be restarting (a worker killed near the
+  end of training comes back after it): it is retried for up to
+  ``restart_timeout`` seconds, since once the chief has exited nothing
+  could tell it any more. Not when preempted: the chief's own grace period
+  is short, and every task stops on its own once the chief is gone.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if task is None:
     return  # in-process cluster: its servers end with this process
-  for job in ("worker", "ps"):
-    for index, address in enumerate(task.cluster.get(job, ())):
+  pending = {f"{job}-{index}": (job, index, address)
+             for job, index, address in _serving_tasks(task)}
+  errors = {}
+  start = time.monotonic()
+  last_report = start
+  while True:
+    for name, (job, index, address) in list(pending.items()):
       try:
-        with tf.device(f"/job:{job}/replica:0/task:{index}/device:CPU:0"):
+        with tf.device(_device(job, index)):
           tf.io.write_file(done_marker(address),
                            "preempted" if preempted else "done")
+        del pending[name]
       except Exception as e:  # pylint: disable=broad-except
-        # A task that already died cannot be told; the others still can.
-        console.info(f"could not tell {job}-{index} at {address} that "
-                     f"training is over ({type(e).__name__})")
+        errors[name] = e
+    elapsed = time.monotonic() - start
+    if not pending or preempted or elapsed >= restart_timeout:
+      break
+    if time.monotonic() - last_report >= preflight.REPORT_EVERY:
+      name = next(iter(pending))
+      console.info(f"waiting for {name} at {pending[name][2]} (restarting?) "
+                   "to tell it training is over, "
+                   f"{elapsed:.0f}/{restart_timeout:.0f} s")
+      last_report = time.monotonic()
+    time.sleep(0.5)  # a polling interval, not synchronisation
+  for name, (_, _, address) in pending.items():
+    # A task that died for good cannot be told; it stops on its own once
+    # the chief is gone (see serve).
+    console.info(f"could not tell {name} at {address} that training is over "
+                 f"({type(errors[name]).__name__})")
 
 
 def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
-          chief_grace: float = 60.0, peer_timeout: float = 120.0) -> int:
+          chief_grace: float = 60.0, peer_timeout: float = 120.0,
+          preempt_grace: float = 20.0) -> int:
   """Runs a ps-strategy worker or ps task until the chief is done.
 
+  SIGTERM (preemption) does not stop the task at once: it asks the chief
+  (see :func:`preempt_marker`) to save a checkpoint and stop every task, and
+  keeps serving meanwhile, since a ps holds the variables the chief saves.
+
   Returns the exit status: 0 when the chief signalled the end of training,
-  143 when it signalled that it was preempted (see :func:`signal_done`),
-  1 when the chief never came up within ``chief_timeout`` seconds or vanished
-  for longer than ``chief_grace`` seconds without finishing (so that no task
-  is left behind waiting forever). Raises ConfigError when a peer is not up
-  within ``peer_timeout`` seconds or was started from another spec.
+  143 when it signalled that the job was preempted (see :func:`signal_done`)
+  or when this task got SIGTERM and the chief did not stop the job within
+  ``preempt_grace`` seconds (Kubernetes kills a pod 30 s after SIGTERM by
+  default), 1 when the chief never came up within ``chief_timeout`` seconds
+  or vanished for longer than ``chief_grace`` seconds without finishing (so
+  that no task is left behind waiting forever). Raises ConfigError when a
+  peer is not up within ``peer_timeout`` seconds or was started from
+  another spec.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   marker = done_marker(task.address)
-  if os.path.exists(marker):
-    os.remove(marker)  # left by an earlier job on the same address
+  request = preempt_marker(task.address)
+  for stale in (marker, request):
+    if os.path.exists(stale):
+      os.remove(stale)  # left by an earlier job on the same address
   # Same spec as the chief and every peer, before serving anything. A
-  # restarted task rejoins a running job: the chief then has no port open.
+  # restarted task rejoins a running job: once any peer answers as a running
+  # TensorFlow server, the others count as found (the chief checked them all
+  # before training began, and some may have finished since).
   preflight.check_peers(task, timeout=peer_timeout,
-                        found_if_running=("chief-0",))
+                        found_if_running=tuple(preflight.peers_of(task)))
   tf.distribute.Server(tf.train.ClusterSpec(training_cluster(task)),
                        job_name=task.type, task_index=task.index,
                        protocol="grpc", start=True)
@@ -288,9 +379,22 @@ def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   console.info(f"{task.name} serving at {task.address} until chief-0 at "
                f"{chief} is done")
   start = time.monotonic()
-  seen_at = None
+  seen_at = asked_at = None
+  sigterm = threading.Event()
+  # Only a flag: the request is written from the loop below.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sigterm.set())
   while not os.path.exists(marker):
     now = time.monotonic()
+    if sigterm.is_set() and asked_at is None:
+      _write_atomically(request, task.name)
+      asked_at = now
+      console.info(f"{task.name}: SIGTERM; asking chief-0 to save a "
+                   "checkpoint and stop every task")
+    if asked_at is not None and now - asked_at > preempt_grace:
+      console.info(f"{task.name}: chief-0 did not stop the job within "
+                   f"{preempt_grace:.0f} s of SIGTERM; exiting")
+      os.remove(request)
+      return checkpoint.PREEMPTED_EXIT_STATUS
     if _reachable(chief):
       seen_at = now
     elif seen_at is None and now - start > chief_timeout:
@@ -304,9 +408,11 @@ def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
     time.sleep(0.5)  # a polling interval, not synchronisation
   with open(marker) as f:
     preempted = f.read() == "preempted"
-  os.remove(marker)
+  for path in (marker, request):
+    if os.path.exists(path):
+      os.remove(path)
   if preempted:
-    console.info(f"{task.name}: chief-0 was preempted and saved a "
+    console.info(f"{task.name}: the job was preempted and chief-0 saved a "
                  "checkpoint; exiting to be restarted with it")
     return checkpoint.PREEMPTED_EXIT_STATUS
   console.info(f"{task.name}: chief-0 finished training; exiting")

@@ -91,6 +91,7 @@ class TrainConfig:
   checkpoint_every_steps: int = 0
   checkpoint_every_epochs: int = 1
   keep_checkpoints: int = 3
+  preemption_check_steps: int = 10
   # Synchronised batch norm (mirrored, multiworker): statistics over the
   # global batch, not each replica's. Mixed precision: 16-bit compute,
   # float32 variables; tfdist.precision says which 16-bit type and why.
@@ -155,7 +156,8 @@ class TrainConfig:
     return checkpoint_lib.CheckpointOptions(
         every_steps=self.checkpoint_every_steps,
         every_epochs=self.checkpoint_every_epochs,
-        keep=self.keep_checkpoints)
+        keep=self.keep_checkpoints,
+        preemption_check_steps=self.preemption_check_steps)
 
 
 def _optimizer(tf, config: TrainConfig, learning_rate=None):
@@ -322,7 +324,12 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
           model=model, strategy=strategy, model_dir=config.model_dir,
           write_dir=out_dir, options=config.checkpoint_options(),
           steps_per_epoch=steps_per_epoch, signature=signature,
-          multiworker=config.strategy == "multiworker")
+          multiworker=config.strategy == "multiworker",
+          # ps: a worker or ps task that gets SIGTERM asks the chief to save
+          # and stop the job (they cannot save: the chief drives).
+          peer_preempted=functools.partial(
+              strategy_lib.preemption_requested, task)
+          if config.strategy == "ps" and task is not None else None)
       start_step = checkpointing.restore()
       callbacks.append(checkpointing.callback())
     from tfdist import monitor  # pylint: disable=g-import-not-at-top
@@ -388,6 +395,11 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
         # Mean training loss of each epoch run here (the chief's view).
         "loss_history": [round(float(x), 5)
                          for x in history.history.get("loss", [])],
+        # The rate at the end of each epoch run here: after a resume it
+        # continues the schedule (a function of the restored global step).
+        "learning_rate_history": [
+            round(float(x), 6)
+            for x in history.history.get("learning_rate", [])],
         "weights_digest": weights_digest(model),
         "variable_devices": sorted({v.device for v in model.variables}),
         "start_step": start_step,

@@ -82,6 +82,9 @@ flags.DEFINE_integer("checkpoint_every_epochs", 1,
                      "With --model_dir: save every N epochs (0 = off).")
 flags.DEFINE_integer("keep_checkpoints", 3,
                      "How many checkpoints the chief keeps in --model_dir.")
+flags.DEFINE_integer("preemption_check_steps", 10,
+                     "multiworker: how often (steps) the workers agree on "
+                     "whether one got SIGTERM (one small all-reduce each).")
 flags.DEFINE_float("eval_timeout", 600.0,
                    "Evaluator task: seconds without a new checkpoint before "
                    "it gives up.")
@@ -123,6 +126,7 @@ def _config(task) -> train.TrainConfig:
       checkpoint_every_steps=FLAGS.checkpoint_every_steps,
       checkpoint_every_epochs=FLAGS.checkpoint_every_epochs,
       keep_checkpoints=FLAGS.keep_checkpoints,
+      preemption_check_steps=FLAGS.preemption_check_steps,
       export_dir=FLAGS.export_dir, tflite=FLAGS.tflite,
       tflite_quantize=FLAGS.tflite_quantize,
       # A progress bar on a terminal; one line per epoch in logs, where the
