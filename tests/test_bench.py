@@ -279,3 +279,76 @@ def test_curve_figures():
   assert bench.sync_ahead_fraction(sync, asynchronous, 3.0) == 0.6
   assert bench.weak_scaling({"steady_examples_per_sec": 100.0},
                             {"steady_examples_per_sec": 150.0}, 2) == 0.75
+
+
+def test_runs_filter_selects_by_substring():
+  from tfdist import bench  # pylint: disable=g-import-not-at-top
+  full = bench.plan(bench.MODES["full"])
+  assert [r.name for r in bench.select(full, "inception")] == [
+      "inception-1", "inception-multiworker-1", "inception-multiworker-2"]
+  assert [r.name for r in bench.select(full, "keras-1,b1600")] == [
+      "keras-1", "keras-1-spe10", "multiworker-1-b1600",
+      "multiworker-2-b1600"]
+  assert bench.select(full, None) == full
+  with pytest.raises(ConfigError, match="--runs=nope: matches no run"):
+    bench.select(full, "nope")
+  # Full mode only: --quick and --smoke stay as fast as they were.
+  for mode in ("quick", "smoke"):
+    assert not [r for r in bench.plan(bench.MODES[mode])
+                if r.trainer == "inception" or "spe" in r.name]
+
+
+def test_bench_runs_filter_matching_nothing_is_one_line(tmp_path, mnist_dir):
+  out_dir = tmp_path / "out"
+  result = run([sys.executable, "-m", "tfdist.bench", "--quick",
+                "--runs=no-such-run", f"--out_dir={out_dir}",
+                f"--mnist_dir={mnist_dir}"], timeout=60)
+  assert result.returncode == 2
+  assert result.stderr.startswith("error: --runs=no-such-run: matches no run")
+  assert len(result.stderr.strip().splitlines()) == 1
+  assert not out_dir.exists()
+
+
+def _record(name, strategy, *, trainer="mnist", workers=1, rate, accuracy,
+            curve=None):
+  """A run's record as bench.execute returns it, for the figure tests."""
+  task = {"ps": "chief-0", "multiworker": "worker-0"}.get(strategy, "local")
+  result = {"steady_examples_per_sec": rate, "test_accuracy": accuracy,
+            "model": f"{trainer}_model"}
+  if curve is not None:
+    result["accuracy_curve"] = curve
+  return {"name": name, "strategy": strategy, "trainer": trainer,
+          "workers": workers, "global_batch_size": 64 * workers,
+          "error": None, "tasks": {task: result},
+          "peak_rss_mb": {task: 700.0}}
+
+
+def test_inception_and_scaling_figures_and_targets():
+  from tfdist import bench  # pylint: disable=g-import-not-at-top
+  records = {r["name"]: r for r in (
+      _record("inception-1", "mirrored", trainer="inception", rate=800.0,
+              accuracy=0.985, curve=[[40.0, 0.97], [80.0, 0.981],
+                                     [120.0, 0.985]]),
+      _record("inception-multiworker-1", "multiworker", trainer="inception",
+              rate=800.0, accuracy=0.9),
+      _record("inception-multiworker-2", "multiworker", trainer="inception",
+              workers=2, rate=1480.0, accuracy=0.9),
+      _record("multiworker-1-b400", "multiworker", rate=200_000.0,
+              accuracy=0.91),
+      _record("multiworker-2-b400", "multiworker", workers=2,
+              rate=100_000.0, accuracy=0.91),
+      _record("keras-1-spe10", "keras", rate=200_000.0, accuracy=0.91),
+      _record("mirrored-1-spe10", "mirrored", rate=150_000.0, accuracy=0.91))}
+  figs = bench.figures(records)
+  assert figs["time_to_accuracy"]["inception-1"] == {"0.98": 80.0}
+  assert figs["inception"]["seconds_to_0.98"] == 80.0
+  scaling = figs["weak_scaling"]
+  assert scaling["mini-Inception multiworker"] == 0.925
+  assert scaling["multiworker, batch 400 per worker"] == 0.25
+  assert scaling["multiworker"] is None  # not run
+  assert figs["overhead_steps_per_execution"]["ratio"] == 0.75
+  rows = {t["target"]: t for t in bench.targets(figs)}
+  inception = rows["weak scaling, mini-Inception, 2 multiworker workers"]
+  assert not inception["met"] and inception["note"] == "missed by 0.025"
+  accuracy = [t for name, t in rows.items() if "mini-Inception test" in name]
+  assert accuracy[0]["met"] and accuracy[0]["value"] == 0.985

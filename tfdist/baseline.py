@@ -23,9 +23,11 @@ from tfdist.errors import ConfigError
 def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
         steps_per_epoch: int, learning_rate: float, seed: int = 0,
         model_fn=models.softmax_regression,
-        model_name: str = "softmax_regression", momentum: float = 0.0) -> dict:
+        model_name: str = "softmax_regression", momentum: float = 0.0,
+        steps_per_execution: int = 1) -> dict:
   """Fits ``model_fn``'s model (softmax regression unless told) with plain
-  Keras and returns its timing; ``momentum`` as the trainers' optimizers."""
+  Keras and returns its timing; ``momentum`` and ``steps_per_execution`` as
+  the trainers' flags."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdist import monitor  # pylint: disable=g-import-not-at-top
   from tfdist import train  # pylint: disable=g-import-not-at-top
@@ -34,7 +36,7 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
   model.compile(
       optimizer=tf.keras.optimizers.SGD(learning_rate, momentum=momentum),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-      metrics=["accuracy"])
+      metrics=["accuracy"], steps_per_execution=steps_per_execution)
   # The trainer's pipeline, built for one input pipeline of one replica.
   train_data = data_lib.make_dataset_fn(
       dataset.train, global_batch_size=batch_size,
@@ -62,9 +64,12 @@ def main(argv=None) -> int:
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--steps_per_epoch", type=int, default=100)
   parser.add_argument("--learning_rate", type=float, default=0.5)
+  parser.add_argument("--steps_per_execution", type=int, default=1,
+                      help="steps per tf.function call, as the trainers' flag")
   args = parser.parse_args(argv)
   try:
-    for name in ("batch_size", "epochs", "steps_per_epoch"):
+    for name in ("batch_size", "epochs", "steps_per_epoch",
+                 "steps_per_execution"):
       if getattr(args, name) < 1:
         raise ConfigError(f"--{name}={getattr(args, name)}: must be at least 1")
     dataset = data_lib.load_mnist_idx(args.mnist_dir)
@@ -76,7 +81,9 @@ def main(argv=None) -> int:
   print(json.dumps(fit(dataset=dataset, batch_size=args.batch_size,
                        epochs=args.epochs,
                        steps_per_epoch=args.steps_per_epoch,
-                       learning_rate=args.learning_rate)), flush=True)
+                       learning_rate=args.learning_rate,
+                       steps_per_execution=args.steps_per_execution)),
+        flush=True)
   return 0
 
 

@@ -3,8 +3,11 @@ r"""Benchmarks of the trainers on this machine: one command, a table, plots.
     python -m tfdist.bench --quick --out_dir=/tmp/bench   # a few minutes
     python -m tfdist.bench --out_dir=docs/bench           # full
 
-Runs the real trainer ``trainers.mnist`` (softmax regression) as real processes through ``tfdist.launch``, one configuration at
-a time, on the MNIST IDX files, and writes into ``--out_dir``:
+Runs the real trainer ``trainers.mnist`` (softmax regression), and in full
+mode ``trainers.inception`` (mini-Inception), as real processes through
+``tfdist.launch``, one configuration at a time, on the MNIST IDX files
+(``--runs=a,b``: only the runs whose name contains a or b), and writes into
+``--out_dir``:
 
 * ``results.json``: the machine, the settings, every run's result lines
   (one per task), the figures below and the targets (met or missed by how
@@ -14,7 +17,8 @@ a time, on the MNIST IDX files, and writes into ``--out_dir``:
 * ``logs/<run>.log``: each run's full output.
 
 Figures: examples/s per strategy and cluster size, weak-scaling efficiency
-against one worker with the same per-worker batch and threads, the trainer's
+against one worker with the same per-worker batch and threads (softmax at
+several per-worker batches, mini-Inception), the trainer's
 overhead against a plain Keras ``fit`` (``tfdist.baseline``) of the same
 model and batch, seconds of training to a test accuracy, accuracy against
 training time synchronous (multiworker) vs asynchronous (ps), the large-batch
@@ -53,7 +57,31 @@ DEFAULT_MNIST_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
 # One compute thread per task; see the module docstring for inter-op = 2.
 THREAD_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
 SOFTMAX_THRESHOLDS = (0.91, 0.915)
+INCEPTION_THRESHOLD = 0.98
 LARGE_BATCH_FACTOR = 8
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InceptionSettings:
+  """The mini-Inception runs (``trainers.inception``; full mode).
+
+  Attributes:
+    width: the model's filter multiplier (0.5: 0.98 after about 50,000
+      examples; 865 examples/s on one thread of an idle EPYC core).
+    batch_size: examples per replica per step.
+    learning_rate: of the momentum SGD the trainer uses.
+    epochs, examples_per_epoch: the time-to-accuracy run (one worker,
+      evaluated after every epoch).
+    scaling_epochs, scaling_examples_per_epoch: the weak-scaling runs (1 and
+      2 workers, not evaluated until the end: examples/s only).
+  """
+  width: float = 0.5
+  batch_size: int = 64
+  learning_rate: float = 0.05
+  epochs: int = 12
+  examples_per_epoch: int = 6400
+  scaling_epochs: int = 4
+  scaling_examples_per_epoch: int = 3200
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,6 +100,15 @@ class Settings:
     warmup_epochs: the recipe's warmup at 8x the batch.
     limit_run: also scale ``learning_rate`` itself 8x (full mode), to show
       where linear scaling breaks down.
+    scaling_batch_sizes: further per-worker batches at which softmax weak
+      scaling is measured (1 and 2 workers each): the all-reduce's cost per
+      step is fixed, so efficiency depends on the compute per step.
+    scaling_epochs, scaling_examples_per_epoch: of those runs, which are
+      not evaluated until the end (examples/s only).
+    steps_per_execution: if > 1, the one-device overhead and softmax weak
+      scaling are measured again with that many steps per ``tf.function``
+      call (trainer and plain Keras alike).
+    inception: the mini-Inception runs, or None to skip them.
     run_timeout: seconds before a run is killed and recorded as failed.
   """
   epochs: int
@@ -81,6 +118,13 @@ class Settings:
   recipe_learning_rate: float = 0.1
   warmup_epochs: float = 1.0
   limit_run: bool = False
+  scaling_batch_sizes: tuple = ()
+  scaling_epochs: int = 4
+  # Epochs of a second or more: at 12,000 examples a one-worker softmax epoch
+  # is 0.1 s, where Keras's fixed per-epoch work weighs on examples/s.
+  scaling_examples_per_epoch: int = 192000
+  steps_per_execution: int = 1
+  inception: Optional[InceptionSettings] = None
   run_timeout: float = 600.0
 
 
@@ -88,7 +132,9 @@ MODES = {
     # CI: every run and file, on tiny settings.
     "smoke": Settings(epochs=2, examples_per_epoch=1600, run_timeout=180),
     "quick": Settings(epochs=6, examples_per_epoch=12000, run_timeout=300),
-    "full": Settings(epochs=20, examples_per_epoch=12000, limit_run=True),
+    "full": Settings(epochs=20, examples_per_epoch=12000, limit_run=True,
+                     scaling_batch_sizes=(400, 1600), steps_per_execution=10,
+                     inception=InceptionSettings()),
 }
 
 
@@ -98,6 +144,7 @@ class Run:
 
   ``strategy`` is ``keras`` for the plain Keras baseline. ``workers`` is the
   number of training workers (plus a chief and one ps under ps).
+  ``eval_every_epoch`` gives the accuracy curve (untimed, but wall time).
   """
   name: str
   strategy: str
@@ -108,6 +155,7 @@ class Run:
   learning_rate: float
   epochs: int
   examples_per_epoch: int
+  eval_every_epoch: bool = True
 
   @property
   def global_batch_size(self) -> int:
@@ -175,7 +223,52 @@ def plan(settings: Settings) -> list:
                         "--lr_scaling=linear",
                         f"--warmup_epochs={settings.warmup_epochs:g}"),
                     **common))
+  if settings.steps_per_execution > 1:
+    # The same four runs, n steps per tf.function call: what per-step host
+    # overhead costs (overhead ratio, weak scaling).
+    n = settings.steps_per_execution
+    spe = f"--steps_per_execution={n}"
+    runs += [
+        Run(name=f"keras-1-spe{n}", strategy="keras", batch_size=base,
+            flags=(spe,), **common),
+        Run(name=f"mirrored-1-spe{n}", strategy="mirrored", batch_size=base,
+            flags=("--num_cpu_devices=1", spe), **common),
+        *(Run(name=f"multiworker-{w}-spe{n}", strategy="multiworker",
+              workers=w, batch_size=base, flags=(spe,), **common)
+          for w in (1, 2))]
+  scaling = dict(common, epochs=settings.scaling_epochs,
+                 examples_per_epoch=settings.scaling_examples_per_epoch,
+                 eval_every_epoch=False)
+  for batch in settings.scaling_batch_sizes:
+    runs += [Run(name=f"multiworker-{w}-b{batch}", strategy="multiworker",
+                 workers=w, batch_size=batch, **scaling) for w in (1, 2)]
+  inception = settings.inception
+  if inception:
+    model = {"trainer": "inception", "batch_size": inception.batch_size,
+             "learning_rate": inception.learning_rate}
+    width = f"--width={inception.width:g}"
+    runs.append(Run(name="inception-1", strategy="mirrored",
+                    flags=("--num_cpu_devices=1", width),
+                    epochs=inception.epochs,
+                    examples_per_epoch=inception.examples_per_epoch, **model))
+    runs += [Run(name=f"inception-multiworker-{w}", strategy="multiworker",
+                 workers=w, flags=(width,), epochs=inception.scaling_epochs,
+                 examples_per_epoch=inception.scaling_examples_per_epoch,
+                 eval_every_epoch=False, **model) for w in (1, 2)]
   return runs
+
+
+def select(runs: list, patterns: Optional[str]) -> list:
+  """The runs whose name contains one of the comma-separated ``patterns``
+  (all of them for None); ConfigError if none does."""
+  if patterns is None:
+    return runs
+  wanted = [p for p in patterns.split(",") if p]
+  chosen = [r for r in runs if any(p in r.name for p in wanted)]
+  if not chosen:
+    raise ConfigError(f"--runs={patterns}: matches no run of this mode; "
+                      f"names: {', '.join(r.name for r in runs)}")
+  return chosen
 
 
 def command(run: Run, *, settings: Settings, mnist_dir: str,
@@ -185,11 +278,12 @@ def command(run: Run, *, settings: Settings, mnist_dir: str,
     return [sys.executable, "-m", "tfdist.baseline", f"--mnist_dir={mnist_dir}",
             f"--batch_size={run.batch_size}", f"--epochs={run.epochs}",
             f"--steps_per_epoch={run.steps_per_epoch}",
-            f"--learning_rate={run.learning_rate:g}"]
+            f"--learning_rate={run.learning_rate:g}", *run.flags]
   trainer = [sys.executable, "-m", f"trainers.{run.trainer}",
              f"--strategy={run.strategy}", f"--mnist_dir={mnist_dir}",
              f"--batch_size={run.batch_size}", f"--epochs={run.epochs}",
-             f"--steps_per_epoch={run.steps_per_epoch}", "--eval_every_epoch",
+             f"--steps_per_epoch={run.steps_per_epoch}",
+             f"--{'' if run.eval_every_epoch else 'no'}eval_every_epoch",
              f"--base_batch_size={settings.batch_size}", *run.flags]
   trainer.append(f"--learning_rate={run.learning_rate:g}")
   if spec_path is None:
@@ -280,6 +374,7 @@ def execute(run: Run, *, settings: Settings, mnist_dir: str,
           file=sys.stderr, flush=True)
   record = {"name": run.name, "strategy": run.strategy,
             "trainer": run.trainer, "workers": run.workers,
+            "flags": list(run.flags),
             "batch_size": run.batch_size, "learning_rate": run.learning_rate,
             "global_batch_size": run.global_batch_size,
             "steps_per_epoch": run.steps_per_epoch, "epochs": run.epochs,
@@ -341,6 +436,16 @@ def weak_scaling(one: Optional[dict], many: Optional[dict],
                / (workers * one["steady_examples_per_sec"]), 3)
 
 
+def overhead(trainer: Optional[dict], keras: Optional[dict]) -> Optional[dict]:
+  """The trainer's examples/s against plain Keras's, or None."""
+  if not trainer or not keras:
+    return None
+  return {"trainer_examples_per_sec": trainer["steady_examples_per_sec"],
+          "keras_examples_per_sec": keras["steady_examples_per_sec"],
+          "ratio": round(trainer["steady_examples_per_sec"]
+                         / keras["steady_examples_per_sec"], 3)}
+
+
 def figures(records: dict) -> dict:
   """Every figure the module docstring lists, from the runs' records."""
   get = lambda name: _primary(records, name)  # pylint: disable=unnecessary-lambda-assignment
@@ -359,18 +464,42 @@ def figures(records: dict) -> dict:
     if primary and "accuracy_curve" in primary:
       out["time_to_accuracy"][name] = {
           f"{t:g}": seconds_to_accuracy(primary["accuracy_curve"], t)
-          for t in SOFTMAX_THRESHOLDS}
+          for t in (SOFTMAX_THRESHOLDS if record["trainer"] == "mnist"
+                    else (INCEPTION_THRESHOLD,))}
 
   out["weak_scaling"] = {
       "multiworker": weak_scaling(get("multiworker-1"), get("multiworker-2"), 2),
       "ps": weak_scaling(get("ps-1"), get("ps-2"), 2)}
+  # The further pairs a mode planned (1 worker, 2 workers), by their label.
+  for name in records:
+    pair = re.fullmatch(r"(.*multiworker)-1(-(?:b|spe)(\d+))?", name)
+    if name == "multiworker-1" or not pair:
+      continue
+    label = "mini-Inception multiworker" if pair[1].startswith(
+        "inception") else "multiworker"
+    if pair[2]:
+      label += (f", batch {pair[3]} per worker" if pair[2].startswith("-b")
+                else f", {pair[3]} steps per execution")
+    out["weak_scaling"][label] = weak_scaling(
+        get(name), get(name.replace("-1", "-2", 1)), 2)
 
-  trainer, keras = get("mirrored-1"), get("keras-1")
-  out["overhead"] = None if not (trainer and keras) else {
-      "trainer_examples_per_sec": trainer["steady_examples_per_sec"],
-      "keras_examples_per_sec": keras["steady_examples_per_sec"],
-      "ratio": round(trainer["steady_examples_per_sec"]
-                     / keras["steady_examples_per_sec"], 3)}
+  out["overhead"] = overhead(get("mirrored-1"), get("keras-1"))
+  for name in records:
+    spe = re.fullmatch(r"mirrored-1-spe(\d+)", name)
+    ratio = spe and overhead(get(name), get(f"keras-1-spe{spe[1]}"))
+    if ratio:
+      out["overhead_steps_per_execution"] = dict(
+          ratio, steps_per_execution=int(spe[1]))
+
+  inception = get("inception-1")
+  if "inception-1" in records:
+    out["inception"] = inception and {
+        "run": "inception-1", "model": inception["model"],
+        "test_accuracy": inception["test_accuracy"],
+        "examples_per_sec": inception["steady_examples_per_sec"],
+        f"seconds_to_{INCEPTION_THRESHOLD:g}": seconds_to_accuracy(
+            inception["accuracy_curve"], INCEPTION_THRESHOLD),
+        "curve": inception["accuracy_curve"]}
 
   sync, asynchronous = get("multiworker-2"), get("ps-2")
   out["sync_vs_async"] = None
@@ -442,7 +571,8 @@ def _target(name: str, value, goal: float, *, higher: bool = True,
             unit: str = "") -> dict:
   if value is None:
     return {"target": name, "value": None, "goal": goal, "met": False,
-            "note": "not measured (the run failed or did not reach it)"}
+            "note": "not measured (the run failed, was not run, or did not "
+                    "reach it)"}
   met = value >= goal if higher else value <= goal
   by = abs(value - goal)
   return {"target": name, "value": value, "goal": goal, "met": met,
@@ -474,6 +604,14 @@ def targets(figs: dict) -> list:
                       None if recipe is None
                       else round(-recipe["points_vs_base"], 2) + 0.0, 0.5,
                       higher=False, unit=" points"))
+  if "mini-Inception multiworker" in scaling:
+    rows.append(_target("weak scaling, mini-Inception, 2 multiworker workers",
+                        scaling["mini-Inception multiworker"], 0.95))
+  if "inception" in figs:
+    rows.append(_target(
+        f"mini-Inception test accuracy (seconds to {INCEPTION_THRESHOLD:g}: "
+        "see figures)", (figs["inception"] or {}).get("test_accuracy"),
+        INCEPTION_THRESHOLD))
   fp16 = figs["all_reduce_float16"] or {}
   rows.append(_target("float16 all-reduce: bytes vs float32",
                       fp16.get("ratio"), 0.5, higher=False))
@@ -527,15 +665,17 @@ def markdown(report: dict) -> str:
       "first; seconds to an accuracy count training time from the start of "
       "`fit`, evaluation excluded.", "",
       "| run | strategy | workers | global batch | examples/s | test accuracy "
-      "| s to 0.91 | max task RSS MiB |",
+      f"| s to 0.91 (Inception: {INCEPTION_THRESHOLD:g}) | max task RSS MiB |",
       "|---|---|---|---|---|---|---|---|"]
   for row in figs["throughput"]:
     tta = figs["time_to_accuracy"].get(row["run"], {})
+    # Softmax runs report 0.91, mini-Inception runs their threshold.
+    reached = tta.get("0.91", tta.get(f"{INCEPTION_THRESHOLD:g}"))
     lines.append(
         f"| {row['run']} | {row['strategy']} | {row['workers']} | "
         f"{row['global_batch_size']} | {_fmt(row['examples_per_sec'])} | "
         f"{_fmt(row['test_accuracy'], '.4f')} | "
-        f"{_fmt(tta.get('0.91'), '.2f')} | "
+        f"{_fmt(reached, '.2f')} | "
         f"{_fmt(row['max_task_rss_mb'])} |"
         + (f" FAILED: {row['error']}" if row["error"] else ""))
   lines += ["", "| figure | value |", "|---|---|"]
@@ -545,6 +685,18 @@ def markdown(report: dict) -> str:
   if figs["overhead"]:
     lines.append(f"| trainer / plain Keras examples/s | "
                  f"{figs['overhead']['ratio']:.3f} |")
+  spe = figs.get("overhead_steps_per_execution")
+  if spe:
+    lines.append(f"| trainer / plain Keras examples/s, "
+                 f"{spe['steps_per_execution']} steps per execution | "
+                 f"{spe['ratio']:.3f} ({spe['trainer_examples_per_sec']:,.0f}"
+                 f" / {spe['keras_examples_per_sec']:,.0f}) |")
+  inception = figs.get("inception")
+  if inception:
+    seconds = inception[f"seconds_to_{INCEPTION_THRESHOLD:g}"]
+    lines.append(f"| {inception['model']}: seconds to "
+                 f"{INCEPTION_THRESHOLD:g} test accuracy; final accuracy | "
+                 f"{_fmt(seconds, '.1f')}; {inception['test_accuracy']:.4f} |")
   sync = figs["sync_vs_async"]
   if sync:
     lines.append(f"| accuracy after {sync['at_seconds']:.1f} s: sync / async "
@@ -593,15 +745,17 @@ def plots(figs: dict, out_dir: str) -> list:
     plt.close(fig)
     written.append(name)
 
-  rows = [r for r in figs["throughput"] if r["examples_per_sec"]]
-  fig, ax = plt.subplots(figsize=(9, 4))
+  # Softmax runs only: mini-Inception's examples/s are 100x smaller.
+  rows = [r for r in figs["throughput"]
+          if r["examples_per_sec"] and r["trainer"] == "mnist"]
+  fig, ax = plt.subplots(figsize=(9, 4 + len(rows) // 6))
   ax.barh([r["run"] for r in rows], [r["examples_per_sec"] for r in rows],
           color=["tab:gray" if r["strategy"] == "keras" else
                  "tab:orange" if r["strategy"] == "ps" else "tab:blue"
                  for r in rows])
   ax.invert_yaxis()
   ax.set_xlabel("examples/s (median epoch after the first)")
-  ax.set_title("Throughput per strategy and cluster size")
+  ax.set_title("Softmax regression: throughput per strategy and cluster size")
   save(fig, "throughput.png")
 
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -672,12 +826,18 @@ def main(argv=None) -> int:
                     help="a few minutes on 2 cores")
   mode.add_argument("--smoke", action="store_true",
                     help="tiny settings: every run and file, for CI")
+  parser.add_argument("--runs", metavar="SUBSTRINGS",
+                      help="only the mode's runs whose name contains one of "
+                           "these comma-separated strings (e.g. "
+                           "inception,keras-1); figures of runs left out "
+                           "are not measured")
   args = parser.parse_args(argv)
   mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
   settings = MODES[mode_name]
   out_dir, mnist_dir = os.path.abspath(args.out_dir), os.path.abspath(
       args.mnist_dir)
   try:
+    runs = select(plan(settings), args.runs)
     check_paths(out_dir=out_dir, mnist_dir=mnist_dir)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -686,7 +846,7 @@ def main(argv=None) -> int:
   started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
   load_before = round(os.getloadavg()[0], 2)
   records = {}
-  for run in plan(settings):
+  for run in runs:
     records[run.name] = execute(run, settings=settings, mnist_dir=mnist_dir,
                                 out_dir=out_dir)
   figs = figures(records)
@@ -694,7 +854,8 @@ def main(argv=None) -> int:
       "mode": mode_name,
       "command": "python -m tfdist.bench"
                  + {"full": "", "quick": " --quick", "smoke": " --smoke"}[
-                     mode_name] + f" --out_dir={args.out_dir}",
+                     mode_name] + (f" --runs={args.runs}" if args.runs else "")
+                 + f" --out_dir={args.out_dir}",
       "started": started,
       "load_average": {"before": load_before,
                        "after": round(os.getloadavg()[0], 2)},

@@ -302,6 +302,13 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=config.steps_per_execution)
+  if config.strategy == "multiworker":
+    # Keras's default ("auto", i.e. "sum") all-reduces every log value across
+    # workers after every step: 2 of the 7 collectives of a softmax step. The
+    # metrics are global already, so the first replica's logs are the same
+    # values (same loss history and weights): 14% more examples/s at 2
+    # workers (tfdist.bench, weak scaling).
+    model.distribute_reduction_method = "first"
   num_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
   flops = models_lib.flops_per_example(model)
   if is_chief:
