@@ -352,3 +352,26 @@ def test_inception_and_scaling_figures_and_targets():
   assert not inception["met"] and inception["note"] == "missed by 0.025"
   accuracy = [t for name, t in rows.items() if "mini-Inception test" in name]
   assert accuracy[0]["met"] and accuracy[0]["value"] == 0.985
+
+
+_AFFINITY = "import os; print(sorted(os.sched_getaffinity(0)))"
+
+
+@pytest.mark.parametrize("tf_config,expected", [
+    (None, "first"),
+    ({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+      "task": {"type": "worker", "index": 1}}, "second"),
+    ({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"],
+                  "ps": ["127.0.0.1:3"]},
+      "task": {"type": "ps", "index": 0}}, "all"),
+])
+def test_pin_gives_each_training_task_its_own_core(tf_config, expected):
+  cores = sorted(os.sched_getaffinity(0))
+  env = child_env(**({"TF_CONFIG": json.dumps(tf_config)} if tf_config
+                     else {}))
+  done = run([sys.executable, "-m", "tfdist.pin", "--", sys.executable, "-c",
+              _AFFINITY], env=env, timeout=60)
+  assert done.returncode == 0, done.stderr
+  want = {"first": cores[:1], "second": [cores[1 % len(cores)]],
+          "all": cores}[expected]
+  assert done.stdout.strip() == str(want)

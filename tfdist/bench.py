@@ -273,13 +273,19 @@ def select(runs: list, patterns: Optional[str]) -> list:
 
 def command(run: Run, *, settings: Settings, mnist_dir: str,
             spec_path: Optional[str]) -> list:
-  """The command line of a run (through tfdist.launch for a cluster)."""
+  """The command line of a run (through tfdist.launch for a cluster).
+
+  Every process runs under tfdist.pin: one core per training task, so that
+  N workers have N times the compute of one.
+  """
+  pin = [sys.executable, "-m", "tfdist.pin", "--"]
   if run.strategy == "keras":
-    return [sys.executable, "-m", "tfdist.baseline", f"--mnist_dir={mnist_dir}",
+    return [*pin, sys.executable, "-m", "tfdist.baseline",
+            f"--mnist_dir={mnist_dir}",
             f"--batch_size={run.batch_size}", f"--epochs={run.epochs}",
             f"--steps_per_epoch={run.steps_per_epoch}",
             f"--learning_rate={run.learning_rate:g}", *run.flags]
-  trainer = [sys.executable, "-m", f"trainers.{run.trainer}",
+  trainer = [*pin, sys.executable, "-m", f"trainers.{run.trainer}",
              f"--strategy={run.strategy}", f"--mnist_dir={mnist_dir}",
              f"--batch_size={run.batch_size}", f"--epochs={run.epochs}",
              f"--steps_per_epoch={run.steps_per_epoch}",
