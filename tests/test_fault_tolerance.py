@@ -51,6 +51,19 @@ def _error_lines(text: str) -> list:
   return [l for l in text.splitlines() if l.startswith("error: ")]
 
 
+def _kill_and_fail(job, victim: str, *, survivor: str, timeout: float):
+  """SIGKILLs ``victim``; ``survivor`` must exit 1 within ``timeout`` with
+  one error line naming it. Returns (seconds to that exit, the line)."""
+  killed = time.monotonic()
+  job.signal(victim, signal.SIGKILL)
+  status = job.wait(survivor, timeout=timeout)
+  seconds = time.monotonic() - killed
+  assert status == 1, job.log(survivor)[-3000:]
+  (line,) = _error_lines(job.log(survivor))
+  assert f"lost {victim}" in line, line
+  return seconds, line
+
+
 class Job:
   """The tasks of one cluster as separately started processes.
 
@@ -319,13 +332,9 @@ def test_multiworker_worker_killed_others_fail_in_one_line(
                                           epochs=3, every_steps=40))
   job.start("worker-0", "worker-1")
   _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
-  killed = time.monotonic()
-  job.signal("worker-1", signal.SIGKILL)
-  status = job.wait("worker-0", timeout=90)
-  seconds = time.monotonic() - killed
-  assert status == 1, job.log("worker-0")[-3000:]
-  (line,) = _error_lines(job.log("worker-0"))
-  assert "lost worker-1" in line and "--model_dir" in line, line
+  seconds, line = _kill_and_fail(job, "worker-1", survivor="worker-0",
+                                 timeout=90)
+  assert "--model_dir" in line, line
   print(f"\nmultiworker SIGKILL worker-1: worker-0 failed after {seconds:.1f} "
         f"s; last checkpoint step {max(_checkpoint_steps(model_dir))}")
 
@@ -417,13 +426,7 @@ def test_ps_killed_chief_fails_fast_relaunch_resumes(job_factory, mnist_dir,
   job = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
   job.start("ps-0", "worker-0", "worker-1", "chief-0")
   _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
-  killed = time.monotonic()
-  job.signal("ps-0", signal.SIGKILL)
-  status = job.wait("chief-0", timeout=60)
-  seconds = time.monotonic() - killed
-  assert status == 1, job.log("chief-0")[-3000:]
-  (line,) = _error_lines(job.log("chief-0"))
-  assert "lost ps-0" in line, line
+  seconds, _ = _kill_and_fail(job, "ps-0", survivor="chief-0", timeout=60)
   saved = max(_checkpoint_steps(model_dir))
   job.stop()
 

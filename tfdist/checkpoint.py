@@ -388,14 +388,12 @@ class Checkpointing:
         # Only multiworker needs a collective to agree; elsewhere the flag
         # is local and free to read every step.
         check = options.preemption_check_steps if owner._multiworker else 1  # pylint: disable=protected-access
-        if (step // check > self.last_check // check
-            and owner._preemption_agreed()):  # pylint: disable=protected-access
-          path = owner.save()
-          self.on_train_end()
-          raise Preempted(owner.saved_step, path)
+        here = (step // check > self.last_check // check
+                and owner._preemption_agreed())  # pylint: disable=protected-access
         self.last_check = step
-        peer = owner._peer_preemption()  # pylint: disable=protected-access
-        if peer is not None:
+        # ps: a worker or ps task may have asked the chief to stop.
+        peer = None if here else owner._peer_preemption()  # pylint: disable=protected-access
+        if here or peer is not None:
           path = owner.save()
           self.on_train_end()
           raise Preempted(owner.saved_step, path, by=peer)
