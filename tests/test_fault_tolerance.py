@@ -51,6 +51,20 @@ def _error_lines(text: str) -> list:
   return [l for l in text.splitlines() if l.startswith("error: ")]
 
 
+@contextlib.contextmanager
+def _killed_at_exit(process):
+  """SIGKILLs ``process``'s group (it and every child) when the block ends,
+  passed or not, and reaps it."""
+  try:
+    yield process
+  finally:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    process.wait()
+
+
 def _kill_and_fail(job, victim: str, *, survivor: str, timeout: float):
   """SIGKILLs ``victim``; ``survivor`` must exit 1 within ``timeout`` with
   one error line naming it. Returns (seconds to that exit, the line)."""
@@ -273,18 +287,12 @@ def test_killed_while_saving_never_leaves_a_half_checkpoint(tmp_path):
                              env=child_env(), start_new_session=True,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  try:
-    # Saves follow each other back to back: once the 5th index exists the
-    # writer is inside a later save, whose files are incomplete when killed.
+  # Saves follow each other back to back: once the 5th index exists the
+  # writer is inside a later save, whose files are incomplete when killed
+  # (at the end of the block).
+  with _killed_at_exit(process):
     _wait_for(lambda: max(_checkpoint_steps(str(model_dir)), default=0) >= 5,
               "a 5th checkpoint", timeout=60)
-    os.killpg(process.pid, signal.SIGKILL)
-  finally:
-    try:
-      os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    process.wait()
   done = run([sys.executable, "-c", _RESTORE, str(model_dir), REPO],
              timeout=120)
   assert done.returncode == 0, done.stdout + done.stderr[-3000:]
@@ -347,14 +355,8 @@ def _launched(command, out_path):
     process = subprocess.Popen(command, cwd=REPO, env=child_env(),
                                stdout=out, stderr=subprocess.STDOUT,
                                start_new_session=True)
-  try:
+  with _killed_at_exit(process):
     yield process
-  finally:
-    try:
-      os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    process.wait()
 
 
 def _kill_worker_1(out_path) -> None:
