@@ -47,11 +47,8 @@ import time
 from typing import Callable, Optional
 
 from tfdist import console
-from tfdist.errors import ConfigError
+from tfdist.errors import ConfigError, Preempted, TaskLost
 
-# 128 + SIGTERM: what a process killed by SIGTERM reports, and what Kubernetes
-# (restartPolicy OnFailure, Job backoff) treats as a retryable failure.
-PREEMPTED_EXIT_STATUS = 143
 CHECKPOINT_SUBDIR = "checkpoints"
 # Written beside the checkpoints: lets a relaunch with the wrong model say so
 # in one line before TensorFlow is even imported.
@@ -59,24 +56,6 @@ META_FILE = "tfdist_model.json"
 # How often a ps chief looks for a preemption request from another task: each
 # look is a remote call per task, too slow for every step of a small model.
 PEER_CHECK_SECONDS = 1.0
-
-
-class Preempted(Exception):
-  """This task received SIGTERM; the job saved a checkpoint and stops."""
-
-  def __init__(self, step: int, path: Optional[str], *,
-               by: Optional[str] = None):
-    where = path or "the chief's --model_dir"
-    signalled = f"SIGTERM to {by}" if by else "SIGTERM"
-    super().__init__(f"preempted ({signalled}): saved step {step} to "
-                     f"{where}; relaunch with the same --model_dir to resume")
-    self.step = step
-    self.path = path
-    self.by = by
-
-
-class TaskLost(RuntimeError):
-  """A peer task vanished during training; the job must be relaunched."""
 
 
 _PEER_RE = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")

@@ -1,4 +1,31 @@
-"""The one exception type that tfdist turns into a one-line error message."""
+"""What can go wrong, as exception types, and the exit status of each.
+
+Owns: the exceptions that entry points turn into one line (never a
+traceback) and the exit statuses every task, the launcher and the Kubernetes
+manifests agree on. Imports nothing from tfdist.
+
+========  ==========================================  =====================
+status    meaning                                     on Kubernetes
+========  ==========================================  =====================
+0         done                                        complete
+1         the program failed                          fails the job
+2         bad input (:class:`ConfigError`)            fails the job
+130       interrupted (SIGINT, Ctrl-C)                retried
+143       preempted (SIGTERM; a checkpoint was saved) retried
+========  ==========================================  =====================
+
+Statuses 1-127 are the program's own verdict: a retry would fail again, so
+the rendered ``podFailurePolicy`` fails the job at once. 128 and above mean
+the task was stopped from outside and a new pod may succeed.
+"""
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+# 128 + the signal's number: what a shell reports for a process the signal
+# ended, and what Kubernetes' and the launcher's retry rules look for.
+EXIT_INTERRUPTED = 130  # SIGINT
+EXIT_PREEMPTED = 143  # SIGTERM
 
 
 class ConfigError(ValueError):
@@ -8,3 +35,20 @@ class ConfigError(ValueError):
   print it as ``error: <message>`` and exit with status 2, without a
   traceback: a traceback is noise when the user only has to fix an input.
   """
+
+
+class TaskLost(RuntimeError):
+  """A peer task vanished during training; the job must be relaunched."""
+
+
+class Preempted(Exception):
+  """This task received SIGTERM; the job saved a checkpoint and stops."""
+
+  def __init__(self, step: int, path, *, by=None):
+    where = path or "the chief's --model_dir"
+    signalled = f"SIGTERM to {by}" if by else "SIGTERM"
+    super().__init__(f"preempted ({signalled}): saved step {step} to "
+                     f"{where}; relaunch with the same --model_dir to resume")
+    self.step = step
+    self.path = path
+    self.by = by

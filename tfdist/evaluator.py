@@ -20,6 +20,7 @@ from tfdist import checkpoint as checkpoint_lib
 from tfdist import console
 from tfdist import data as data_lib
 from tfdist import train
+from tfdist import errors
 from tfdist.errors import ConfigError
 
 EVAL_SUBDIR = "eval"
@@ -62,7 +63,7 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
 
   Raises:
     ConfigError: no model_dir, or it holds another model's checkpoints.
-    checkpoint.TaskLost: no new checkpoint within ``timeout`` seconds.
+    errors.TaskLost: no new checkpoint within ``timeout`` seconds.
   """
   if not model_dir:
     raise ConfigError("the evaluator reads the chief's checkpoints: set "
@@ -103,7 +104,7 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
     if training_done(model_dir, latest):
       break
     if time.monotonic() - waiting_since > timeout:
-      raise checkpoint_lib.TaskLost(
+      raise errors.TaskLost(
           f"{task_name}: no new checkpoint in --model_dir={model_dir} for "
           f"{timeout:.0f} s and the chief wrote no result; is it running "
           "with this --model_dir? (--eval_timeout sets the wait)")

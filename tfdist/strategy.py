@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Optional
 
-from tfdist import checkpoint
+from tfdist import errors
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import preflight
@@ -400,7 +400,7 @@ def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
       console.info(f"{task.name}: chief-0 did not stop the job within "
                    f"{preempt_grace:.0f} s of SIGTERM; exiting")
       os.remove(request)
-      return checkpoint.PREEMPTED_EXIT_STATUS
+      return errors.EXIT_PREEMPTED
     if _reachable(chief):
       seen_at = now
     elif seen_at is None and now - start > chief_timeout:
@@ -420,6 +420,6 @@ def serve(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   if preempted:
     console.info(f"{task.name}: the job was preempted and chief-0 saved a "
                  "checkpoint; exiting to be restarted with it")
-    return checkpoint.PREEMPTED_EXIT_STATUS
+    return errors.EXIT_PREEMPTED
   console.info(f"{task.name}: chief-0 finished training; exiting")
   return 0

@@ -22,13 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from tfdist import checkpoint  # pylint: disable=wrong-import-position
+from tfdist import cli  # pylint: disable=wrong-import-position
 from tfdist import cluster  # pylint: disable=wrong-import-position
 from tfdist import evaluator  # pylint: disable=wrong-import-position
 from tfdist import console  # pylint: disable=wrong-import-position
 from tfdist import data  # pylint: disable=wrong-import-position
 from tfdist import strategy  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
+from tfdist import errors  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -187,15 +188,9 @@ def run_trainer(*, model_fn, model_name: str,
     else:
       result = train.run(config, model_fn=model_fn, dataset=dataset,
                          task=task, model_name=model_name)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
-  except checkpoint.TaskLost as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 1
-  except checkpoint.Preempted as e:
-    # 143 = 128 + SIGTERM: Kubernetes (and tfdist.launch) restart the task.
-    print(f"tfdist: {e}", file=sys.stderr, flush=True)
-    return checkpoint.PREEMPTED_EXIT_STATUS
+  except (ConfigError, errors.TaskLost, errors.Preempted) as e:
+    # Preempted is 143 = 128 + SIGTERM: Kubernetes (and tfdist.launch)
+    # restart the task.
+    return cli.report(e)
   print(json.dumps(result), flush=True)
   return 0
