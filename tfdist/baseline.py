@@ -30,7 +30,7 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
   the trainers' flags."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdist import monitor  # pylint: disable=g-import-not-at-top
-  from tfdist import train  # pylint: disable=g-import-not-at-top
+  from tfdist import evaluation  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
   model = model_fn(dataset.image_shape, dataset.num_classes)
   model.compile(
@@ -49,7 +49,7 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
             "task": "local", "num_replicas": 1,
             "global_batch_size": batch_size,
             "steps": steps_per_epoch * epochs,
-            "test_accuracy": round(train.evaluate(model, dataset.test,
+            "test_accuracy": round(evaluation.evaluate(model, dataset.test,
                                                   batch_size=1000), 5)}
   result.update(epoch_monitor.summary())
   return result

@@ -4,7 +4,7 @@ An ``evaluator`` in the cluster spec never joins training (TensorFlow's
 strategies leave it out, see strategy.training_cluster): it watches the
 chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
 copy of the model, measures test accuracy with the same code as the trainer
-(train.evaluate), writes it as a TensorBoard summary under
+(tfdist.evaluation.evaluate), writes it as a TensorBoard summary under
 ``model_dir/eval``, and exits when the chief has written ``result.json``
 after the last checkpoint. With no new checkpoint for ``timeout`` seconds it
 gives up with one line, so it never waits forever for a chief that is gone.
@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import console
 from tfdist import data as data_lib
-from tfdist import train
+from tfdist import evaluation
 from tfdist import errors
 from tfdist.errors import ConfigError
 
@@ -92,7 +92,7 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
         # Rotated away (keep_checkpoints) between listing and reading.
         continue
       step = int(latest.rsplit("-", 1)[1])
-      accuracy = train.evaluate(model, dataset.test, batch_size=batch_size)
+      accuracy = evaluation.evaluate(model, dataset.test, batch_size=batch_size)
       with writer.as_default():
         tf.summary.scalar("test_accuracy", accuracy, step=step)
       writer.flush()

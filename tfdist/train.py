@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from tfdist import cluster as cluster_lib
 from tfdist import communication
 from tfdist import console
 from tfdist import data as data_lib
+from tfdist.evaluation import evaluate, weights_digest
 from tfdist import schedules
 from tfdist import export as export_lib
 from tfdist import models as models_lib
@@ -176,31 +176,6 @@ def _optimizer(tf, config: TrainConfig, learning_rate=None):
   if config.optimizer == "momentum":
     return sgd(rate, momentum=0.9)
   return adam(rate)
-
-
-def evaluate(model, split: data_lib.Split, *, batch_size: int) -> float:
-  """Top-1 accuracy of ``model`` on a split, computed in this process.
-
-  A plain forward pass outside the strategy: the same code reads mirrored
-  variables locally and ps variables over RPC, so all three strategies are
-  measured identically, on every example exactly once.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  correct = 0
-  for start in range(0, len(split), batch_size):
-    images = tf.cast(split.images[start:start + batch_size], tf.float32) / 255.0
-    logits = model(images, training=False)
-    predicted = np.argmax(logits.numpy(), axis=-1)
-    correct += int(np.sum(predicted == split.labels[start:start + batch_size]))
-  return correct / len(split)
-
-
-def weights_digest(model) -> str:
-  """SHA-256 of all weights: equal digests mean bit-identical replicas."""
-  digest = hashlib.sha256()
-  for weight in model.get_weights():
-    digest.update(np.ascontiguousarray(weight).tobytes())
-  return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager
