@@ -31,6 +31,9 @@ from tfdist.k8s.options import RenderOptions
 PROG = "python -m tfdist.k8s render"
 # The flags that are no RenderOptions field, or that it takes otherwise.
 _PATH_FLAGS = ("cluster_spec", "out_dir")
+# Help of the fields without a default (see RenderOptions for all).
+_REQUIRED_HELP = {"job_name": "prefix of every object's name (DNS-1035 label)",
+                  "image": "container image"}
 
 
 def render_command(options: RenderOptions, spec_path: str) -> str:
@@ -54,7 +57,8 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     if field.name in ("cluster", "trainer_args"):
       continue
     if field.default is dataclasses.MISSING:
-      parser.add_argument(f"--{field.name}", required=True)
+      parser.add_argument(f"--{field.name}", required=True,
+                          help=_REQUIRED_HELP[field.name])
     else:
       kind = int if field.type == "int" else str
       parser.add_argument(f"--{field.name}", type=kind, default=field.default,
