@@ -18,6 +18,9 @@ import pytest  # pylint: disable=wrong-import-position
 
 from conftest import child_env, json_lines, launch, run, trainer, SPECS  # pylint: disable=wrong-import-position
 from tfdist import schedules  # pylint: disable=wrong-import-position
+from tfdist.bench import figures as bench_figures  # pylint: disable=wrong-import-position
+from tfdist.bench import plan as bench_plan  # pylint: disable=wrong-import-position
+from tfdist.bench import runner as bench_runner  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
@@ -115,6 +118,44 @@ def test_smoke_writes_table_and_plots(smoke):
   assert sorted(report["plots"]) == sorted(
       ["throughput.png", "sync_vs_async.png", "large_batch.png"])
   assert not glob.glob(str(out_dir / "*.tmp"))
+
+
+@pytest.mark.timeout(400)
+def test_inception_smoke_measures_accuracy_and_trainer_vs_plain_keras(
+    tmp_path, mnist_dir):
+  """--inception: mini-Inception's accuracy run, and the trainer against a
+  plain Keras fit of the same model (tiny width and few steps here)."""
+  out_dir = tmp_path / "inception"
+  result = run([sys.executable, "-m", "tfdist.bench", "--smoke", "--inception",
+                f"--out_dir={out_dir}", f"--mnist_dir={mnist_dir}"],
+               timeout=360)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+  report = json.loads((out_dir / "results.json").read_text())
+  runs = report["runs"]
+  assert list(runs) == ["inception-1", "inception-mirrored-1-round1",
+                        "inception-keras-1-round1"]
+  tasks = {name: record["tasks"]["local"] for name, record in runs.items()}
+  for name, record in runs.items():
+    assert record["error"] is None, name
+    # The trainer and the plain fit train the same model.
+    assert tasks[name]["model"] == "mini_inception_w0.125", name
+  assert tasks["inception-keras-1-round1"]["strategy"] == "plain_keras"
+  figs = report["figures"]
+  assert figs["overhead_inception"]["ratio"] == pytest.approx(
+      tasks["inception-mirrored-1-round1"]["steady_examples_per_sec"]
+      / tasks["inception-keras-1-round1"]["steady_examples_per_sec"],
+      abs=1e-3)
+  inception = figs["inception"]
+  assert inception["run"] == "inception-1"
+  times = [s for s, _ in inception["curve"]]
+  assert times == sorted(times) and len(times) == 2  # evaluated every epoch
+  assert 0.0 <= inception["test_accuracy"] <= 1.0
+  assert list(figs["time_to_accuracy"]["inception-1"]) == ["0.98"]
+  goals = {t["target"]: t for t in report["targets"]}
+  assert isinstance(goals["trainer / plain Keras examples/s, mini-Inception "
+                          "(one device)"]["met"], bool)
+  assert "mini-Inception (ratio of the medians)" in (
+      out_dir / "results.md").read_text()
 
 
 def test_bench_bad_mnist_dir_is_one_line(tmp_path):
@@ -267,34 +308,32 @@ def test_chief_writes_tensorboard_scalars(tmp_path, mnist_dir):
 
 
 def test_curve_figures():
-  from tfdist import bench  # pylint: disable=g-import-not-at-top
   sync = [[1.0, 0.80], [2.0, 0.90], [3.0, 0.92]]
   asynchronous = [[0.5, 0.85], [1.5, 0.88], [2.5, 0.89], [4.0, 0.91]]
-  assert bench.seconds_to_accuracy(sync, 0.9) == 2.0
-  assert bench.seconds_to_accuracy(sync, 0.95) is None
-  assert bench.accuracy_at(asynchronous, 2.0) == 0.88
-  assert bench.accuracy_at(asynchronous, 0.1) is None
+  assert bench_figures.seconds_to_accuracy(sync, 0.9) == 2.0
+  assert bench_figures.seconds_to_accuracy(sync, 0.95) is None
+  assert bench_figures.accuracy_at(asynchronous, 2.0) == 0.88
+  assert bench_figures.accuracy_at(asynchronous, 0.1) is None
   # Times 1.0, 1.5, 2.0, 2.5, 3.0 (0.5 has no sync value yet): sync is
   # behind at 1.0 and 1.5, ahead from 2.0 on.
-  assert bench.sync_ahead_fraction(sync, asynchronous, 3.0) == 0.6
-  assert bench.weak_scaling({"steady_examples_per_sec": 100.0},
+  assert bench_figures.sync_ahead_fraction(sync, asynchronous, 3.0) == 0.6
+  assert bench_figures.weak_scaling({"steady_examples_per_sec": 100.0},
                             {"steady_examples_per_sec": 150.0}, 2) == 0.75
 
 
 def test_runs_filter_selects_by_substring():
-  from tfdist import bench  # pylint: disable=g-import-not-at-top
-  full = bench.plan(bench.MODES["full"])
-  assert [r.name for r in bench.select(full, "inception")] == [
+  full = bench_plan.plan(bench_plan.MODES["full"])
+  assert [r.name for r in bench_plan.select(full, "inception")] == [
       "inception-1", "inception-multiworker-1", "inception-multiworker-2"]
-  assert [r.name for r in bench.select(full, "keras-1,b1600")] == [
+  assert [r.name for r in bench_plan.select(full, "keras-1,b1600")] == [
       "keras-1", "keras-1-spe10", "multiworker-1-b1600",
       "multiworker-2-b1600"]
-  assert bench.select(full, None) == full
+  assert bench_plan.select(full, None) == full
   with pytest.raises(ConfigError, match="--runs=nope: matches no run"):
-    bench.select(full, "nope")
+    bench_plan.select(full, "nope")
   # Full mode only: --quick and --smoke stay as fast as they were.
   for mode in ("quick", "smoke"):
-    assert not [r for r in bench.plan(bench.MODES[mode])
+    assert not [r for r in bench_plan.plan(bench_plan.MODES[mode])
                 if r.trainer == "inception" or "spe" in r.name]
 
 
@@ -309,22 +348,26 @@ def test_bench_runs_filter_matching_nothing_is_one_line(tmp_path, mnist_dir):
   assert not out_dir.exists()
 
 
+_FULL_PLAN = {r.name: r for r in bench_plan.plan(bench_plan.MODES["full"])}
+
+
 def _record(name, strategy, *, trainer="mnist", workers=1, rate, accuracy,
             curve=None):
-  """A run's record as bench.execute returns it, for the figure tests."""
-  task = {"ps": "chief-0", "multiworker": "worker-0"}.get(strategy, "local")
+  """A run of the full plan's record as bench.runner.execute returns it,
+  for the figure tests."""
+  run = _FULL_PLAN[name]
+  assert (run.strategy, run.trainer, run.workers) == (strategy, trainer,
+                                                      workers)
   result = {"steady_examples_per_sec": rate, "test_accuracy": accuracy,
             "model": f"{trainer}_model"}
   if curve is not None:
     result["accuracy_curve"] = curve
-  return {"name": name, "strategy": strategy, "trainer": trainer,
-          "workers": workers, "global_batch_size": 64 * workers,
-          "error": None, "tasks": {task: result},
-          "peak_rss_mb": {task: 700.0}}
+  return dict(bench_runner.describe(run), global_batch_size=64 * workers,
+              error=None, tasks={run.primary_task: result},
+              peak_rss_mb={run.primary_task: 700.0})
 
 
 def test_inception_and_scaling_figures_and_targets():
-  from tfdist import bench  # pylint: disable=g-import-not-at-top
   records = {r["name"]: r for r in (
       _record("inception-1", "mirrored", trainer="inception", rate=800.0,
               accuracy=0.985, curve=[[40.0, 0.97], [80.0, 0.981],
@@ -339,7 +382,7 @@ def test_inception_and_scaling_figures_and_targets():
               rate=100_000.0, accuracy=0.91),
       _record("keras-1-spe10", "keras", rate=200_000.0, accuracy=0.91),
       _record("mirrored-1-spe10", "mirrored", rate=150_000.0, accuracy=0.91))}
-  figs = bench.figures(records)
+  figs = bench_figures.figures(records)
   assert figs["time_to_accuracy"]["inception-1"] == {"0.98": 80.0}
   assert figs["inception"]["seconds_to_0.98"] == 80.0
   scaling = figs["weak_scaling"]
@@ -347,7 +390,7 @@ def test_inception_and_scaling_figures_and_targets():
   assert scaling["multiworker, batch 400 per worker"] == 0.25
   assert scaling["multiworker"] is None  # not run
   assert figs["overhead_steps_per_execution"]["ratio"] == 0.75
-  rows = {t["target"]: t for t in bench.targets(figs)}
+  rows = {t["target"]: t for t in bench_figures.targets(figs)}
   inception = rows["weak scaling, mini-Inception, 2 multiworker workers"]
   assert not inception["met"] and inception["note"] == "missed by 0.025"
   accuracy = [t for name, t in rows.items() if "mini-Inception test" in name]
@@ -369,7 +412,7 @@ def test_pin_gives_each_training_task_its_own_core(tf_config, expected):
   cores = sorted(os.sched_getaffinity(0))
   env = child_env(**({"TF_CONFIG": json.dumps(tf_config)} if tf_config
                      else {}))
-  done = run([sys.executable, "-m", "tfdist.pin", "--", sys.executable, "-c",
+  done = run([sys.executable, "-m", "tfdist.bench.pin", "--", sys.executable, "-c",
               _AFFINITY], env=env, timeout=60)
   assert done.returncode == 0, done.stderr
   want = {"first": cores[:1], "second": [cores[1 % len(cores)]],

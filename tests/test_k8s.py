@@ -17,7 +17,8 @@ import yaml
 
 from conftest import (MNIST_DIR, REPO, SPECS, child_env, json_lines, run,
                       wait_for)
-from tfdist import k8s
+from tfdist.k8s import files as k8s_files
+from tfdist.k8s import render as k8s_render
 
 K8S = os.path.join(REPO, "k8s")
 # Every directory of rendered manifests (k8s/serving is written by hand by
@@ -59,8 +60,8 @@ def _render_command(directory):
   """The render command written at the top of a directory's files."""
   with open(os.path.join(directory, _yaml_files(directory)[0])) as f:
     header = f.read(4000)
-  assert header.startswith(k8s.HEADER), f"{directory}: no render header"
-  words = shlex.split(header[len(k8s.HEADER):].splitlines()[0].lstrip("# "))
+  assert header.startswith(k8s_files.HEADER), f"{directory}: no render header"
+  words = shlex.split(header[len(k8s_files.HEADER):].splitlines()[0].lstrip("# "))
   assert words[:4] == ["python", "-m", "tfdist.k8s", "render"]
   return words[4:]
 
@@ -75,7 +76,7 @@ def _render(tmp_path, spec, *flags, name="job"):
   spec_path = tmp_path / f"{name}.json"
   spec_path.write_text(json.dumps(spec))
   out = tmp_path / name
-  status = k8s.main(["render", f"--cluster_spec={spec_path}",
+  status = k8s_render.main([f"--cluster_spec={spec_path}",
                      f"--out_dir={out}", *flags])
   assert status == 0
   return out
@@ -86,7 +87,7 @@ def test_committed_manifests_equal_a_fresh_render(name, tmp_path, monkeypatch):
   directory = _dir(name)
   monkeypatch.chdir(REPO)  # the header's spec path is relative to the repo
   # --out_dir before the command's "--", after which come trainer flags.
-  assert k8s.main(["render", f"--out_dir={tmp_path}",
+  assert k8s_render.main([f"--out_dir={tmp_path}",
                    *_render_command(directory)]) == 0
   assert _yaml_files(tmp_path) == _yaml_files(directory)
   for file_name in _yaml_files(directory):
@@ -235,7 +236,7 @@ def test_trainer_commands_parse(name):
   commands = []
   for _, template in _pod_templates(_objects(_dir(name))):
     command = template["spec"]["containers"][0]["command"]
-    if "--" in command:  # tfdist.k8s_pod ... -- TRAINER
+    if "--" in command:  # tfdist.k8s.pod ... -- TRAINER
       command = command[command.index("--") + 1:]
     commands.append(command)
   for command in {tuple(c) for c in commands}:
@@ -276,15 +277,15 @@ def test_render_is_deterministic_and_removes_stale_files(tmp_path):
   out = tmp_path / "out"
   (out / "serving").mkdir(parents=True)
   (out / "mine.yaml").write_text("kind: ConfigMap\n")
-  flags = ["render", "--job_name=j", "--image=img:1", f"--out_dir={out}"]
-  assert k8s.main([*flags, f"--cluster_spec={ps_spec}", "--strategy=ps"]) == 0
+  flags = ["--job_name=j", "--image=img:1", f"--out_dir={out}"]
+  assert k8s_render.main([*flags, f"--cluster_spec={ps_spec}", "--strategy=ps"]) == 0
   first = {f: (out / f).read_text() for f in _yaml_files(out)}
-  assert k8s.main([*flags, f"--cluster_spec={ps_spec}", "--strategy=ps"]) == 0
+  assert k8s_render.main([*flags, f"--cluster_spec={ps_spec}", "--strategy=ps"]) == 0
   assert {f: (out / f).read_text() for f in _yaml_files(out)} == first
   # From ps to multiworker: the ps and chief files of the earlier render go;
   # files it did not write stay.
   two = os.path.join(SPECS, "two_workers.json")
-  assert k8s.main([*flags, f"--cluster_spec={two}"]) == 0
+  assert k8s_render.main([*flags, f"--cluster_spec={two}"]) == 0
   assert _yaml_files(out) == ["00-cluster-configmap.yaml",
                               "01-networkpolicy.yaml", "02-model-pvc.yaml",
                               "10-worker.yaml", "mine.yaml"]
@@ -321,7 +322,7 @@ def test_bad_input_is_one_line_and_writes_nothing(spec, flags, message,
 
 def test_pod_entry_needs_its_completion_index():
   spec = os.path.join(SPECS, "two_workers.json")
-  base = [sys.executable, "-m", "tfdist.k8s_pod", f"--cluster_spec={spec}",
+  base = [sys.executable, "-m", "tfdist.k8s.pod", f"--cluster_spec={spec}",
           "--task_type=worker", "--", sys.executable, "-c", "pass"]
   for index, message in [(None, "JOB_COMPLETION_INDEX is not set"),
                          ("x", "is not a task index"),
@@ -345,17 +346,17 @@ def test_pod_entry_passes_sigterm_on_and_reports_128_plus_signal(tmp_path):
            "os.environ['TF_CONFIG']); open(sys.argv[1], 'w').close(); "
            "signal.pause()")
   process = subprocess.Popen(
-      [sys.executable, "-m", "tfdist.k8s_pod",
+      [sys.executable, "-m", "tfdist.k8s.pod",
        f"--cluster_spec={os.path.join(SPECS, 'two_workers.json')}",
        "--task_type=worker", "--", sys.executable, "-c", child, str(ready),
        str(out)], cwd=REPO, env=child_env(JOB_COMPLETION_INDEX="1"),
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
       start_new_session=True)
   try:
-    # The child's file, not a sleep, orders this; k8s_pod must not exit.
+    # The child's file, not a sleep, orders this; tfdist.k8s.pod must not exit.
     wait_for(lambda: ready.exists() or process.poll() is not None,
              "the trainer child to start", timeout=30)
-    assert process.poll() is None, "k8s_pod exited early"
+    assert process.poll() is None, "tfdist.k8s.pod exited early"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 128 + signal.SIGTERM
   finally:
@@ -457,7 +458,7 @@ def test_exercise_fails_when_a_pod_would_linger(tmp_path):
   command[command.index("--") + 1:] = [
       "python", "-c", "import os, signal; "
       "os.environ['JOB_COMPLETION_INDEX'] == '0' or signal.pause()"]
-  path.write_text(k8s.dump_yaml([service, job]))
+  path.write_text(k8s_files.dump_yaml([service, job]))
   result = run([sys.executable, "-m", "tfdist.k8s", "exercise", str(out),
                 "--grace=1"], timeout=60)
   assert result.returncode == 1, result.stdout + result.stderr

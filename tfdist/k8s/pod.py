@@ -1,6 +1,6 @@
 r"""The entry point of every training pod: TF_CONFIG from spec, role and index.
 
-    python -m tfdist.k8s_pod --cluster_spec=/etc/tfdist/cluster.json \
+    python -m tfdist.k8s.pod --cluster_spec=/etc/tfdist/cluster.json \
         --task_type=worker -- python -m trainers.mnist --strategy=multiworker
 
 The pods of one Indexed Job share one template, so none of them can carry
@@ -13,17 +13,20 @@ It stays the parent of the trainer instead of exec'ing it: as PID 1 of the
 container it must pass the kubelet's SIGTERM on (PID 1 ignores signals it
 has no handler for), and a trainer killed by signal N must end the pod with
 status 128 + N, which the Job's podFailurePolicy retries.
+
+Owns pod_tf_config and run_child (also how tfdist.k8s.exercise runs a pod).
+Imports tfdist.cli, tfdist.cluster, tfdist.console and tfdist.launch.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
 import sys
 from typing import Mapping, Optional
 
+from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import launch
@@ -75,12 +78,10 @@ def run_child(command: list, env: dict) -> int:
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  split = argv.index("--") if "--" in argv else len(argv)
-  own, command = argv[:split], argv[split + 1:]
-  parser = argparse.ArgumentParser(
-      prog="python -m tfdist.k8s_pod",
-      usage="python -m tfdist.k8s_pod --cluster_spec FILE --task_type TYPE "
+  own, command = cli.split_command(sys.argv[1:] if argv is None else argv)
+  parser = cli.OneLineParser(
+      prog="python -m tfdist.k8s.pod",
+      usage="python -m tfdist.k8s.pod --cluster_spec FILE --task_type TYPE "
             "-- COMMAND [ARGS...]",
       description="Run COMMAND with the TF_CONFIG of this pod of an Indexed "
                   "Job.")
@@ -97,8 +98,7 @@ def main(argv=None) -> int:
     tf_config = pod_tf_config(cluster=spec, task_type=args.task_type,
                               completion_index=os.environ.get(INDEX_ENV))
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
+    return cli.report(e)
   index = os.environ[INDEX_ENV].strip()
   console.info(f"pod task {args.task_type}-{index} at "
                f"{spec[args.task_type][int(index)]}")
@@ -107,9 +107,7 @@ def main(argv=None) -> int:
   try:
     return run_child(command, env)
   except OSError as e:
-    print(f"error: cannot run {command[0]!r} ({e.strerror})", file=sys.stderr,
-          flush=True)
-    return 2
+    return cli.report(ConfigError(f"cannot run {command[0]!r} ({e.strerror})"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""Runs a command on one CPU core chosen by its task: the bench's fair share.
 
-    python -m tfdist.pin -- python -m trainers.mnist --strategy=multiworker ...
+    python -m tfdist.bench.pin -- python -m trainers.mnist --strategy=multiworker ...
 
 tfdist.bench measures weak scaling as N workers against one worker with the
 same per-worker resources. Capping TensorFlow's thread pools is not enough
@@ -14,6 +14,8 @@ first core.
 
 The affinity is set on this process and then the command is exec'd: it is
 inherited across exec and by every thread the command starts.
+
+Owns core_for. Imports tfdist.cli and tfdist.cluster only.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist.errors import ConfigError
 
@@ -47,24 +50,18 @@ def core_for(task: Optional[cluster_lib.Task],
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Pins this process as :func:`core_for` says, then execs the command."""
-  args = list(sys.argv[1:] if argv is None else argv)
-  if args[:1] == ["--"]:
-    args = args[1:]
-  if not args:
-    print("error: no command; usage: python -m tfdist.pin -- COMMAND [ARG...]",
-          file=sys.stderr)
-    return 2
-  try:
-    task = cluster_lib.parse_tf_config(os.environ.get("TF_CONFIG"))
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  own, command = cli.split_command(sys.argv[1:] if argv is None else argv)
+  if own or not command:
+    return cli.report(ConfigError(
+        "give the command after --: python -m tfdist.bench.pin -- COMMAND "
+        "[ARG...]"))
+  task = cluster_lib.task_from_environ(os.environ)
   core = core_for(task, sorted(os.sched_getaffinity(0)))
   if core is not None:
     os.sched_setaffinity(0, {core})
-  os.execvp(args[0], args)
+  os.execvp(command[0], command)
   return 127  # not reached: execvp replaces this process or raises
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -1,20 +1,26 @@
 r"""Plain single-process Keras ``fit``: what the trainer's overhead is measured
 against (``tfdist.bench`` runs both, same model, batch and input pipeline).
 
-    python -m tfdist.baseline --mnist_dir=../shared/data/mnist --batch_size=100
+    python -m tfdist.bench.baseline --mnist_dir=../shared/data/mnist --batch_size=100
+    python -m tfdist.bench.baseline --mnist_dir=../shared/data/mnist \
+        --model=mini_inception --width=0.5 --batch_size=64 --momentum=0.9
 
 No strategy, no DatasetCreator, no cluster: the model compiled and fitted as
 in the Keras guides, on the trainer's own tf.data pipeline, timed by the same
 callback. Prints one JSON line with the fields the trainers print for timing.
+
+Owns that fit. Imports tfdist.data, tfdist.models, tfdist.evaluation and
+tfdist.monitor (the latter two, and TensorFlow, only when fitting).
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import os
 import sys
 
+from tfdist import cli
 from tfdist import data as data_lib
 from tfdist import models
 from tfdist.errors import ConfigError
@@ -55,37 +61,56 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
   return result
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m tfdist.baseline",
-      description="Plain single-process Keras fit of softmax regression.")
+# The models a plain fit can train: --model -> (--width -> the model_fn).
+MODELS = {
+    "softmax_regression": lambda width: models.softmax_regression,
+    "mini_inception": lambda width: functools.partial(models.mini_inception,
+                                                      width=width),
+}
+
+
+def _parse(argv):
+  parser = cli.OneLineParser(
+      prog="python -m tfdist.bench.baseline",
+      description="Plain single-process Keras fit of one of tfdist's models.")
   parser.add_argument("--mnist_dir", required=True)
+  parser.add_argument("--model", choices=sorted(MODELS),
+                      default="softmax_regression")
+  parser.add_argument("--width", type=float, default=1.0,
+                      help="mini_inception's filter multiplier")
   parser.add_argument("--batch_size", type=int, default=100)
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--steps_per_epoch", type=int, default=100)
   parser.add_argument("--learning_rate", type=float, default=0.5)
+  parser.add_argument("--momentum", type=float, default=0.0,
+                      help="of the SGD optimizer, as the trainers' flag")
   parser.add_argument("--steps_per_execution", type=int, default=1,
                       help="steps per tf.function call, as the trainers' flag")
   args = parser.parse_args(argv)
-  try:
-    for name in ("batch_size", "epochs", "steps_per_epoch",
-                 "steps_per_execution"):
-      if getattr(args, name) < 1:
-        raise ConfigError(f"--{name}={getattr(args, name)}: must be at least 1")
-    dataset = data_lib.load_mnist_idx(args.mnist_dir)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  for name in ("batch_size", "epochs", "steps_per_epoch",
+               "steps_per_execution"):
+    if getattr(args, name) < 1:
+      raise ConfigError(f"--{name}={getattr(args, name)}: must be at least 1")
+  return args
+
+
+def main(argv=None) -> int:
+  args = _parse(argv)
+  dataset = data_lib.load_mnist_idx(args.mnist_dir)
   # An entry point: Keras 2, as in the trainers (set before TF loads).
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+  name = args.model if args.model == "softmax_regression" else (
+      f"{args.model}_w{args.width:g}")
   print(json.dumps(fit(dataset=dataset, batch_size=args.batch_size,
                        epochs=args.epochs,
                        steps_per_epoch=args.steps_per_epoch,
                        learning_rate=args.learning_rate,
+                       model_fn=MODELS[args.model](args.width),
+                       model_name=name, momentum=args.momentum,
                        steps_per_execution=args.steps_per_execution)),
         flush=True)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

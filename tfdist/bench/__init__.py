@@ -1,0 +1,48 @@
+r"""Benchmarks of the trainers on this machine: one command, a table, plots.
+
+    python -m tfdist.bench --quick --out_dir=/tmp/bench   # a few minutes
+    python -m tfdist.bench --out_dir=docs/bench           # full
+    python -m tfdist.bench --inception --out_dir=/tmp/inc # mini-Inception
+
+Runs the real trainer ``trainers.mnist`` (softmax regression), and in full
+mode ``trainers.inception`` (mini-Inception), as real processes through
+``tfdist.launch``, one configuration at a time, on the MNIST IDX files
+(``--runs=a,b``: only the runs whose name contains a or b), and writes into
+``--out_dir``:
+
+* ``results.json``: the machine, the settings, every run's result lines
+  (one per task), the figures below and the targets (met or missed by how
+  much);
+* ``results.md``: the same as Markdown tables;
+* ``throughput.png``, ``sync_vs_async.png``, ``large_batch.png``;
+* ``logs/<run>.log``: each run's full output.
+
+Figures: examples/s per strategy and cluster size, weak-scaling efficiency
+against one worker with the same per-worker batch and threads (softmax at
+several per-worker batches, mini-Inception), the trainer's overhead against
+a plain Keras ``fit`` (``tfdist.bench.baseline``) of the same model and
+batch (softmax; with ``--inception`` mini-Inception too, alternated rounds),
+seconds of training to a test accuracy, accuracy against training time
+synchronous (multiworker) vs asynchronous (ps), the large-batch recipe at 8x
+the base batch, the float16 gradient all-reduce (bytes and accuracy), and
+peak resident memory per task.
+
+Fair scaling: every task gets one compute thread (TF_NUM_INTRAOP_THREADS=1;
+an inter-op pool of 2, because ps tasks deadlock with one) and, through
+``python -m tfdist.bench.pin``, one core. Throughput is the median epoch
+after the first: the first holds tracing and connection set-up, and it ends
+in a synchronisation of all tasks (the last all-reduce, or the ps
+coordinator's join), the barrier before timing. Targets are printed, not
+asserted: the figures depend on the machine and on what else runs on it.
+
+Modules, each importing only those above it (and tfdist's foundations):
+
+* plan: the modes' settings and every run as data (Run, tagged with the
+  figures it is measured for);
+* runner: a run's command line, processes, deadline and result lines;
+* figures: the figures and targets, runs picked by their tags;
+* report: the machine, results.md and the plots;
+* baseline: ``python -m tfdist.bench.baseline``, the plain Keras fit;
+* pin: ``python -m tfdist.bench.pin``, one core per training task;
+* __main__: the command.
+"""

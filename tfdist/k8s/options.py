@@ -1,0 +1,148 @@
+"""What a render makes: the options of ``python -m tfdist.k8s render``, checked.
+
+Owns RenderOptions (one field per render flag, each checked when the options
+are made) and the trainer modules a job may run. Imports tfdist.cluster,
+tfdist.errors and tfdist.strategy (the strategy's own topology check); no
+Kubernetes objects are built here (tfdist.k8s.manifests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pkgutil
+import re
+
+from tfdist import cluster as cluster_lib
+from tfdist import strategy as strategy_lib
+from tfdist.errors import ConfigError
+
+KINDS = ("job", "tfjob")
+# Start order (servers first) and file order of the roles.
+ROLES = ("ps", "worker", "chief", "evaluator")
+# The label of GPU nodes set by NVIDIA's GPU feature discovery (GPU
+# operator); GKE uses cloud.google.com/gke-accelerator=<type> instead.
+DEFAULT_GPU_NODE_SELECTOR = "nvidia.com/gpu.present=true"
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def trainers() -> list:
+  """The trainer modules under ``trainers/`` (without importing them)."""
+  spec = importlib.util.find_spec("trainers")
+  return sorted(m.name for m in pkgutil.iter_modules(
+      spec.submodule_search_locations) if m.name != "common")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RenderOptions:
+  """What to render; every field has a flag of the same name.
+
+  Attributes:
+    cluster: a validated cluster spec; only its shape is used.
+    job_name: prefix of every object's name (a DNS-1035 label).
+    image: the container image, built from the Dockerfile.
+    trainer: the module under ``trainers/`` the pods run.
+    strategy: ``multiworker`` or ``ps``.
+    trainer_args: extra trainer flags, after the ones the render sets.
+    kind: ``job`` (Indexed Jobs) or ``tfjob`` (Kubeflow training operator).
+    gpus_per_worker: ``nvidia.com/gpu`` per training task; 0 for CPU only.
+    gpu_node_selector: ``key=value`` label of GPU nodes; empty for none.
+    port: the gRPC port of every task.
+    cpu, memory: requests of every task (memory is also the limit).
+    data_pvc: an existing PersistentVolumeClaim mounted read-only at /data;
+      empty for none.
+    model_storage: size of the PersistentVolumeClaim for /model.
+    storage_class: its storage class; empty for the cluster's default.
+    backoff_limit: failed pods (exit status >= 128) a Job retries.
+    ttl_seconds: how long finished Jobs and their pods are kept.
+    active_deadline_seconds: the deadline of the whole job.
+  """
+  cluster: dict
+  job_name: str
+  image: str
+  trainer: str = "mnist"
+  strategy: str = "multiworker"
+  trainer_args: tuple = ()
+  kind: str = "job"
+  gpus_per_worker: int = 1
+  gpu_node_selector: str = DEFAULT_GPU_NODE_SELECTOR
+  port: int = 2222
+  cpu: str = "2"
+  memory: str = "8Gi"
+  data_pvc: str = ""
+  model_storage: str = "10Gi"
+  storage_class: str = ""
+  backoff_limit: int = 3
+  ttl_seconds: int = 3600
+  active_deadline_seconds: int = 86400
+
+  def __post_init__(self):
+    if "worker" not in self.cluster:
+      raise ConfigError("the cluster spec has no worker task; list at least "
+                        "one, e.g. {\"worker\": [\"127.0.0.1:20001\"]}")
+    if self.strategy not in ("multiworker", "ps"):
+      raise ConfigError(f"--strategy={self.strategy!r}: a Kubernetes job "
+                        "runs multiworker or ps (mirrored is one machine)")
+    # The strategy's own check of the topology (ps needs a chief and a ps).
+    strategy_lib.plan_role(self.strategy,
+                           cluster_lib.make_task(self.cluster, "worker", 0))
+    _check_dns_label(self.job_name, "--job_name")
+    longest = max(len(f"{self.job_name}-{t}-{len(a) - 1}")
+                  for t, a in self.cluster.items())
+    if longest > 63:
+      raise ConfigError(f"--job_name={self.job_name!r} is too long for "
+                        f"{sum(map(len, self.cluster.values()))} tasks: pod "
+                        f"hostnames like {self.job_name}-worker-N must be at "
+                        f"most 63 characters; shorten it by {longest - 63}")
+    if not self.image or any(c.isspace() for c in self.image):
+      raise ConfigError(f"--image={self.image!r}: give an image reference "
+                        "without spaces, e.g. registry.example.com/tfdist:0.1")
+    if self.trainer not in trainers():
+      raise ConfigError(f"--trainer={self.trainer!r}: no module "
+                        f"trainers/{self.trainer}.py; use one of "
+                        f"{', '.join(trainers())}")
+    if self.kind not in KINDS:
+      raise ConfigError(f"--kind={self.kind!r}: use one of {', '.join(KINDS)}")
+    for name in ("gpus_per_worker", "backoff_limit", "ttl_seconds"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"--{name}={getattr(self, name)}: must be 0 or more")
+    if self.active_deadline_seconds < 1:
+      raise ConfigError(f"--active_deadline_seconds="
+                        f"{self.active_deadline_seconds}: must be at least 1")
+    if not 1 <= self.port <= 65535:
+      raise ConfigError(f"--port={self.port}: pick a port from 1 to 65535")
+    for name in ("cpu", "memory", "model_storage"):
+      if not _QUANTITY.match(getattr(self, name)):
+        raise ConfigError(f"--{name}={getattr(self, name)!r} is not a "
+                          "Kubernetes quantity; write e.g. 2, 500m, 8Gi")
+    if self.gpu_node_selector:
+      key, _, value = self.gpu_node_selector.partition("=")
+      if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+        raise ConfigError(f"--gpu_node_selector={self.gpu_node_selector!r}: "
+                          "write key=value, e.g. "
+                          f"{DEFAULT_GPU_NODE_SELECTOR}, or '' for none")
+    for name in ("data_pvc", "storage_class"):
+      if getattr(self, name):
+        _check_dns_label(getattr(self, name), f"--{name}")
+
+  @property
+  def roles(self) -> list:
+    return [r for r in ROLES if r in self.cluster]
+
+  def gpus(self, role: str) -> int:
+    """GPUs of one task of ``role``: none for the ps tasks, which only hold
+    variables, nor for the ps chief, which only dispatches steps."""
+    if role == "ps" or (self.strategy == "ps" and role == "chief"):
+      return 0
+    return self.gpus_per_worker
+
+
+def _check_dns_label(name: str, flag: str) -> None:
+  if not _DNS_1035.match(name) or len(name) > 63:
+    raise ConfigError(f"{flag}={name!r} is not a DNS-1035 label: use at most "
+                      "63 lowercase letters, digits and '-', starting with a "
+                      "letter and ending with a letter or digit")
