@@ -26,6 +26,7 @@ import numpy as np
 
 from tfdist import cli
 from tfdist import data as data_lib
+from tfdist import errors
 from tfdist import export as export_lib
 from tfdist.errors import ConfigError
 
@@ -307,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = predict(model=args.model, inputs=args.inputs,
                       labels=args.labels, signature=args.signature)
     print(json.dumps(summary), flush=True)
-    return 0
+    return errors.EXIT_OK
 
   return cli.run(predict_and_summarise)
 

@@ -12,6 +12,7 @@ import sys
 
 from tfdist import cli
 from tfdist import cluster
+from tfdist import errors
 from tfdist.errors import ConfigError
 
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
 
   def print_tf_config() -> int:
     print(render(args.spec, args.type, args.index, export=args.export))
-    return 0
+    return errors.EXIT_OK
 
   return cli.run(print_tf_config)
 
