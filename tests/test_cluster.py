@@ -127,7 +127,7 @@ def test_roles():
       "ps": ["127.0.0.1:3"], "evaluator": ["127.0.0.1:4"]})
   roles = {t: strategy.plan_role("ps", cluster.make_task(spec, t, 0))
            for t in spec}
-  assert roles == {"chief": "train", "worker": "serve", "ps": "serve",
+  assert roles == {"chief": "train", "worker": "host", "ps": "host",
                    "evaluator": "evaluate"}
   with pytest.raises(ConfigError, match="has ps tasks"):
     strategy.plan_role("multiworker", cluster.make_task(spec, "chief", 0))

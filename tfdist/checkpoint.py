@@ -26,7 +26,7 @@ at the next step boundary the workers agree (one tiny all-reduce under
 multiworker) to save, and every one raises :class:`Preempted`, which the
 entry point turns into exit status 143, the status Kubernetes retries. Under
 ps, a worker or ps task that gets SIGTERM asks the chief instead (see
-tfdist.strategy.serve); the chief looks for such requests about once a
+tfdist.hosting.host_until_done); the chief looks for such requests about once a
 second (``peer_preempted``), saves, and stops every task with 143.
 
 A save interrupted half-way is never picked up: TensorFlow writes the data
@@ -36,18 +36,16 @@ that names the latest checkpoint; :func:`latest` reads that file.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import re
 import signal
 import threading
 import time
 from typing import Callable, Optional
 
 from tfdist import console
-from tfdist.errors import ConfigError, Preempted, TaskLost
+from tfdist.errors import ConfigError, Preempted
 
 CHECKPOINT_SUBDIR = "checkpoints"
 # Written beside the checkpoints: lets a relaunch with the wrong model say so
@@ -56,42 +54,6 @@ META_FILE = "tfdist_model.json"
 # How often a ps chief looks for a preemption request from another task: each
 # look is a remote call per task, too slow for every step of a small model.
 PEER_CHECK_SECONDS = 1.0
-
-
-_PEER_RE = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
-
-
-_REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
-                        r"aborted|deadline|heartbeat)", re.IGNORECASE)
-
-
-@contextlib.contextmanager
-def peer_failures(*, own_task: Optional[str], resume_hint: str):
-  """Turns TensorFlow's errors about a lost peer into one-line TaskLost.
-
-  A killed worker or ps shows up as UnavailableError (connection reset,
-  socket closed), AbortedError or CancelledError from a collective or an
-  RPC, with a long gRPC trace; the user needs to know which task it was and
-  what to do.
-
-  Args:
-    own_task: this task's name (``chief-0``), never blamed; None locally.
-    resume_hint: what to do next, appended to the message.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    yield
-  except (tf.errors.UnavailableError, tf.errors.AbortedError,
-          tf.errors.CancelledError, tf.errors.DeadlineExceededError) as e:
-    text = str(e)
-    peers = [f"{job}-{index}" for job, index in _PEER_RE.findall(text)]
-    peers = [p for p in peers if p != own_task]
-    who = peers[0] if peers else "a peer task"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = next((line for line in lines if _REASON_RE.search(line)),
-                  lines[0] if lines else "")
-    raise TaskLost(f"lost {who} during training ({type(e).__name__}: "
-                   f"{reason[:150]}); {resume_hint}") from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -136,6 +98,12 @@ def latest(model_dir: str) -> Optional[str]:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+
+
+def model_signature(*, model_name: str, image_shape, num_classes: int) -> dict:
+  """What a checkpoint must match to be resumed or evaluated."""
+  return {"model": model_name, "image_shape": list(image_shape),
+          "num_classes": num_classes}
 
 
 def check_model_dir(model_dir: str, *, signature: dict) -> None:
@@ -210,7 +178,7 @@ class Checkpointing:
 
   def __init__(self, *, model, strategy, model_dir: str, write_dir: str,
                options: CheckpointOptions, steps_per_epoch: int,
-               signature: dict, multiworker: bool,
+               signature: dict, workers_agree: bool,
                peer_preempted: Optional[Callable[[], Optional[str]]] = None):
     """Args:
       model: the compiled Keras model (built, inside strategy.scope()).
@@ -221,9 +189,10 @@ class Checkpointing:
       options: when to save, how many to keep.
       steps_per_epoch: to turn the global step into (epoch, step).
       signature: model description saved beside the checkpoints.
-      multiworker: the workers must agree on preemption by all-reduce.
+      workers_agree: the workers step in sync (multiworker), so they agree
+        by all-reduce on preemption and on the step they restored.
       peer_preempted: returns the name of another task that got SIGTERM,
-        or None (ps: tfdist.strategy.preemption_requested); called at most
+        or None (ps: tfdist.hosting.preemption_requested); called at most
         every PEER_CHECK_SECONDS, as it may cost remote calls.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -233,7 +202,7 @@ class Checkpointing:
     self._options = options
     self._steps_per_epoch = steps_per_epoch
     self._signature = signature
-    self._multiworker = multiworker
+    self._workers_agree = workers_agree
     self._is_writer = os.path.abspath(write_dir) == os.path.abspath(model_dir)
     # The optimizer's slot variables are created lazily at the first step;
     # build them now so restoring fills them too (as BackupAndRestore does).
@@ -246,7 +215,7 @@ class Checkpointing:
         max_to_keep=options.keep)
     self._preempt_requested = threading.Event()
     self._previous_handler = signal.SIG_DFL
-    self._replica_sum = _replica_sum_fn(strategy) if multiworker else None
+    self._replica_sum = _replica_sum_fn(strategy) if workers_agree else None
     self._peer_preempted = peer_preempted
     self._next_peer_check = 0.0
     self.saved_step = -1
@@ -284,7 +253,7 @@ class Checkpointing:
             "model; remove it (older checkpoints are then used) or use a new "
             "--model_dir")
     start = self.step
-    if self._multiworker:
+    if self._workers_agree:
       total = int(self._replica_sum(tf.constant(start, tf.int64)))
       if total != start * self._strategy.num_replicas_in_sync:
         raise ConfigError(
@@ -317,7 +286,7 @@ class Checkpointing:
 
   def _preemption_agreed(self) -> bool:
     local = self._preempt_requested.is_set()
-    if not self._multiworker:
+    if not self._workers_agree:
       return local
     # Synchronous training: all workers must stop at the same step, or the
     # ones still stepping wait in a collective for the one that left.
@@ -366,7 +335,7 @@ class Checkpointing:
         step = self.epoch * owner._steps_per_epoch + batch + 1  # pylint: disable=protected-access
         # Only multiworker needs a collective to agree; elsewhere the flag
         # is local and free to read every step.
-        check = options.preemption_check_steps if owner._multiworker else 1  # pylint: disable=protected-access
+        check = options.preemption_check_steps if owner._workers_agree else 1  # pylint: disable=protected-access
         here = (step // check > self.last_check // check
                 and owner._preemption_agreed())  # pylint: disable=protected-access
         self.last_check = step

@@ -47,5 +47,6 @@ def run(main: Callable[[], int]) -> int:
   """Calls ``main()``; a tfdist error becomes one line and its status."""
   try:
     return main()
-  except (errors.ConfigError, errors.TaskLost, errors.Preempted) as e:
+  except (errors.ConfigError, errors.TaskLost, errors.Stalled,
+          errors.Preempted) as e:
     return report(e)

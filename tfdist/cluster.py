@@ -235,6 +235,11 @@ def task_from_environ(environ: Mapping[str, str]) -> Optional[Task]:
   return parse_tf_config(environ.get("TF_CONFIG"))
 
 
+def training_cluster(task: Task) -> dict:
+  """The cluster TensorFlow sees: without the evaluator, which never trains."""
+  return {k: list(v) for k, v in task.cluster.items() if k != "evaluator"}
+
+
 def check_port_free(task: Task) -> None:
   """Fails with one line when this task's own port is already taken.
 

@@ -41,6 +41,14 @@ class TaskLost(RuntimeError):
   """A peer task vanished during training; the job must be relaunched."""
 
 
+class Stalled(RuntimeError):
+  """What this task waits for made no progress before its deadline.
+
+  E.g. the evaluator saw no new checkpoint for ``--eval_timeout`` seconds.
+  Nothing was lost; the task fails with one line and status 1.
+  """
+
+
 class Preempted(Exception):
   """This task received SIGTERM; the job saved a checkpoint and stops."""
 

@@ -1,7 +1,7 @@
 """The evaluator task: scores each new checkpoint on the test split.
 
 An ``evaluator`` in the cluster spec never joins training (TensorFlow's
-strategies leave it out, see strategy.training_cluster): it watches the
+strategies leave it out, see cluster.training_cluster): it watches the
 chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
 copy of the model, measures test accuracy with the same code as the trainer
 (tfdist.evaluation.evaluate), writes it as a TensorBoard summary under
@@ -63,15 +63,16 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
 
   Raises:
     ConfigError: no model_dir, or it holds another model's checkpoints.
-    errors.TaskLost: no new checkpoint within ``timeout`` seconds.
+    errors.Stalled: no new checkpoint within ``timeout`` seconds.
   """
   if not model_dir:
     raise ConfigError("the evaluator reads the chief's checkpoints: set "
                       "--model_dir to the chief's directory")
   if not timeout > 0:
     raise ConfigError(f"--eval_timeout={timeout}: must be > 0")
-  signature = {"model": model_name, "image_shape": list(dataset.image_shape),
-               "num_classes": dataset.num_classes}
+  signature = checkpoint_lib.model_signature(
+      model_name=model_name, image_shape=dataset.image_shape,
+      num_classes=dataset.num_classes)
   checkpoint_lib.check_model_dir(model_dir, signature=signature)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -104,7 +105,7 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
     if training_done(model_dir, latest):
       break
     if time.monotonic() - waiting_since > timeout:
-      raise errors.TaskLost(
+      raise errors.Stalled(
           f"{task_name}: no new checkpoint in --model_dir={model_dir} for "
           f"{timeout:.0f} s and the chief wrote no result; is it running "
           "with this --model_dir? (--eval_timeout sets the wait)")

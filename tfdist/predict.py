@@ -24,7 +24,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from tfdist import cli
 from tfdist import data as data_lib
+from tfdist import errors
 from tfdist import export as export_lib
 from tfdist.errors import ConfigError
 
@@ -287,8 +289,7 @@ def predict(*, model: str, inputs: Sequence[str], labels: Optional[str] = None,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Entry point: ``python -m tfdist.predict --model=PATH INPUT...``."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(
+  parser = cli.OneLineParser(
       prog="python -m tfdist.predict",
       description="Predict with a tfdist export (SavedModel or .tflite).")
   parser.add_argument("--model", required=True,
@@ -302,17 +303,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("inputs", nargs="+", metavar="INPUT",
                       help="PNG images or one IDX images file")
   args = parser.parse_args(argv)
-  # TensorFlow's C++ INFO lines would bury the predictions; warnings remain.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-  try:
-    summary = predict(model=args.model, inputs=args.inputs, labels=args.labels,
-                      signature=args.signature)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
-  print(json.dumps(summary), flush=True)
-  return 0
+
+  def predict_and_summarise() -> int:
+    summary = predict(model=args.model, inputs=args.inputs,
+                      labels=args.labels, signature=args.signature)
+    print(json.dumps(summary), flush=True)
+    return errors.EXIT_OK
+
+  return cli.run(predict_and_summarise)
 
 
 if __name__ == "__main__":
+  # TensorFlow's C++ INFO lines would bury the predictions; warnings remain.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   sys.exit(main())

@@ -7,11 +7,12 @@ With ``--export`` the output is a shell line to paste into the terminal that
 will run that task: ``export TF_CONFIG='...'``.
 """
 
-import argparse
 import shlex
 import sys
 
+from tfdist import cli
 from tfdist import cluster
+from tfdist import errors
 from tfdist.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def render(spec_path: str, task_type: str, index: str, *,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli.OneLineParser(
       prog="python -m tfdist.tfconfig",
       description="Print the TF_CONFIG of one task of a cluster spec.")
   parser.add_argument("spec", help="cluster spec JSON, e.g. "
@@ -42,12 +43,12 @@ def main(argv=None) -> int:
   parser.add_argument("--export", action="store_true",
                       help="print an `export TF_CONFIG='...'` shell line")
   args = parser.parse_args(argv)
-  try:
+
+  def print_tf_config() -> int:
     print(render(args.spec, args.type, args.index, export=args.export))
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+    return errors.EXIT_OK
+
+  return cli.run(print_tf_config)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,275 @@
+"""Hosting: ps-strategy tasks that hold variables and run steps for the chief.
+
+Under ``--strategy=ps`` only the chief runs ``fit`` (it coordinates); the
+workers run the steps it dispatches and the ps tasks hold the variables. Such
+a task hosts a TensorFlow server until the chief says training is over
+(:func:`host_until_done`). The chief talks to the hosting tasks through small
+marker files written on their own machines by remote ops:
+
+* :func:`signal_done`: the chief tells every task that training is over (or
+  that the job was preempted);
+* :func:`preemption_requested`: the chief asks whether a task got SIGTERM
+  and left a request to stop.
+
+:func:`start_local_ps_cluster` hosts workers and a ps inside one process, for
+``--strategy=ps`` without TF_CONFIG. Imports tfdist.cluster, console,
+errors and preflight; TensorFlow only inside functions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+import threading
+import time
+from typing import Optional
+
+from tfdist import cluster as cluster_lib
+from tfdist import console
+from tfdist import errors
+from tfdist import preflight
+
+
+def start_local_ps_cluster(*, num_workers: int) -> dict:
+  """Starts ``num_workers`` workers and one ps in this process, on loopback.
+
+  Returns the cluster dict (with a chief address for the coordinator). The
+  servers live as long as the process: the pattern of TensorFlow's own
+  ``create_in_process_cluster``.
+  """
+  import portpicker  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  ports = [portpicker.pick_unused_port() for _ in range(num_workers + 2)]
+  cluster = {"chief": [f"127.0.0.1:{ports[0]}"],
+             "worker": [f"127.0.0.1:{p}" for p in ports[1:-1]],
+             "ps": [f"127.0.0.1:{ports[-1]}"]}
+  config = tf.compat.v1.ConfigProto()
+  # In one process the servers share the inter-op thread pool; with fewer
+  # threads than workers + 1 (a 2-core laptop) the workers deadlock.
+  config.inter_op_parallelism_threads = max(num_workers + 1, os.cpu_count())
+  spec = tf.train.ClusterSpec(cluster)
+  for job in ("worker", "ps"):
+    for index in range(len(cluster[job])):
+      tf.distribute.Server(spec, job_name=job, task_index=index, config=config,
+                           protocol="grpc", start=True)
+  return cluster
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+  host, port = cluster_lib.split_address(address, where="peer")
+  try:
+    with socket.create_connection((host.strip("[]"), port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def _marker(kind: str, address: str) -> str:
+  safe = address.replace(":", "_").replace("[", "").replace("]", "")
+  return os.path.join(tempfile.gettempdir(), f"tfdist-{kind}-{safe}")
+
+
+def done_marker(address: str) -> str:
+  """Where the chief marks a ps-strategy worker or ps task as finished.
+
+  The chief writes this file *on the task's own machine* by running
+  ``tf.io.write_file`` on the task's device (see :func:`signal_done`); the
+  task polls for it and exits 0. The name is keyed by the task's address, so
+  tasks sharing a machine (and /tmp) never see each other's marker.
+  """
+  return _marker("done", address)
+
+
+def preempt_marker(address: str) -> str:
+  """Where a ps-strategy worker or ps task that got SIGTERM asks to stop.
+
+  The reverse channel of :func:`done_marker`: the task writes it on its own
+  machine and keeps hosting; the chief finds it with a remote op (see
+  :func:`preemption_requested`), saves a checkpoint and stops every task.
+  """
+  return _marker("preempt", address)
+
+
+def _write_atomically(path: str, text: str) -> None:
+  temp = path + ".tmp"
+  with open(temp, "w") as f:
+    f.write(text)
+  os.replace(temp, path)  # the chief never sees a half-written request
+
+
+def _hosting_tasks(task: cluster_lib.Task):
+  for job in ("worker", "ps"):
+    for index, address in enumerate(task.cluster.get(job, ())):
+      yield job, index, address
+
+
+def _device(job: str, index: int) -> str:
+  return f"/job:{job}/replica:0/task:{index}/device:CPU:0"
+
+
+def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
+  """The name of a worker or ps task that asked to stop (SIGTERM), or None.
+
+  Run by a ps-strategy chief between steps: one small remote op per task.
+  A task that cannot be asked (dead, restarting) is skipped; the
+  coordinator deals with lost workers, and a lost ps fails the chief.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if task is None:
+    return None  # in-process cluster: no task can be signalled alone
+  for job, index, address in _hosting_tasks(task):
+    try:
+      with tf.device(_device(job, index)):
+        found = tf.io.matching_files(preempt_marker(address))
+      if int(tf.size(found)) > 0:
+        return f"{job}-{index}"
+    except tf.errors.OpError:
+      continue
+  return None
+
+
+def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
+                restart_timeout: float = 60.0) -> None:
+  """Tells every worker and ps task of a ps cluster that training is over.
+
+  With ``preempted``, that the job was preempted (the chief saved a
+  checkpoint): they then exit 143 too, so Kubernetes restarts the whole job
+  at once instead of the tasks waiting a minute for a chief that is gone.
+
+  A task that cannot be told may be restarting (a worker killed near the
+  end of training comes back after it): it is retried for up to
+  ``restart_timeout`` seconds, since once the chief has exited nothing
+  could tell it any more. Not when preempted: the chief's own grace period
+  is short, and every task stops on its own once the chief is gone.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if task is None:
+    return  # in-process cluster: its servers end with this process
+  pending = {f"{job}-{index}": (job, index, address)
+             for job, index, address in _hosting_tasks(task)}
+  failures = {}
+  start = time.monotonic()
+  last_report = start
+  while True:
+    for name, (job, index, address) in list(pending.items()):
+      try:
+        with tf.device(_device(job, index)):
+          tf.io.write_file(done_marker(address),
+                           "preempted" if preempted else "done")
+        del pending[name]
+      except Exception as e:  # pylint: disable=broad-except
+        failures[name] = e
+    elapsed = time.monotonic() - start
+    if not pending or preempted or elapsed >= restart_timeout:
+      break
+    if time.monotonic() - last_report >= preflight.REPORT_EVERY:
+      name = next(iter(pending))
+      console.info(f"waiting for {name} at {pending[name][2]} (restarting?) "
+                   "to tell it training is over, "
+                   f"{elapsed:.0f}/{restart_timeout:.0f} s")
+      last_report = time.monotonic()
+    time.sleep(0.5)  # a polling interval, not synchronisation
+  for name, (_, _, address) in pending.items():
+    # A task that died for good cannot be told; it stops on its own once
+    # the chief is gone (see host_until_done).
+    console.info(f"could not tell {name} at {address} that training is over "
+                 f"({type(failures[name]).__name__})")
+
+
+def _remove(*paths: str) -> None:
+  for path in paths:
+    if os.path.exists(path):
+      os.remove(path)
+
+
+def _start_server(task: cluster_lib.Task, *, peer_timeout: float) -> None:
+  """Checks the peers, then starts this task's TensorFlow server."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Same spec as the chief and every peer, before hosting anything. A
+  # restarted task rejoins a running job: once any peer answers as a running
+  # TensorFlow server, the others count as found (the chief checked them all
+  # before training began, and some may have finished since).
+  preflight.check_peers(task, timeout=peer_timeout,
+                        found_if_running=tuple(preflight.peers_of(task)))
+  tf.distribute.Server(
+      tf.train.ClusterSpec(cluster_lib.training_cluster(task)),
+      job_name=task.type, task_index=task.index, protocol="grpc", start=True)
+
+
+def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
+                    chief_grace: float, preempt_grace: float) -> Optional[int]:
+  """Polls until the done marker appears (None) or this task must exit
+  without it (its exit status)."""
+  marker, request = done_marker(task.address), preempt_marker(task.address)
+  chief = task.cluster["chief"][0]
+  start = time.monotonic()
+  seen_at = asked_at = None
+  sigterm = threading.Event()
+  # Only a flag: the request is written from the loop below.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sigterm.set())
+  while not os.path.exists(marker):
+    now = time.monotonic()
+    if sigterm.is_set() and asked_at is None:
+      _write_atomically(request, task.name)
+      asked_at = now
+      console.info(f"{task.name}: SIGTERM; asking chief-0 to save a "
+                   "checkpoint and stop every task")
+    if asked_at is not None and now - asked_at > preempt_grace:
+      console.info(f"{task.name}: chief-0 did not stop the job within "
+                   f"{preempt_grace:.0f} s of SIGTERM; exiting")
+      os.remove(request)
+      return errors.EXIT_PREEMPTED
+    if _reachable(chief):
+      seen_at = now
+    elif seen_at is None and now - start > chief_timeout:
+      console.info(f"chief-0 at {chief} did not come up within "
+                   f"{chief_timeout:.0f} s; {task.name} exits")
+      return errors.EXIT_FAILED
+    elif seen_at is not None and now - seen_at > chief_grace:
+      console.info(f"chief-0 at {chief} has been gone for "
+                   f"{chief_grace:.0f} s without finishing; {task.name} exits")
+      return errors.EXIT_FAILED
+    time.sleep(0.5)  # a polling interval, not synchronisation
+  return None
+
+
+def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
+                    chief_grace: float = 60.0, peer_timeout: float = 120.0,
+                    preempt_grace: float = 20.0) -> int:
+  """Hosts a ps-strategy worker or ps task until the chief is done.
+
+  SIGTERM (preemption) does not stop the task at once: it asks the chief
+  (see :func:`preempt_marker`) to save a checkpoint and stop every task, and
+  keeps hosting meanwhile, since a ps holds the variables the chief saves.
+
+  Returns the exit status: 0 when the chief signalled the end of training,
+  143 when it signalled that the job was preempted (see :func:`signal_done`)
+  or when this task got SIGTERM and the chief did not stop the job within
+  ``preempt_grace`` seconds (Kubernetes kills a pod 30 s after SIGTERM by
+  default), 1 when the chief never came up within ``chief_timeout`` seconds
+  or vanished for longer than ``chief_grace`` seconds without finishing (so
+  that no task is left behind waiting forever). Raises ConfigError when a
+  peer is not up within ``peer_timeout`` seconds or was started from
+  another spec.
+  """
+  marker, request = done_marker(task.address), preempt_marker(task.address)
+  _remove(marker, request)  # left by an earlier job on the same address
+  _start_server(task, peer_timeout=peer_timeout)
+  console.info(f"{task.name} hosting at {task.address} until chief-0 at "
+               f"{task.cluster['chief'][0]} is done")
+  status = _wait_for_chief(task, chief_timeout=chief_timeout,
+                           chief_grace=chief_grace,
+                           preempt_grace=preempt_grace)
+  if status is not None:
+    return status
+  with open(marker) as f:
+    preempted = f.read() == "preempted"
+  _remove(marker, request)
+  if preempted:
+    console.info(f"{task.name}: the job was preempted and chief-0 saved a "
+                 "checkpoint; exiting to be restarted with it")
+    return errors.EXIT_PREEMPTED
+  console.info(f"{task.name}: chief-0 finished training; exiting")
+  return errors.EXIT_OK
