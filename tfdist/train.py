@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from tfdist import barrier
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import communication
@@ -330,6 +331,8 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
       # (tensorboard --logdir MODEL_DIR), a removed temp dir elsewhere.
       callbacks.append(tf.keras.callbacks.TensorBoard(
           os.path.join(out_dir, "logs"), write_graph=False, profile_batch=0))
+    if config.strategy == "multiworker" and task is not None:  # see barrier
+      barrier.wait_for_peers("tfdist/train", timeout=config.peer_timeout)
     start = time.perf_counter()
     # A lost peer becomes one line naming it, not a gRPC trace.
     hint = (f"relaunch the job with --model_dir={config.model_dir} to resume "
@@ -411,4 +414,6 @@ def run(config: TrainConfig, *, model_fn: Callable, dataset: data_lib.Dataset,
         json.dump(result, f, indent=1)
   if config.strategy == "ps":
     strategy_lib.signal_done(task)
+  if config.strategy == "multiworker" and task is not None:  # see barrier
+    barrier.wait_for_peers("tfdist/done", timeout=config.peer_timeout)
   return result

@@ -90,11 +90,11 @@ flags.DEFINE_float("eval_timeout", 600.0,
                    "Evaluator task: seconds without a new checkpoint before "
                    "it gives up.")
 flags.DEFINE_string("data", "auto",
-                    "tfds, idx (needs --mnist_dir), synthetic; auto = idx if "
-                    "--mnist_dir is set, else tfds.")
+                    "tfds (downloads), idx (needs --mnist_dir), synthetic; "
+                    "auto = --mnist_dir, else TFDS MNIST on disk, else the "
+                    "bundled MNIST sample.")
 flags.DEFINE_string("mnist_dir", None,
-                    "Directory with the four MNIST IDX files, e.g. "
-                    "../shared/data/mnist.")
+                    "Directory with the four MNIST IDX files.")
 flags.DEFINE_string("tfds_data_dir", None,
                     "tensorflow-datasets data_dir (default ~/tensorflow_datasets).")
 flags.DEFINE_string("export_dir", None,
@@ -135,17 +135,15 @@ def _config(task) -> train.TrainConfig:
       verbose=(1 if sys.stdout.isatty() else 2) if is_chief else 0)
 
 
-def data_source() -> str:
-  """--data with ``auto`` resolved: idx if --mnist_dir is set, else tfds."""
-  if FLAGS.data == "auto":
-    return "idx" if FLAGS.mnist_dir else "tfds"
-  return FLAGS.data
+def data_source(tfds_name: str = "mnist") -> data.Source:
+  """--data, --mnist_dir and --tfds_data_dir resolved (data.resolve_source)."""
+  return data.resolve_source(FLAGS.data, mnist_dir=FLAGS.mnist_dir,
+                             tfds_name=tfds_name,
+                             tfds_data_dir=FLAGS.tfds_data_dir)
 
 
-def _load_data(**options):
-  return data.load(data_source(), mnist_dir=FLAGS.mnist_dir,
-                   tfds_data_dir=FLAGS.tfds_data_dir, seed=FLAGS.seed,
-                   **options)
+def _load_data(tfds_name: str = "mnist", **options):
+  return data.load(data_source(tfds_name), seed=FLAGS.seed, **options)
 
 
 def run_trainer(*, model_fn, model_name: str,

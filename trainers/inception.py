@@ -67,7 +67,7 @@ def _data_options() -> dict:
                       f"--model={FLAGS.model}")
   if not FLAGS.width > 0:
     raise ConfigError(f"--width={FLAGS.width}: must be > 0")
-  source = common.data_source()
+  source = common.data_source(FLAGS.dataset).kind
   if source == "synthetic":
     if FLAGS["dataset"].present:
       raise ConfigError("--dataset names real data; --data=synthetic makes "
