@@ -18,6 +18,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ INFO lines (server options, device dumps) drown the
 # training log; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# No cuInit error without a GPU, TensorFlow's start-up block once: see there.
+from tfdist import tf_startup  # pylint: disable=g-import-not-at-top,wrong-import-position
+tf_startup.prepare(os.environ, has_gpu=tf_startup.has_gpu_device())
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
