@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SPECS, child_env, run, wait_for
+from conftest import REPO, SPECS, child_env, json_lines, run, wait_for
 
 TASK = textwrap.dedent("""
     import json, os, sys, threading, time
@@ -314,3 +314,28 @@ def test_signal_stops_real_trainers(cpu_load, after, max_delay):
   rng = random.Random(after)
   for signum in (signal.SIGINT, signal.SIGTERM):
     _trial(_launcher(spec, command), signum, after, rng.uniform(0, max_delay))
+
+
+@pytest.mark.timeout(180)
+def test_successful_two_worker_run_prints_no_error(tmp_path):
+  """The README's two-worker command, with no flags: the bundled data, no
+  error-level line from any task (the coordination-service leader waits for
+  the other task before it exits), TensorFlow's start-up block once."""
+  spec = os.path.join(SPECS, "two_workers.json")
+  done = run(_launcher(spec, [sys.executable, "-m", "trainers.mnist",
+                              "--strategy=multiworker"]),
+             env=child_env(TFDS_DATA_DIR=tmp_path), timeout=170)
+  assert done.returncode == 0, done.stdout[-3000:]
+  output = done.stdout + done.stderr
+  assert "Traceback" not in output, output[-3000:]
+  errors = [l for l in output.splitlines()
+            if re.match(r"\[[a-z]+-\d+\] E\d{4} ", l)]
+  assert not errors, "\n".join(errors)
+  for task in ("worker-0", "worker-1"):
+    assert output.count(f"[{task}] WARNING: All log messages before "
+                        "absl::InitializeLog()") <= 1, output[-3000:]
+  results = [r for prefix in ("[worker-0] ", "[worker-1] ")
+             for r in json_lines(done.stdout, prefix)]
+  assert len(results) == 2, done.stdout[-3000:]
+  assert results[0]["weights_digest"] == results[1]["weights_digest"]
+  assert results[0]["test_accuracy"] >= 0.91
