@@ -1,7 +1,7 @@
 r"""Inception-style image classifiers, under any strategy.
 
-    python -m trainers.inception --strategy=mirrored --mnist_dir=../shared/data/mnist
-    python -m trainers.inception --dataset=cifar10        # TFDS, network once
+    python -m trainers.inception --strategy=mirrored          # bundled MNIST
+    python -m trainers.inception --dataset=cifar10          # TFDS, network once
     python -m trainers.inception --model=v3 --dataset=imagenette
     python -m trainers.inception --model=v3 --data=synthetic --image_shape=299,299,3
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \
