@@ -14,8 +14,9 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# CI clones the repo with shared/ beside it: <workdir>/main and <workdir>/shared.
-MNIST_DIR = os.path.abspath(os.path.join(REPO, "..", "shared", "data", "mnist"))
+# The real MNIST sample bundled in the package: the suite needs nothing
+# outside the repository.
+MNIST_DIR = os.path.join(REPO, "tfdist", "datasets", "mnist")
 SPECS = os.path.join(REPO, "cluster_specs")
 
 
@@ -99,5 +100,5 @@ def launch(spec: str, command, *launch_flags) -> list:
 @pytest.fixture(scope="session")
 def mnist_dir():
   if not os.path.isdir(MNIST_DIR):
-    pytest.fail(f"real MNIST expected at {MNIST_DIR} (shared/data/mnist)")
+    pytest.fail(f"real MNIST expected at {MNIST_DIR} (bundled with tfdist)")
   return MNIST_DIR

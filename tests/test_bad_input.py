@@ -13,7 +13,8 @@ import socket
 import portpicker
 import pytest
 
-from conftest import child_env, run, trainer
+from conftest import child_env, json_lines, run, trainer
+from tfdist import data
 
 
 def _fails_with(done, message):
@@ -152,3 +153,69 @@ def test_model_dir_not_writable(mnist_dir, tmp_path):
 def test_bad_numeric_flag(flag, message, mnist_dir):
   done = run(trainer("mnist", f"--mnist_dir={mnist_dir}", flag), timeout=60)
   _fails_with(done, message)
+
+
+# --- Where the data comes from ----------------------------------------------
+
+
+def _no_tfds(tmp_path):
+  """A child environment whose TFDS data dir is empty."""
+  return child_env(TFDS_DATA_DIR=tmp_path / "tfds")
+
+
+def test_default_data_is_the_bundled_sample(tmp_path):
+  done = run(trainer("mnist", "--epochs=1", "--steps_per_epoch=20"),
+             env=_no_tfds(tmp_path), timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert ("tfdist: data: the MNIST sample bundled with tfdist, 24,345 "
+          "training and 10,000 test examples") in done.stderr
+  [result] = json_lines(done.stdout)
+  assert result["steps"] == 20
+
+
+def test_mnist_dir_given_is_used(mnist_dir, tmp_path):
+  target = _copy_mnist(mnist_dir, tmp_path)
+  done = run(trainer("mnist", f"--mnist_dir={target}", "--epochs=1",
+                     "--steps_per_epoch=20"), env=_no_tfds(tmp_path),
+             timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f"tfdist: data: MNIST from {target}, 24,345 training" in done.stderr
+
+
+def test_tfds_copy_on_disk_comes_before_the_bundled_sample(tmp_path):
+  # Resolution only looks at files: a prepared TFDS dataset directory.
+  assert data.resolve_source(tfds_data_dir=str(tmp_path)).mnist_dir == (
+      data.BUNDLED_MNIST_DIR)
+  prepared = tmp_path / "mnist" / "3.0.1"
+  prepared.mkdir(parents=True)
+  (prepared / "dataset_info.json").write_text("{}")
+  source = data.resolve_source(tfds_data_dir=str(tmp_path))
+  assert (source.kind, source.tfds_data_dir) == ("tfds", str(tmp_path))
+  # --mnist_dir first, and --data=synthetic whatever is on disk.
+  assert data.resolve_source(mnist_dir="d", tfds_data_dir=str(tmp_path)) == (
+      data.Source("idx", mnist_dir="d"))
+  assert data.resolve_source("synthetic").kind == "synthetic"
+
+
+def _offline():
+  try:
+    data.check_reachable("storage.googleapis.com", timeout=3)
+  except ConnectionError:
+    return True
+  return False
+
+
+@pytest.mark.parametrize("module,flags,name", [
+    ("mnist", ("--data=tfds",), "mnist"),
+    ("inception", ("--dataset=cifar10", "--width=0.125"), "cifar10"),
+])
+def test_tfds_download_without_network_fails_at_once(tmp_path, module, flags,
+                                                     name):
+  if not _offline():
+    pytest.skip("this machine reaches the network: TFDS would download")
+  done = run(trainer(module, *flags), env=_no_tfds(tmp_path), timeout=60)
+  _fails_with(done, f"tensorflow-datasets could not load {name!r} "
+              "(ConnectionError: cannot reach")
+  assert "without network use --mnist_dir=DIR or --data=synthetic" in (
+      done.stderr)
+  assert "Retrying" not in done.stderr

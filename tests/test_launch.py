@@ -8,14 +8,18 @@ with deadlines; nothing sleeps to synchronise.
 
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
-from conftest import REPO, SPECS, child_env, run, wait_for
+from conftest import REPO, SPECS, child_env, json_lines, run, wait_for
 
 TASK = textwrap.dedent("""
     import json, os, sys, threading, time
@@ -126,7 +130,7 @@ def test_interrupted_launcher_leaves_no_process(tmp_path, how):
         os.kill(pid, signal.SIGKILL)
   if how == signal.SIGINT:
     assert launcher.returncode == 130, output
-    assert "[launch] interrupted; stopping every task" in output
+    assert "[launch] interrupted (SIGINT); stopping every task" in output
 
 
 def test_bad_spec_and_missing_command(tmp_path):
@@ -140,3 +144,198 @@ def test_bad_spec_and_missing_command(tmp_path):
              timeout=60)
   assert done.returncode == 2
   assert "no command to launch" in done.stderr
+
+
+# --- Signals at random moments --------------------------------------------
+#
+# The launcher's signal handler only records the signal; its main loop stops
+# the tasks. Each trial sends SIGINT or SIGTERM at a random moment of one
+# phase of a job (the random delay is the input under test, not a
+# synchronisation: the phase's start is found from the launcher's output) and
+# checks the launcher exits 128 + the signal within its stop timeout and that
+# no process is left in any task's process group. A CPU-burning process runs
+# beside the trials, so that races which need a busy machine can show.
+
+STOP_TIMEOUT = 10  # tfdist.launch.Launcher's default stop_timeout
+# A task of the stress trials: "block" waits to be stopped; "exit:N" exits N
+# once every task is up; "linger" also waits, and answers SIGTERM only after
+# a second, so that the launcher's stop takes a while.
+STRESS_TASK = textwrap.dedent("""
+    import json, os, signal, sys, threading, time
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    name = f"{task['type']}-{task['index']}"
+    out, roles = sys.argv[1], json.loads(sys.argv[2])
+    role = roles.get(name, roles.get("*", "block"))
+    if role == "linger":
+      signal.signal(signal.SIGTERM, lambda *_: threading.Timer(
+          1.0, os._exit, (143,)).start())
+    open(os.path.join(out, name), "w").close()
+    print(f"up {name}", flush=True)
+    if role.startswith("exit:"):
+      deadline = time.monotonic() + 60
+      while len(os.listdir(out)) < int(sys.argv[3]) and (
+          time.monotonic() < deadline):
+        time.sleep(0.02)
+      print(f"done {name}", flush=True)
+      sys.exit(int(role[5:]))
+    threading.Event().wait(120)
+""")
+
+
+@pytest.fixture(scope="module")
+def cpu_load():
+  burner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                            start_new_session=True)
+  yield
+  os.killpg(burner.pid, signal.SIGKILL)
+  burner.wait()
+
+
+class _Launched:
+  """A launcher process whose output lines are collected by a thread."""
+
+  def __init__(self, command):
+    self.lines = []
+    self._changed = threading.Condition()
+    self.process = subprocess.Popen(
+        command, cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    threading.Thread(target=self._read, daemon=True).start()
+
+  def _read(self):
+    for line in self.process.stdout:
+      with self._changed:
+        self.lines.append(line.rstrip("\n"))
+        self._changed.notify_all()
+
+  def wait_for_line(self, text, timeout=120):
+    with self._changed:
+      if not self._changed.wait_for(
+          lambda: any(text in l for l in self.lines), timeout=timeout):
+        pytest.fail(f"no line with {text!r} in {timeout} s:\n"
+                    + "\n".join(self.lines[-30:]))
+
+  def task_groups(self):
+    return {int(m.group(1)) for l in list(self.lines)
+            for m in [re.search(r"^\[launch\] starting .* \(pid (\d+)\)$", l)]
+            if m}
+
+  def kill(self):
+    try:
+      os.killpg(self.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    for group in self.task_groups():
+      try:
+        os.killpg(group, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+
+
+def _members(groups):
+  """Live processes (zombies excluded) in any of the process ``groups``."""
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+    except OSError:
+      continue
+    if int(pgrp) in groups and state != "Z":
+      found.append(int(pid))
+  return found
+
+
+def _trial(command, signum, after, delay):
+  """Sends ``signum`` ``delay`` s after the line ``after``; checks the end."""
+  launched = _Launched(command)
+  try:
+    launched.wait_for_line(after)
+    time.sleep(delay)  # the random moment under test
+    launched.process.send_signal(signum)
+    try:
+      launched.process.wait(timeout=STOP_TIMEOUT + 5)
+    except subprocess.TimeoutExpired:
+      pytest.fail(f"{signum.name} {delay:.3f} s after {after!r}: the "
+                  f"launcher did not exit within its stop timeout:\n"
+                  + "\n".join(launched.lines[-30:]))
+    groups = launched.task_groups()
+    status = 128 - launched.process.returncode if (
+        launched.process.returncode < 0) else launched.process.returncode
+    assert status == 128 + signum, (
+        f"{signum.name} {delay:.3f} s after {after!r}: status {status}\n"
+        + "\n".join(launched.lines[-30:]))
+    wait_for(lambda: not _members(groups), "no task process left",
+             timeout=10)
+  finally:
+    launched.kill()
+    launched.process.wait()
+
+
+STRESS_PHASES = {
+    # name: (roles, launcher flags, the line the phase starts at, max delay)
+    "start-up": ({}, (), "[launch] starting", 0.05),
+    "running": ({}, (), "up chief-0", 0.3),
+    "grace-and-stop": ({"chief-0": "exit:0", "*": "linger"}, ("--grace=0.5",),
+                       "done chief-0", 1.2),
+    "stop-after-failure": ({"worker-1": "exit:3", "*": "linger"}, (),
+                           "worker-1 failed with exit status 3", 0.8),
+}
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("phase", sorted(STRESS_PHASES))
+def test_signal_at_a_random_moment_stops_everything(tmp_path, cpu_load,
+                                                    phase):
+  roles, flags, after, max_delay = STRESS_PHASES[phase]
+  script = tmp_path / "task.py"
+  script.write_text(STRESS_TASK)
+  spec = os.path.join(SPECS, "chief_two_workers_ps.json")
+  rng = random.Random(phase)  # reproducible moments, different per phase
+  for trial in range(8):
+    out = tmp_path / f"out{trial}"
+    out.mkdir()
+    command = [sys.executable, str(script), str(out), json.dumps(roles), "4"]
+    _trial(_launcher(spec, command, *flags),
+           (signal.SIGINT, signal.SIGTERM)[trial % 2], after,
+           rng.uniform(0, max_delay))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("after,max_delay", [
+    ("[launch] starting worker-1", 4.0),  # TensorFlow starting, connecting
+    ("[worker-0] Epoch 2/", 1.0),  # training
+])
+def test_signal_stops_real_trainers(cpu_load, after, max_delay):
+  spec = os.path.join(SPECS, "two_workers.json")
+  command = [sys.executable, "-m", "trainers.mnist", "--strategy=multiworker",
+             "--data=synthetic", "--epochs=1000", "--steps_per_epoch=20"]
+  rng = random.Random(after)
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    _trial(_launcher(spec, command), signum, after, rng.uniform(0, max_delay))
+
+
+@pytest.mark.timeout(180)
+def test_successful_two_worker_run_prints_no_error(tmp_path):
+  """The README's two-worker command, with no flags: the bundled data, no
+  error-level line from any task (the coordination-service leader waits for
+  the other task before it exits), TensorFlow's start-up block once."""
+  spec = os.path.join(SPECS, "two_workers.json")
+  done = run(_launcher(spec, [sys.executable, "-m", "trainers.mnist",
+                              "--strategy=multiworker"]),
+             env=child_env(TFDS_DATA_DIR=tmp_path), timeout=170)
+  assert done.returncode == 0, done.stdout[-3000:]
+  output = done.stdout + done.stderr
+  assert "Traceback" not in output, output[-3000:]
+  errors = [l for l in output.splitlines()
+            if re.match(r"\[[a-z]+-\d+\] E\d{4} ", l)]
+  assert not errors, "\n".join(errors)
+  for task in ("worker-0", "worker-1"):
+    assert output.count(f"[{task}] WARNING: All log messages before "
+                        "absl::InitializeLog()") <= 1, output[-3000:]
+  results = [r for prefix in ("[worker-0] ", "[worker-1] ")
+             for r in json_lines(done.stdout, prefix)]
+  assert len(results) == 2, done.stdout[-3000:]
+  assert results[0]["weights_digest"] == results[1]["weights_digest"]
+  assert results[0]["test_accuracy"] >= 0.91

@@ -1,5 +1,11 @@
 """Training and test data: MNIST (TFDS or IDX files) or synthetic images.
 
+Owns where the data comes from (:func:`resolve_source`: ``--mnist_dir``, a
+TFDS copy already on disk, or the MNIST sample bundled in
+``tfdist/datasets/mnist``), loading it, and the input pipeline. Imports
+tfdist.errors and tfdist.console; TensorFlow and tensorflow-datasets only
+inside the functions that need them.
+
 Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
 ``--mnist_dir`` is reported at once. :func:`make_dataset_fn` turns arrays
 into the ``dataset_fn(input_context)`` that all three strategies consume.
@@ -8,16 +14,30 @@ into the ``dataset_fn(input_context)`` that all three strategies consume.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
 import os
+import socket
 import struct
+import threading
 from typing import Optional
 
 import numpy as np
 
+from tfdist import console
 from tfdist.errors import ConfigError
 
 SOURCES = ("tfds", "idx", "synthetic")
+CHOICES = ("auto",) + SOURCES
+
+# Real MNIST shipped inside the package (24,345 training and all 10,000 test
+# images, CC BY-SA 3.0; README.md beside the files), so a trainer always has
+# data: no network, no directory to point at.
+BUNDLED_MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                 "datasets", "mnist")
+# How long a TFDS download may take to reach its server before it fails
+# (tensorflow-datasets itself retries for minutes).
+NETWORK_PROBE_SECONDS = 5.0
 
 # The four files of the MNIST distribution (gzip-compressed or not).
 IDX_FILES = {
@@ -101,8 +121,8 @@ def load_mnist_idx(directory: str) -> Dataset:
   """Loads MNIST from a directory holding the four IDX files."""
   if not os.path.isdir(directory):
     raise ConfigError(f"--mnist_dir={directory} is not a directory; point it "
-                      "at the folder with the four MNIST IDX files, e.g. "
-                      "../shared/data/mnist")
+                      "at the folder with the four MNIST IDX files, or drop "
+                      "it to train on the bundled MNIST sample")
   splits = {}
   for split in ("train", "test"):
     images = read_idx(_idx_path(directory, IDX_FILES[(split, "images")]),
@@ -125,6 +145,8 @@ class TfdsDataset:
   """A TFDS dataset the trainers know, described without TensorFlow."""
   tfds_name: str
   image_shape: tuple
+  # The server its download comes from: probed before TFDS tries it.
+  download_host: str = "storage.googleapis.com"
   test_split: str = "test"
   # Images of varying size are centre-cropped to image_shape on loading.
   crop: bool = False
@@ -135,8 +157,10 @@ class TfdsDataset:
 # side to 160 px: a centre crop makes every image 160x160.
 TFDS_DATASETS = {
     "mnist": TfdsDataset("mnist", (28, 28, 1)),
-    "cifar10": TfdsDataset("cifar10", (32, 32, 3)),
+    "cifar10": TfdsDataset("cifar10", (32, 32, 3),
+                           download_host="www.cs.toronto.edu"),
     "imagenette": TfdsDataset("imagenette/160px-v2", (160, 160, 3),
+                              download_host="s3.amazonaws.com",
                               test_split="validation", crop=True),
 }
 
@@ -147,6 +171,45 @@ def tfds_dataset(name: str) -> TfdsDataset:
     raise ConfigError(f"--dataset={name!r}: use one of "
                       f"{', '.join(TFDS_DATASETS)}")
   return TFDS_DATASETS[name]
+
+
+def _known(name: str) -> TfdsDataset:
+  return TFDS_DATASETS.get(name, TfdsDataset(name, ()))
+
+
+def tfds_data_dir(data_dir: Optional[str] = None) -> str:
+  """Where tensorflow-datasets keeps its datasets: ``data_dir``, else
+  $TFDS_DATA_DIR, else ~/tensorflow_datasets (TFDS's own default)."""
+  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR")
+                            or os.path.join("~", "tensorflow_datasets"))
+
+
+def tfds_on_disk(name: str, data_dir: Optional[str] = None) -> bool:
+  """True if TFDS has prepared ``name`` under its data dir: loading it
+  needs no network. Looks at files only (no TFDS import)."""
+  root = os.path.join(tfds_data_dir(data_dir), _known(name).tfds_name)
+  return bool(glob.glob(os.path.join(root, "*", "dataset_info.json")))
+
+
+def check_reachable(host: str, *, port: int = 443,
+                    timeout: float = NETWORK_PROBE_SECONDS) -> None:
+  """Raises ConnectionError unless ``host:port`` accepts a TCP connection
+  within ``timeout`` seconds (name resolution included, which has no
+  timeout of its own: it runs in a thread that is abandoned)."""
+  failure = [f"no answer within {timeout:g} s"]
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      failure.clear()
+    except OSError as e:
+      failure[0] = str(e) or type(e).__name__
+
+  probe = threading.Thread(target=connect, daemon=True)
+  probe.start()
+  probe.join(timeout)
+  if failure:
+    raise ConnectionError(f"cannot reach {host}:{port} ({failure[0]})")
 
 
 def _cropped_arrays(split, shape: tuple):
@@ -160,15 +223,21 @@ def _cropped_arrays(split, shape: tuple):
 def load_tfds(name: str = "mnist", *, data_dir: Optional[str] = None) -> Dataset:
   """Loads a classification dataset through tensorflow-datasets.
 
-  Downloads on first use (network needed) into ``data_dir``. ``name`` is a
-  key of TFDS_DATASETS or any TFDS name of fixed-size images.
+  Uses the copy prepared under ``data_dir`` if there is one; otherwise
+  downloads it, after checking within seconds that its server is reachable
+  (TFDS would retry for minutes). ``name`` is a key of TFDS_DATASETS or any
+  TFDS name of fixed-size images.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  known = TFDS_DATASETS.get(name, TfdsDataset(name, ()))
+  known = _known(name)
+  on_disk = tfds_on_disk(name, data_dir)
   try:
+    if not on_disk:
+      check_reachable(known.download_host)
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     loaded, info = tfds.load(
         known.tfds_name, data_dir=data_dir, as_supervised=True,
         with_info=True, split=["train", known.test_split],
+        download=not on_disk,
         # Whole splits as tensors, unless images of varying size need a crop.
         batch_size=None if known.crop else -1)
     if known.crop:
@@ -206,20 +275,72 @@ def synthetic(*, image_shape=(28, 28, 1), num_classes: int = 10,
                  num_classes=num_classes, name="synthetic")
 
 
-def load(source: str, *, mnist_dir: Optional[str] = None,
-         tfds_name: str = "mnist", tfds_data_dir: Optional[str] = None,
-         synthetic_shape=(28, 28, 1), seed: int = 0) -> Dataset:
-  """Loads the data a trainer asked for: ``tfds``, ``idx`` or ``synthetic``."""
-  if source == "idx":
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where a trainer's data comes from; see :func:`resolve_source`.
+
+  Attributes:
+    kind: one of SOURCES.
+    mnist_dir: kind ``idx``: the directory of the four IDX files.
+    tfds_name: kind ``tfds``: a key of TFDS_DATASETS.
+    tfds_data_dir: kind ``tfds``: TFDS's data dir (None: its default).
+  """
+  kind: str
+  mnist_dir: Optional[str] = None
+  tfds_name: str = "mnist"
+  tfds_data_dir: Optional[str] = None
+
+  def describe(self) -> str:
+    if self.kind == "synthetic":
+      return "synthetic images"
+    if self.kind == "tfds":
+      return (f"{self.tfds_name} from tensorflow-datasets in "
+              f"{tfds_data_dir(self.tfds_data_dir)}")
+    if os.path.abspath(self.mnist_dir) == BUNDLED_MNIST_DIR:
+      return "the MNIST sample bundled with tfdist"
+    return f"MNIST from {self.mnist_dir}"
+
+
+def resolve_source(choice: str = "auto", *, mnist_dir: Optional[str] = None,
+                   tfds_name: str = "mnist",
+                   tfds_data_dir: Optional[str] = None) -> Source:
+  """The data a trainer's flags ask for, without network or TensorFlow.
+
+  ``auto`` (the default) resolves, in order, to: ``mnist_dir`` if given; a
+  dataset other than MNIST (named explicitly, only TFDS has it) through
+  TFDS; a TFDS copy of MNIST already on disk; the bundled MNIST sample.
+  Only an explicit TFDS choice may download.
+  """
+  if choice not in CHOICES:
+    raise ConfigError(f"--data={choice!r}: use one of {', '.join(CHOICES)}")
+  tfds = Source("tfds", tfds_name=tfds_name, tfds_data_dir=tfds_data_dir)
+  if choice == "auto":
+    if mnist_dir:
+      return Source("idx", mnist_dir=mnist_dir)
+    if tfds_name != "mnist" or tfds_on_disk(tfds_name, tfds_data_dir):
+      return tfds
+    return Source("idx", mnist_dir=BUNDLED_MNIST_DIR)
+  if choice == "idx":
     if not mnist_dir:
-      raise ConfigError("--data=idx needs --mnist_dir=DIR, e.g. "
-                        "--mnist_dir=../shared/data/mnist")
-    return load_mnist_idx(mnist_dir)
-  if source == "synthetic":
-    return synthetic(image_shape=synthetic_shape, seed=seed)
-  if source == "tfds":
-    return load_tfds(tfds_name, data_dir=tfds_data_dir)
-  raise ConfigError(f"--data={source!r}: use one of {', '.join(SOURCES)}")
+      raise ConfigError("--data=idx needs --mnist_dir=DIR (the folder of the "
+                        "four MNIST IDX files); without --data the bundled "
+                        "MNIST sample is used")
+    return Source("idx", mnist_dir=mnist_dir)
+  return tfds if choice == "tfds" else Source("synthetic")
+
+
+def load(source: Source, *, synthetic_shape=(28, 28, 1),
+         seed: int = 0) -> Dataset:
+  """Loads ``source``; says in one line which data and how much."""
+  if source.kind == "synthetic":
+    dataset = synthetic(image_shape=synthetic_shape, seed=seed)
+  elif source.kind == "tfds":
+    dataset = load_tfds(source.tfds_name, data_dir=source.tfds_data_dir)
+  else:
+    dataset = load_mnist_idx(source.mnist_dir)
+  console.info(f"data: {source.describe()}, {len(dataset.train):,} training "
+               f"and {len(dataset.test):,} test examples")
+  return dataset
 
 
 def make_dataset_fn(split: Split, *, global_batch_size: int,

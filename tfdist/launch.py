@@ -1,7 +1,7 @@
 r"""Runs every task of a cluster spec as a local process.
 
     python -m tfdist.launch --cluster_spec=cluster_specs/chief_two_workers_ps.json \
-        -- python -m trainers.mnist --strategy=ps --mnist_dir=../shared/data/mnist
+        -- python -m trainers.mnist --strategy=ps
 
 Each task gets its own TF_CONFIG; port 0 in the spec (or every port, with
 ``--free_ports``) becomes a free loopback port. Every output line is prefixed
@@ -9,14 +9,15 @@ with its task (``[worker-1] ...``). When the chief (worker 0 if there is no
 chief) exits 0, the other tasks get ``--grace`` seconds to finish and are then
 stopped. When any task fails, all are stopped and the launcher exits with that
 task's status, naming it (``--max_restarts N`` restarts it, or the whole
-job when training is synchronous, up to N times). Ctrl-C stops everything.
-No child outlives the launcher: each gets SIGKILL from the kernel if the
-launcher dies.
+job when training is synchronous, up to N times). Ctrl-C or SIGTERM stops
+everything and exits 130 or 143: the signal handler only records the signal
+in a queue the main loop reads, so a signal can never interrupt the launcher
+inside a lock or a half-done start or stop. No child outlives the launcher:
+each gets SIGKILL from the kernel if the launcher dies.
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import dataclasses
 import os
@@ -28,6 +29,7 @@ import threading
 import time
 from typing import Optional, Sequence
 
+from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist.errors import ConfigError
 
@@ -90,7 +92,12 @@ class Launcher:
     self._out = out or sys.stdout
     self._lock = threading.Lock()
     self._children: list[_Child] = []
-    self._exits: queue.Queue = queue.Queue()
+    # What the main loop acts on: ("exit", name, process, returncode) from
+    # the watcher threads, ("signal", signum) from the signal handler.
+    # SimpleQueue.put is reentrant: safe to call from a signal handler.
+    self._events: queue.SimpleQueue = queue.SimpleQueue()
+    self._signal: Optional[int] = None  # the first one received
+    self._pending: list = []  # exits taken off the queue to look for signals
 
   def say(self, message: str) -> None:
     with self._lock:
@@ -98,10 +105,31 @@ class Launcher:
       self._out.flush()
 
   def start(self) -> None:
-    """Starts one process per task of the cluster."""
+    """Starts one process per task of the cluster; stops early once a
+    signal has arrived (the main loop then stops what was started)."""
     for task_type in _ORDER:
       for index in range(len(self._cluster.get(task_type, ()))):
+        if self._interrupted():
+          return
         self._start_task(task_type, index)
+
+  def record_signal(self, signum: int) -> None:
+    """The signal handler: only records the signal (no lock, no raise)."""
+    self._events.put(("signal", signum))
+
+  def _interrupted(self) -> bool:
+    """Reads the events queued so far (exits stay pending, in order); True
+    once a signal arrived."""
+    while self._signal is None:
+      try:
+        event = self._events.get_nowait()
+      except queue.Empty:
+        break
+      if event[0] == "signal":
+        self._signal = event[1]
+      else:
+        self._pending.append(event)
+    return self._signal is not None
 
   def _start_task(self, task_type: str, index: int) -> None:
     """Starts (or restarts) one task, with its own TF_CONFIG."""
@@ -130,7 +158,7 @@ class Launcher:
                      daemon=True).start()
 
   def _watch(self, name: str, process: subprocess.Popen) -> None:
-    self._exits.put((name, process, process.wait()))
+    self._events.put(("exit", name, process, process.wait()))
 
   def _running(self) -> list:
     return [c for c in self._children if c.process.poll() is None]
@@ -164,6 +192,8 @@ class Launcher:
     finished: dict = {}
     grace_deadline = None
     while len(finished) < len(self._children):
+      if self._interrupted():
+        return 128 + self._signal  # run() stops the tasks
       timeout = None
       if grace_deadline is not None:
         timeout = grace_deadline - time.monotonic()
@@ -173,9 +203,14 @@ class Launcher:
           self.stop()
           return 0
       try:
-        name, process, code = self._exits.get(timeout=timeout)
+        event = (self._pending.pop(0) if self._pending
+                 else self._events.get(timeout=timeout))
       except queue.Empty:
         continue
+      if event[0] == "signal":
+        self._signal = event[1]
+        continue
+      _, name, process, code = event
       if not any(c.process is process for c in self._children):
         continue  # a task stopped for a restart; its successor runs
       finished[name] = code
@@ -221,32 +256,28 @@ class Launcher:
     return True
 
   def run(self) -> int:
-    """start() and wait(), from a main thread: SIGTERM or Ctrl-C stop every
-    task and return 128 + the signal's number."""
-
-    def on_signal(signum, frame):
-      del frame
-      raise KeyboardInterrupt(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
+    """start() and wait(), from the main thread: SIGINT (Ctrl-C) or SIGTERM
+    stop every task and return 128 + the signal's number."""
+    previous = {signum: signal.signal(signum, lambda n, _: self.record_signal(n))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
       self.start()
-      return self.wait()
-    except KeyboardInterrupt as e:
-      signum = e.args[0] if e.args else signal.SIGINT
-      self.say("interrupted; stopping every task")
-      self.stop()
-      return 128 + int(signum)
+      status = self.wait()
+      # Also a signal that came while the job was ending decides the status.
+      if self._interrupted():
+        self.say(f"interrupted ({signal.Signals(self._signal).name}); "
+                 "stopping every task")
+        self.stop()
+        return 128 + self._signal
+      return status
+    finally:
+      for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  if "--" in argv:
-    split = argv.index("--")
-    own, command = argv[:split], argv[split + 1:]
-  else:
-    own, command = argv, []
-  parser = argparse.ArgumentParser(
+  own, command = cli.split_command(sys.argv[1:] if argv is None else argv)
+  parser = cli.OneLineParser(
       prog="python -m tfdist.launch",
       usage="python -m tfdist.launch --cluster_spec SPEC [options] -- "
             "COMMAND [ARGS...]",
@@ -271,8 +302,7 @@ def main(argv=None) -> int:
     launcher = Launcher(cluster=spec, command=command, grace=args.grace,
                         max_restarts=args.max_restarts)
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return cli.report(e)
   return launcher.run()
 
 

@@ -2,8 +2,8 @@ r"""Predicts with an exported model: PNG images or an IDX images file.
 
     python -m tfdist.predict --model=/tmp/export digit.png other.png
     python -m tfdist.predict --model=/tmp/export/model.tflite \
-        ../shared/data/mnist/t10k-images-idx3-ubyte.gz \
-        --labels=../shared/data/mnist/t10k-labels-idx1-ubyte.gz
+        tfdist/datasets/mnist/t10k-images-idx3-ubyte.gz \
+        --labels=tfdist/datasets/mnist/t10k-labels-idx1-ubyte.gz
 
 ``--model`` is an export directory (its newest version is used), one
 SavedModel version directory, or a ``.tflite`` file. Each image gets one line

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 from typing import Callable, Optional
 
+from tfdist import barrier
 from tfdist import cluster as cluster_lib
 from tfdist import communication
 from tfdist import data as data_lib
@@ -178,6 +179,10 @@ class Runtime(abc.ABC):
       self.on_preempted()
       raise
 
+  def wait_for_peers(self, point: str) -> None:
+    """Returns once every training task has reached ``point`` (a barrier
+    with a deadline where several tasks train in sync)."""
+
   def on_preempted(self) -> None:
     """What else must stop when this task was preempted."""
 
@@ -210,6 +215,17 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     # values (same loss history and weights): 14% more examples/s at 2
     # workers (tfdist.bench, weak scaling).
     model.distribute_reduction_method = "first"
+
+  def wait_for_peers(self, point: str) -> None:
+    if self.task is not None:  # a TF_CONFIG cluster: see tfdist.barrier
+      barrier.wait_for_peers(f"tfdist/{point}",
+                             timeout=self.config.peer_timeout,
+                             task_name=self.task.name)
+
+  def finish(self) -> None:
+    # The coordination service's leader (worker 0) must not exit while
+    # another task still runs: that task would lose its heartbeat target.
+    self.wait_for_peers("done")
 
 
 class ParameterServerRuntime(Runtime):

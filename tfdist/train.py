@@ -72,6 +72,8 @@ def run(config: TrainConfig, *, model_fn: Callable,
     epoch_monitor, callbacks = training_callbacks(
         runtime, model, dataset, out_dir=out_dir, checkpointing=checkpointing,
         steps_per_epoch=steps_per_epoch)
+    # No task's train_seconds includes waiting for a peer that started late.
+    runtime.wait_for_peers("start")
     start = time.perf_counter()
     with runtime.fitting():
       history = model.fit(

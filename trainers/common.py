@@ -23,6 +23,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ INFO lines (server options, device dumps) drown the
 # training log; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# No cuInit error without a GPU, TensorFlow's start-up block once: see there.
+from tfdist import tf_startup  # pylint: disable=g-import-not-at-top,wrong-import-position
+tf_startup.prepare(os.environ, has_gpu=tf_startup.has_gpu_device())
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -59,11 +62,11 @@ flags.DEFINE_float("eval_timeout", 600.0,
                    "Evaluator task: seconds without a new checkpoint before "
                    "it gives up.")
 flags.DEFINE_string("data", "auto",
-                    "tfds, idx (needs --mnist_dir), synthetic; auto = idx if "
-                    "--mnist_dir is set, else tfds.")
+                    "tfds (downloads), idx (needs --mnist_dir), synthetic; "
+                    "auto = --mnist_dir, else TFDS MNIST on disk, else the "
+                    "bundled MNIST sample.")
 flags.DEFINE_string("mnist_dir", None,
-                    "Directory with the four MNIST IDX files, e.g. "
-                    "../shared/data/mnist.")
+                    "Directory with the four MNIST IDX files.")
 flags.DEFINE_string("tfds_data_dir", None,
                     "tensorflow-datasets data_dir (default ~/tensorflow_datasets).")
 
@@ -79,17 +82,15 @@ def _config(task) -> config_lib.TrainConfig:
   return config_lib.TrainConfig(**settings)
 
 
-def data_source() -> str:
-  """--data with ``auto`` resolved: idx if --mnist_dir is set, else tfds."""
-  if FLAGS.data == "auto":
-    return "idx" if FLAGS.mnist_dir else "tfds"
-  return FLAGS.data
+def data_source(tfds_name: str = "mnist") -> data.Source:
+  """--data, --mnist_dir and --tfds_data_dir resolved (data.resolve_source)."""
+  return data.resolve_source(FLAGS.data, mnist_dir=FLAGS.mnist_dir,
+                             tfds_name=tfds_name,
+                             tfds_data_dir=FLAGS.tfds_data_dir)
 
 
-def _load_data(**options):
-  return data.load(data_source(), mnist_dir=FLAGS.mnist_dir,
-                   tfds_data_dir=FLAGS.tfds_data_dir, seed=FLAGS.seed,
-                   **options)
+def _load_data(tfds_name: str = "mnist", **options):
+  return data.load(data_source(tfds_name), seed=FLAGS.seed, **options)
 
 
 def run_trainer(*, model_fn, model_name: str,

@@ -1,7 +1,7 @@
 r"""Inception-style image classifiers, under any strategy.
 
-    python -m trainers.inception --strategy=mirrored --mnist_dir=../shared/data/mnist
-    python -m trainers.inception --dataset=cifar10        # TFDS, network once
+    python -m trainers.inception --strategy=mirrored          # bundled MNIST
+    python -m trainers.inception --dataset=cifar10          # TFDS, network once
     python -m trainers.inception --model=v3 --dataset=imagenette
     python -m trainers.inception --model=v3 --data=synthetic --image_shape=299,299,3
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \
@@ -67,7 +67,7 @@ def _data_options() -> dict:
                       f"--model={FLAGS.model}")
   if not FLAGS.width > 0:
     raise ConfigError(f"--width={FLAGS.width}: must be > 0")
-  source = common.data_source()
+  source = common.data_source(FLAGS.dataset).kind
   if source == "synthetic":
     if FLAGS["dataset"].present:
       raise ConfigError("--dataset names real data; --data=synthetic makes "

@@ -1,8 +1,8 @@
 r"""Softmax regression on MNIST (784 -> 10), under any strategy.
 
-    python -m trainers.mnist --strategy=mirrored --mnist_dir=../shared/data/mnist
+    python -m trainers.mnist --strategy=multiworker
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \
-        python -m trainers.mnist --strategy=multiworker --mnist_dir=...
+        python -m trainers.mnist --strategy=multiworker
 """
 
 from absl import app

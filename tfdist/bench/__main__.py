@@ -14,6 +14,7 @@ import sys
 import time
 
 from tfdist import cli
+from tfdist import data as data_lib
 from tfdist.bench import figures as figures_lib
 from tfdist.bench import plan as plan_lib
 from tfdist.bench import report as report_lib
@@ -21,8 +22,9 @@ from tfdist.bench import runner
 from tfdist.errors import ConfigError
 
 PROG = "python -m tfdist.bench"
-DEFAULT_MNIST_DIR = os.path.join(os.path.dirname(runner.REPO), "shared",
-                                 "data", "mnist")
+# The real MNIST sample bundled with the package: the bench needs no data
+# path, and its figures use the same files as the tests.
+DEFAULT_MNIST_DIR = data_lib.BUNDLED_MNIST_DIR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                   "results.md and PNG plots in --out_dir.")
   parser.add_argument("--out_dir", required=True)
   parser.add_argument("--mnist_dir", default=DEFAULT_MNIST_DIR,
-                      help="the four MNIST IDX files (default: "
-                           "../shared/data/mnist beside the repository)")
+                      help="the four MNIST IDX files (default: the sample "
+                           "bundled with tfdist)")
   size = parser.add_mutually_exclusive_group()
   size.add_argument("--quick", action="store_true",
                     help="a few minutes on 2 cores")

@@ -1,8 +1,8 @@
 r"""Plain single-process Keras ``fit``: what the trainer's overhead is measured
 against (``tfdist.bench`` runs both, same model, batch and input pipeline).
 
-    python -m tfdist.bench.baseline --mnist_dir=../shared/data/mnist --batch_size=100
-    python -m tfdist.bench.baseline --mnist_dir=../shared/data/mnist \
+    python -m tfdist.bench.baseline --mnist_dir=tfdist/datasets/mnist --batch_size=100
+    python -m tfdist.bench.baseline --mnist_dir=tfdist/datasets/mnist \
         --model=mini_inception --width=0.5 --batch_size=64 --momentum=0.9
 
 No strategy, no DatasetCreator, no cluster: the model compiled and fitted as
