@@ -54,7 +54,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_paths(*, out_dir: str, mnist_dir: str) -> None:
   """Bad paths are one line before anything runs."""
-  from tfdist import data as data_lib  # pylint: disable=g-import-not-at-top
   data_lib.load_mnist_idx(mnist_dir)  # raises ConfigError naming the file
   try:
     os.makedirs(out_dir, exist_ok=True)
