@@ -54,8 +54,9 @@ class PeerLost(TaskLost):
   """
 
   def __init__(self, phase: str, peers=()):
-    names = ", ".join(peers) or "no peer in particular"
-    super().__init__(f"{phase}: lost {names}")
+    names = ", ".join(peers) or "any peer"
+    super().__init__(f"{phase}; not heard from {names}; the job is retried "
+                     "once every task is back")
     self.phase = phase
     self.peers = tuple(peers)
 
