@@ -55,7 +55,9 @@ def block_in_strategy(ready: str, deadline_s: float, tf_config: str) -> int:
     try:
       tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except tf.errors.DeadlineExceededError as e:
-      return cli.report(coordination.peer_lost(e, "strategy creation", peers))
+      # As an entry point must: no TensorFlow teardown after a lost peer.
+      watchdog.exit_now(cli.report(
+          coordination.peer_lost(e, "strategy creation", peers)))
   return 0
 
 

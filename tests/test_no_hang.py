@@ -84,22 +84,21 @@ def test_signal_ends_a_blocked_op(tmp_path, signum, status):
 # --- strategy creation whose peer passed preflight and vanished --------------
 # (C++ that holds the GIL: no Python thread runs)
 
-def _start_past_preflight(tmp_path, deadline: float):
-  """worker-0, once a stand-in worker-1 answered its preflight and vanished.
-
-  The stand-in dies as a peer killed before its TensorFlow server started.
-  Returns worker-0's process and the cluster.
+def _start_past_preflight(tmp_path, deadline: float, index: int = 0):
+  """worker-``index``, once a stand-in for the other worker answered its
+  preflight and vanished, as a peer killed before its TensorFlow server
+  started. Returns the process and the cluster.
   """
   ports = [portpicker.pick_unused_port() for _ in range(2)]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   stand_in = preflight._Listener(  # pylint: disable=protected-access
-      cluster_lib.make_task(cluster, "worker", 1),
-      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} worker-1\n"
-      .encode())
+      cluster_lib.make_task(cluster, "worker", 1 - index),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      f"worker-{1 - index}\n".encode())
   ready = tmp_path / "ready"
   try:
     process = _start("strategy", ready, deadline,
-                     cluster_lib.make_tf_config(cluster, "worker", 0))
+                     cluster_lib.make_tf_config(cluster, "worker", index))
     wait_for(ready.exists, "preflight to pass", timeout=60)
   finally:
     stand_in.close()
@@ -113,13 +112,18 @@ def test_sigint_ends_strategy_creation_blocked_on_a_vanished_peer(tmp_path):
   assert status == errors.EXIT_INTERRUPTED, err[-3000:]
 
 
-def test_strategy_creation_names_the_vanished_peer(tmp_path):
-  process, cluster = _start_past_preflight(tmp_path, 6)
+@pytest.mark.parametrize("index", [0, 1], ids=["leader", "not-leader"])
+def test_strategy_creation_names_the_vanished_peer(tmp_path, index):
+  """worker-0 leads TensorFlow's coordination service: it names the task
+  that never registered; worker-1 names the leader it could not reach."""
+  process, cluster = _start_past_preflight(tmp_path, 6, index)
   status, err = _finish(process, timeout=6 + 10)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
   (line,) = _error_lines(err)
   assert "strategy creation" in line, line
-  assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
+  peer = 1 - index
+  assert (f"not heard from worker-{peer} at {cluster['worker'][peer]}"
+          in line), line
 
 
 # --- preflight knows a TensorFlow server -------------------------------------

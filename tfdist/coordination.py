@@ -32,7 +32,9 @@ def configure(cluster: dict, *, register_timeout_s: float,
 
   Args:
     cluster: the training cluster (chief and workers; no evaluator).
-    register_timeout_s: how long every task waits for all to register.
+    register_timeout_s: how long every task waits for all to register (the
+      leader; the others give up 5 s later, TensorFlow's margin for the
+      leader's verdict to reach them).
     heartbeat_timeout_s: how long a silent registered task counts as alive.
     shutdown_timeout_s: how long the final barrier at exit waits.
   """

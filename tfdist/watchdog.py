@@ -113,8 +113,7 @@ class _Guard:
       if self._done.is_set():
         return  # the phase ended meanwhile: the main thread acts
       say()
-      sys.stdout.flush()
-      os._exit(status)  # pylint: disable=protected-access
+      exit_now(status)
 
   def _end_expired(self) -> None:
     lost = errors.PeerLost(
@@ -126,6 +125,17 @@ class _Guard:
     self._end(_STATUS[signum], lambda: console.info(
         f"{signum.name} during {self._name}, which TensorFlow still blocks "
         f"after {self._grace_s:.0f} s; exiting ({_STATUS[signum]})"))
+
+
+def exit_now(status: int) -> None:
+  """Ends the process at once, without TensorFlow's teardown.
+
+  For a task that lost a peer: TensorFlow's exit would first wait (seconds,
+  or its shutdown-barrier deadline) for the very peer that is gone.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 @contextlib.contextmanager
