@@ -43,11 +43,17 @@ def _finish(process, timeout: float):
     _, err = process.communicate()
     pytest.fail(f"still running after {timeout} s:\n{err[-3000:]}")
   finally:
-    try:
-      os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
+    _kill(process)
   return launch.exit_status(process.returncode), err
+
+
+def _kill(process) -> None:
+  """Kills the process's group (SIGKILL ends a stopped process too)."""
+  try:
+    os.killpg(process.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  process.communicate()
 
 
 def _error_lines(stderr: str) -> list:
@@ -172,3 +178,26 @@ def test_silent_listener_at_a_peer_address_fails_at_the_deadline():
       preflight.check_peers(_cluster_with_peer_at(port), timeout=3)
   assert (f"worker-1 at 127.0.0.1:{port} accepted connections but never "
           "answered within 3 s") in str(raised.value)
+
+
+# --- a multiworker peer stopped (SIGSTOP) mid-training ------------------------
+
+def test_stalled_multiworker_peer_named_by_the_heartbeat(tmp_path):
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  ready = [tmp_path / f"ready-{i}" for i in range(2)]
+  processes = [_start("allreduce", ready[i], 5,
+                      cluster_lib.make_tf_config(cluster, "worker", i))
+               for i in range(2)]
+  try:
+    for i in range(2):
+      wait_for(ready[i].exists, f"worker-{i} to train", timeout=90)
+    processes[1].send_signal(signal.SIGSTOP)
+    status, err = _finish(processes[0], timeout=5 + 10)
+  finally:
+    for process in processes:
+      _kill(process)  # worker-1 stays stopped until then
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert line.startswith("error: training"), line
+  assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line

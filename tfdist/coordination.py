@@ -60,14 +60,22 @@ def configure(cluster: dict, *, register_timeout_s: float,
 
 
 def missing_peers(message: str) -> list:
-  """The tasks a coordination-service deadline error names, as worker-1."""
-  if "timed out task names:" in message:
-    message = message.split("timed out task names:", 1)[1]
-    message = message.split("Additional GRPC error", 1)[0]
-  elif "from remote target" in message:
-    message = message.split("from remote target", 1)[1][:80]
+  """The tasks a coordination-service error names, as ``worker-1``.
+
+  Understands the registration barrier's timeout (the leader names the
+  tasks that never registered), a heartbeat verdict (a task that stopped
+  sending heartbeats: killed, or stopped by SIGSTOP, mid-training) and a
+  failed call to the leader (a task that could not reach it).
+  """
+  for verdict in ("timed out task names:", "stopped sending heartbeats):"):
+    if verdict in message:
+      message = message.split(verdict, 1)[1]
+      message = message.split("Additional GRPC error", 1)[0][:400]
+      break
   else:
-    return []
+    if "from remote target" not in message:
+      return []
+    message = message.split("from remote target", 1)[1][:80]
   found = []
   for job, index in _TASK.findall(message):
     if f"{job}-{index}" not in found:
@@ -76,7 +84,7 @@ def missing_peers(message: str) -> list:
 
 
 def peer_lost(error: Exception, phase: str, addresses: dict) -> errors.PeerLost:
-  """``error`` (a DeadlineExceededError of start-up) as one PeerLost line.
+  """``error`` (a coordination-service error) as one PeerLost line.
 
   Args:
     error: what TensorFlow raised.
