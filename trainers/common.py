@@ -40,6 +40,7 @@ from tfdist import evaluator  # pylint: disable=wrong-import-position
 from tfdist import hosting  # pylint: disable=wrong-import-position
 from tfdist import strategy  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
+from tfdist import watchdog  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -111,8 +112,24 @@ def run_trainer(*, model_fn, model_name: str,
     # TensorFlow's Python INFO lines (one per all-reduce set-up) hide the
     # training log; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
-  return cli.run(lambda: _run_task(model_fn=model_fn, model_name=model_name,
-                                   data_options=data_options))
+  return cli.run(lambda: _run_task_to_the_end(
+      model_fn=model_fn, model_name=model_name, data_options=data_options))
+
+
+def _run_task_to_the_end(**task) -> int:
+  """:func:`_run_task`; a lost peer or Ctrl-C ends the process at once.
+
+  TensorFlow's teardown would first wait for the peers (its shutdown
+  barrier, a collective's pending calls): after a lost peer or SIGINT the
+  process ends without it (tfdist.watchdog.exit_now).
+  """
+  try:
+    return _run_task(**task)
+  except errors.TaskLost as e:
+    watchdog.exit_now(cli.report(e))
+  except KeyboardInterrupt:
+    console.info("interrupted (SIGINT); exiting")
+    watchdog.exit_now(errors.EXIT_INTERRUPTED)
 
 
 def _run_task(*, model_fn, model_name: str,

@@ -1,0 +1,143 @@
+"""The deadline of every phase in which a training task waits for its peers.
+
+Owns: which blocking phase of a training task gets which deadline, all
+derived from ``--peer_timeout`` (and ``--heartbeat_timeout``), and how each
+is guarded: TensorFlow's own knobs where they exist (the coordination
+service's registration barrier and heartbeats, see tfdist.coordination),
+otherwise a tfdist.watchdog phase. Imports tfdist.cluster, coordination,
+preflight and watchdog; TensorFlow only inside functions.
+
+================================  =====================  ==================
+phase                             deadline               guarded by
+================================  =====================  ==================
+multiworker strategy creation     peer_timeout (+10 s)   registration
+                                                         barrier; watchdog
+                                                         backstop
+ps cluster creation (chief)       peer_timeout           watchdog
+first step (tracing included)     2 x peer_timeout       watchdog
+checkpoint save                   peer_timeout           watchdog
+multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
+                                                         timeout; watchdog
+a peer silent mid-training        heartbeat_timeout      heartbeats
+================================  =====================  ==================
+
+Every expiry is one line naming the phase and the peers not heard from,
+and exit status 200 (tfdist.errors.EXIT_PEER_LOST).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+from tfdist import cluster as cluster_lib
+from tfdist import coordination
+from tfdist import preflight
+from tfdist import watchdog
+
+# After TensorFlow's own deadline (+5 s, the margin it gives the leader's
+# verdict to reach the other tasks): the watchdog acts only if it did not.
+_BACKSTOP_S = 10.0
+
+
+def _peers(task: Optional[cluster_lib.Task]) -> dict:
+  return preflight.peers_of(task) if task is not None else {}
+
+
+@contextlib.contextmanager
+def multiworker_creation(task: cluster_lib.Task, *, peer_timeout: float,
+                         heartbeat_timeout: float):
+  """Around MultiWorkerMirroredStrategy's constructor (after preflight).
+
+  The constructor holds the GIL while it waits for the peers to register:
+  TensorFlow's registration barrier is the deadline, SIGINT/SIGTERM keep
+  their default action (tfdist.watchdog, ``holds_gil``).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  peers = _peers(task)
+  coordination.configure(cluster_lib.training_cluster(task),
+                         register_timeout_s=peer_timeout,
+                         heartbeat_timeout_s=heartbeat_timeout)
+  with watchdog.phase("strategy creation",
+                      deadline_s=peer_timeout + _BACKSTOP_S, peers=peers,
+                      holds_gil=True):
+    try:
+      yield
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.AbortedError, tf.errors.InternalError) as e:
+      raise coordination.peer_lost(e, "strategy creation", peers) from None
+
+
+def ps_creation(task: cluster_lib.Task, *, peer_timeout: float):
+  """Around ParameterServerStrategy's constructor on the chief, which
+  connects to every worker and ps with retries for minutes (GIL free)."""
+  return watchdog.phase("cluster creation", deadline_s=peer_timeout,
+                        peers=_peers(task))
+
+
+def barrier(point: str, task: cluster_lib.Task, *, peer_timeout: float):
+  """Around a multiworker barrier, whose own timeout is ``peer_timeout``."""
+  return watchdog.phase(f"the {point!r} barrier",
+                        deadline_s=peer_timeout + _BACKSTOP_S,
+                        peers=_peers(task), holds_gil=True)
+
+
+def checkpoint_save(task: Optional[cluster_lib.Task], *,
+                    peer_timeout: float):
+  """Around a checkpoint save (under ps it first waits for the workers'
+  steps in flight; under multiworker it may run collectives)."""
+  if task is None:
+    return contextlib.nullcontext()
+  return watchdog.phase("checkpoint save", deadline_s=peer_timeout,
+                        peers=_peers(task))
+
+
+class FirstStep:
+  """Guards ``fit`` from its start to the end of its first step.
+
+  The first step traces the model and runs the first collectives (or, under
+  ps, the first remote calls): where a peer that vanished after start-up
+  is met first. Use :meth:`callback` first in ``fit``'s callbacks and
+  :meth:`around_fit` around ``fit`` (which ends the phase when ``fit``
+  raises before its first step ended).
+  """
+
+  def __init__(self, task: Optional[cluster_lib.Task], *,
+               peer_timeout: float):
+    self._task = task
+    self._deadline_s = 2 * peer_timeout
+    self._phase = contextlib.ExitStack()
+
+  def _begin(self) -> None:
+    if self._task is not None:
+      self._phase.enter_context(watchdog.phase(
+          "first step", deadline_s=self._deadline_s,
+          peers=_peers(self._task)))
+
+  @contextlib.contextmanager
+  def around_fit(self):
+    try:
+      yield
+    finally:
+      self._phase.close()
+
+  def callback(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    owner = self
+
+    class _Callback(tf.keras.callbacks.Callback):
+
+      def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True  # no batch logs read (ps)
+
+      def on_train_begin(self, logs=None):
+        owner._begin()  # pylint: disable=protected-access
+
+      def on_train_batch_end(self, batch, logs=None):
+        owner._phase.close()  # pylint: disable=protected-access
+
+      def on_train_end(self, logs=None):
+        owner._phase.close()  # pylint: disable=protected-access
+
+    return _Callback()
