@@ -16,7 +16,7 @@ import threading
 import portpicker
 import pytest
 
-from conftest import REPO, child_env, wait_for
+from conftest import REPO, child_env, trainer, wait_for
 from tfdist import cluster as cluster_lib
 from tfdist import errors
 from tfdist import launch
@@ -201,3 +201,109 @@ def test_stalled_multiworker_peer_named_by_the_heartbeat(tmp_path):
   (line,) = _error_lines(err)
   assert line.startswith("error: training"), line
   assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
+
+
+# --- the trainers: peers that passed preflight and vanished -------------------
+
+def _task(cluster: dict, name: str) -> cluster_lib.Task:
+  job, index = name.rsplit("-", 1)
+  return cluster_lib.make_task(cluster, job, int(index))
+
+
+class _StandIn:
+  """Answers ``name``'s preflight handshake in ``cluster`` (as a peer that
+  passed preflight), until closed: a task killed before its TensorFlow
+  server started."""
+
+  def __init__(self, cluster: dict, name: str):
+    self._listener = preflight._Listener(  # pylint: disable=protected-access
+        _task(cluster, name),
+        f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+        f"{name}\n".encode())
+
+  def close(self):
+    self._listener.close()
+
+
+def _start_trainer(cluster: dict, name: str, strategy: str,
+                   peer_timeout: float):
+  task = _task(cluster, name)
+  return subprocess.Popen(
+      trainer("mnist", f"--strategy={strategy}", "--epochs=1",
+              "--steps_per_epoch=5", f"--peer_timeout={peer_timeout}"),
+      cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, start_new_session=True,
+      env=child_env(TF_CONFIG=cluster_lib.make_tf_config(cluster, task.type,
+                                                          task.index)))
+
+
+def _past_preflight(cluster: dict, name: str, strategy: str,
+                    peer_timeout: float):
+  """The trainer ``name``, once its TensorFlow server runs (it is past
+  preflight, in strategy creation) and every peer's stand-in is gone."""
+  own = _task(cluster, name).address
+  stand_ins = [_StandIn(cluster, peer)
+               for peer in preflight.peers_of(_task(cluster, name))]
+  process = _start_trainer(cluster, name, strategy, peer_timeout)
+  try:
+    # Its server answers gRPC: preflight passed, strategy creation began.
+    wait_for(lambda: (preflight.probe(own) or ("",))[0] == "server"
+             or process.poll() is not None,
+             f"{name} to start its TensorFlow server", timeout=90)
+  finally:
+    for stand_in in stand_ins:
+      stand_in.close()
+  return process
+
+
+def _two_workers() -> dict:
+  return {"worker": [f"127.0.0.1:{portpicker.pick_unused_port()}"
+                     for _ in range(2)]}
+
+
+def _ps_cluster() -> dict:
+  ports = [portpicker.pick_unused_port() for _ in range(3)]
+  return {"chief": [f"127.0.0.1:{ports[0]}"],
+          "worker": [f"127.0.0.1:{ports[1]}"],
+          "ps": [f"127.0.0.1:{ports[2]}"]}
+
+
+def test_trainer_names_the_peer_that_vanished_after_preflight():
+  """The issue's first repro: worker-0 exits within --peer_timeout + 10 s
+  with one line naming worker-1, status 200."""
+  cluster = _two_workers()
+  process = _past_preflight(cluster, "worker-0", "multiworker", 10)
+  status, err = _finish(process, timeout=10 + 10)
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "strategy creation" in line, line
+  assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
+
+
+def test_sigint_ends_a_trainer_blocked_in_strategy_creation():
+  process = _past_preflight(_two_workers(), "worker-0", "multiworker", 120)
+  process.send_signal(signal.SIGINT)
+  status, err = _finish(process, timeout=5)
+  assert status == errors.EXIT_INTERRUPTED, err[-3000:]
+
+
+@pytest.mark.parametrize("signum,status", [
+    (signal.SIGINT, errors.EXIT_INTERRUPTED),
+    (signal.SIGTERM, errors.EXIT_PREEMPTED)])
+def test_signal_ends_a_ps_chief_whose_ps_vanished(signum, status):
+  process = _past_preflight(_ps_cluster(), "chief-0", "ps", 120)
+  process.send_signal(signum)
+  got, err = _finish(process, timeout=5)
+  assert got == status, err[-3000:]
+  assert not _error_lines(err), err[-3000:]
+
+
+def test_ps_chief_names_its_vanished_peers_at_the_deadline():
+  cluster = _ps_cluster()
+  process = _past_preflight(cluster, "chief-0", "ps", 8)
+  status, err = _finish(process, timeout=8 + 10)
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "cluster creation did not finish within 8 s" in line, line
+  for job in ("worker", "ps"):
+    assert f"{job}-0 at {cluster[job][0]}" in line, line
