@@ -62,6 +62,10 @@ class TrainConfig:
   heartbeat_timeout: float = _setting(
       10.0, "multiworker: seconds without a peer's heartbeat (killed, "
       "stopped, cut off) before the job stops with status 200.")
+  stall_timeout: float = _setting(
+      0.0, "ps chief: seconds without a completed step (a stalled worker or "
+      "ps) before the job stops with status 200; 0 = 50 x the measured step "
+      "time, at least 10 s.")
   eval_batch_size: int = _setting(
       1000, "Batch size of the test-set evaluations.")
   seed: int = _setting(0, "Seed for weights and shuffling.")
@@ -166,6 +170,9 @@ def _check_numbers(config: TrainConfig) -> None:
   for name in ("peer_timeout", "heartbeat_timeout"):
     if not getattr(config, name) > 0:
       raise ConfigError(f"--{name}={getattr(config, name)}: must be > 0")
+  if config.stall_timeout < 0:
+    raise ConfigError(f"--stall_timeout={config.stall_timeout}: must be 0 "
+                      "(derived from the step time) or more")
   if config.verbose not in (AUTO_VERBOSE, 0, 1, 2):
     raise ConfigError(f"--verbose={config.verbose}: use 0, 1, 2 or -1 (auto)")
 

@@ -4,8 +4,9 @@ Owns: which blocking phase of a training task gets which deadline, all
 derived from ``--peer_timeout`` (and ``--heartbeat_timeout``), and how each
 is guarded: TensorFlow's own knobs where they exist (the coordination
 service's registration barrier and heartbeats, see tfdist.coordination),
-otherwise a tfdist.watchdog phase. Imports tfdist.cluster, coordination,
-preflight and watchdog; TensorFlow only inside functions.
+otherwise a tfdist.watchdog phase. Imports tfdist.cli, cluster,
+coordination, errors, preflight and watchdog; TensorFlow only inside
+functions.
 
 ================================  =====================  ==================
 phase                             deadline               guarded by
@@ -14,6 +15,8 @@ multiworker strategy creation     peer_timeout (+10 s)   registration
                                                          barrier; watchdog
                                                          backstop
 ps cluster creation (chief)       peer_timeout           watchdog
+ps: no step completes             --stall_timeout, or    StallWatch
+                                  50 x step time (10 s+)
 first step (tracing included)     2 x peer_timeout       watchdog
 checkpoint save                   peer_timeout           watchdog
 multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
@@ -28,10 +31,14 @@ and exit status 200 (tfdist.errors.EXIT_PEER_LOST).
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from typing import Optional
 
+from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist import coordination
+from tfdist import errors
 from tfdist import preflight
 from tfdist import watchdog
 
@@ -139,5 +146,95 @@ class FirstStep:
 
       def on_train_end(self, logs=None):
         owner._phase.close()  # pylint: disable=protected-access
+
+    return _Callback()
+
+
+class StallWatch:
+  """Under ps: ends the chief when its workers stop completing steps.
+
+  A stalled worker (SIGSTOP, a hung driver, a partition) never fails its
+  step, so no TensorFlow error comes: the epoch's end waits forever for the
+  step it holds. A thread samples the ClusterCoordinator's pending steps
+  (queued and in flight); when some are pending and none completed for the
+  deadline, it names the peers that no longer answer
+  (tfdist.preflight.probe: a stopped process accepts connections but says
+  nothing) and ends the process with status 200.
+
+  The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
+  measured time per completed step, at least ``_MIN_STALL_S``.
+  """
+  _STEPS = 50
+  _MIN_STALL_S = 10.0
+  _SAMPLE_S = 0.2
+
+  def __init__(self, task: cluster_lib.Task, *, stall_timeout: float = 0.0):
+    self._task = task
+    self._stall_timeout = stall_timeout
+    self._queue = None  # the coordinator's closure queue, once fit began
+    self._step_s = 0.0  # measured seconds per completed step
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._watch, daemon=True,
+                                    name="watchdog: stalled peers")
+
+  def deadline_s(self) -> float:
+    if self._stall_timeout > 0:
+      return self._stall_timeout
+    return max(self._MIN_STALL_S, self._STEPS * self._step_s)
+
+  def _pending(self) -> int:
+    queue = self._queue
+    return queue._queue.qsize() + queue._inflight_closure_count  # pylint: disable=protected-access
+
+  def silent_peers(self) -> list:
+    """The peers that do not answer as a TensorFlow server."""
+    return [f"{name} at {address}"
+            for name, address in _peers(self._task).items()
+            if (preflight.probe(address) or ("",))[0] != "server"]
+
+  def _measure(self, completed: int, seconds: float) -> None:
+    if completed > 0:  # a moving average of the time per step
+      sample = seconds / completed
+      self._step_s = sample if not self._step_s else (
+          0.9 * self._step_s + 0.1 * sample)
+
+  def _watch(self) -> None:
+    pending, since = 0, time.monotonic()
+    while not self._stop.wait(self._SAMPLE_S):
+      now, was = time.monotonic(), pending
+      pending = self._pending()
+      if pending < was:
+        self._measure(was - pending, now - since)
+      if pending != was or pending == 0:
+        since = now  # progress, or nothing to wait for
+        continue
+      if now - since < self.deadline_s():
+        continue
+      silent = self.silent_peers()
+      if self._stop.is_set() or self._pending() != pending:
+        continue  # finished, or a step completed meanwhile
+      watchdog.exit_now(cli.report(errors.PeerLost(
+          f"training: no step completed for {now - since:.0f} s (a stalled "
+          "worker or ps holds one)", silent)))
+
+  def callback(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    owner = self
+
+    class _Callback(tf.keras.callbacks.Callback):
+
+      def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True  # no batch logs read (ps)
+
+      def on_train_begin(self, logs=None):
+        coordinator = getattr(self.model, "_cluster_coordinator", None)
+        cluster = getattr(coordinator, "_cluster", None)
+        owner._queue = getattr(cluster, "closure_queue", None)  # pylint: disable=protected-access
+        if owner._queue is not None:  # pylint: disable=protected-access
+          owner._thread.start()  # pylint: disable=protected-access
+
+      def on_train_end(self, logs=None):
+        owner._stop.set()  # pylint: disable=protected-access
 
     return _Callback()

@@ -192,6 +192,10 @@ class Runtime(abc.ABC):
     return deadlines.FirstStep(self.task,
                                peer_timeout=self.config.peer_timeout)
 
+  def progress_watches(self) -> list:
+    """Callbacks of ``fit`` that end the task when training stalls."""
+    return []
+
   def wait_for_peers(self, point: str) -> None:
     """Returns once every training task has reached ``point`` (a barrier
     with a deadline where several tasks train in sync)."""
@@ -263,6 +267,13 @@ class ParameterServerRuntime(Runtime):
     # The workers' pipelines cannot tell each other apart: a fresh seed each.
     return None
 
+  def progress_watches(self) -> list:
+    # A stalled worker fails no step: the epoch's end would wait forever.
+    if self.task is None:
+      return []
+    return [deadlines.StallWatch(
+        self.task, stall_timeout=self.config.stall_timeout).callback()]
+
   def peer_preemption(self):
     # A worker or ps task that gets SIGTERM asks the chief to save and stop
     # the job (they cannot save: the chief drives).
@@ -275,7 +286,9 @@ class ParameterServerRuntime(Runtime):
     hosting.signal_done(self.task, preempted=True)
 
   def finish(self) -> None:
-    hosting.signal_done(self.task)
+    # A worker killed near the end may be restarting: told within the
+    # peers' deadline.
+    hosting.signal_done(self.task, restart_timeout=self.config.peer_timeout)
 
 
 _RUNTIMES = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,

@@ -79,7 +79,8 @@ def run(config: TrainConfig, *, model_fn: Callable,
     with runtime.fitting(), first_step.around_fit():
       history = model.fit(
           train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-          callbacks=[first_step.callback()] + callbacks,
+          callbacks=[first_step.callback(), *runtime.progress_watches(),
+                     *callbacks],
           verbose=_verbosity(runtime))
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
