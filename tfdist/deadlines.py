@@ -99,6 +99,19 @@ def checkpoint_save(task: Optional[cluster_lib.Task], *,
                         peers=_peers(task))
 
 
+def _keras_callback(**hooks):
+  """A Keras callback whose hooks (``on_train_begin=f``...) call ``f`` with
+  the callback. It reads no batch logs (RemoteValues under ps), so tf-keras
+  may call its batch hooks under ParameterServerStrategy."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  callback = tf.keras.callbacks.Callback()
+  callback._supports_tf_logs = True  # pylint: disable=protected-access
+  for name, hook in hooks.items():
+    setattr(callback, name,
+            lambda *args, hook=hook, **kwargs: hook(callback))
+  return callback
+
+
 class FirstStep:
   """Guards ``fit`` from its start to the end of its first step.
 
@@ -129,25 +142,10 @@ class FirstStep:
       self._phase.close()
 
   def callback(self):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    owner = self
-
-    class _Callback(tf.keras.callbacks.Callback):
-
-      def __init__(self):
-        super().__init__()
-        self._supports_tf_logs = True  # no batch logs read (ps)
-
-      def on_train_begin(self, logs=None):
-        owner._begin()  # pylint: disable=protected-access
-
-      def on_train_batch_end(self, batch, logs=None):
-        owner._phase.close()  # pylint: disable=protected-access
-
-      def on_train_end(self, logs=None):
-        owner._phase.close()  # pylint: disable=protected-access
-
-    return _Callback()
+    return _keras_callback(
+        on_train_begin=lambda callback: self._begin(),
+        on_train_batch_end=lambda callback: self._phase.close(),
+        on_train_end=lambda callback: self._phase.close())
 
 
 class StallWatch:
@@ -217,24 +215,14 @@ class StallWatch:
           f"training: no step completed for {now - since:.0f} s (a stalled "
           "worker or ps holds one)", silent)))
 
+  def _start(self, model) -> None:
+    coordinator = getattr(model, "_cluster_coordinator", None)
+    cluster = getattr(coordinator, "_cluster", None)
+    self._queue = getattr(cluster, "closure_queue", None)
+    if self._queue is not None:
+      self._thread.start()
+
   def callback(self):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    owner = self
-
-    class _Callback(tf.keras.callbacks.Callback):
-
-      def __init__(self):
-        super().__init__()
-        self._supports_tf_logs = True  # no batch logs read (ps)
-
-      def on_train_begin(self, logs=None):
-        coordinator = getattr(self.model, "_cluster_coordinator", None)
-        cluster = getattr(coordinator, "_cluster", None)
-        owner._queue = getattr(cluster, "closure_queue", None)  # pylint: disable=protected-access
-        if owner._queue is not None:  # pylint: disable=protected-access
-          owner._thread.start()  # pylint: disable=protected-access
-
-      def on_train_end(self, logs=None):
-        owner._stop.set()  # pylint: disable=protected-access
-
-    return _Callback()
+    return _keras_callback(
+        on_train_begin=lambda callback: self._start(callback.model),
+        on_train_end=lambda callback: self._stop.set())
