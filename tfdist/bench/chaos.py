@@ -8,9 +8,9 @@ a --model_dir and frequent checkpoints, and at a random moment of start-up,
 training or shutdown sends SIGKILL, SIGSTOP or SIGTERM to a random task.
 It then measures how long every other task takes to exit and with which
 status, continues (SIGCONT) a stopped task once the others are gone (and
-kills it if it does not exit), relaunches an unfinished job on the same
---model_dir to see whether it resumes from a checkpoint, and reads every
-checkpoint left. A *hang* is a task still alive past its deadline
+kills it if it does not exit), relaunches an unfinished job that left a
+checkpoint on the same --model_dir to see whether it resumes, and reads
+every checkpoint left. A *hang* is a task still alive past its deadline
 (:func:`deadline_s`): killed, and counted. Every status must be explained
 (:data:`MEANINGS`).
 
@@ -56,11 +56,11 @@ MEANINGS = {
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """The training each trial runs, and the deadlines it is held to."""
-  peer_timeout: float = 15.0
+  peer_timeout: float = 10.0
   heartbeat_timeout: float = 10.0
-  epochs: int = 3
-  steps_per_epoch: int = 40
-  checkpoint_every_steps: int = 10
+  epochs: int = 2
+  steps_per_epoch: int = 30
+  checkpoint_every_steps: int = 5
   startup_s: float = 10.0  # start-up actions fall in [0, startup_s)
 
   def flags(self, model_dir: str) -> list:
@@ -161,7 +161,8 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     record.update(_outcome(job, acted_at, others, hung))
   finally:
     job.kill()
-  if relaunch and record["statuses"].get(job.primary) != 0:
+  if (relaunch and record["statuses"].get(job.primary) != 0
+      and _has_checkpoint(model_dir)):
     record.update(_relaunch(strategy, settings, model_dir))
   record["checkpoints_readable"] = checkpoints_readable(model_dir)
   shutil.rmtree(model_dir, ignore_errors=True)
@@ -193,8 +194,10 @@ def _relaunch(strategy: str, settings: Settings, model_dir: str) -> dict:
     hung = job.wait(list(job.processes), time.monotonic() + 240)
     result = job.result(job.primary)
     start_step = json.loads(result)["start_step"] if result else None
+    failed = {n: job.output[n][-3:] for n in job.processes
+              if job.status(n) != 0}
     return {"relaunch_status": job.status(job.primary),
-            "relaunch_hangs": hung,
+            "relaunch_hangs": hung, "relaunch_failed": failed,
             "resumed": bool(had_checkpoint and start_step)}
   finally:
     job.kill()
