@@ -6,12 +6,14 @@ tf.distribute.Server, a real HTTP server and a socket that never speaks.
 """
 
 import http.server
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import portpicker
 import pytest
@@ -311,6 +313,7 @@ def test_ps_chief_names_its_vanished_peers_at_the_deadline():
 
 # --- the quick chaos sweep -----------------------------------------------------
 
+@pytest.mark.timeout(900)
 def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
   """10 seeded trials of tfdist.bench.chaos (its full sweep: 50 in the
   README): a task of a real multiworker or ps job killed, stopped or
@@ -327,3 +330,35 @@ def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
     assert not record["hangs"], record
     assert not record["unexplained"], record
     assert record["checkpoints_readable"], record
+
+
+# --- a stalled ps worker -------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_ps_job_finishes_while_a_worker_stays_stopped(tmp_path):
+  """The issue's third repro: worker-1 stopped (SIGSTOP) mid-epoch; the
+  chief goes on without it from the last checkpoint and the job finishes
+  with the test accuracy of a normal run, worker-1 stopped all along."""
+  from tfdist.bench import jobs  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "model"
+  job = jobs.Job("ps", ["--epochs=3", f"--model_dir={model_dir}",
+                        "--checkpoint_every_steps=50", "--verbose=0"])
+  try:
+    job.start()
+    wait_for((model_dir / "checkpoints" / "checkpoint").exists,
+             "the first checkpoint", timeout=180)
+    job.signal("worker-1", signal.SIGSTOP)
+    still = job.wait(["chief-0", "worker-0", "ps-0"],
+                     time.monotonic() + 300)
+    assert not still, "\n".join(job.output["chief-0"][-20:])
+    assert job.alive("worker-1")  # stopped all along
+  finally:
+    job.kill()
+  chief = "\n".join(job.output["chief-0"])
+  assert "worker-1 at" in chief and "goes on without it" in chief, chief
+  for name in ("chief-0", "worker-0", "ps-0"):
+    assert job.status(name) == 0, "\n".join(job.output[name][-20:])
+  result = json.loads(job.result("chief-0"))
+  assert result["start_step"] > 0, result  # resumed from a checkpoint
+  assert result["num_replicas"] == 1, result  # without worker-1
+  assert result["test_accuracy"] >= 0.90, result

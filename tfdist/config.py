@@ -64,8 +64,9 @@ class TrainConfig:
       "stopped, cut off) before the job stops with status 200.")
   stall_timeout: float = _setting(
       0.0, "ps chief: seconds without a completed step (a stalled worker or "
-      "ps) before the job stops with status 200; 0 = 50 x the measured step "
-      "time, at least 10 s.")
+      "ps) before the chief goes on without a stalled worker (or, when it "
+      "cannot, stops with status 200); 0 = 50 x the measured step time, at "
+      "least 10 s.")
   eval_batch_size: int = _setting(
       1000, "Batch size of the test-set evaluations.")
   seed: int = _setting(0, "Seed for weights and shuffling.")

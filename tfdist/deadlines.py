@@ -4,7 +4,7 @@ Owns: which blocking phase of a training task gets which deadline, all
 derived from ``--peer_timeout`` (and ``--heartbeat_timeout``), and how each
 is guarded: TensorFlow's own knobs where they exist (the coordination
 service's registration barrier and heartbeats, see tfdist.coordination),
-otherwise a tfdist.watchdog phase. Imports tfdist.cli, cluster,
+otherwise a tfdist.watchdog phase. Imports tfdist.cli, cluster, console,
 coordination, errors, preflight and watchdog; TensorFlow only inside
 functions.
 
@@ -33,10 +33,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from tfdist import cli
 from tfdist import cluster as cluster_lib
+from tfdist import console
 from tfdist import coordination
 from tfdist import errors
 from tfdist import preflight
@@ -148,19 +149,40 @@ class FirstStep:
         on_train_end=lambda callback: self._phase.close())
 
 
+_on_stalled_workers = None
+
+
+def on_stalled_workers(handler: Callable[[list], None]) -> None:
+  """Sets how a ps chief goes on without stalled workers.
+
+  ``handler(names)`` gets the stalled workers' names (``worker-1``) while
+  some other worker still answers, and must not return: the trainers'
+  entry point re-executes the chief with a cluster that leaves them out,
+  which resumes from the last checkpoint (a library never re-executes a
+  process). Without a handler, a stall ends the chief with status 200.
+  """
+  global _on_stalled_workers  # pylint: disable=global-statement
+  _on_stalled_workers = handler
+
+
 class StallWatch:
-  """Under ps: ends the chief when its workers stop completing steps.
+  """Under ps: ends the chief when its training stops making progress.
 
   A stalled worker (SIGSTOP, a hung driver, a partition) never fails its
   step, so no TensorFlow error comes: the epoch's end waits forever for the
-  step it holds. A thread samples the ClusterCoordinator's pending steps
-  (queued and in flight); when some are pending and none completed for the
-  deadline, it names the peers that no longer answer
-  (tfdist.preflight.probe: a stopped process accepts connections but says
-  nothing) and ends the process with status 200.
+  step it holds, and a remote call to it (a preemption check) never
+  returns. A thread watches the progress: the ClusterCoordinator's pending
+  steps (queued and in flight) changing, or ``fit`` calling its batch hooks;
+  when there is none for the deadline, it names the peers that no longer
+  answer (tfdist.preflight.probe: a stopped process accepts connections but
+  says nothing). When only some workers stalled and an entry point said how
+  (:func:`on_stalled_workers`), the chief goes on without them; otherwise
+  the process ends with status 200. Not watched: the first step (tracing;
+  its own deadline) and an epoch's end (evaluation, saves).
 
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
-  measured time per completed step, at least ``_MIN_STALL_S``.
+  measured time between two signs of progress (about a step), at least
+  ``_MIN_STALL_S``.
   """
   _STEPS = 50
   _MIN_STALL_S = 10.0
@@ -170,7 +192,9 @@ class StallWatch:
     self._task = task
     self._stall_timeout = stall_timeout
     self._queue = None  # the coordinator's closure queue, once fit began
-    self._step_s = 0.0  # measured seconds per completed step
+    self._step_s = 0.0  # measured seconds between signs of progress
+    self._beats = 0  # batch hooks called
+    self._watching = False  # between a first step and an epoch's end
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name="watchdog: stalled peers")
@@ -180,40 +204,57 @@ class StallWatch:
       return self._stall_timeout
     return max(self._MIN_STALL_S, self._STEPS * self._step_s)
 
-  def _pending(self) -> int:
+  def _progress(self) -> tuple:
     queue = self._queue
-    return queue._queue.qsize() + queue._inflight_closure_count  # pylint: disable=protected-access
+    pending = queue._queue.qsize() + queue.inflight_closure_count  # pylint: disable=protected-access
+    return pending, self._beats
 
-  def silent_peers(self) -> list:
-    """The peers that do not answer as a TensorFlow server."""
-    return [f"{name} at {address}"
-            for name, address in _peers(self._task).items()
-            if (preflight.probe(address) or ("",))[0] != "server"]
+  def silent_peers(self) -> dict:
+    """The peers (name -> address) that do not answer as a TensorFlow
+    server."""
+    return {name: address for name, address in _peers(self._task).items()
+            if (preflight.probe(address) or ("",))[0] != "server"}
 
-  def _measure(self, completed: int, seconds: float) -> None:
-    if completed > 0:  # a moving average of the time per step
-      sample = seconds / completed
-      self._step_s = sample if not self._step_s else (
-          0.9 * self._step_s + 0.1 * sample)
+  def _measure(self, seconds: float) -> None:
+    # A moving average of the time between two changes of the progress.
+    self._step_s = seconds if not self._step_s else (
+        0.9 * self._step_s + 0.1 * seconds)
 
   def _watch(self) -> None:
-    pending, since = 0, time.monotonic()
+    seen, since = (0, 0), time.monotonic()
     while not self._stop.wait(self._SAMPLE_S):
-      now, was = time.monotonic(), pending
-      pending = self._pending()
-      if pending < was:
-        self._measure(was - pending, now - since)
-      if pending != was or pending == 0:
-        since = now  # progress, or nothing to wait for
+      now, progress = time.monotonic(), self._progress()
+      if progress != seen or not self._watching:
+        if self._watching:
+          self._measure(now - since)
+        seen, since = progress, now
         continue
       if now - since < self.deadline_s():
         continue
       silent = self.silent_peers()
-      if self._stop.is_set() or self._pending() != pending:
+      if self._stop.is_set() or self._progress() != seen:
         continue  # finished, or a step completed meanwhile
-      watchdog.exit_now(cli.report(errors.PeerLost(
-          f"training: no step completed for {now - since:.0f} s (a stalled "
-          "worker or ps holds one)", silent)))
+      self._stalled(silent, now - since)
+
+  def _beat(self, watching: bool = True) -> None:
+    self._beats += 1
+    self._watching = watching
+
+  def _stalled(self, silent: dict, seconds: float) -> None:
+    """Goes on without stalled workers when it can, else ends the task."""
+    workers = [n for n in _peers(self._task) if n.startswith("worker-")]
+    if (_on_stalled_workers is not None and silent
+        and all(name in workers for name in silent)
+        and len(silent) < len(workers)):
+      console.info(
+          f"{', '.join(f'{n} at {a}' for n, a in silent.items())} completed "
+          f"no step for {seconds:.0f} s; chief-0 goes on without it from "
+          "the last checkpoint")
+      _on_stalled_workers(sorted(silent))
+    watchdog.exit_now(cli.report(errors.PeerLost(
+        f"training: no step completed for {seconds:.0f} s (a stalled worker "
+        "or ps holds one)",
+        [f"{name} at {address}" for name, address in silent.items()])))
 
   def _start(self, model) -> None:
     coordinator = getattr(model, "_cluster_coordinator", None)
@@ -225,4 +266,7 @@ class StallWatch:
   def callback(self):
     return _keras_callback(
         on_train_begin=lambda callback: self._start(callback.model),
+        on_train_batch_begin=lambda callback: self._beat(self._watching),
+        on_train_batch_end=lambda callback: self._beat(),
+        on_epoch_end=lambda callback: self._beat(watching=False),
         on_train_end=lambda callback: self._stop.set())

@@ -110,13 +110,15 @@ def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
   """The name of a worker or ps task that asked to stop (SIGTERM), or None.
 
   Run by a ps-strategy chief between steps: one small remote op per task.
-  A task that cannot be asked (dead, restarting) is skipped; the
+  A task that cannot be asked (dead, restarting, stopped) is skipped; the
   coordinator deals with lost workers, and a lost ps fails the chief.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if task is None:
     return None  # in-process cluster: no task can be signalled alone
   for job, index, address in _hosting_tasks(task):
+    if not _answers(address):
+      continue  # a remote op would wait forever for a stopped task
     try:
       with tf.device(_device(job, index)):
         found = tf.io.matching_files(preempt_marker(address))
@@ -151,6 +153,8 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
   last_report = start
   while True:
     for name, (job, index, address) in list(pending.items()):
+      if not _answers(address):
+        continue  # gone or stopped: a remote op to it would never return
       try:
         with tf.device(_device(job, index)):
           tf.io.write_file(done_marker(address),
@@ -171,8 +175,10 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
   for name, (_, _, address) in pending.items():
     # A task that died for good cannot be told; it stops on its own once
     # the chief is gone (see host_until_done).
+    why = (type(failures[name]).__name__ if name in failures
+           else "it did not answer")
     console.info(f"could not tell {name} at {address} that training is over "
-                 f"({type(failures[name]).__name__})")
+                 f"({why})")
 
 
 def _remove(*paths: str) -> None:

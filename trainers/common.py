@@ -35,6 +35,7 @@ from tfdist import cluster  # pylint: disable=wrong-import-position
 from tfdist import config as config_lib  # pylint: disable=wrong-import-position
 from tfdist import console  # pylint: disable=wrong-import-position
 from tfdist import data  # pylint: disable=wrong-import-position
+from tfdist import deadlines  # pylint: disable=wrong-import-position
 from tfdist import errors  # pylint: disable=wrong-import-position
 from tfdist import evaluator  # pylint: disable=wrong-import-position
 from tfdist import hosting  # pylint: disable=wrong-import-position
@@ -116,6 +117,20 @@ def run_trainer(*, model_fn, model_name: str,
       model_fn=model_fn, model_name=model_name, data_options=data_options))
 
 
+def _restart_without(workers: list) -> None:
+  """Re-executes this ps chief with a cluster that leaves out ``workers``
+  (stalled: see tfdist.deadlines.StallWatch); it resumes from the last
+  checkpoint in --model_dir and trains with the other workers."""
+  task = cluster.task_from_environ(os.environ)
+  kept = [address for index, address in enumerate(task.cluster["worker"])
+          if f"worker-{index}" not in workers]
+  env = dict(os.environ, TF_CONFIG=cluster.make_tf_config(
+      dict(task.cluster, worker=kept), task.type, task.index))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, env)
+
+
 def _run_task_to_the_end(**task) -> int:
   """:func:`_run_task`; a lost peer or Ctrl-C ends the process at once.
 
@@ -123,6 +138,7 @@ def _run_task_to_the_end(**task) -> int:
   barrier, a collective's pending calls): after a lost peer or SIGINT the
   process ends without it (tfdist.watchdog.exit_now).
   """
+  deadlines.on_stalled_workers(_restart_without)
   try:
     return _run_task(**task)
   except errors.TaskLost as e:
