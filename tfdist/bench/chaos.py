@@ -16,7 +16,7 @@ every checkpoint left. A *hang* is a task still alive past its deadline
 
 Prints one line per trial and a summary table (per strategy and phase:
 trials, hangs, seconds until every other task exited); ``--out`` writes
-every trial as JSON. Imports tfdist.bench.jobs, tfdist.checkpoint and
+every trial as a JSON line as it ends. Imports tfdist.bench.jobs, tfdist.checkpoint and
 tfdist.cli; TensorFlow (to read checkpoints) inside functions.
 """
 
@@ -253,8 +253,9 @@ def summary(records: list) -> str:
 
 def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
           strategies=tuple(jobs_lib.SHAPES), relaunch: bool = True,
-          report=print) -> list:
-  """Runs ``trials`` trials; returns their records."""
+          report=lambda record: print(_one_line(record))) -> list:
+  """Runs ``trials`` trials; returns their records (each given to
+  ``report`` as it ends)."""
   rng = random.Random(seed)
   workdir = tempfile.mkdtemp(prefix="tfdist-chaos-")
   records = []
@@ -264,7 +265,7 @@ def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
       record = run_trial(index, strategy, phase, action, settings, workdir,
                          rng, relaunch=relaunch)
       records.append(record)
-      report(_one_line(record))
+      report(record)
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
   return records
@@ -288,10 +289,25 @@ def main(argv=None) -> int:
   parser.add_argument("--no_relaunch", action="store_true",
                       help="skip relaunching unfinished jobs")
   parser.add_argument("--out", help="write every trial as JSON here")
+  parser.add_argument("--summarize",
+                      help="only print the table of an --out file's trials "
+                           "(e.g. of a sweep stopped early)")
   args = parser.parse_args(argv)
+  if args.summarize:
+    with open(args.summarize) as f:
+      print(summary([json.loads(line) for line in f]))
+    return 0
   start = time.monotonic()
+  out = open(args.out, "w") if args.out else None  # pylint: disable=consider-using-with
+
+  def report(record: dict) -> None:
+    print(_one_line(record), flush=True)
+    if out:  # one JSON line per trial, as it ends
+      out.write(json.dumps(record) + "\n")
+      out.flush()
+
   records = sweep(args.trials, seed=args.seed,
-                  relaunch=not args.no_relaunch)
+                  relaunch=not args.no_relaunch, report=report)
   print(summary(records))
   hangs = sum(len(r["hangs"]) + len(r.get("relaunch_hangs", ()))
               for r in records)
@@ -300,10 +316,8 @@ def main(argv=None) -> int:
         f"{sum(len(r['unexplained']) for r in records)} unexplained "
         f"statuses, {sum(not r['checkpoints_readable'] for r in records)} "
         "with an unreadable checkpoint")
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump({"settings": dataclasses.asdict(Settings()),
-                 "trials": records}, f, indent=1)
+  if out:
+    out.close()
   return 0 if hangs == 0 else 1
 
 
