@@ -135,12 +135,18 @@ def _run_task_to_the_end(**task) -> int:
   """:func:`_run_task`; a lost peer or Ctrl-C ends the process at once.
 
   TensorFlow's teardown would first wait for the peers (its shutdown
-  barrier, a collective's pending calls): after a lost peer or SIGINT the
-  process ends without it (tfdist.watchdog.exit_now).
+  barrier, a collective's or a remote call's pending calls): a cluster task
+  that is done, lost a peer or got SIGINT ends without it
+  (tfdist.watchdog.exit_now).
   """
   deadlines.on_stalled_workers(_restart_without)
   try:
-    return _run_task(**task)
+    status = _run_task(**task)
+    if os.environ.get("TF_CONFIG"):
+      # Done, outputs written: TensorFlow's teardown would wait for any
+      # peer's pending remote call, forever for a stopped peer.
+      watchdog.exit_now(status)
+    return status
   except errors.TaskLost as e:
     watchdog.exit_now(cli.report(e))
   except KeyboardInterrupt:
