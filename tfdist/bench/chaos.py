@@ -78,11 +78,13 @@ def deadline_s(strategy: str, settings: Settings) -> float:
   multiworker: start-up (TensorFlow's import, preflight's --peer_timeout),
   then the registration or barrier deadline (--peer_timeout) or the
   heartbeat (--heartbeat_timeout). ps: also the hosting tasks' wait for a silent chief
-  and the chief's wait to tell a restarting worker (--peer_timeout each).
-  Plus 30 s for the rest of the training and the exit.
+  and the chief's wait to tell a restarting worker (--peer_timeout each),
+  and a chief that goes on without a stalled worker: its restart and the
+  rest of the training (60 s). Plus 30 s for the exit.
   """
-  rounds = 2 if strategy == "multiworker" else 3
-  return rounds * settings.peer_timeout + settings.heartbeat_timeout + 30
+  if strategy == "multiworker":
+    return 2 * settings.peer_timeout + settings.heartbeat_timeout + 30
+  return 3 * settings.peer_timeout + settings.heartbeat_timeout + 60 + 30
 
 
 def _has_checkpoint(model_dir: str) -> bool:
