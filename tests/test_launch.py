@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import time
 import pytest
 
 from conftest import REPO, SPECS, child_env, json_lines, run, wait_for
+from tfdist import launch
 
 TASK = textwrap.dedent("""
     import json, os, sys, threading, time
@@ -339,3 +341,30 @@ def test_successful_two_worker_run_prints_no_error(tmp_path):
   assert len(results) == 2, done.stdout[-3000:]
   assert results[0]["weights_digest"] == results[1]["weights_digest"]
   assert results[0]["test_accuracy"] >= 0.91
+
+
+def test_spec_of_other_machines_refused_at_once(tmp_path):
+  """Read from the spec alone: no task starts, no address but loopback is
+  ever contacted (names are not resolved, addresses only bound)."""
+  spec = tmp_path / "two_machines.json"
+  spec.write_text(json.dumps({
+      "chief": ["127.0.0.1:0"],
+      # TEST-NET-1 (RFC 5737) and a reserved name: never this machine.
+      "worker": ["192.0.2.10:2222", "trainer-b.example:2222"]}))
+  done = run(_launcher(str(spec), [sys.executable, "-c", "pass"]),
+             timeout=60)
+  assert done.returncode == 2, done.stderr
+  (line,) = done.stderr.splitlines()
+  assert line.startswith("error: the spec puts worker-0 at 192.0.2.10:2222, "
+                         "worker-1 at trainer-b.example:2222 on other "
+                         "machines"), line
+  assert "[launch] starting" not in done.stdout
+
+
+def test_this_machine_is_loopback_its_name_or_its_interfaces():
+  assert launch.is_this_machine("127.0.0.1")
+  assert launch.is_this_machine("[::1]")
+  assert launch.is_this_machine("localhost")
+  assert launch.is_this_machine(socket.gethostname())
+  assert not launch.is_this_machine("192.0.2.10")
+  assert not launch.is_this_machine("trainer-b.example")

@@ -36,6 +36,7 @@ that names the latest checkpoint; :func:`latest` reads that file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -179,7 +180,8 @@ class Checkpointing:
   def __init__(self, *, model, strategy, model_dir: str, write_dir: str,
                options: CheckpointOptions, steps_per_epoch: int,
                signature: dict, workers_agree: bool,
-               peer_preempted: Optional[Callable[[], Optional[str]]] = None):
+               peer_preempted: Optional[Callable[[], Optional[str]]] = None,
+               save_deadline: Callable = contextlib.nullcontext):
     """Args:
       model: the compiled Keras model (built, inside strategy.scope()).
       strategy: the tf.distribute strategy the model was built under.
@@ -194,6 +196,8 @@ class Checkpointing:
       peer_preempted: returns the name of another task that got SIGTERM,
         or None (ps: tfdist.hosting.preemption_requested); called at most
         every PEER_CHECK_SECONDS, as it may cost remote calls.
+      save_deadline: returns a context that guards one save with a deadline
+        (tfdist.deadlines: a save waits for the peers).
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._model = model
@@ -217,6 +221,7 @@ class Checkpointing:
     self._previous_handler = signal.SIG_DFL
     self._replica_sum = _replica_sum_fn(strategy) if workers_agree else None
     self._peer_preempted = peer_preempted
+    self._save_deadline = save_deadline
     self._next_peer_check = 0.0
     self.saved_step = -1
     self.save_seconds = 0.0
@@ -270,13 +275,14 @@ class Checkpointing:
   def save(self) -> Optional[str]:
     """Saves now (every worker must call it at the same step)."""
     start = time.perf_counter()
-    coordinator = getattr(self._model, "_cluster_coordinator", None)
-    if coordinator is not None:
-      # ps: wait for the steps in flight so the saved variables and step
-      # counter agree.
-      coordinator.join()
-    step = self.step
-    path = self._manager.save(checkpoint_number=step)
+    with self._save_deadline():
+      coordinator = getattr(self._model, "_cluster_coordinator", None)
+      if coordinator is not None:
+        # ps: wait for the steps in flight so the saved variables and step
+        # counter agree.
+        coordinator.join()
+      step = self.step
+      path = self._manager.save(checkpoint_number=step)
     if self._is_writer:
       _write_meta(self._manager.directory, self._signature)
     self.saved_step = step

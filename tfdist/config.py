@@ -57,7 +57,16 @@ class TrainConfig:
   local_ps_workers: int = _setting(
       2, "ps without TF_CONFIG: workers of the in-process cluster.")
   peer_timeout: float = _setting(
-      120.0, "Seconds to wait for the other tasks before failing.")
+      120.0, "Seconds to wait for the other tasks before failing (at "
+      "start-up, in barriers, checkpoint saves; see tfdist.deadlines).")
+  heartbeat_timeout: float = _setting(
+      10.0, "multiworker: seconds without a peer's heartbeat (killed, "
+      "stopped, cut off) before the job stops with status 200.")
+  stall_timeout: float = _setting(
+      0.0, "ps chief: seconds without a completed step (a stalled worker or "
+      "ps) before the chief goes on without a stalled worker (or, when it "
+      "cannot, stops with status 200); 0 = 50 x the measured step time, at "
+      "least 10 s.")
   eval_batch_size: int = _setting(
       1000, "Batch size of the test-set evaluations.")
   seed: int = _setting(0, "Seed for weights and shuffling.")
@@ -159,8 +168,12 @@ def _check_numbers(config: TrainConfig) -> None:
                       "(one pass over the data) or more")
   if not config.learning_rate > 0:
     raise ConfigError(f"--learning_rate={config.learning_rate}: must be > 0")
-  if not config.peer_timeout > 0:
-    raise ConfigError(f"--peer_timeout={config.peer_timeout}: must be > 0")
+  for name in ("peer_timeout", "heartbeat_timeout"):
+    if not getattr(config, name) > 0:
+      raise ConfigError(f"--{name}={getattr(config, name)}: must be > 0")
+  if config.stall_timeout < 0:
+    raise ConfigError(f"--stall_timeout={config.stall_timeout}: must be 0 "
+                      "(derived from the step time) or more")
   if config.verbose not in (AUTO_VERBOSE, 0, 1, 2):
     raise ConfigError(f"--verbose={config.verbose}: use 0, 1, 2 or -1 (auto)")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -57,13 +56,11 @@ def start_local_ps_cluster(*, num_workers: int) -> dict:
   return cluster
 
 
-def _reachable(address: str, timeout: float = 1.0) -> bool:
-  host, port = cluster_lib.split_address(address, where="peer")
-  try:
-    with socket.create_connection((host.strip("[]"), port), timeout=timeout):
-      return True
-  except OSError:
-    return False
+def _answers(address: str) -> bool:
+  """Whether a task (in preflight, or its TensorFlow server) answers at
+  ``address``. A stopped process (SIGSTOP, a hung machine) does not: its
+  kernel still accepts connections, so a bare connect would count it."""
+  return (preflight.probe(address) or ("",))[0] in ("tfdist", "server")
 
 
 def _marker(kind: str, address: str) -> str:
@@ -113,13 +110,15 @@ def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
   """The name of a worker or ps task that asked to stop (SIGTERM), or None.
 
   Run by a ps-strategy chief between steps: one small remote op per task.
-  A task that cannot be asked (dead, restarting) is skipped; the
+  A task that cannot be asked (dead, restarting, stopped) is skipped; the
   coordinator deals with lost workers, and a lost ps fails the chief.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if task is None:
     return None  # in-process cluster: no task can be signalled alone
   for job, index, address in _hosting_tasks(task):
+    if not _answers(address):
+      continue  # a remote op would wait forever for a stopped task
     try:
       with tf.device(_device(job, index)):
         found = tf.io.matching_files(preempt_marker(address))
@@ -154,6 +153,8 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
   last_report = start
   while True:
     for name, (job, index, address) in list(pending.items()):
+      if not _answers(address):
+        continue  # gone or stopped: a remote op to it would never return
       try:
         with tf.device(_device(job, index)):
           tf.io.write_file(done_marker(address),
@@ -174,8 +175,10 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
   for name, (_, _, address) in pending.items():
     # A task that died for good cannot be told; it stops on its own once
     # the chief is gone (see host_until_done).
+    why = (type(failures[name]).__name__ if name in failures
+           else "it did not answer")
     console.info(f"could not tell {name} at {address} that training is over "
-                 f"({type(failures[name]).__name__})")
+                 f"({why})")
 
 
 def _remove(*paths: str) -> None:
@@ -221,22 +224,23 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
                    f"{preempt_grace:.0f} s of SIGTERM; exiting")
       os.remove(request)
       return errors.EXIT_PREEMPTED
-    if _reachable(chief):
+    if _answers(chief):
       seen_at = now
     elif seen_at is None and now - start > chief_timeout:
       console.info(f"chief-0 at {chief} did not come up within "
                    f"{chief_timeout:.0f} s; {task.name} exits")
-      return errors.EXIT_FAILED
+      return errors.EXIT_PEER_LOST
     elif seen_at is not None and now - seen_at > chief_grace:
-      console.info(f"chief-0 at {chief} has been gone for "
+      console.info(f"chief-0 at {chief} has not answered for "
                    f"{chief_grace:.0f} s without finishing; {task.name} exits")
-      return errors.EXIT_FAILED
+      return errors.EXIT_PEER_LOST
     time.sleep(0.5)  # a polling interval, not synchronisation
   return None
 
 
 def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
-                    chief_grace: float = 60.0, peer_timeout: float = 120.0,
+                    chief_grace: Optional[float] = None,
+                    peer_timeout: float = 120.0,
                     preempt_grace: float = 20.0) -> int:
   """Hosts a ps-strategy worker or ps task until the chief is done.
 
@@ -248,11 +252,12 @@ def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   143 when it signalled that the job was preempted (see :func:`signal_done`)
   or when this task got SIGTERM and the chief did not stop the job within
   ``preempt_grace`` seconds (Kubernetes kills a pod 30 s after SIGTERM by
-  default), 1 when the chief never came up within ``chief_timeout`` seconds
-  or vanished for longer than ``chief_grace`` seconds without finishing (so
-  that no task is left behind waiting forever). Raises ConfigError when a
+  default), 200 (a lost peer, retried) when the chief never came up within
+  ``chief_timeout`` seconds or did not answer (killed, or stopped) for
+  longer than ``chief_grace`` seconds without finishing (so that no task is
+  left behind waiting forever). Raises ConfigError when a
   peer is not up within ``peer_timeout`` seconds or was started from
-  another spec.
+  another spec. ``chief_grace`` defaults to ``peer_timeout``.
   """
   marker, request = done_marker(task.address), preempt_marker(task.address)
   _remove(marker, request)  # left by an earlier job on the same address
@@ -260,7 +265,7 @@ def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   console.info(f"{task.name} hosting at {task.address} until chief-0 at "
                f"{task.cluster['chief'][0]} is done")
   status = _wait_for_chief(task, chief_timeout=chief_timeout,
-                           chief_grace=chief_grace,
+                           chief_grace=chief_grace or peer_timeout,
                            preempt_grace=preempt_grace)
   if status is not None:
     return status

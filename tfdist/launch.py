@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import ipaddress
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +56,51 @@ class _Child:
 def exit_status(returncode: int) -> int:
   """A shell-style status: 128 + N for a process killed by signal N."""
   return 128 - returncode if returncode < 0 else returncode
+
+
+def is_this_machine(host: str) -> bool:
+  """Whether ``host`` (of a spec's address) is this machine, decided with no
+  traffic: a loopback name or address, this machine's hostname, or an
+  address one of its interfaces holds (a socket can bind it). Other names
+  are not resolved: a multi-machine spec's hostnames are refused as they
+  are."""
+  host = host.strip("[]")
+  if host.lower() in ("localhost", socket.gethostname().lower()):
+    return True
+  try:
+    ip = ipaddress.ip_address(host)
+  except ValueError:
+    return False
+  if ip.is_loopback:
+    return True
+  family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+  with socket.socket(family, socket.SOCK_STREAM) as s:
+    try:
+      s.bind((host, 0))  # only an address of this machine binds
+      return True
+    except OSError:
+      return False
+
+
+def check_local(cluster) -> None:
+  """Fails in one line when the spec puts a task on another machine.
+
+  The launcher starts every task here; the tasks of a multi-machine spec
+  would wait for hosts it never started (until --peer_timeout).
+  """
+  away = [f"{name} at {address}" for name, address in (
+      (f"{job}-{index}", address)
+      for job, addresses in cluster.items()
+      for index, address in enumerate(addresses))
+          if not is_this_machine(
+              cluster_lib.split_address(address, where=name)[0])]
+  if away:
+    more = f" and {len(away) - 2} more" if len(away) > 2 else ""
+    raise ConfigError(
+        f"the spec puts {', '.join(away[:2])}{more} on other machines, but "
+        "tfdist.launch starts every task on this one; on each machine start "
+        "its task with TF_CONFIG=$(python -m tfdist.tfconfig SPEC TYPE "
+        "INDEX), or launch a spec of loopback addresses (127.0.0.1)")
 
 
 def primary_task(cluster) -> str:
@@ -296,6 +343,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(own)
   try:
     spec = cluster_lib.load_spec(args.cluster_spec)
+    check_local(spec)
     import portpicker  # pylint: disable=g-import-not-at-top
     spec = cluster_lib.assign_ports(spec, portpicker.pick_unused_port,
                                     all_ports=args.free_ports)

@@ -40,8 +40,10 @@ def steady_rate(examples_per_epoch: int, epoch_seconds: list) -> float:
   """Examples/s of the median epoch after the first (tracing, collective
   set-up and the first RPCs are warm-up, not throughput; the median, not the
   mean, so that a burst of another process on a shared machine does not
-  decide the figure); the only epoch if there is one."""
+  decide the figure); the only epoch if there is one; 0 without any."""
   timed = sorted(epoch_seconds[1:] or epoch_seconds)
+  if not timed:
+    return 0.0  # a relaunch that found the training complete ran no epoch
   middle = len(timed) // 2
   median = (timed[middle] if len(timed) % 2
             else (timed[middle - 1] + timed[middle]) / 2)

@@ -14,8 +14,9 @@ job is preempted or done. The three implementations:
 
 Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
 vanished peer into one-line :class:`~tfdist.errors.TaskLost`, around the
-``fit`` that meets them. Imports tfdist.cluster, communication, config,
-data, errors, hosting and strategy; TensorFlow only inside methods.
+``fit`` that meets them. Imports tfdist.barrier, cluster, communication,
+config, data, deadlines, errors, hosting and strategy; TensorFlow only
+inside methods.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tfdist import barrier
 from tfdist import cluster as cluster_lib
 from tfdist import communication
 from tfdist import data as data_lib
+from tfdist import deadlines
 from tfdist import hosting
 from tfdist import strategy as strategy_lib
 from tfdist.config import TrainConfig
@@ -105,7 +107,8 @@ class Runtime(abc.ABC):
         config.strategy, task=self.task,
         num_cpu_devices=config.num_cpu_devices, all_reduce=config.all_reduce,
         local_ps_workers=config.local_ps_workers,
-        peer_timeout=config.peer_timeout)
+        peer_timeout=config.peer_timeout,
+        heartbeat_timeout=config.heartbeat_timeout)
     return self.strategy
 
   @property
@@ -179,6 +182,20 @@ class Runtime(abc.ABC):
       self.on_preempted()
       raise
 
+  def save_deadline(self):
+    """A context guarding one checkpoint save (tfdist.deadlines)."""
+    return deadlines.checkpoint_save(self.task,
+                                     peer_timeout=self.config.peer_timeout)
+
+  def first_step(self) -> deadlines.FirstStep:
+    """The guard of ``fit``'s first step (tfdist.deadlines)."""
+    return deadlines.FirstStep(self.task,
+                               peer_timeout=self.config.peer_timeout)
+
+  def progress_watches(self) -> list:
+    """Callbacks of ``fit`` that end the task when training stalls."""
+    return []
+
   def wait_for_peers(self, point: str) -> None:
     """Returns once every training task has reached ``point`` (a barrier
     with a deadline where several tasks train in sync)."""
@@ -218,9 +235,11 @@ class MultiWorkerRuntime(_AllReduceRuntime):
 
   def wait_for_peers(self, point: str) -> None:
     if self.task is not None:  # a TF_CONFIG cluster: see tfdist.barrier
-      barrier.wait_for_peers(f"tfdist/{point}",
-                             timeout=self.config.peer_timeout,
-                             task_name=self.task.name)
+      with deadlines.barrier(point, self.task,
+                             peer_timeout=self.config.peer_timeout):
+        barrier.wait_for_peers(f"tfdist/{point}",
+                               timeout=self.config.peer_timeout,
+                               task_name=self.task.name)
 
   def finish(self) -> None:
     # The coordination service's leader (worker 0) must not exit while
@@ -248,6 +267,13 @@ class ParameterServerRuntime(Runtime):
     # The workers' pipelines cannot tell each other apart: a fresh seed each.
     return None
 
+  def progress_watches(self) -> list:
+    # A stalled worker fails no step: the epoch's end would wait forever.
+    if self.task is None:
+      return []
+    return [deadlines.StallWatch(
+        self.task, stall_timeout=self.config.stall_timeout).callback()]
+
   def peer_preemption(self):
     # A worker or ps task that gets SIGTERM asks the chief to save and stop
     # the job (they cannot save: the chief drives).
@@ -260,7 +286,9 @@ class ParameterServerRuntime(Runtime):
     hosting.signal_done(self.task, preempted=True)
 
   def finish(self) -> None:
-    hosting.signal_done(self.task)
+    # A worker killed near the end may be restarting: told within the
+    # peers' deadline.
+    hosting.signal_done(self.task, restart_timeout=self.config.peer_timeout)
 
 
 _RUNTIMES = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,

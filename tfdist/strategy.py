@@ -13,16 +13,18 @@ strategy          tasks that train (run fit)   tasks that host (no fit)
 :func:`plan_role` decides a task's role without TensorFlow, so every
 misconfiguration is reported before the slow import; :func:`create` then
 builds the strategy of a training task (tfdist.hosting runs the others).
-Imports tfdist.cluster, console, errors, hosting and preflight; TensorFlow
-only inside functions.
+Imports tfdist.cluster, console, deadlines, errors, hosting and preflight;
+TensorFlow only inside functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 from tfdist import cluster as cluster_lib
 from tfdist import console
+from tfdist import deadlines
 from tfdist import hosting
 from tfdist import preflight
 from tfdist.errors import ConfigError
@@ -132,7 +134,8 @@ def _communication(all_reduce: str):
 
 def create(strategy: str, *, task: Optional[cluster_lib.Task],
            num_cpu_devices: int = 1, all_reduce: str = "auto",
-           local_ps_workers: int = 2, peer_timeout: float = 120.0):
+           local_ps_workers: int = 2, peer_timeout: float = 120.0,
+           heartbeat_timeout: float = 10.0):
   """Builds the tf.distribute strategy for a task whose role is TRAIN.
 
   Args:
@@ -143,7 +146,10 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
     all_reduce: ``auto``, ``ring`` or ``nccl`` for ``multiworker``.
     local_ps_workers: with ``ps`` and no TF_CONFIG, how many workers the
       in-process local cluster gets.
-    peer_timeout: seconds to wait for the peers (see tfdist.preflight).
+    peer_timeout: seconds to wait for the peers (see tfdist.preflight),
+      before and while the strategy is created (tfdist.deadlines).
+    heartbeat_timeout: ``multiworker``: seconds of silence after which a
+      peer counts as lost.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   check_keras(strategy)
@@ -174,10 +180,14 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
     # Before the constructor, which starts our server and then waits
     # forever for every peer: find them with a deadline, same spec.
     preflight.check_peers(task, timeout=peer_timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=_resolver(cluster_lib.training_cluster(task),
-                                   task.type, task.index),
-        communication_options=options)
+    # A peer may still vanish before its server starts: TensorFlow's
+    # registration deadline, not its hour.
+    with deadlines.multiworker_creation(task, peer_timeout=peer_timeout,
+                                        heartbeat_timeout=heartbeat_timeout):
+      return tf.distribute.MultiWorkerMirroredStrategy(
+          cluster_resolver=_resolver(cluster_lib.training_cluster(task),
+                                     task.type, task.index),
+          communication_options=options)
 
   # ps
   if task is None:
@@ -188,5 +198,7 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
     cluster = cluster_lib.training_cluster(task)
     # The coordinator would wait forever for a missing worker or ps.
     preflight.check_peers(task, timeout=peer_timeout)
-  return tf.distribute.ParameterServerStrategy(
-      _resolver(cluster, "chief", 0))
+  with (deadlines.ps_creation(task, peer_timeout=peer_timeout) if task
+        else contextlib.nullcontext()):
+    return tf.distribute.ParameterServerStrategy(
+        _resolver(cluster, "chief", 0))

@@ -75,15 +75,19 @@ def run(config: TrainConfig, *, model_fn: Callable,
     # No task's train_seconds includes waiting for a peer that started late.
     runtime.wait_for_peers("start")
     start = time.perf_counter()
-    with runtime.fitting():
+    first_step = runtime.first_step()
+    with runtime.fitting(), first_step.around_fit():
       history = model.fit(
           train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-          callbacks=callbacks, verbose=_verbosity(runtime))
+          callbacks=[first_step.callback(), *runtime.progress_watches(),
+                     *callbacks],
+          verbose=_verbosity(runtime))
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
-      tf.train.Checkpoint(model=model).write(
-          os.path.join(out_dir, "final", "ckpt"))
+      with runtime.save_deadline():
+        tf.train.Checkpoint(model=model).write(
+            os.path.join(out_dir, "final", "ckpt"))
 
     result = result_fields(
         runtime, model, history.history, name=name, dataset=dataset,
@@ -211,7 +215,8 @@ def _checkpointing(runtime: runtime_lib.Runtime, model, out_dir: str,
       write_dir=out_dir, options=config.checkpoint_options(),
       steps_per_epoch=steps_per_epoch, signature=signature,
       workers_agree=runtime.workers_agree,
-      peer_preempted=runtime.peer_preemption())
+      peer_preempted=runtime.peer_preemption(),
+      save_deadline=runtime.save_deadline)
 
 
 def training_callbacks(runtime: runtime_lib.Runtime, model,

@@ -35,11 +35,13 @@ from tfdist import cluster  # pylint: disable=wrong-import-position
 from tfdist import config as config_lib  # pylint: disable=wrong-import-position
 from tfdist import console  # pylint: disable=wrong-import-position
 from tfdist import data  # pylint: disable=wrong-import-position
+from tfdist import deadlines  # pylint: disable=wrong-import-position
 from tfdist import errors  # pylint: disable=wrong-import-position
 from tfdist import evaluator  # pylint: disable=wrong-import-position
 from tfdist import hosting  # pylint: disable=wrong-import-position
 from tfdist import strategy  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
+from tfdist import watchdog  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -111,8 +113,45 @@ def run_trainer(*, model_fn, model_name: str,
     # TensorFlow's Python INFO lines (one per all-reduce set-up) hide the
     # training log; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
-  return cli.run(lambda: _run_task(model_fn=model_fn, model_name=model_name,
-                                   data_options=data_options))
+  return cli.run(lambda: _run_task_to_the_end(
+      model_fn=model_fn, model_name=model_name, data_options=data_options))
+
+
+def _restart_without(workers: list) -> None:
+  """Re-executes this ps chief with a cluster that leaves out ``workers``
+  (stalled: see tfdist.deadlines.StallWatch); it resumes from the last
+  checkpoint in --model_dir and trains with the other workers."""
+  task = cluster.task_from_environ(os.environ)
+  kept = [address for index, address in enumerate(task.cluster["worker"])
+          if f"worker-{index}" not in workers]
+  env = dict(os.environ, TF_CONFIG=cluster.make_tf_config(
+      dict(task.cluster, worker=kept), task.type, task.index))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, env)
+
+
+def _run_task_to_the_end(**task) -> int:
+  """:func:`_run_task`; a lost peer or Ctrl-C ends the process at once.
+
+  TensorFlow's teardown would first wait for the peers (its shutdown
+  barrier, a collective's or a remote call's pending calls): a cluster task
+  that is done, lost a peer or got SIGINT ends without it
+  (tfdist.watchdog.exit_now).
+  """
+  deadlines.on_stalled_workers(_restart_without)
+  try:
+    status = _run_task(**task)
+    if os.environ.get("TF_CONFIG"):
+      # Done, outputs written: TensorFlow's teardown would wait for any
+      # peer's pending remote call, forever for a stopped peer.
+      watchdog.exit_now(status)
+    return status
+  except errors.TaskLost as e:
+    watchdog.exit_now(cli.report(e))
+  except KeyboardInterrupt:
+    console.info("interrupted (SIGINT); exiting")
+    watchdog.exit_now(errors.EXIT_INTERRUPTED)
 
 
 def _run_task(*, model_fn, model_name: str,

@@ -1,0 +1,364 @@
+"""No silent hang: deadlines and signals while TensorFlow blocks, and a
+preflight that knows a TensorFlow server when it sees one.
+
+Real processes blocked in TensorFlow's C++ (tests/stuck_task.py), a real
+tf.distribute.Server, a real HTTP server and a socket that never speaks.
+"""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import portpicker
+import pytest
+
+from conftest import REPO, child_env, trainer, wait_for
+from tfdist import cluster as cluster_lib
+from tfdist import errors
+from tfdist import launch
+from tfdist import preflight
+from tfdist.errors import ConfigError
+
+STUCK_TASK = os.path.join(REPO, "tests", "stuck_task.py")
+
+
+def _start(mode: str, ready, deadline: float, arg: str):
+  return subprocess.Popen(
+      [sys.executable, STUCK_TASK, mode, str(ready), str(deadline), arg],
+      cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+
+
+def _finish(process, timeout: float):
+  """(status as a shell reports it, stderr); kills the group at the end."""
+  try:
+    _, err = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(process.pid, signal.SIGKILL)
+    _, err = process.communicate()
+    pytest.fail(f"still running after {timeout} s:\n{err[-3000:]}")
+  finally:
+    _kill(process)
+  return launch.exit_status(process.returncode), err
+
+
+def _kill(process) -> None:
+  """Kills the process's group (SIGKILL ends a stopped process too)."""
+  try:
+    os.killpg(process.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  process.communicate()
+
+
+def _error_lines(stderr: str) -> list:
+  return [l for l in stderr.splitlines() if l.startswith("error:")]
+
+
+# --- a main thread blocked in an op (C++, GIL released) -----------------------
+
+def test_expired_deadline_in_a_blocked_op_names_phase_and_peer(tmp_path):
+  peer = f"127.0.0.1:{portpicker.pick_unused_port()}"
+  process = _start("op", tmp_path / "ready", 3, peer)
+  status, err = _finish(process, timeout=60)
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "first step did not finish within 3 s" in line, line
+  assert f"not heard from worker-1 at {peer}" in line, line
+
+
+@pytest.mark.parametrize("signum,status", [
+    (signal.SIGINT, errors.EXIT_INTERRUPTED),
+    (signal.SIGTERM, errors.EXIT_PREEMPTED)])
+def test_signal_ends_a_blocked_op(tmp_path, signum, status):
+  """Python's handlers cannot run; the watchdog ends the task."""
+  ready = tmp_path / "ready"
+  process = _start("op", ready, 120, "127.0.0.1:1")
+  wait_for(ready.exists, "the task to block in its op", timeout=60)
+  process.send_signal(signum)
+  got, err = _finish(process, timeout=5)
+  assert got == status, err[-3000:]
+  assert (f"{signal.Signals(signum).name} during first step, which "
+          "TensorFlow still blocks") in err, err[-3000:]
+
+
+# --- strategy creation whose peer passed preflight and vanished --------------
+# (C++ that holds the GIL: no Python thread runs)
+
+def _start_past_preflight(tmp_path, deadline: float, index: int = 0):
+  """worker-``index``, once a stand-in for the other worker answered its
+  preflight and vanished, as a peer killed before its TensorFlow server
+  started. Returns the process and the cluster.
+  """
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  stand_in = preflight._Listener(  # pylint: disable=protected-access
+      cluster_lib.make_task(cluster, "worker", 1 - index),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      f"worker-{1 - index}\n".encode())
+  ready = tmp_path / "ready"
+  try:
+    process = _start("strategy", ready, deadline,
+                     cluster_lib.make_tf_config(cluster, "worker", index))
+    wait_for(ready.exists, "preflight to pass", timeout=60)
+  finally:
+    stand_in.close()
+  return process, cluster
+
+
+def test_sigint_ends_strategy_creation_blocked_on_a_vanished_peer(tmp_path):
+  process, _ = _start_past_preflight(tmp_path, 120)
+  process.send_signal(signal.SIGINT)
+  status, err = _finish(process, timeout=5)
+  assert status == errors.EXIT_INTERRUPTED, err[-3000:]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["leader", "not-leader"])
+def test_strategy_creation_names_the_vanished_peer(tmp_path, index):
+  """worker-0 leads TensorFlow's coordination service: it names the task
+  that never registered; worker-1 names the leader it could not reach."""
+  process, cluster = _start_past_preflight(tmp_path, 6, index)
+  status, err = _finish(process, timeout=6 + 10)
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "strategy creation" in line, line
+  peer = 1 - index
+  assert (f"not heard from worker-{peer} at {cluster['worker'][peer]}"
+          in line), line
+
+
+# --- preflight knows a TensorFlow server -------------------------------------
+
+def _cluster_with_peer_at(port: int):
+  ours = portpicker.pick_unused_port()
+  cluster = {"worker": [f"127.0.0.1:{ours}", f"127.0.0.1:{port}"]}
+  return cluster_lib.make_task(cluster, "worker", 0)
+
+
+def test_tensorflow_server_is_recognised():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  port = portpicker.pick_unused_port()
+  tf.distribute.Server(tf.train.ClusterSpec({"worker": [f"127.0.0.1:{port}"]}),
+                       job_name="worker", task_index=0, protocol="grpc",
+                       start=True)
+  assert preflight.probe(f"127.0.0.1:{port}")[0] == "server"
+  # A peer past its preflight counts as found.
+  preflight.check_peers(_cluster_with_peer_at(port), timeout=5)
+
+
+def test_http_server_at_a_peer_address_refused_in_one_line():
+  server = http.server.HTTPServer(("127.0.0.1", 0),
+                                  http.server.BaseHTTPRequestHandler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  port = server.server_address[1]
+  try:
+    with pytest.raises(ConfigError) as raised:
+      preflight.check_peers(_cluster_with_peer_at(port), timeout=60)
+  finally:
+    server.shutdown()
+    server.server_close()
+  message = str(raised.value)
+  assert "\n" not in message
+  # At once: the line says what answered, not that a deadline passed.
+  assert f"worker-1 at 127.0.0.1:{port} is an HTTP/1.x server" in message
+
+
+def test_silent_listener_at_a_peer_address_fails_at_the_deadline():
+  with socket.socket() as silent:
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel accepts; nothing ever answers
+    port = silent.getsockname()[1]
+    with pytest.raises(ConfigError) as raised:
+      preflight.check_peers(_cluster_with_peer_at(port), timeout=3)
+  assert (f"worker-1 at 127.0.0.1:{port} accepted connections but never "
+          "answered within 3 s") in str(raised.value)
+
+
+# --- a multiworker peer stopped (SIGSTOP) mid-training ------------------------
+
+def test_stalled_multiworker_peer_named_by_the_heartbeat(tmp_path):
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  ready = [tmp_path / f"ready-{i}" for i in range(2)]
+  processes = [_start("allreduce", ready[i], 5,
+                      cluster_lib.make_tf_config(cluster, "worker", i))
+               for i in range(2)]
+  try:
+    for i in range(2):
+      wait_for(ready[i].exists, f"worker-{i} to train", timeout=90)
+    processes[1].send_signal(signal.SIGSTOP)
+    status, err = _finish(processes[0], timeout=5 + 10)
+  finally:
+    for process in processes:
+      _kill(process)  # worker-1 stays stopped until then
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert line.startswith("error: training"), line
+  assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
+
+
+# --- the trainers: peers that passed preflight and vanished -------------------
+
+def _task(cluster: dict, name: str) -> cluster_lib.Task:
+  job, index = name.rsplit("-", 1)
+  return cluster_lib.make_task(cluster, job, int(index))
+
+
+class _StandIn:
+  """Answers ``name``'s preflight handshake in ``cluster`` (as a peer that
+  passed preflight), until closed: a task killed before its TensorFlow
+  server started."""
+
+  def __init__(self, cluster: dict, name: str):
+    self._listener = preflight._Listener(  # pylint: disable=protected-access
+        _task(cluster, name),
+        f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+        f"{name}\n".encode())
+
+  def close(self):
+    self._listener.close()
+
+
+def _start_trainer(cluster: dict, name: str, strategy: str,
+                   peer_timeout: float):
+  task = _task(cluster, name)
+  return subprocess.Popen(
+      trainer("mnist", f"--strategy={strategy}", "--epochs=1",
+              "--steps_per_epoch=5", f"--peer_timeout={peer_timeout}"),
+      cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, start_new_session=True,
+      env=child_env(TF_CONFIG=cluster_lib.make_tf_config(cluster, task.type,
+                                                          task.index)))
+
+
+def _past_preflight(cluster: dict, name: str, strategy: str,
+                    peer_timeout: float):
+  """The trainer ``name``, once its TensorFlow server runs (it is past
+  preflight, in strategy creation) and every peer's stand-in is gone."""
+  own = _task(cluster, name).address
+  stand_ins = [_StandIn(cluster, peer)
+               for peer in preflight.peers_of(_task(cluster, name))]
+  process = _start_trainer(cluster, name, strategy, peer_timeout)
+  try:
+    # Its server answers gRPC: preflight passed, strategy creation began.
+    wait_for(lambda: (preflight.probe(own) or ("",))[0] == "server"
+             or process.poll() is not None,
+             f"{name} to start its TensorFlow server", timeout=90)
+  finally:
+    for stand_in in stand_ins:
+      stand_in.close()
+  return process
+
+
+def _two_workers() -> dict:
+  return {"worker": [f"127.0.0.1:{portpicker.pick_unused_port()}"
+                     for _ in range(2)]}
+
+
+def _ps_cluster() -> dict:
+  ports = [portpicker.pick_unused_port() for _ in range(3)]
+  return {"chief": [f"127.0.0.1:{ports[0]}"],
+          "worker": [f"127.0.0.1:{ports[1]}"],
+          "ps": [f"127.0.0.1:{ports[2]}"]}
+
+
+def test_trainer_names_the_peer_that_vanished_after_preflight():
+  """The issue's first repro: worker-0 exits within --peer_timeout + 10 s
+  with one line naming worker-1, status 200."""
+  cluster = _two_workers()
+  process = _past_preflight(cluster, "worker-0", "multiworker", 10)
+  status, err = _finish(process, timeout=10 + 10)
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "strategy creation" in line, line
+  assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
+
+
+def test_sigint_ends_a_trainer_blocked_in_strategy_creation():
+  process = _past_preflight(_two_workers(), "worker-0", "multiworker", 120)
+  process.send_signal(signal.SIGINT)
+  status, err = _finish(process, timeout=5)
+  assert status == errors.EXIT_INTERRUPTED, err[-3000:]
+
+
+@pytest.mark.parametrize("signum,status", [
+    (signal.SIGINT, errors.EXIT_INTERRUPTED),
+    (signal.SIGTERM, errors.EXIT_PREEMPTED)])
+def test_signal_ends_a_ps_chief_whose_ps_vanished(signum, status):
+  process = _past_preflight(_ps_cluster(), "chief-0", "ps", 120)
+  process.send_signal(signum)
+  got, err = _finish(process, timeout=5)
+  assert got == status, err[-3000:]
+  assert not _error_lines(err), err[-3000:]
+
+
+def test_ps_chief_names_its_vanished_peers_at_the_deadline():
+  cluster = _ps_cluster()
+  process = _past_preflight(cluster, "chief-0", "ps", 8)
+  status, err = _finish(process, timeout=8 + 10)
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "cluster creation did not finish within 8 s" in line, line
+  for job in ("worker", "ps"):
+    assert f"{job}-0 at {cluster[job][0]}" in line, line
+
+
+# --- the quick chaos sweep -----------------------------------------------------
+
+@pytest.mark.timeout(900)
+def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
+  """10 seeded trials of tfdist.bench.chaos (its full sweep: 50 in the
+  README): a task of a real multiworker or ps job killed, stopped or
+  signalled at a random moment; every other task exits within its deadline
+  with an explained status, and every checkpoint left reads back."""
+  from tfdist.bench import chaos  # pylint: disable=g-import-not-at-top
+  settings = chaos.Settings(peer_timeout=8, heartbeat_timeout=5, epochs=2,
+                            steps_per_epoch=20, checkpoint_every_steps=5,
+                            startup_s=6)
+  records = chaos.sweep(10, seed=16, settings=settings, relaunch=False)
+  print(chaos.summary(records))
+  assert len(records) == 10
+  for record in records:
+    assert not record["hangs"], record
+    assert not record["unexplained"], record
+    assert record["checkpoints_readable"], record
+
+
+# --- a stalled ps worker -------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_ps_job_finishes_while_a_worker_stays_stopped(tmp_path):
+  """The issue's third repro: worker-1 stopped (SIGSTOP) mid-epoch; the
+  chief goes on without it from the last checkpoint and the job finishes
+  with the test accuracy of a normal run, worker-1 stopped all along."""
+  from tfdist.bench import jobs  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "model"
+  job = jobs.Job("ps", ["--epochs=3", f"--model_dir={model_dir}",
+                        "--checkpoint_every_steps=50", "--verbose=0"])
+  try:
+    job.start()
+    wait_for((model_dir / "checkpoints" / "checkpoint").exists,
+             "the first checkpoint", timeout=180)
+    job.signal("worker-1", signal.SIGSTOP)
+    still = job.wait(["chief-0", "worker-0", "ps-0"],
+                     time.monotonic() + 300)
+    assert not still, "\n".join(job.output["chief-0"][-20:])
+    assert job.alive("worker-1")  # stopped all along
+  finally:
+    job.kill()
+  chief = "\n".join(job.output["chief-0"])
+  assert "worker-1 at" in chief and "goes on without it" in chief, chief
+  for name in ("chief-0", "worker-0", "ps-0"):
+    assert job.status(name) == 0, "\n".join(job.output[name][-20:])
+  result = json.loads(job.result("chief-0"))
+  assert result["start_step"] > 0, result  # resumed from a checkpoint
+  assert result["num_replicas"] == 1, result  # without worker-1
+  assert result["test_accuracy"] >= 0.90, result

@@ -1,0 +1,327 @@
+r"""The chaos sweep: real jobs, one task killed, stopped or signalled.
+
+    python -m tfdist.bench.chaos --trials=50 --out=chaos.json
+
+Each trial starts a real job on loopback (tfdist.bench.jobs: multiworker
+with 2 workers, or ps with a chief, 2 workers and 1 ps) training MNIST with
+a --model_dir and frequent checkpoints, and at a random moment of start-up,
+training or shutdown sends SIGKILL, SIGSTOP or SIGTERM to a random task.
+It then measures how long every other task takes to exit and with which
+status, continues (SIGCONT) a stopped task once the others are gone (and
+kills it if it does not exit), relaunches an unfinished job that left a
+checkpoint on the same --model_dir to see whether it resumes, and reads
+every checkpoint left. A *hang* is a task still alive past its deadline
+(:func:`deadline_s`): killed, and counted. Every status must be explained
+(:data:`MEANINGS`).
+
+Prints one line per trial and a summary table (per strategy and phase:
+trials, hangs, seconds until every other task exited); ``--out`` writes
+every trial as a JSON line as it ends. Imports tfdist.bench.jobs, tfdist.checkpoint and
+tfdist.cli; TensorFlow (to read checkpoints) inside functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from typing import Optional
+
+from tfdist import checkpoint as checkpoint_lib
+from tfdist import cli
+from tfdist.bench import jobs as jobs_lib
+
+PHASES = ("start-up", "training", "shutdown")
+ACTIONS = {"SIGKILL": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP,
+           "SIGTERM": signal.SIGTERM}
+# What each exit status means; a status outside these is unexplained.
+MEANINGS = {
+    0: "finished",
+    2: "preflight: a peer never answered within --peer_timeout",
+    130: "interrupted",
+    137: "SIGKILL (the target, or a stopped target killed at trial end)",
+    143: "preempted (SIGTERM): the job saved a checkpoint and stopped",
+    200: "a lost peer or an expired peer deadline (retried)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The training each trial runs, and the deadlines it is held to."""
+  peer_timeout: float = 10.0
+  heartbeat_timeout: float = 10.0
+  epochs: int = 2
+  steps_per_epoch: int = 30
+  checkpoint_every_steps: int = 5
+  startup_s: float = 10.0  # start-up actions fall in [0, startup_s)
+
+  def flags(self, model_dir: str) -> list:
+    return [f"--epochs={self.epochs}",
+            f"--steps_per_epoch={self.steps_per_epoch}",
+            f"--model_dir={model_dir}", "--checkpoint_every_epochs=0",
+            f"--checkpoint_every_steps={self.checkpoint_every_steps}",
+            f"--peer_timeout={self.peer_timeout:g}",
+            f"--heartbeat_timeout={self.heartbeat_timeout:g}", "--verbose=0"]
+
+
+def deadline_s(strategy: str, settings: Settings) -> float:
+  """How long after the action every other task may take to exit.
+
+  multiworker: start-up (TensorFlow's import, preflight's --peer_timeout),
+  then the registration or barrier deadline (--peer_timeout) or the
+  heartbeat (--heartbeat_timeout). ps: also the hosting tasks' wait for a silent chief
+  and the chief's wait to tell a restarting worker (--peer_timeout each),
+  and a chief that goes on without a stalled worker: its restart and the
+  rest of the training (60 s). Plus 30 s for the exit.
+  """
+  if strategy == "multiworker":
+    return 2 * settings.peer_timeout + settings.heartbeat_timeout + 30
+  return 3 * settings.peer_timeout + settings.heartbeat_timeout + 60 + 30
+
+
+def _has_checkpoint(model_dir: str) -> bool:
+  # TensorFlow's state file, renamed into place after a complete save.
+  return os.path.exists(os.path.join(
+      checkpoint_lib.checkpoint_dir(model_dir), "checkpoint"))
+
+
+def _phase_now(job: jobs_lib.Job, model_dir: str) -> str:
+  if job.result(job.primary) is not None or not job.alive(job.primary):
+    return "shutdown"
+  if _has_checkpoint(model_dir):
+    return "training"
+  return "start-up"
+
+
+def _wait_for_phase(job: jobs_lib.Job, phase: str, model_dir: str,
+                    rng: random.Random, settings: Settings) -> None:
+  """Returns at a random moment of ``phase`` (or when the job ended)."""
+  if phase == "start-up":
+    pause = rng.uniform(0, settings.startup_s)
+  else:
+    reached = ((lambda: _has_checkpoint(model_dir))
+               if phase == "training" else
+               (lambda: job.result(job.primary) is not None))
+    until = time.monotonic() + 180
+    while not reached() and job.alive(job.primary) and (
+        time.monotonic() < until):
+      time.sleep(0.05)  # a polling interval, not synchronisation
+    pause = rng.uniform(0, 2.0 if phase == "training" else 0.3)
+  time.sleep(pause)  # the random moment itself
+
+
+def _explained(status: Optional[int], errors: list) -> bool:
+  if status not in MEANINGS:
+    return False
+  # 2 is only a peer that never answered preflight, never other bad input.
+  return status != 2 or any("did not answer within" in line
+                            or "never answered within" in line
+                            for line in errors)
+
+
+def _end_stopped_target(job: jobs_lib.Job, target: str) -> None:
+  """Continues a stopped target once the others are gone; kills it if it
+  does not exit on its own within 20 s."""
+  job.signal(target, signal.SIGCONT)
+  if job.wait([target], time.monotonic() + 20):
+    job.signal(target, signal.SIGKILL)
+    job.wait([target], time.monotonic() + 10)
+
+
+def run_trial(index: int, strategy: str, phase: str, action: str,
+              settings: Settings, workdir: str, rng: random.Random,
+              relaunch: bool = True) -> dict:
+  """One trial; returns its record (see the module docstring)."""
+  model_dir = os.path.join(workdir, f"trial-{index}")
+  job = jobs_lib.Job(strategy, settings.flags(model_dir))
+  target = rng.choice(sorted(job.task_names()))
+  record = {"trial": index, "strategy": strategy, "phase": phase,
+            "action": action, "target": target}
+  try:
+    job.start()
+    _wait_for_phase(job, phase, model_dir, rng, settings)
+    record["acted_in"] = _phase_now(job, model_dir)
+    acted_at = time.monotonic()
+    job.signal(target, ACTIONS[action])
+    watched = [n for n in job.processes
+               if n != target or action == "SIGTERM"]
+    hung = job.wait(watched, acted_at + deadline_s(strategy, settings))
+    for name in hung:
+      job.signal(name, signal.SIGKILL)
+    if action == "SIGSTOP":
+      _end_stopped_target(job, target)
+    job.wait(list(job.processes), time.monotonic() + 10)
+    others = [n for n in watched if n != target]
+    record.update(_outcome(job, acted_at, others, hung))
+  finally:
+    job.kill()
+  if (relaunch and record["statuses"].get(job.primary) != 0
+      and _has_checkpoint(model_dir)):
+    record.update(_relaunch(strategy, settings, model_dir))
+  record["checkpoints_readable"] = checkpoints_readable(model_dir)
+  shutil.rmtree(model_dir, ignore_errors=True)
+  return record
+
+
+def _outcome(job: jobs_lib.Job, acted_at: float, others: list,
+             hung: list) -> dict:
+  statuses = {name: job.status(name) for name in job.processes}
+  exits = [job.exited_at[n] - acted_at for n in others
+           if n in job.exited_at and n not in hung]
+  return {
+      "seconds_to_exit": round(max(exits, default=0.0), 1),
+      "statuses": statuses,
+      "hangs": hung,
+      "unexplained": [n for n, s in statuses.items()
+                      if not _explained(s, job.error_lines(n))],
+      "lines": {n: job.error_lines(n)[:1] for n in job.processes
+                if job.error_lines(n)},
+  }
+
+
+def _relaunch(strategy: str, settings: Settings, model_dir: str) -> dict:
+  """Runs the job again on ``model_dir``: did it resume and finish?"""
+  had_checkpoint = _has_checkpoint(model_dir)
+  job = jobs_lib.Job(strategy, settings.flags(model_dir))
+  try:
+    job.start()
+    hung = job.wait(list(job.processes), time.monotonic() + 240)
+    result = job.result(job.primary)
+    start_step = json.loads(result)["start_step"] if result else None
+    failed = {n: job.output[n][-3:] for n in job.processes
+              if job.status(n) != 0}
+    return {"relaunch_status": job.status(job.primary),
+            "relaunch_hangs": hung, "relaunch_failed": failed,
+            "resumed": bool(had_checkpoint and start_step)}
+  finally:
+    job.kill()
+
+
+def checkpoints_readable(model_dir: str) -> bool:
+  """Whether every checkpoint in ``model_dir`` reads back completely."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  directory = checkpoint_lib.checkpoint_dir(model_dir)
+  if not os.path.isdir(directory):
+    return True
+  prefixes = {name.rsplit(".", 1)[0] for name in os.listdir(directory)
+              if name.endswith(".index")}
+  try:
+    for prefix in prefixes:
+      reader = tf.train.load_checkpoint(os.path.join(directory, prefix))
+      for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+  except (tf.errors.OpError, ValueError) as e:
+    print(f"unreadable checkpoint in {directory}: {e}", file=sys.stderr)
+    return False
+  return True
+
+
+def plan(trials: int, seed: int, strategies=tuple(jobs_lib.SHAPES)) -> list:
+  """(strategy, phase, action) per trial: every combination in turn, in
+  an order shuffled by ``seed``."""
+  combos = [(s, p, a) for s in strategies for p in PHASES for a in ACTIONS]
+  random.Random(seed).shuffle(combos)
+  return [combos[i % len(combos)] for i in range(trials)]
+
+
+def summary(records: list) -> str:
+  """The Markdown table: per strategy and phase, trials, hangs, the
+  seconds until every other task exited (median, max), unexplained
+  statuses, relaunches that resumed."""
+  rows = ["| strategy | phase | trials | hangs | exit s (median / max) | "
+          "unexplained | resumed / relaunched |", "|---|---|---|---|---|---|---|"]
+  groups = {}
+  for r in records:
+    groups.setdefault((r["strategy"], r["acted_in"]), []).append(r)
+  for (strategy, phase), group in sorted(groups.items()):
+    times = [r["seconds_to_exit"] for r in group]
+    relaunched = [r for r in group if "resumed" in r]
+    rows.append(
+        f"| {strategy} | {phase} | {len(group)} | "
+        f"{sum(len(r['hangs']) for r in group)} | "
+        f"{statistics.median(times):.1f} / {max(times):.1f} | "
+        f"{sum(len(r['unexplained']) for r in group)} | "
+        f"{sum(r['resumed'] for r in relaunched)} / {len(relaunched)} |")
+  return "\n".join(rows)
+
+
+def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
+          strategies=tuple(jobs_lib.SHAPES), relaunch: bool = True,
+          report=lambda record: print(_one_line(record))) -> list:
+  """Runs ``trials`` trials; returns their records (each given to
+  ``report`` as it ends)."""
+  rng = random.Random(seed)
+  workdir = tempfile.mkdtemp(prefix="tfdist-chaos-")
+  records = []
+  try:
+    for index, (strategy, phase, action) in enumerate(
+        plan(trials, seed, strategies)):
+      record = run_trial(index, strategy, phase, action, settings, workdir,
+                         rng, relaunch=relaunch)
+      records.append(record)
+      report(record)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  return records
+
+
+def _one_line(r: dict) -> str:
+  statuses = " ".join(f"{n}={s}" for n, s in r["statuses"].items())
+  relaunched = (f" relaunch={r['relaunch_status']} resumed={r['resumed']}"
+                if "resumed" in r else "")
+  return (f"trial {r['trial']}: {r['strategy']} {r['action']} {r['target']} "
+          f"in {r['acted_in']}: others exited in {r['seconds_to_exit']} s "
+          f"[{statuses}] hangs={len(r['hangs'])} "
+          f"checkpoints_readable={r['checkpoints_readable']}{relaunched}")
+
+
+def main(argv=None) -> int:
+  parser = cli.OneLineParser(prog="python -m tfdist.bench.chaos",
+                             description=__doc__.split("\n\n")[0])
+  parser.add_argument("--trials", type=int, default=50)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--no_relaunch", action="store_true",
+                      help="skip relaunching unfinished jobs")
+  parser.add_argument("--out", help="write every trial as JSON here")
+  parser.add_argument("--summarize",
+                      help="only print the table of an --out file's trials "
+                           "(e.g. of a sweep stopped early)")
+  args = parser.parse_args(argv)
+  if args.summarize:
+    with open(args.summarize) as f:
+      print(summary([json.loads(line) for line in f]))
+    return 0
+  start = time.monotonic()
+  out = open(args.out, "w") if args.out else None  # pylint: disable=consider-using-with
+
+  def report(record: dict) -> None:
+    print(_one_line(record), flush=True)
+    if out:  # one JSON line per trial, as it ends
+      out.write(json.dumps(record) + "\n")
+      out.flush()
+
+  records = sweep(args.trials, seed=args.seed,
+                  relaunch=not args.no_relaunch, report=report)
+  print(summary(records))
+  hangs = sum(len(r["hangs"]) + len(r.get("relaunch_hangs", ()))
+              for r in records)
+  print(f"{len(records)} trials in {time.monotonic() - start:.0f} s: "
+        f"{hangs} hangs, "
+        f"{sum(len(r['unexplained']) for r in records)} unexplained "
+        f"statuses, {sum(not r['checkpoints_readable'] for r in records)} "
+        "with an unreadable checkpoint")
+  if out:
+    out.close()
+  return 0 if hangs == 0 else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,132 @@
+"""One training job as real task processes on loopback, each watched alone.
+
+Owns: :class:`Job`, which starts every task of a cluster (free loopback
+ports, its own TF_CONFIG each, its own process group) running the MNIST
+trainer, collects each task's output lines and exit time, and sends signals
+to single tasks; the chaos sweep (tfdist.bench.chaos) and the no-hang tests
+use it. Unlike tfdist.launch it never stops the other tasks when one exits:
+what each survivor does on its own is what is measured. Imports
+tfdist.bench.runner (the children's environment), tfdist.cluster and
+tfdist.launch (exit statuses); no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional, Sequence
+
+from tfdist import cluster as cluster_lib
+from tfdist import launch
+from tfdist.bench import runner
+
+# Task counts per strategy: the smallest clusters with every role.
+SHAPES = {"multiworker": {"worker": 2},
+          "ps": {"chief": 1, "worker": 2, "ps": 1}}
+_START_ORDER = ("ps", "worker", "chief")  # servers first, as tfdist.launch
+
+
+def free_cluster(strategy: str) -> dict:
+  """A cluster of ``strategy``'s shape on free loopback ports."""
+  import portpicker  # pylint: disable=g-import-not-at-top
+  return {job: [f"127.0.0.1:{portpicker.pick_unused_port()}"
+                for _ in range(count)]
+          for job, count in SHAPES[strategy].items()}
+
+
+class Job:
+  """Every task of ``cluster`` running ``trainers.mnist`` with ``flags``.
+
+  Attributes:
+    output: task name -> its output lines (stdout and stderr) so far.
+    exited_at: task name -> time.monotonic() when it exited.
+  """
+
+  def __init__(self, strategy: str, flags: Sequence[str], *,
+               cluster: Optional[dict] = None, environ=None):
+    self.strategy = strategy
+    self.cluster = cluster or free_cluster(strategy)
+    self._flags = [f"--strategy={strategy}", *flags]
+    self._env = runner.child_env(dict(os.environ if environ is None
+                                      else environ))
+    self.processes = {}
+    self.output = {}
+    self.exited_at = {}
+    self._readers = []
+
+  def task_names(self) -> list:
+    return [f"{job}-{index}" for job, addresses in self.cluster.items()
+            for index in range(len(addresses))]
+
+  @property
+  def primary(self) -> str:
+    return launch.primary_task(self.cluster)
+
+  def start(self) -> None:
+    for job in _START_ORDER:
+      for index in range(len(self.cluster.get(job, ()))):
+        name = f"{job}-{index}"
+        env = dict(self._env, TF_CONFIG=cluster_lib.make_tf_config(
+            self.cluster, job, index))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trainers.mnist", *self._flags],
+            cwd=runner.REPO, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        self.processes[name] = process
+        self.output[name] = []
+        reader = threading.Thread(target=self._read, args=(name, process),
+                                  daemon=True)
+        reader.start()
+        self._readers.append(reader)
+
+  def _read(self, name: str, process: subprocess.Popen) -> None:
+    for line in process.stdout:
+      self.output[name].append(line.rstrip("\n"))
+    process.wait()
+    self.exited_at[name] = time.monotonic()
+
+  def alive(self, name: str) -> bool:
+    return name not in self.exited_at
+
+  def status(self, name: str) -> Optional[int]:
+    """The shell-style exit status (128 + N when signal N ended it)."""
+    code = self.processes[name].poll()
+    return None if code is None else launch.exit_status(code)
+
+  def result(self, name: str) -> Optional[str]:
+    """The result JSON line a training task printed, if any."""
+    return next((line for line in self.output[name]
+                 if line.startswith("{")), None)
+
+  def error_lines(self, name: str) -> list:
+    return [line for line in self.output[name] if line.startswith("error:")]
+
+  def signal(self, name: str, signum: int) -> None:
+    try:
+      os.kill(self.processes[name].pid, signum)
+    except ProcessLookupError:
+      pass
+
+  def wait(self, names, until: float) -> list:
+    """Waits until every task of ``names`` exited or time.monotonic()
+    passes ``until``; returns the names still alive."""
+    while True:
+      alive = [name for name in names if self.alive(name)]
+      if not alive or time.monotonic() >= until:
+        return alive
+      time.sleep(0.1)  # a polling interval, not synchronisation
+
+  def kill(self) -> None:
+    """SIGKILL to every task's group (a stopped task too); reaps them."""
+    for process in self.processes.values():
+      try:
+        os.killpg(process.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    for reader in self._readers:
+      reader.join(timeout=10)

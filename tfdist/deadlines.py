@@ -1,0 +1,272 @@
+"""The deadline of every phase in which a training task waits for its peers.
+
+Owns: which blocking phase of a training task gets which deadline, all
+derived from ``--peer_timeout`` (and ``--heartbeat_timeout``), and how each
+is guarded: TensorFlow's own knobs where they exist (the coordination
+service's registration barrier and heartbeats, see tfdist.coordination),
+otherwise a tfdist.watchdog phase. Imports tfdist.cli, cluster, console,
+coordination, errors, preflight and watchdog; TensorFlow only inside
+functions.
+
+================================  =====================  ==================
+phase                             deadline               guarded by
+================================  =====================  ==================
+multiworker strategy creation     peer_timeout (+10 s)   registration
+                                                         barrier; watchdog
+                                                         backstop
+ps cluster creation (chief)       peer_timeout           watchdog
+ps: no step completes             --stall_timeout, or    StallWatch
+                                  50 x step time (10 s+)
+first step (tracing included)     2 x peer_timeout       watchdog
+checkpoint save                   peer_timeout           watchdog
+multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
+                                                         timeout; watchdog
+a peer silent mid-training        heartbeat_timeout      heartbeats
+================================  =====================  ==================
+
+Every expiry is one line naming the phase and the peers not heard from,
+and exit status 200 (tfdist.errors.EXIT_PEER_LOST).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Callable, Optional
+
+from tfdist import cli
+from tfdist import cluster as cluster_lib
+from tfdist import console
+from tfdist import coordination
+from tfdist import errors
+from tfdist import preflight
+from tfdist import watchdog
+
+# After TensorFlow's own deadline (+5 s, the margin it gives the leader's
+# verdict to reach the other tasks): the watchdog acts only if it did not.
+_BACKSTOP_S = 10.0
+
+
+def _peers(task: Optional[cluster_lib.Task]) -> dict:
+  return preflight.peers_of(task) if task is not None else {}
+
+
+@contextlib.contextmanager
+def multiworker_creation(task: cluster_lib.Task, *, peer_timeout: float,
+                         heartbeat_timeout: float):
+  """Around MultiWorkerMirroredStrategy's constructor (after preflight).
+
+  The constructor holds the GIL while it waits for the peers to register:
+  TensorFlow's registration barrier is the deadline, SIGINT/SIGTERM keep
+  their default action (tfdist.watchdog, ``holds_gil``).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  peers = _peers(task)
+  coordination.configure(cluster_lib.training_cluster(task),
+                         register_timeout_s=peer_timeout,
+                         heartbeat_timeout_s=heartbeat_timeout)
+  with watchdog.phase("strategy creation",
+                      deadline_s=peer_timeout + _BACKSTOP_S, peers=peers,
+                      holds_gil=True):
+    try:
+      yield
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.AbortedError, tf.errors.InternalError) as e:
+      raise coordination.peer_lost(e, "strategy creation", peers) from None
+
+
+def ps_creation(task: cluster_lib.Task, *, peer_timeout: float):
+  """Around ParameterServerStrategy's constructor on the chief, which
+  connects to every worker and ps with retries for minutes (GIL free)."""
+  return watchdog.phase("cluster creation", deadline_s=peer_timeout,
+                        peers=_peers(task))
+
+
+def barrier(point: str, task: cluster_lib.Task, *, peer_timeout: float):
+  """Around a multiworker barrier, whose own timeout is ``peer_timeout``."""
+  return watchdog.phase(f"the {point!r} barrier",
+                        deadline_s=peer_timeout + _BACKSTOP_S,
+                        peers=_peers(task), holds_gil=True)
+
+
+def checkpoint_save(task: Optional[cluster_lib.Task], *,
+                    peer_timeout: float):
+  """Around a checkpoint save (under ps it first waits for the workers'
+  steps in flight; under multiworker it may run collectives)."""
+  if task is None:
+    return contextlib.nullcontext()
+  return watchdog.phase("checkpoint save", deadline_s=peer_timeout,
+                        peers=_peers(task))
+
+
+def _keras_callback(**hooks):
+  """A Keras callback whose hooks (``on_train_begin=f``...) call ``f`` with
+  the callback. It reads no batch logs (RemoteValues under ps), so tf-keras
+  may call its batch hooks under ParameterServerStrategy."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  callback = tf.keras.callbacks.Callback()
+  callback._supports_tf_logs = True  # pylint: disable=protected-access
+  for name, hook in hooks.items():
+    setattr(callback, name,
+            lambda *args, hook=hook, **kwargs: hook(callback))
+  return callback
+
+
+class FirstStep:
+  """Guards ``fit`` from its start to the end of its first step.
+
+  The first step traces the model and runs the first collectives (or, under
+  ps, the first remote calls): where a peer that vanished after start-up
+  is met first. Use :meth:`callback` first in ``fit``'s callbacks and
+  :meth:`around_fit` around ``fit`` (which ends the phase when ``fit``
+  raises before its first step ended).
+  """
+
+  def __init__(self, task: Optional[cluster_lib.Task], *,
+               peer_timeout: float):
+    self._task = task
+    self._deadline_s = 2 * peer_timeout
+    self._phase = contextlib.ExitStack()
+
+  def _begin(self) -> None:
+    if self._task is not None:
+      self._phase.enter_context(watchdog.phase(
+          "first step", deadline_s=self._deadline_s,
+          peers=_peers(self._task)))
+
+  @contextlib.contextmanager
+  def around_fit(self):
+    try:
+      yield
+    finally:
+      self._phase.close()
+
+  def callback(self):
+    return _keras_callback(
+        on_train_begin=lambda callback: self._begin(),
+        on_train_batch_end=lambda callback: self._phase.close(),
+        on_train_end=lambda callback: self._phase.close())
+
+
+_on_stalled_workers = None
+
+
+def on_stalled_workers(handler: Callable[[list], None]) -> None:
+  """Sets how a ps chief goes on without stalled workers.
+
+  ``handler(names)`` gets the stalled workers' names (``worker-1``) while
+  some other worker still answers, and must not return: the trainers'
+  entry point re-executes the chief with a cluster that leaves them out,
+  which resumes from the last checkpoint (a library never re-executes a
+  process). Without a handler, a stall ends the chief with status 200.
+  """
+  global _on_stalled_workers  # pylint: disable=global-statement
+  _on_stalled_workers = handler
+
+
+class StallWatch:
+  """Under ps: ends the chief when its training stops making progress.
+
+  A stalled worker (SIGSTOP, a hung driver, a partition) never fails its
+  step, so no TensorFlow error comes: the epoch's end waits forever for the
+  step it holds, and a remote call to it (a preemption check) never
+  returns. A thread watches the progress: the ClusterCoordinator's pending
+  steps (queued and in flight) changing, or ``fit`` calling its batch hooks;
+  when there is none for the deadline, it names the peers that no longer
+  answer (tfdist.preflight.probe: a stopped process accepts connections but
+  says nothing). When only some workers stalled and an entry point said how
+  (:func:`on_stalled_workers`), the chief goes on without them; otherwise
+  the process ends with status 200. Not watched: the first step (tracing;
+  its own deadline) and an epoch's end (evaluation, saves).
+
+  The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
+  measured time between two signs of progress (about a step), at least
+  ``_MIN_STALL_S``.
+  """
+  _STEPS = 50
+  _MIN_STALL_S = 10.0
+  _SAMPLE_S = 0.2
+
+  def __init__(self, task: cluster_lib.Task, *, stall_timeout: float = 0.0):
+    self._task = task
+    self._stall_timeout = stall_timeout
+    self._queue = None  # the coordinator's closure queue, once fit began
+    self._step_s = 0.0  # measured seconds between signs of progress
+    self._beats = 0  # batch hooks called
+    self._watching = False  # between a first step and an epoch's end
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._watch, daemon=True,
+                                    name="watchdog: stalled peers")
+
+  def deadline_s(self) -> float:
+    if self._stall_timeout > 0:
+      return self._stall_timeout
+    return max(self._MIN_STALL_S, self._STEPS * self._step_s)
+
+  def _progress(self) -> tuple:
+    queue = self._queue
+    pending = queue._queue.qsize() + queue.inflight_closure_count  # pylint: disable=protected-access
+    return pending, self._beats
+
+  def silent_peers(self) -> dict:
+    """The peers (name -> address) that do not answer as a TensorFlow
+    server."""
+    return {name: address for name, address in _peers(self._task).items()
+            if (preflight.probe(address) or ("",))[0] != "server"}
+
+  def _measure(self, seconds: float) -> None:
+    # A moving average of the time between two changes of the progress.
+    self._step_s = seconds if not self._step_s else (
+        0.9 * self._step_s + 0.1 * seconds)
+
+  def _watch(self) -> None:
+    seen, since = (0, 0), time.monotonic()
+    while not self._stop.wait(self._SAMPLE_S):
+      now, progress = time.monotonic(), self._progress()
+      if progress != seen or not self._watching:
+        if self._watching:
+          self._measure(now - since)
+        seen, since = progress, now
+        continue
+      if now - since < self.deadline_s():
+        continue
+      silent = self.silent_peers()
+      if self._stop.is_set() or self._progress() != seen:
+        continue  # finished, or a step completed meanwhile
+      self._stalled(silent, now - since)
+
+  def _beat(self, watching: bool = True) -> None:
+    self._beats += 1
+    self._watching = watching
+
+  def _stalled(self, silent: dict, seconds: float) -> None:
+    """Goes on without stalled workers when it can, else ends the task."""
+    workers = [n for n in _peers(self._task) if n.startswith("worker-")]
+    if (_on_stalled_workers is not None and silent
+        and all(name in workers for name in silent)
+        and len(silent) < len(workers)):
+      console.info(
+          f"{', '.join(f'{n} at {a}' for n, a in silent.items())} completed "
+          f"no step for {seconds:.0f} s; chief-0 goes on without it from "
+          "the last checkpoint")
+      _on_stalled_workers(sorted(silent))
+    watchdog.exit_now(cli.report(errors.PeerLost(
+        f"training: no step completed for {seconds:.0f} s (a stalled worker "
+        "or ps holds one)",
+        [f"{name} at {address}" for name, address in silent.items()])))
+
+  def _start(self, model) -> None:
+    coordinator = getattr(model, "_cluster_coordinator", None)
+    cluster = getattr(coordinator, "_cluster", None)
+    self._queue = getattr(cluster, "closure_queue", None)
+    if self._queue is not None:
+      self._thread.start()
+
+  def callback(self):
+    return _keras_callback(
+        on_train_begin=lambda callback: self._start(callback.model),
+        on_train_batch_begin=lambda callback: self._beat(self._watching),
+        on_train_batch_end=lambda callback: self._beat(),
+        on_epoch_end=lambda callback: self._beat(watching=False),
+        on_train_end=lambda callback: self._stop.set())
