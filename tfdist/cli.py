@@ -40,6 +40,8 @@ def report(error: BaseException) -> int:
   print(f"error: {error}", file=sys.stderr, flush=True)
   if isinstance(error, errors.ConfigError):
     return errors.EXIT_CONFIG
+  if isinstance(error, errors.PeerLost):
+    return errors.EXIT_PEER_LOST
   return errors.EXIT_FAILED
 
 

@@ -12,6 +12,8 @@ status    meaning                                     on Kubernetes
 2         bad input (:class:`ConfigError`)            fails the job
 130       interrupted (SIGINT, Ctrl-C)                retried
 143       preempted (SIGTERM; a checkpoint was saved) retried
+200       a peer was lost, or a phase's peer deadline retried
+          expired (:class:`PeerLost`)
 ========  ==========================================  =====================
 
 Statuses 1-127 are the program's own verdict: a retry would fail again, so
@@ -26,6 +28,9 @@ EXIT_CONFIG = 2
 # ended, and what Kubernetes' and the launcher's retry rules look for.
 EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_PREEMPTED = 143  # SIGTERM
+# Above every 128 + signal status: a peer vanished or went silent past its
+# deadline. Not this task's fault, so Kubernetes retries (>= 128).
+EXIT_PEER_LOST = 200
 
 
 class ConfigError(ValueError):
@@ -39,6 +44,21 @@ class ConfigError(ValueError):
 
 class TaskLost(RuntimeError):
   """A peer task vanished during training; the job must be relaunched."""
+
+
+class PeerLost(TaskLost):
+  """A peer stopped answering, or a blocking phase outlived its deadline.
+
+  The message is one line naming the phase and the peers not heard from;
+  the task exits with :data:`EXIT_PEER_LOST` so that a relaunch may succeed.
+  """
+
+  def __init__(self, phase: str, peers=()):
+    names = ", ".join(peers) or "any peer"
+    super().__init__(f"{phase}; not heard from {names}; the job is retried "
+                     "once every task is back")
+    self.phase = phase
+    self.peers = tuple(peers)
 
 
 class Preempted(Exception):

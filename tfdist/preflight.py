@@ -13,7 +13,10 @@ task first answers on *its own* port with a one-line handshake (``tfdist
 <digest> <task>``, the digest of the cluster spec it was started from), and
 waits until every peer answers, either with its handshake (then the digests
 are compared) or as a TensorFlow server (that peer finished its preflight,
-having checked our handshake). It then closes its listener and TensorFlow
+having checked our handshake). A TensorFlow server is recognised by its
+protocol: it answers the HTTP/2 handshake every gRPC client opens with.
+Anything else at a peer's address (an HTTP server, a leftover process) is
+refused at once, naming what answered. It then closes its listener and TensorFlow
 binds the same port, so no extra port is needed, on a laptop or in a pod.
 """
 
@@ -97,28 +100,70 @@ def _bind(task: cluster_lib.Task) -> socket.socket:
   return listener
 
 
+# What a gRPC client says first (RFC 7540 section 3.5): the connection
+# preface and an empty SETTINGS frame. A gRPC server, TensorFlow's included,
+# answers with a SETTINGS frame of its own.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HTTP2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS_TYPE = 4
+
+
+def _recv(s: socket.socket) -> bytes:
+  try:
+    return s.recv(256)
+  except socket.timeout:
+    return b""
+  except OSError:
+    return b""  # reset by a server that did not like what we said
+
+
+def _speaks_http2(data: bytes) -> bool:
+  # A frame header: 3 bytes length, 1 byte type, 1 byte flags, 4 bytes stream.
+  return len(data) >= 9 and data[3] == _SETTINGS_TYPE and data[5:9] == bytes(4)
+
+
+def _describe(data: bytes) -> str:
+  if data.startswith(b"HTTP/1"):
+    status_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    return f"an HTTP/1.x server ({status_line})"
+  if data.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+    # An HTTP/1.x server answers a request line it cannot parse with a bare
+    # error page, in the HTTP/0.9 style.
+    return "an HTTP/1.x server (it answered with an HTML page)"
+  if data.startswith(b"SSH-"):
+    return "an SSH server"
+  return f"an unknown server (it said {data[:24]!r})"
+
+
 def probe(address: str, *, timeout: float = 1.0):
   """Asks ``address`` who it is.
 
   Returns:
     None when nothing listens there; ``("tfdist", digest, name)`` when a
-    task in preflight answers; ``("server", "", "")`` when something else
-    (a TensorFlow server past its preflight) accepts the connection.
+    task in preflight answers; ``("server", "", "")`` when a gRPC server (a
+    TensorFlow server past its preflight) answers the HTTP/2 handshake;
+    ``("silent", "", "")`` when something accepts the connection but says
+    nothing; ``("other", what, "")`` when something else answers, ``what``
+    saying what it seems to be.
   """
   host, port = cluster_lib.split_address(address, where="peer")
   try:
     with socket.create_connection((host.strip("[]"), port),
                                   timeout=timeout) as s:
-      try:
-        data = s.recv(256)
-      except socket.timeout:
-        data = b""  # a gRPC server waits for the client to speak first
+      data = _recv(s)  # a task in preflight speaks first
+      if not data:  # a gRPC server waits for the client to speak first
+        s.sendall(_HTTP2_PREFACE + _HTTP2_SETTINGS)
+        data = _recv(s)
   except OSError:
     return None
   words = data.decode(errors="replace").split()
   if len(words) == 3 and words[0] == _MAGIC:
     return ("tfdist", words[1], words[2])
-  return ("server", "", "")
+  if _speaks_http2(data):
+    return ("server", "", "")
+  if not data:
+    return ("silent", "", "")
+  return ("other", _describe(data), "")
 
 
 def check_peers(task: cluster_lib.Task, *, timeout: float,
@@ -147,12 +192,21 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
     start = clock()
     last_report = start
     job_running = False
+    silent = set()  # accepted a connection and never answered
     while True:
       for name, address in list(pending.items()):
         answer = probe(address)
         if answer is None:
           continue
         kind, their_digest, their_name = answer
+        if kind == "silent":
+          silent.add(name)
+          continue
+        if kind == "other":
+          raise ConfigError(
+              f"{name} at {address} is {their_digest}, not a tfdist task or "
+              "a TensorFlow server; fix the address in the cluster spec or "
+              "stop what listens there")
         job_running = job_running or kind == "server"
         if kind == "tfdist" and (their_digest != digest or their_name != name):
           raise ConfigError(
@@ -169,6 +223,12 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
       elapsed = clock() - start
       name, address = next(iter(pending.items()))
       if elapsed >= timeout:
+        if name in silent:
+          raise ConfigError(
+              f"{name} at {address} accepted connections but never answered "
+              f"within {timeout:.0f} s (neither a tfdist task nor a "
+              "TensorFlow server: a stopped process, or the wrong address?); "
+              "fix the address in the cluster spec or restart that task")
         raise ConfigError(f"{name} at {address} did not answer within "
                           f"{timeout:.0f} s; start it (same cluster spec), "
                           "fix its address, or raise --peer_timeout")

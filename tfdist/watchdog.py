@@ -1,0 +1,179 @@
+"""Deadlines and working signals for phases in which the main thread blocks.
+
+Owns: :func:`phase`, a guard around one blocking phase (strategy creation,
+the first step, a barrier, a checkpoint save) that ends the process when
+the phase outlives its deadline or ignores SIGINT/SIGTERM. Imports
+tfdist.errors, tfdist.cli and tfdist.console; no TensorFlow.
+
+Why a thread and a wakeup file descriptor: Python runs signal handlers only
+on the main thread, between bytecodes, and a main thread blocked inside
+TensorFlow's C++ never gets there. CPython's C-level handler still writes
+the signal's number to the descriptor given to ``signal.set_wakeup_fd``, so
+a daemon thread reading it learns of the signal at once. The main thread
+keeps its own handlers and acts when it can (a KeyboardInterrupt leaves the
+phase); the thread acts only when it cannot, after ``grace_s``.
+
+The thread needs the GIL. TensorFlow releases it while ops run (steps,
+collectives, saves, the ClusterCoordinator's waits) but holds it in
+``TFE_EnableCollectiveOps`` (inside MultiWorkerMirroredStrategy's
+constructor), where no Python thread runs. For such a phase pass
+``holds_gil=True``: SIGINT and SIGTERM then keep their default action (the
+kernel ends the process; a shell, tfdist.launch and Kubernetes report 130
+and 143), and SIGALRM's default action at deadline + grace is the backstop
+(reported as 142) behind TensorFlow's own deadline (tfdist.coordination).
+
+=========================================  ================================
+what happened in the phase                 the process
+=========================================  ================================
+deadline passed                            one line, exit 200 (PeerLost)
+SIGINT / SIGTERM, phase not left in grace  one line, exit 130 / 143
+=========================================  ================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from typing import Iterable, Mapping, Union
+
+from tfdist import cli
+from tfdist import console
+from tfdist import errors
+
+_STATUS = {signal.SIGINT: errors.EXIT_INTERRUPTED,
+           signal.SIGTERM: errors.EXIT_PREEMPTED}
+_active = threading.Lock()  # one phase at a time
+
+
+def _names(peers: Union[Mapping[str, str], Iterable[str]]) -> list:
+  if isinstance(peers, Mapping):
+    return [f"{name} at {address}" for name, address in peers.items()]
+  return list(peers)
+
+
+class _Guard:
+  """The watching thread of one phase."""
+
+  def __init__(self, name: str, deadline_s: float, peers: list,
+               grace_s: float):
+    self._name = name
+    self._deadline_s = deadline_s
+    self._peers = peers
+    self._grace_s = grace_s
+    self._expires_at = time.monotonic() + deadline_s
+    self._read, self._write = os.pipe()
+    os.set_blocking(self._write, False)  # the C handler must never block
+    self._done = threading.Event()
+    self._exiting = threading.Lock()
+    self._thread = threading.Thread(target=self._watch, daemon=True,
+                                    name=f"watchdog: {name}")
+
+  def start(self) -> int:
+    """Starts watching; returns the wakeup descriptor it replaced."""
+    previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+    self._thread.start()
+    return previous
+
+  def stop(self, previous_fd: int) -> None:
+    with self._exiting:  # not while the thread is ending the process
+      self._done.set()
+    signal.set_wakeup_fd(previous_fd)
+    os.write(self._write, b"\0")  # wakes the thread's select
+    self._thread.join()
+    os.close(self._read)
+    os.close(self._write)
+
+  def _watch(self) -> None:
+    signum, signalled_at = None, None
+    while True:
+      until = self._expires_at
+      if signalled_at is not None:
+        until = min(until, signalled_at + self._grace_s)
+      ready, _, _ = select.select([self._read], [], [],
+                                  max(0.0, until - time.monotonic()))
+      if self._done.is_set():
+        return
+      if ready:
+        for number in os.read(self._read, 64):
+          if number in _STATUS and signum is None:
+            signum, signalled_at = signal.Signals(number), time.monotonic()
+      now = time.monotonic()
+      if signalled_at is not None and now >= signalled_at + self._grace_s:
+        self._end_signalled(signum)
+      elif now >= self._expires_at:
+        self._end_expired()
+
+  def _end(self, status: int, say) -> None:
+    with self._exiting:
+      if self._done.is_set():
+        return  # the phase ended meanwhile: the main thread acts
+      say()
+      sys.stdout.flush()
+      os._exit(status)  # pylint: disable=protected-access
+
+  def _end_expired(self) -> None:
+    lost = errors.PeerLost(
+        f"{self._name} did not finish within {self._deadline_s:.0f} s",
+        self._peers)
+    self._end(errors.EXIT_PEER_LOST, lambda: cli.report(lost))
+
+  def _end_signalled(self, signum: signal.Signals) -> None:
+    self._end(_STATUS[signum], lambda: console.info(
+        f"{signum.name} during {self._name}, which TensorFlow still blocks "
+        f"after {self._grace_s:.0f} s; exiting ({_STATUS[signum]})"))
+
+
+@contextlib.contextmanager
+def _default_signals(deadline_s: float):
+  """SIGINT/SIGTERM end the process at once; SIGALRM at ``deadline_s``."""
+  kept = {s: signal.signal(s, signal.SIG_DFL)
+          for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+  signal.setitimer(signal.ITIMER_REAL, deadline_s)
+  try:
+    yield
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for number, handler in kept.items():
+      signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def phase(name: str, *, deadline_s: float,
+          peers: Union[Mapping[str, str], Iterable[str]] = (),
+          grace_s: float = 3.0, holds_gil: bool = False):
+  """Guards one blocking phase of the main thread.
+
+  Args:
+    name: what the phase does, for the line ("strategy creation").
+    deadline_s: seconds after which the process ends with status 200.
+    peers: the peers the phase waits for (names, or name -> address),
+      named in the line when the deadline passes.
+    grace_s: how long after SIGINT/SIGTERM the main thread may take to
+      leave the phase (a KeyboardInterrupt, or finishing a save) before
+      the process ends with 130/143.
+    holds_gil: the phase blocks in C++ that holds the GIL (see the module
+      docstring): signals and the deadline then use default actions.
+
+  Must be entered from the main thread (``signal.set_wakeup_fd``), one
+  phase at a time.
+  """
+  if not _active.acquire(blocking=False):
+    raise RuntimeError(f"watchdog phase {name!r} inside another phase")
+  try:
+    guard = _Guard(name, deadline_s, _names(peers), grace_s)
+    previous_fd = guard.start()
+    try:
+      if holds_gil:
+        with _default_signals(deadline_s + grace_s):
+          yield
+      else:
+        yield
+    finally:
+      guard.stop(previous_fd)
+  finally:
+    _active.release()
