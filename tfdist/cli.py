@@ -40,7 +40,7 @@ def report(error: BaseException) -> int:
   print(f"error: {error}", file=sys.stderr, flush=True)
   if isinstance(error, errors.ConfigError):
     return errors.EXIT_CONFIG
-  if isinstance(error, errors.PeerLost):
+  if isinstance(error, errors.TaskLost):  # PeerLost included
     return errors.EXIT_PEER_LOST
   return errors.EXIT_FAILED
 
