@@ -9,12 +9,12 @@ as an event on one queue, which only the exercise's main loop reads:
 trainer restored a checkpoint).
 
 Owns Pods and Kill (when to SIGKILL one). Imports tfdist.checkpoint (where
-checkpoints are), tfdist.errors and tfdist.launch (exit statuses).
+checkpoints are), tfdist.errors and tfdist.launch (exit statuses, and
+children that die with their parent).
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import glob
 import os
@@ -30,14 +30,8 @@ from tfdist import checkpoint
 from tfdist import launch
 from tfdist.errors import ConfigError
 
-_PR_SET_PDEATHSIG = 1
 # What tfdist.checkpoint prints when a trainer restores a checkpoint.
 _RESUMED = re.compile(r"resumed from \S+ at step (\d+)")
-
-
-def _die_with_parent():
-  # Between fork and exec: the kernel kills the pod if the exercise dies.
-  ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Pods:
@@ -63,7 +57,9 @@ class Pods:
     process = subprocess.Popen(
         command, env={**self._env, **env}, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_die_with_parent)
+        start_new_session=True,
+        # The kernel kills the pod if the exercise dies.
+        preexec_fn=launch._die_with_parent)  # pylint: disable=protected-access
     self.processes[task] = process
     self.started_at[task] = time.monotonic()
     reader = threading.Thread(target=self._pump, args=(task, process),
