@@ -571,7 +571,8 @@ def test_exercise_fails_the_job_at_once_on_a_program_error(name, tmp_path):
      "mnist-worker-1.mnist", "mnist-worker-1.mnist: no pod of these manifests"),
     ("10-worker.yaml", "  subdomain: mnist-worker", "  subdomain: other",
      "no pod of these manifests"),
-    ("01-networkpolicy.yaml", "port: 2222", "port: 2223",
+    ("01-networkpolicy.yaml", "    - protocol: TCP\n",
+     "    - protocol: TCP\n      port: 2223\n",
      "NetworkPolicy mnist blocks pod mnist-worker-1 from reaching pod "
      "mnist-worker-0 on port 2222"),
 ])
@@ -668,7 +669,8 @@ def test_gpu_renders_use_nccl_and_cpu_renders_ring(strategy, kind, gpus,
       assert "/dev/shm" in mounts
     else:
       assert not shm and "/dev/shm" not in mounts, role
-  _validate_custom_resources(objects)
+  for o in (o for o in objects if o["kind"] in CRDS):
+    crd.validate(o, os.path.join(SCHEMAS, CRDS[o["kind"]]))
   # Back to ring on GPUs: the gRPC port only, no /dev/shm.
   if nccl:
     ring = _render(tmp_path, spec, "--job_name=g", "--image=img:1",

@@ -32,8 +32,8 @@ only a cluster provides is mapped, the way a node would provide it:
 
 Arguments after ``--`` are appended to every trainer command (e.g. fewer
 epochs). The job passes when every Job completes (each pod of it exited 0
-by itself, none left running ``--grace`` seconds after the chief's Job
-completed), or a JobSet's successPolicy holds. Not proven: that the image
+by itself, none left running ``--grace`` seconds after the chief's pod
+succeeded), or a JobSet's successPolicy holds. Not proven: that the image
 builds and runs, scheduling, GPUs, storage classes, NetworkPolicy
 enforcement, and a JobSet's startup order (preflight makes it moot).
 
@@ -302,9 +302,9 @@ class _Run:
       return Outcome(0, "")
     return None
 
-  def _primary_complete(self) -> bool:
-    primary = "chief-0" if "chief-0" in self.tasks else "worker-0"
-    return self.jobs[self.tasks[primary].job_name].complete
+  def _chief_succeeded(self) -> bool:
+    chief = self.tasks["chief-0" if "chief-0" in self.tasks else "worker-0"]
+    return chief.index in self.jobs[chief.job_name].succeeded
 
   def run(self) -> Outcome:
     """Runs the job to its end (or a signal); every pod is gone after."""
@@ -327,7 +327,9 @@ class _Run:
             outcome = self.on_exit(task, status) or self.finished()
             if outcome:
               return outcome
-        if grace_deadline is None and self._primary_complete():
+        if not self._chief_succeeded():
+          grace_deadline = None  # not yet, or a JobSet restarted it
+        elif grace_deadline is None:
           grace_deadline = time.monotonic() + self.grace
         if grace_deadline is not None and time.monotonic() > grace_deadline:
           return self._lingering()
@@ -396,7 +398,7 @@ def main(argv=None) -> int:
                            "PersistentVolumeClaim (repeatable)")
   parser.add_argument("--grace", type=float, default=60.0,
                       help="seconds the other pods get to end by themselves "
-                           "after the chief's Job completed")
+                           "after the chief's pod succeeded")
   parser.add_argument("--kill", default=None,
                       help="POD@SECONDS or POD@NUMBERsteps: SIGKILL that pod "
                            "once, e.g. mnist-worker-1@40steps")
