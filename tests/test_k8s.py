@@ -618,6 +618,20 @@ def test_exercise_needs_the_data_claim_mapped():
   assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("kill, message", [
+    ("mnist-worker-1", "write POD@SECONDS or POD@NUMBERsteps"),
+    ("mnist-worker-1@soon", "write POD@SECONDS or POD@NUMBERsteps"),
+    ("mnist-worker-7@5", "--kill=mnist-worker-7@...: no such pod; the pods "
+                         "are mnist-worker-0, mnist-worker-1"),
+])
+def test_exercise_rejects_a_bad_kill_in_one_line(kill, message, tmp_path):
+  result = _exercise(K8S, tmp_path, f"--kill={kill}", timeout=60)
+  assert result.returncode == 2
+  assert result.stderr.startswith("error: ") and message in result.stderr
+  assert len(result.stderr.splitlines()) == 1
+  assert " is pod " not in result.stdout
+
+
 def test_default_k8s_needs_no_prepared_volume():
   """kubectl apply -f k8s/ alone: every claim a pod mounts is created by
   the manifests, and the trainer is given no data path (it trains on the

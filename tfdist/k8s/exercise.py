@@ -178,7 +178,7 @@ class _Run:
 
   def __init__(self, objects: list, job_plan: Plan, volumes: _Volumes, *,
                extra_args: list, grace: float, kill: Optional[Kill], out):
-    self.plan, self.volumes = job_plan, volumes
+    self.volumes = volumes
     self.extra_args, self.grace, self.kill = extra_args, grace, kill
     self.events: queue.SimpleQueue = queue.SimpleQueue()
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
@@ -240,7 +240,6 @@ class _Run:
       command = self.pods.processes[task].args
       steps = pods_lib.checkpoint_steps(command)
       due = bool(steps) and steps[-1] >= kill.steps
-      self.figures["checkpoint_at_kill"] = steps[-1] if steps else None
     else:
       due = (time.monotonic() - self.pods.started_at[task]) >= kill.seconds
     if due:
@@ -283,7 +282,11 @@ class _Run:
     self.pods.say(f"JobSet {jobset}: RestartJobSet ({state.restarts}/"
                   f"{state.max_restarts} of maxRestarts): recreating every "
                   "pod")
-    self.pods.stop(self.pods.running(), grace=self.grace)
+    running = self.pods.running()
+    # Deleted pods get their terminationGracePeriodSeconds (default 30).
+    self.pods.stop(running, grace=max(
+        self.tasks[t].spec.get("terminationGracePeriodSeconds", 30)
+        for t in running) if running else 0)
     self.start_all()
     return None
 
@@ -380,6 +383,9 @@ def exercise(directory: str, *, pvcs: dict, extra_args: list, grace: float,
       signal.signal(signum, handler)
   if outcome.status:
     run.pods.say(outcome.message)
+  if kill and run.killed_at is None:
+    run.pods.say(f"--kill: pod {kill.pod} was never killed; it was due "
+                 f"once {kill.describe()}")
   return outcome.status
 
 
