@@ -1,7 +1,9 @@
 """Kubernetes manifests: rendered, not drifted, valid, secured, exercised.
 
-The exercise tests run every pod of k8s/ and k8s/ps/ as a local process with
-the pod's own command and environment, training on the real MNIST files.
+The exercise tests run every pod of k8s/, k8s/ps/ and k8s/jobset/ as a local
+process with the pod's own command and environment, restarted or failed by
+the Job and JobSet controllers' rules, training on the real MNIST files.
+Custom resources are validated against the real CRDs in ../shared/schemas.
 """
 
 import json
@@ -17,6 +19,8 @@ import yaml
 
 from conftest import (MNIST_DIR, REPO, SPECS, child_env, json_lines, run,
                       wait_for)
+from tfdist.k8s import controller
+from tfdist.k8s import crd
 from tfdist.k8s import files as k8s_files
 from tfdist.k8s import render as k8s_render
 
@@ -24,9 +28,16 @@ K8S = os.path.join(REPO, "k8s")
 # Every directory of rendered manifests (k8s/serving is written by hand by
 # tfdist.export's owner and tested there).
 RENDERED = {"": "mnist", "ps": "mnist-ps", "inception": "inception",
-            "tfjob": "mnist-tfjob"}
-# The exercise trains one epoch instead of the manifests' five.
-QUICK = ["--epochs=1"]
+            "tfjob": "mnist-tfjob", "jobset": "mnist-jobset"}
+# The real CustomResourceDefinitions, beside the repo as the test data is.
+SCHEMAS = os.path.abspath(os.path.join(REPO, "..", "shared", "schemas"))
+CRDS = {"TFJob": "kubeflow.org_tfjobs-v1.9.yaml",
+        "JobSet": "jobset.x-k8s.io_jobsets-v0.12.0.yaml"}
+# The exercise trains 300 steps with a checkpoint every 50 instead of the
+# manifests' five epochs, on the real MNIST files.
+QUICK = [f"--mnist_dir={MNIST_DIR}", "--epochs=2", "--steps_per_epoch=150",
+         "--checkpoint_every_steps=50"]
+TARGET = 300
 
 
 def _dir(name):
@@ -45,12 +56,22 @@ def _objects(directory):
   return objects
 
 
-def _pod_templates(objects):
-  """(role, pod template) of every Job and TFJob replica."""
+def _job_specs(objects):
+  """(role, Job spec) of every Job and JobSet replicated job."""
   for o in objects:
     if o["kind"] == "Job":
-      yield o["metadata"]["labels"]["tfdist/role"], o["spec"]["template"]
-    elif o["kind"] == "TFJob":
+      yield o["metadata"]["labels"]["tfdist/role"], o["spec"]
+    elif o["kind"] == "JobSet":
+      for replicated in o["spec"]["replicatedJobs"]:
+        yield replicated["name"], replicated["template"]["spec"]
+
+
+def _pod_templates(objects):
+  """(role, pod template) of every Job, JobSet and TFJob replica."""
+  for role, spec in _job_specs(objects):
+    yield role, spec["template"]
+  for o in objects:
+    if o["kind"] == "TFJob":
       for replica in o["spec"]["tfReplicaSpecs"].values():
         yield (replica["template"]["metadata"]["labels"]["tfdist/role"],
                replica["template"])
@@ -100,65 +121,67 @@ def test_committed_manifests_pass_strict_schema_validation():
   paths = [os.path.join(_dir(n), f) for n in RENDERED
            for f in _yaml_files(_dir(n))]
   output = _validate(paths)
+  custom = {"tfjob", "jobset"}
   assert output.count(" passed for resource ") == sum(
-      len(_objects(_dir(n))) for n in RENDERED if n != "tfjob") + 2
-  # The only object without a schema is the TFJob custom resource, whose
-  # pod templates the next test validates.
+      len(_objects(_dir(n))) for n in RENDERED if n not in custom) + 2 + 3
+  # The objects without a built-in schema are the custom resources, which
+  # the next test validates against their CRDs.
   unknown = [line for line in output.splitlines() if "Couldn't find" in line]
-  assert len(unknown) == 1 and "TFJob" in unknown[0], output
+  assert len(unknown) == 2, output
+  assert {kind for kind in CRDS if any(kind in l for l in unknown)} == set(
+      CRDS), output
 
 
-# The fields of TFJob kubeflow.org/v1 that tfdist writes, from the training
-# operator's CRD (manifests/base/crds/kubeflow.org_tfjobs.yaml): unknown
-# fields are rejected, as the API server's structural schema would.
-_TFJOB_SCHEMA = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {"spec": {
-        "type": "object", "additionalProperties": False,
-        "required": ["tfReplicaSpecs"],
-        "properties": {
-            "enableDynamicWorker": {"type": "boolean"},
-            "successPolicy": {"type": "string"},
-            "runPolicy": {
-                "type": "object", "additionalProperties": False,
-                "properties": {
-                    "activeDeadlineSeconds": {"type": "integer", "minimum": 1},
-                    "backoffLimit": {"type": "integer", "minimum": 0},
-                    "cleanPodPolicy": {"enum": ["None", "All", "Running"]},
-                    "schedulingPolicy": {"type": "object"},
-                    "suspend": {"type": "boolean"},
-                    "ttlSecondsAfterFinished": {"type": "integer"}}},
-            "tfReplicaSpecs": {
-                "type": "object",
-                "propertyNames": {"enum": ["Chief", "Worker", "PS",
-                                           "Evaluator", "Master"]},
-                "additionalProperties": {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["template"],
-                    "properties": {
-                        "replicas": {"type": "integer", "minimum": 1},
-                        "restartPolicy": {"enum": ["Always", "OnFailure",
-                                                   "Never", "ExitCode"]},
-                        "template": {"type": "object"}}}}}}}}
-
-
-def test_tfjob_fields_and_pod_templates_validate():
-  import jsonschema  # pylint: disable=g-import-not-at-top
+def _validate_custom_resources(objects):
+  """Validates every TFJob and JobSet against its real CRD, and their pod
+  templates against core/v1; returns how many were validated."""
   import kubernetes_validate  # pylint: disable=g-import-not-at-top
-  (tfjob,) = _objects(_dir("tfjob"))[-1:]
-  assert tfjob["kind"] == "TFJob"
-  jsonschema.validate(tfjob, _TFJOB_SCHEMA)
-  for replica in tfjob["spec"]["tfReplicaSpecs"].values():
-    # Each template is a core/v1 PodTemplateSpec: the real schema applies.
+  validated = 0
+  for o in (o for o in objects if o["kind"] in CRDS):
+    path = os.path.join(SCHEMAS, CRDS[o["kind"]])
+    if not os.path.isfile(path):
+      pytest.fail(f"the {o['kind']} CRD is expected at {path} "
+                  "(shared/schemas beside the repo)")
+    crd.validate(o, path)
+    validated += 1
+  for _, template in _pod_templates(objects):
     kubernetes_validate.validate(
         {"apiVersion": "v1", "kind": "PodTemplate",
-         "metadata": {"name": "tfjob"}, "template": replica["template"]},
+         "metadata": {"name": "t"}, "template": template},
         kubernetes_validate.latest_version(), strict=True)
-    container = replica["template"]["spec"]["containers"][0]
-    # The operator finds the container and port by these names.
-    assert container["name"] == "tensorflow"
-    assert container["ports"][0]["name"] == "tfjob-port"
-    assert container["command"][:3] == ["python", "-m", "trainers.mnist"]
+  return validated
+
+
+@pytest.mark.parametrize("name", ["tfjob", "jobset"])
+def test_custom_resources_validate_against_the_real_crds(name):
+  objects = _objects(_dir(name))
+  assert _validate_custom_resources(objects) == 1
+  for role, template in _pod_templates(objects):
+    container = template["spec"]["containers"][0]
+    if name == "tfjob":
+      # The operator finds the container and port by these names.
+      assert container["name"] == "tensorflow", role
+      assert container["ports"][0]["name"] == "tfjob-port", role
+      assert container["command"][:3] == ["python", "-m", "trainers.mnist"]
+
+
+@pytest.mark.parametrize("kind, path, field", [
+    ("TFJob", ["spec", "runPolicy"], "backofLimit"),
+    ("TFJob", ["spec", "tfReplicaSpecs", "Worker"], "restartPolicyy"),
+    ("JobSet", ["spec", "failurePolicy"], "maxRestart"),
+    ("JobSet", ["spec", "network"], "enableDnsHostnames"),
+    ("JobSet", ["spec", "replicatedJobs", 0, "template", "spec"],
+     "backoffLimitt"),
+])
+def test_crd_validation_rejects_a_misspelt_field(kind, path, field):
+  import jsonschema  # pylint: disable=g-import-not-at-top
+  (resource,) = [o for o in _objects(_dir(kind.lower())) if o["kind"] == kind]
+  place = resource
+  for key in path:
+    place = place[key]
+  place[field] = 1
+  with pytest.raises(jsonschema.ValidationError, match=field):
+    crd.validate(resource, os.path.join(SCHEMAS, CRDS[kind]))
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
@@ -169,7 +192,9 @@ def test_every_pod_is_secured_and_behind_the_network_policy(name):
   (rule,) = policy["spec"]["ingress"]
   assert policy["spec"]["policyTypes"] == ["Ingress"]
   assert rule["from"] == [{"podSelector": {"matchLabels": selector}}]
-  port = rule["ports"][0]["port"]
+  port = 2222
+  assert rule["ports"] in ([{"protocol": "TCP", "port": port}],
+                           [{"protocol": "TCP"}])  # NCCL: any port
   roles = []
   for role, template in _pod_templates(objects):
     roles.append(role)
@@ -211,23 +236,44 @@ def test_every_pod_is_secured_and_behind_the_network_policy(name):
 
 @pytest.mark.parametrize("name", sorted(set(RENDERED) - {"tfjob"}))
 def test_jobs_fail_on_program_errors_and_retry_signals(name):
-  for job in (o for o in _objects(_dir(name)) if o["kind"] == "Job"):
-    spec = job["spec"]
+  objects = _objects(_dir(name))
+  (jobset,) = [o["spec"] for o in objects if o["kind"] == "JobSet"] or [None]
+  multiworker = "--strategy=multiworker" in json.dumps(objects)
+  for role, spec in _job_specs(objects):
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == spec["parallelism"] >= 1
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
-    assert spec["ttlSecondsAfterFinished"] > 0
     assert spec["activeDeadlineSeconds"] > 0
     rules = spec["podFailurePolicy"]["rules"]
     fail = [r for r in rules if r["action"] == "FailJob"]
     (exit_codes,) = [r["onExitCodes"] for r in fail]
     assert exit_codes["operator"] == "In"
     assert exit_codes["values"] == list(range(1, 128))
-    # Exit statuses >= 128 match no rule: counted against backoffLimit and
-    # retried; a preempted or evicted pod is not even counted.
+    # A preempted or evicted pod is replaced without being counted.
     assert {"action": "Ignore", "onPodConditions": [
         {"type": "DisruptionTarget"}]} in rules
-    assert spec["backoffLimit"] >= 1
+    # The rules as the exercise applies them: 1-127 fail the Job; a signal
+    # (137 OOM-killed, 143 SIGTERM) and 200 (a lost peer) are retried.
+    container = spec["template"]["spec"]["containers"][0]["name"]
+    for status, action in [(1, "FailJob"), (2, "FailJob"), (127, "FailJob"),
+                           (130, "Count"), (137, "Count"), (143, "Count"),
+                           (200, "Count")]:
+      assert controller.pod_failure_action(spec, container, status) == action
+    if jobset is None:
+      assert spec["ttlSecondsAfterFinished"] > 0
+      # Room for 3 gang restarts: each fails every pod of the Job once.
+      assert spec["backoffLimit"] == 3 * spec["completions"], role
+    elif multiworker:
+      # The first lost pod fails its Job: the JobSet restarts every pod.
+      assert spec["backoffLimit"] == 0, role
+  if jobset is not None:
+    assert jobset["failurePolicy"] == {"maxRestarts": 3, "rules": [
+        {"name": "ProgramError", "action": "FailJobSet",
+         "onJobFailureReasons": ["PodFailurePolicy"]},
+        {"name": "LostPod", "action": "RestartJobSet"}]}
+    assert jobset["successPolicy"] == {"operator": "All",
+                                       "targetReplicatedJobs": ["worker"]}
+    assert jobset["network"]["enableDNSHostnames"] is True
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
@@ -257,7 +303,20 @@ def test_worker_counts_render_valid_manifests(workers, tmp_path):
                "--strategy=ps", "--gpus_per_worker=8", name="ps")
   tfjob = _render(tmp_path, spec, "--job_name=big-tf", "--image=img:1",
                   "--kind=tfjob", name="tfjob")
-  _validate([str(d / f) for d in (multi, ps, tfjob) for f in _yaml_files(d)])
+  jobset = _render(tmp_path, ps_spec, "--job_name=big-js", "--image=img:1",
+                   "--kind=jobset", "--strategy=ps", name="jobset")
+  _validate([str(d / f) for d in (multi, ps, tfjob, jobset)
+             for f in _yaml_files(d)])
+  assert _validate_custom_resources(_objects(tfjob) + _objects(jobset)) == 2
+  (js,) = [o for o in _objects(jobset) if o["kind"] == "JobSet"]
+  # ps first, started in order; the chief's completion ends the set.
+  assert [r["name"] for r in js["spec"]["replicatedJobs"]] == [
+      "ps", "worker", "chief"]
+  assert js["spec"]["startupPolicy"] == {"startupPolicyOrder": "InOrder"}
+  assert js["spec"]["successPolicy"]["targetReplicatedJobs"] == ["chief"]
+  (config,) = [o for o in _objects(jobset) if o["kind"] == "ConfigMap"]
+  assert json.loads(config["data"]["cluster.json"])["worker"] == [
+      f"big-js-worker-0-{i}.big-js:2222" for i in range(workers)]
   (config,) = [o for o in _objects(multi) if o["kind"] == "ConfigMap"]
   addresses = json.loads(config["data"]["cluster.json"])["worker"]
   assert addresses == [f"big-worker-{i}.big-worker:2222"
@@ -303,6 +362,11 @@ def test_render_is_deterministic_and_removes_stale_files(tmp_path):
     ({"worker": ["127.0.0.1:1"]}, ["--strategy=ps"], "needs a chief"),
     ({"worker": ["127.0.0.1:1"]}, ["--trainer=resnet"], "no module"),
     ({"worker": ["127.0.0.1:1"]}, ["--memory=8 GB"], "quantity"),
+    ({"worker": ["127.0.0.1:1"]}, ["--gpus_per_worker=0",
+                                   "--all_reduce=nccl"], "needs GPUs"),
+    ({"worker": ["127.0.0.1:1"]}, ["--all_reduce=mpi"], "use one of"),
+    ({"worker": ["127.0.0.1:1"]}, ["--kind=jobset", "--job_name=" + "a" * 53],
+     "too long"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(spec, flags, message,
                                                   tmp_path):
@@ -370,10 +434,9 @@ def test_pod_entry_passes_sigterm_on_and_reports_128_plus_signal(tmp_path):
 
 
 def _exercise(directory, model_dir, *extra, timeout=240):
-  """Runs the exercise of a manifest directory: the data claim is the real
-  MNIST, the model claim ``model_dir``."""
+  """Runs the exercise of a manifest directory, its model claim mapped to
+  ``model_dir``; ``extra`` are exercise flags (then -- and trainer flags)."""
   return run([sys.executable, "-m", "tfdist.k8s", "exercise", str(directory),
-              f"--pvc=mnist-data={os.path.dirname(MNIST_DIR)}",
               f"--pvc={_model_claim(directory)}={model_dir}", *extra],
              timeout=timeout)
 
@@ -384,42 +447,123 @@ def _model_claim(directory):
   return claim
 
 
+def _restarts(stdout):
+  return [line for line in stdout.splitlines()
+          if line.startswith("[exercise] ") and (
+              "restarting it" in line or "RestartJobSet" in line)]
+
+
+def _resumed_at(stdout):
+  """The step training resumed at after the kill, as the exercise saw it."""
+  (line,) = [l for l in stdout.splitlines()
+             if l.startswith("[exercise] training resumed at step ")]
+  return int(line.split()[5]), line
+
+
 @pytest.mark.timeout(300)
-def test_exercise_of_k8s_trains_multiworker_to_completion(mnist_dir,
-                                                          tmp_path):
+def test_exercise_of_k8s_recovers_a_killed_worker_by_gang_restart(
+    mnist_dir, tmp_path):
   del mnist_dir
-  result = _exercise(K8S, tmp_path, "--", *QUICK)
-  assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-  results = {r["task"]: r for r in json_lines(result.stdout, "[worker-0] ") +
-             json_lines(result.stdout, "[worker-1] ")}
+  result = _exercise(K8S, tmp_path, "--kill=mnist-worker-1@100steps", "--",
+                     *QUICK)
+  out = result.stdout
+  assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+  assert ("[exercise] no GPU on this machine: --all_reduce=nccl runs as ring"
+          in out)
+  # worker-1 killed, then worker-0 lost its peer (200): both restarted by
+  # the Job's rules, each a new pod, each counted once.
+  assert _restarts(out) == [
+      "[exercise] pod mnist-worker-1 failed with exit status 137 "
+      "(podFailurePolicy of Job mnist-worker: Count, 1/6 of its "
+      "backoffLimit); restarting it as a new pod",
+      "[exercise] pod mnist-worker-0 failed with exit status 200 "
+      "(podFailurePolicy of Job mnist-worker: Count, 2/6 of its "
+      "backoffLimit); restarting it as a new pod"]
+  assert "[worker-0] error: lost worker-1 during training" in out
+  step, line = _resumed_at(out)
+  assert 100 <= step < TARGET, line
+  results = {r["task"]: r for r in json_lines(out, "[worker-0] ") +
+             json_lines(out, "[worker-1] ")}
   assert set(results) == {"worker-0", "worker-1"}
+  for result_ in results.values():
+    assert result_["start_step"] == step
+    assert result_["global_step"] == TARGET  # exactly the target
   # One synchronous model: both pods end with bit-identical weights.
   assert results["worker-0"]["weights_digest"] == (
       results["worker-1"]["weights_digest"])
   assert results["worker-0"]["num_replicas"] == 2
-  assert results["worker-0"]["test_accuracy"] >= 0.85
+  assert results["worker-0"]["test_accuracy"] >= 0.90
   # Only the chief (worker 0) wrote to the model volume.
   with open(tmp_path / "result.json") as f:
     assert json.load(f)["task"] == "worker-0"
-  assert "[launch] Job mnist-worker: 2/2 pods succeeded: Complete" in (
-      result.stdout)
-  assert "did not end by themselves" not in result.stdout
+  assert "[exercise] Job mnist-worker: 2/2 pods succeeded: Complete" in out
+  print(f"\ngang restart: {line[len('[exercise] '):]}")
 
 
 @pytest.mark.timeout(300)
-def test_exercise_of_k8s_ps_trains_to_completion(mnist_dir, tmp_path):
+def test_exercise_of_k8s_ps_restarts_a_killed_worker_alone(mnist_dir,
+                                                           tmp_path):
   del mnist_dir
-  result = _exercise(_dir("ps"), tmp_path, "--", *QUICK)
-  assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-  (chief,) = json_lines(result.stdout, "[chief-0] ")
-  assert chief["strategy"] == "ps" and chief["test_accuracy"] >= 0.85
+  result = _exercise(_dir("ps"), tmp_path, "--kill=mnist-ps-worker-1@100steps",
+                     "--", *QUICK)
+  out = result.stdout
+  assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+  # Only the killed pod restarted; the chief, the ps and worker-0 went on.
+  assert _restarts(out) == [
+      "[exercise] pod mnist-ps-worker-1 failed with exit status 137 "
+      "(podFailurePolicy of Job mnist-ps-worker: Count, 1/6 of its "
+      "backoffLimit); restarting it as a new pod"]
+  (chief,) = json_lines(out, "[chief-0] ")
+  assert chief["strategy"] == "ps" and chief["test_accuracy"] >= 0.90
+  assert chief["start_step"] == 0
+  # ps training is at-least-once: a step the killed worker had applied
+  # before dying may be scheduled again.
+  assert TARGET <= chief["global_step"] <= TARGET + 2
   assert all("/job:ps/" in d for d in chief["variable_devices"])
+  # The restarted worker rejoined and was told that training is over.
+  assert "[worker-1] tfdist: worker-1: chief-0 finished training" in out
   with open(tmp_path / "result.json") as f:
     assert json.load(f)["task"] == "chief-0"
-  # The worker and ps pods ended by themselves: every Job completes.
   for job, count in [("ps", 1), ("worker", 2), ("chief", 1)]:
-    assert (f"[launch] Job mnist-ps-{job}: {count}/{count} pods succeeded: "
-            "Complete") in result.stdout
+    assert (f"[exercise] Job mnist-ps-{job}: {count}/{count} pods succeeded: "
+            "Complete") in out
+
+
+@pytest.mark.timeout(300)
+def test_exercise_of_k8s_jobset_restarts_the_set(mnist_dir, tmp_path):
+  del mnist_dir
+  result = _exercise(_dir("jobset"), tmp_path,
+                     "--kill=mnist-jobset-worker-0-1@100steps", "--", *QUICK)
+  out = result.stdout
+  assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+  # backoffLimit 0: the kill fails the Job, and the JobSet recreates every
+  # pod at once.
+  assert _restarts(out) == [
+      "[exercise] JobSet mnist-jobset: RestartJobSet (1/3 of maxRestarts): "
+      "recreating every pod"]
+  assert ("[exercise] Job mnist-jobset-worker-0 failed (BackoffLimitExceeded): "
+          "pod mnist-jobset-worker-0-1 exited with status 137") in out
+  step, line = _resumed_at(out)
+  assert 100 <= step < TARGET, line
+  (result_,) = json_lines(out, "[worker-0] ")
+  assert result_["global_step"] == TARGET
+  assert result_["test_accuracy"] >= 0.90
+  assert "[exercise] JobSet mnist-jobset: successPolicy met: Completed" in out
+  print(f"\nJobSet restart: {line[len('[exercise] '):]}")
+
+
+@pytest.mark.parametrize("name", ["", "jobset"])
+def test_exercise_fails_the_job_at_once_on_a_program_error(name, tmp_path):
+  """Status 2 (a bad trainer flag) is permanent: FailJob, no new pod."""
+  result = _exercise(_dir(name), tmp_path, "--", f"--mnist_dir={MNIST_DIR}",
+                     "--optimizer=nope", timeout=120)
+  out = result.stdout
+  assert result.returncode == 2, out[-4000:] + result.stderr[-2000:]
+  assert "error: --optimizer='nope'" in out
+  assert _restarts(out) == []
+  job = "mnist-worker" if not name else "mnist-jobset-worker-0"
+  assert f"[exercise] Job {job} failed (PodFailurePolicy)" in out
+  assert out.count(" is pod ") == 2  # each started once
 
 
 @pytest.mark.parametrize("file_name, old, new, message", [
@@ -427,7 +571,8 @@ def test_exercise_of_k8s_ps_trains_to_completion(mnist_dir, tmp_path):
      "mnist-worker-1.mnist", "mnist-worker-1.mnist: no pod of these manifests"),
     ("10-worker.yaml", "  subdomain: mnist-worker", "  subdomain: other",
      "no pod of these manifests"),
-    ("01-networkpolicy.yaml", "port: 2222", "port: 2223",
+    ("01-networkpolicy.yaml", "    - protocol: TCP\n",
+     "    - protocol: TCP\n      port: 2223\n",
      "NetworkPolicy mnist blocks pod mnist-worker-1 from reaching pod "
      "mnist-worker-0 on port 2222"),
 ])
@@ -443,7 +588,7 @@ def test_exercise_rejects_manifests_whose_pods_could_not_talk(
   result = _exercise(copy, tmp_path, timeout=60)
   assert result.returncode == 2
   assert message in result.stderr
-  assert "[launch] starting" not in result.stdout  # checked before any start
+  assert " is pod " not in result.stdout  # checked before any start
 
 
 def test_exercise_fails_when_a_pod_would_linger(tmp_path):
@@ -466,8 +611,85 @@ def test_exercise_fails_when_a_pod_would_linger(tmp_path):
 
 
 def test_exercise_needs_the_data_claim_mapped():
-  result = run([sys.executable, "-m", "tfdist.k8s", "exercise", K8S],
-               timeout=60)
+  result = run([sys.executable, "-m", "tfdist.k8s", "exercise",
+                _dir("inception")], timeout=60)
   assert result.returncode == 2
   assert "--pvc=mnist-data=DIR" in result.stderr
   assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kill, message", [
+    ("mnist-worker-1", "write POD@SECONDS or POD@NUMBERsteps"),
+    ("mnist-worker-1@soon", "write POD@SECONDS or POD@NUMBERsteps"),
+    ("mnist-worker-7@5", "--kill=mnist-worker-7@...: no such pod; the pods "
+                         "are mnist-worker-0, mnist-worker-1"),
+])
+def test_exercise_rejects_a_bad_kill_in_one_line(kill, message, tmp_path):
+  result = _exercise(K8S, tmp_path, f"--kill={kill}", timeout=60)
+  assert result.returncode == 2
+  assert result.stderr.startswith("error: ") and message in result.stderr
+  assert len(result.stderr.splitlines()) == 1
+  assert " is pod " not in result.stdout
+
+
+def test_default_k8s_needs_no_prepared_volume():
+  """kubectl apply -f k8s/ alone: every claim a pod mounts is created by
+  the manifests, and the trainer is given no data path (it trains on the
+  MNIST sample in the package)."""
+  objects = _objects(K8S)
+  created = {o["metadata"]["name"] for o in objects
+             if o["kind"] == "PersistentVolumeClaim"}
+  for role, template in _pod_templates(objects):
+    claims = {v["persistentVolumeClaim"]["claimName"]
+              for v in template["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert claims and claims <= created, role
+    command = template["spec"]["containers"][0]["command"]
+    assert not [a for a in command if a.startswith(("--mnist_dir", "--data"))]
+
+
+@pytest.mark.parametrize("strategy, kind", [
+    ("multiworker", "job"), ("multiworker", "tfjob"),
+    ("multiworker", "jobset"), ("ps", "job"), ("ps", "jobset")])
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_gpu_renders_use_nccl_and_cpu_renders_ring(strategy, kind, gpus,
+                                                   tmp_path):
+  spec = json.load(open(os.path.join(SPECS, "chief_two_workers_ps.json"
+                                     if strategy == "ps" else
+                                     "two_workers.json")))
+  out = _render(tmp_path, spec, "--job_name=g", "--image=img:1",
+                f"--strategy={strategy}", f"--kind={kind}",
+                f"--gpus_per_worker={gpus}", "--shm_size=2Gi")
+  objects = _objects(out)
+  nccl = gpus > 0 and strategy == "multiworker"
+  (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+  (rule,) = policy["spec"]["ingress"]
+  # Never anything from outside the job.
+  assert rule["from"] == [{"podSelector": {"matchLabels": {"tfdist/job": "g"}}}]
+  assert rule["ports"] == ([{"protocol": "TCP"}] if nccl else
+                           [{"protocol": "TCP", "port": 2222}])
+  for role, template in _pod_templates(objects):
+    container = template["spec"]["containers"][0]
+    command = container["command"]
+    shm = [v for v in template["spec"]["volumes"] if v["name"] == "shm"]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    if strategy == "multiworker":
+      assert f"--all_reduce={'nccl' if nccl else 'ring'}" in command, role
+    else:
+      assert not [a for a in command if a.startswith("--all_reduce")]
+    if nccl:
+      assert shm == [{"name": "shm", "emptyDir": {"medium": "Memory",
+                                                  "sizeLimit": "2Gi"}}], role
+      assert "/dev/shm" in mounts
+    else:
+      assert not shm and "/dev/shm" not in mounts, role
+  for o in (o for o in objects if o["kind"] in CRDS):
+    crd.validate(o, os.path.join(SCHEMAS, CRDS[o["kind"]]))
+  # Back to ring on GPUs: the gRPC port only, no /dev/shm.
+  if nccl:
+    ring = _render(tmp_path, spec, "--job_name=g", "--image=img:1",
+                   f"--kind={kind}", f"--gpus_per_worker={gpus}",
+                   "--all_reduce=ring", name="ring")
+    text = "".join((ring / f).read_text() for f in _yaml_files(ring))
+    assert "--all_reduce=ring" in text and "/dev/shm" not in text
+    assert "port: 2222" in (ring / "01-networkpolicy.yaml").read_text()

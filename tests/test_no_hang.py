@@ -149,8 +149,17 @@ def test_tensorflow_server_is_recognised():
                        job_name="worker", task_index=0, protocol="grpc",
                        start=True)
   assert preflight.probe(f"127.0.0.1:{port}")[0] == "server"
-  # A peer past its preflight counts as found.
-  preflight.check_peers(_cluster_with_peer_at(port), timeout=5)
+  # Under ps a running server counts as found: a task restarts alone into a
+  # running job.
+  ours = portpicker.pick_unused_port()
+  preflight.check_peers(cluster_lib.make_task(
+      {"worker": [f"127.0.0.1:{ours}"], "ps": [f"127.0.0.1:{port}"]},
+      "worker", 0), timeout=5)
+  # Under multiworker every task restarts together: a server that never read
+  # this task's handshake is a peer's earlier run, waited for until the
+  # deadline, then a lost peer (retried on Kubernetes).
+  with pytest.raises(errors.PeerLost, match="server of an earlier run"):
+    preflight.check_peers(_cluster_with_peer_at(port), timeout=2)
 
 
 def test_http_server_at_a_peer_address_refused_in_one_line():

@@ -18,6 +18,16 @@ protocol: it answers the HTTP/2 handshake every gRPC client opens with.
 Anything else at a peer's address (an HTTP server, a leftover process) is
 refused at once, naming what answered. It then closes its listener and TensorFlow
 binds the same port, so no extra port is needed, on a laptop or in a pod.
+
+A peer that read our handshake answers with its own line on the same
+connection, so each task knows which peers have seen it in this run. Under
+multiworker (a cluster without ps tasks) every task restarts together after
+a loss (a gang restart): a TensorFlow server at a peer's address that never
+read our handshake is that peer's previous run, still up until it notices
+the loss and exits (status 200). The task keeps waiting, within its
+deadline, until that peer is back in preflight; building the strategy with
+the stale server would block. Under ps a worker or ps task restarts alone
+into a running job, whose servers count as found.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Callable, Mapping
 
 from tfdist import cluster as cluster_lib
 from tfdist import console
+from tfdist import errors
 from tfdist.errors import ConfigError
 
 _MAGIC = "tfdist-preflight"
@@ -49,6 +60,9 @@ class _Listener:
 
   def __init__(self, task: cluster_lib.Task, handshake: bytes):
     self._socket = _bind(task)
+    self._digest = handshake.split()[1].decode()
+    # Peers that read our handshake and said who they are (this run).
+    self.heard_from: set = set()
     # accept() with a timeout, so close() can stop the thread: closing a
     # socket another thread is blocked on does not release the port.
     self._socket.settimeout(0.1)
@@ -66,8 +80,12 @@ class _Listener:
       with connection:
         try:
           connection.sendall(self._handshake)
+          connection.settimeout(1.0)
+          words = connection.recv(256).decode(errors="replace").split()
         except OSError:
-          pass
+          continue
+        if words[:2] == [_MAGIC, self._digest] and len(words) == 3:
+          self.heard_from.add(words[2])
 
   def close(self):
     self._stop.set()
@@ -135,8 +153,14 @@ def _describe(data: bytes) -> str:
   return f"an unknown server (it said {data[:24]!r})"
 
 
-def probe(address: str, *, timeout: float = 1.0):
+def probe(address: str, *, timeout: float = 1.0, introduce: bytes = b""):
   """Asks ``address`` who it is.
+
+  Args:
+    address: host:port of a peer.
+    timeout: seconds for the connection and each answer.
+    introduce: sent back to a task in preflight once it answered (our own
+      handshake line), so it knows we saw it.
 
   Returns:
     None when nothing listens there; ``("tfdist", digest, name)`` when a
@@ -151,7 +175,9 @@ def probe(address: str, *, timeout: float = 1.0):
     with socket.create_connection((host.strip("[]"), port),
                                   timeout=timeout) as s:
       data = _recv(s)  # a task in preflight speaks first
-      if not data:  # a gRPC server waits for the client to speak first
+      if data.startswith(_MAGIC.encode()) and introduce:
+        s.sendall(introduce)
+      elif not data:  # a gRPC server waits for the client to speak first
         s.sendall(_HTTP2_PREFACE + _HTTP2_SETTINGS)
         data = _recv(s)
   except OSError:
@@ -184,10 +210,17 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
   Raises:
     ConfigError: a peer did not answer within ``timeout``, or was started
       from a different cluster spec.
+    PeerLost: under multiworker, a peer still ran its earlier run's
+      TensorFlow server at the deadline (a gang restart that did not meet).
   """
   digest = cluster_lib.spec_digest(task.cluster)
   pending = dict(peers_of(task) if peers is None else peers)
-  listener = _Listener(task, f"{_MAGIC} {digest} {task.name}\n".encode())
+  handshake = f"{_MAGIC} {digest} {task.name}\n".encode()
+  listener = _Listener(task, handshake)
+  # See the module docstring: under multiworker a server that did not see
+  # us is a previous run's.
+  restarts_together = "ps" not in task.cluster
+  stale = set()
   try:
     start = clock()
     last_report = start
@@ -195,7 +228,8 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
     silent = set()  # accepted a connection and never answered
     while True:
       for name, address in list(pending.items()):
-        answer = probe(address)
+        answer = probe(address, introduce=handshake)
+        stale.discard(name)
         if answer is None:
           continue
         kind, their_digest, their_name = answer
@@ -207,6 +241,10 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
               f"{name} at {address} is {their_digest}, not a tfdist task or "
               "a TensorFlow server; fix the address in the cluster spec or "
               "stop what listens there")
+        if (kind == "server" and restarts_together
+            and name not in listener.heard_from):
+          stale.add(name)
+          continue
         job_running = job_running or kind == "server"
         if kind == "tfdist" and (their_digest != digest or their_name != name):
           raise ConfigError(
@@ -223,6 +261,10 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
       elapsed = clock() - start
       name, address = next(iter(pending.items()))
       if elapsed >= timeout:
+        if name in stale:
+          raise errors.PeerLost(
+              f"preflight: {name} at {address} still ran a TensorFlow server "
+              f"of an earlier run after {timeout:.0f} s", [name])
         if name in silent:
           raise ConfigError(
               f"{name} at {address} accepted connections but never answered "
@@ -233,7 +275,9 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
                           f"{timeout:.0f} s; start it (same cluster spec), "
                           "fix its address, or raise --peer_timeout")
       if clock() - last_report >= REPORT_EVERY:
-        console.info(f"waiting for {name} at {address}, "
+        earlier = (" (its TensorFlow server of an earlier run is still up; "
+                   "waiting for it to restart)" if name in stale else "")
+        console.info(f"waiting for {name} at {address}{earlier}, "
                      f"{elapsed:.0f}/{timeout:.0f} s")
         last_report = clock()
       time.sleep(0.25)  # a polling interval, not synchronisation

@@ -1,6 +1,7 @@
 """A manifest directory's pods, and the local cluster that stands in for them.
 
-Reads the objects ``kubectl apply -f DIR`` would create and checks what only
+Reads the objects ``kubectl apply -f DIR`` would create (a JobSet as the
+Jobs and headless Service its controller makes) and checks what only
 a cluster would otherwise prove: every address of the cluster spec (a
 ConfigMap) is the DNS name of a pod of an Indexed Job behind a headless
 Service that selects it on a port both expose, and the NetworkPolicies admit
@@ -20,6 +21,9 @@ from tfdist import cluster as cluster_lib
 from tfdist.errors import ConfigError
 
 _EXTENSIONS = (".yaml", ".yml", ".json")  # what kubectl apply -f DIR reads
+# The labels the JobSet controller puts on its Jobs and pods.
+JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,10 @@ class Pod:
   def container(self) -> dict:
     return self.spec["containers"][0]
 
+  @property
+  def job_name(self) -> str:
+    return self.job["metadata"]["name"]
+
 
 def load_manifests(directory: str) -> list:
   """The objects ``kubectl apply -f DIRECTORY`` would create, in order."""
@@ -68,6 +76,54 @@ def load_manifests(directory: str) -> list:
   return objects
 
 
+def _with_labels(template: dict, labels: dict) -> dict:
+  metadata = dict(template.get("metadata", {}))
+  metadata["labels"] = {**metadata.get("labels", {}), **labels}
+  return {**template, "metadata": metadata}
+
+
+def expand_jobsets(objects: list) -> list:
+  """``objects`` with each JobSet followed by what its controller creates.
+
+  Replica ``j`` of replicated job ``r`` is the Job ``<jobset>-<r>-<j>``;
+  with ``network.enableDNSHostnames`` (the default) its pods get the
+  JobSet's subdomain (default its name), a headless Service of that name.
+  """
+  expanded = []
+  for o in objects:
+    expanded.append(o)
+    if o.get("kind") != "JobSet":
+      continue
+    name, spec = o["metadata"]["name"], o["spec"]
+    network = spec.get("network", {})
+    subdomain = network.get("subdomain") or name
+    ports = []
+    for replicated in spec["replicatedJobs"]:
+      labels = {JOBSET_LABEL: name,
+                REPLICATED_JOB_LABEL: replicated["name"]}
+      template = _with_labels(replicated["template"], labels)
+      job_spec = dict(template["spec"])
+      pod = _with_labels(job_spec["template"], labels)
+      if network.get("enableDNSHostnames", True):
+        pod["spec"] = dict(pod["spec"], subdomain=subdomain)
+      job_spec["template"] = pod
+      ports += [p for c in pod["spec"]["containers"]
+                for p in c.get("ports", []) if p not in ports]
+      for j in range(replicated.get("replicas", 1)):
+        expanded.append({"apiVersion": "batch/v1", "kind": "Job",
+                         "metadata": {"name": f"{name}-{replicated['name']}-"
+                                              f"{j}", "labels": labels},
+                         "spec": job_spec})
+    expanded.append({"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": subdomain},
+                     "spec": {"clusterIP": "None",
+                              "selector": {JOBSET_LABEL: name},
+                              "ports": [{"name": p.get("name"),
+                                         "port": p["containerPort"]}
+                                        for p in ports]}})
+  return expanded
+
+
 def by_kind(objects: list, kind: str) -> dict:
   return {o["metadata"]["name"]: o for o in objects if o.get("kind") == kind}
 
@@ -75,9 +131,11 @@ def by_kind(objects: list, kind: str) -> dict:
 def job_pods(objects: list) -> list:
   """Every pod of every Job, checking the exercise can run it."""
   unsupported = sorted({o.get("kind") for o in objects} - {
-      "Job", "Service", "ConfigMap", "PersistentVolumeClaim", "NetworkPolicy"})
+      "Job", "JobSet", "Service", "ConfigMap", "PersistentVolumeClaim",
+      "NetworkPolicy"})
   if unsupported:
-    raise ConfigError(f"the exercise runs batch/v1 Jobs; it cannot run "
+    raise ConfigError(f"the exercise runs batch/v1 Jobs and JobSets; it "
+                      f"cannot run "
                       f"{', '.join(map(str, unsupported))} (a TFJob's "
                       "TF_CONFIG comes from the training operator)")
   pods = []
@@ -147,10 +205,11 @@ def check_ingress(pod: Pod, port: int, pods: list, policies: dict) -> None:
            for p in pod.container.get("ports", []) if "name" in p}
   for peer in (p for p in pods if p.name != pod.name):
     def admits(rule, peer=peer):
+      # A ports entry without a port admits every port (of its protocol).
       ports = [names.get(p.get("port"), p.get("port"))
                for p in rule.get("ports", [])]
       sources = rule.get("from", [])
-      return ((not ports or port in ports) and
+      return ((not ports or port in ports or None in ports) and
               (not sources or any(set(f) == {"podSelector"} and
                                   _selects(f["podSelector"], peer.labels)
                                   for f in sources)))

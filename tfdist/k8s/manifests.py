@@ -3,9 +3,14 @@
 Per task type a headless Service and an Indexed Job whose pods derive their
 TF_CONFIG from the spec (a ConfigMap), their type and their completion index
 (see tfdist.k8s.pod); plus a NetworkPolicy that admits only the job's own
-pods to the gRPC port, and a PersistentVolumeClaim for ``--model_dir``. With
-``--kind=tfjob`` one Kubeflow TFJob instead of the Jobs and Services (the
-training operator sets TF_CONFIG itself).
+pods (to the gRPC port, or to every TCP port when NCCL connects them), and a
+PersistentVolumeClaim for ``--model_dir``. With ``--kind=tfjob`` one Kubeflow
+TFJob instead of the Jobs and Services (the training operator sets TF_CONFIG
+itself); with ``--kind=jobset`` one JobSet whose replicated jobs are those
+Jobs (the JobSet controller makes the headless Service).
+
+Recovery: a task that loses a peer exits 200 (tfdist.errors), which the
+podFailurePolicy retries like a signal; 1-127 fail the job at once.
 
 Owns the objects and their YAML files' names and text. Imports
 tfdist.k8s.options and tfdist.k8s.files only.
@@ -35,15 +40,25 @@ def k8s_cluster(options: RenderOptions) -> dict:
 
   An Indexed Job's pod gets the hostname ``<job>-<index>``; with
   ``subdomain`` set to a headless Service of the same name it resolves as
-  ``<job>-<index>.<service>`` in the namespace.
+  ``<job>-<index>.<service>`` in the namespace. A JobSet's Job of a role is
+  ``<jobset>-<role>-0`` and its subdomain the JobSet's name.
   """
-  return {role: [f"{_name(options, role)}-{i}.{_name(options, role)}:"
-                 f"{options.port}" for i in range(len(options.cluster[role]))]
+  return {role: [f"{_job_name(options, role)}-{i}.{_subdomain(options, role)}"
+                 f":{options.port}" for i in range(len(options.cluster[role]))]
           for role in options.roles}
 
 
 def _name(options: RenderOptions, role: str) -> str:
   return f"{options.job_name}-{role}"
+
+
+def _job_name(options: RenderOptions, role: str) -> str:
+  """The name of the Job of ``role`` (a JobSet's first and only replica)."""
+  return _name(options, role) + ("-0" if options.kind == "jobset" else "")
+
+
+def _subdomain(options: RenderOptions, role: str) -> str:
+  return options.job_name if options.kind == "jobset" else _name(options, role)
 
 
 def _labels(options: RenderOptions,
@@ -62,9 +77,10 @@ def _trainer_command(options: RenderOptions) -> list:
           # scale-up); the default 2 min wait for peers is too short.
           "--peer_timeout=900"]
   if options.strategy == "multiworker":
-    # Ring all-reduce runs over the gRPC port, the one port the
-    # NetworkPolicy admits; NCCL would open other ports between the pods.
-    args.append("--all_reduce=ring")
+    # NCCL, GPU to GPU, opens ports of its own between the pods (the
+    # NetworkPolicy then admits every port from the job's pods); ring
+    # all-reduce runs over the gRPC port.
+    args.append(f"--all_reduce={'nccl' if options.nccl else 'ring'}")
   return ["python", "-m", f"trainers.{options.trainer}", *args,
           *options.trainer_args]
 
@@ -111,10 +127,18 @@ def _pod_template(options: RenderOptions, role: str, command: list, *,
     mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
     volumes.append({"name": "data", "persistentVolumeClaim": {
         "claimName": options.data_pvc, "readOnly": True}})
+  if options.nccl and options.gpus(role):
+    # NCCL's buffers live in /dev/shm; the runtime's 64 MB makes it fail
+    # (NVIDIA/nccl#525). Memory-backed: it counts against the memory limit.
+    mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    volumes.append({"name": "shm", "emptyDir": {
+        "medium": "Memory", "sizeLimit": options.shm_size}})
   spec = {}
-  if job_pod:
-    # The pod's DNS name <job>-<index>.<service>: the address in the spec.
+  if job_pod and options.kind == "job":
+    # The pod's DNS name <job>-<index>.<service>: the address in the spec
+    # (a JobSet's controller sets the subdomain itself).
     spec["subdomain"] = _name(options, role)
+  if job_pod:
     # podFailurePolicy needs Never: a failed container means a failed pod,
     # which the policy then fails or retries by exit status.
     spec["restartPolicy"] = "Never"
@@ -151,20 +175,45 @@ def _pod_failure_policy() -> dict:
       # pod without counting it against backoffLimit.
       {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
       # 1-127: the program failed (2 is bad input): a retry fails again.
-      # 128 + N (killed by signal N, e.g. 137 OOM-killed) falls through to
-      # backoffLimit: the pod is retried.
+      # 128 + N (killed by signal N, e.g. 137 OOM-killed) and 200 (a lost
+      # peer: the survivors of a gang) fall through to backoffLimit: the pod
+      # is retried, and the restarted pods meet again in preflight.
       {"action": "FailJob", "onExitCodes": {
           "containerName": CONTAINER, "operator": "In",
           "values": files_lib.FlowList(range(1, 128))}},
   ]}
 
 
-def _job_objects(options: RenderOptions, role: str) -> list:
-  name = _name(options, role)
+def _job_spec(options: RenderOptions, role: str, *,
+              backoff_limit: int) -> dict:
+  """The spec of the Indexed Job of ``role``."""
   count = len(options.cluster[role])
   command = ["python", "-m", "tfdist.k8s.pod",
              f"--cluster_spec={CONFIG_DIR}/cluster.json",
              f"--task_type={role}", "--", *_trainer_command(options)]
+  return {
+      # Indexed: pod i gets JOB_COMPLETION_INDEX=i and the hostname
+      # <job>-<i>; the Job is complete when every index succeeded once.
+      "completionMode": "Indexed",
+      "completions": count,
+      "parallelism": count,
+      "backoffLimit": backoff_limit,
+      "activeDeadlineSeconds": options.active_deadline_seconds,
+      "podFailurePolicy": _pod_failure_policy(),
+      "template": _pod_template(options, role, command,
+                                container_name=CONTAINER,
+                                port_name="grpc", job_pod=True),
+  }
+
+
+def _backoff_limit(options: RenderOptions, role: str) -> int:
+  # A gang restart fails each pod of a multiworker Job once (the lost one
+  # and the survivors exiting 200): max_restarts of them fit.
+  return options.max_restarts * len(options.cluster[role])
+
+
+def _job_objects(options: RenderOptions, role: str) -> list:
+  name = _name(options, role)
   service = {
       "apiVersion": "v1", "kind": "Service",
       "metadata": {"name": name, "labels": _labels(options, role)},
@@ -180,25 +229,55 @@ def _job_objects(options: RenderOptions, role: str) -> list:
                      "targetPort": "grpc", "protocol": "TCP"}],
       },
   }
+  spec = _job_spec(options, role,
+                   backoff_limit=_backoff_limit(options, role))
+  spec["ttlSecondsAfterFinished"] = options.ttl_seconds
   job = {
       "apiVersion": "batch/v1", "kind": "Job",
       "metadata": {"name": name, "labels": _labels(options, role)},
-      "spec": {
-          # Indexed: pod i gets JOB_COMPLETION_INDEX=i and the hostname
-          # <job>-<i>; the Job is complete when every index succeeded once.
-          "completionMode": "Indexed",
-          "completions": count,
-          "parallelism": count,
-          "backoffLimit": options.backoff_limit,
-          "activeDeadlineSeconds": options.active_deadline_seconds,
-          "ttlSecondsAfterFinished": options.ttl_seconds,
-          "podFailurePolicy": _pod_failure_policy(),
-          "template": _pod_template(options, role, command,
-                                    container_name=CONTAINER,
-                                    port_name="grpc", job_pod=True),
-      },
+      "spec": spec,
   }
   return [service, job]
+
+
+def _jobset(options: RenderOptions) -> dict:
+  """One JobSet: a replicated job (one Indexed Job) per role."""
+  primary = "chief" if "chief" in options.cluster else "worker"
+  spec = {
+      # Pods resolve as <jobset>-<role>-0-<index>.<jobset>, before Ready.
+      "network": {"enableDNSHostnames": True, "subdomain": options.job_name,
+                  "publishNotReadyAddresses": True},
+      # The chief (else worker 0, whose Job completes with every worker's
+      # pod, all ending together) ends the set; ps and worker tasks of the
+      # ps strategy end once the chief tells them to.
+      "successPolicy": {"operator": "All", "targetReplicatedJobs": [primary]},
+      "failurePolicy": {
+          "maxRestarts": options.max_restarts,
+          "rules": [
+              # A program error (1-127) failed a Job through its
+              # podFailurePolicy: a restart would fail again.
+              {"name": "ProgramError", "action": "FailJobSet",
+               "onJobFailureReasons": ["PodFailurePolicy"]},
+              # Anything else (a lost pod, a lost peer's 200): recreate
+              # every pod, which resume from the last checkpoint.
+              {"name": "LostPod", "action": "RestartJobSet"}]},
+      "ttlSecondsAfterFinished": options.ttl_seconds,
+  }
+  if options.strategy == "ps":
+    # The ps tasks hold the variables: up before the workers and the chief.
+    spec["startupPolicy"] = {"startupPolicyOrder": "InOrder"}
+  jobs = []
+  for role in options.roles:
+    # Multiworker: the first lost pod fails its Job and the JobSet restarts
+    # them all at once. ps: a lost worker pod is retried alone.
+    backoff = _backoff_limit(options, role) if options.strategy == "ps" else 0
+    jobs.append({"name": role, "replicas": 1, "template": {
+        "metadata": {"labels": _labels(options, role)},
+        "spec": _job_spec(options, role, backoff_limit=backoff)}})
+  spec["replicatedJobs"] = jobs
+  return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+          "metadata": {"name": options.job_name, "labels": _labels(options)},
+          "spec": spec}
 
 
 def _tfjob(options: RenderOptions) -> dict:
@@ -207,7 +286,8 @@ def _tfjob(options: RenderOptions) -> dict:
     replicas[_TFJOB_REPLICA[role]] = {
         "replicas": len(options.cluster[role]),
         # The operator's ExitCode policy is our fault model: 1-127 are
-        # permanent errors, 128-255 (killed by a signal) are retried.
+        # permanent errors, 128-255 (a signal, or 200: a lost peer) are
+        # retried.
         "restartPolicy": "ExitCode",
         # The operator sets TF_CONFIG itself, so the trainer runs directly;
         # it requires the container name "tensorflow" and port "tfjob-port".
@@ -223,7 +303,8 @@ def _tfjob(options: RenderOptions) -> dict:
               # Pods still running when the job ends are removed; finished
               # ones stay for their logs until the TTL.
               "cleanPodPolicy": "Running",
-              "backoffLimit": options.backoff_limit,
+              "backoffLimit": options.max_restarts * sum(
+                  len(options.cluster[r]) for r in options.roles),
               "activeDeadlineSeconds": options.active_deadline_seconds,
               "ttlSecondsAfterFinished": options.ttl_seconds,
           },
@@ -241,11 +322,13 @@ def _shared_objects(options: RenderOptions) -> dict:
           "podSelector": {"matchLabels": {"tfdist/job": options.job_name}},
           "policyTypes": ["Ingress"],
           # TensorFlow's gRPC servers have no authentication: only the
-          # job's own pods may connect, and only to the gRPC port.
+          # job's own pods may connect, only to the gRPC port, or to any TCP
+          # port when NCCL connects them (it picks its ports at run time).
           "ingress": [{
               "from": [{"podSelector": {"matchLabels": {
                   "tfdist/job": options.job_name}}}],
-              "ports": [{"protocol": "TCP", "port": options.port}],
+              "ports": [{"protocol": "TCP"} if options.nccl else
+                        {"protocol": "TCP", "port": options.port}],
           }],
       },
   }
@@ -273,7 +356,7 @@ def render(options: RenderOptions, *, command: str) -> dict:
       every file.
   """
   documents = {}
-  if options.kind == "job":
+  if options.kind != "tfjob":
     config_map = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": f"{options.job_name}-cluster",
@@ -286,6 +369,8 @@ def render(options: RenderOptions, *, command: str) -> dict:
   if options.kind == "job":
     for number, role in enumerate(options.roles):
       documents[f"{10 + number}-{role}.yaml"] = _job_objects(options, role)
+  elif options.kind == "jobset":
+    documents["10-jobset.yaml"] = [_jobset(options)]
   else:
     documents["10-tfjob.yaml"] = [_tfjob(options)]
   header = files_lib.HEADER + f"# {command}\n"

@@ -17,7 +17,9 @@ from tfdist import cluster as cluster_lib
 from tfdist import strategy as strategy_lib
 from tfdist.errors import ConfigError
 
-KINDS = ("job", "tfjob")
+KINDS = ("job", "tfjob", "jobset")
+# --all_reduce of a render; auto = nccl with GPUs, else ring.
+ALL_REDUCE = ("auto", "ring", "nccl")
 # Start order (servers first) and file order of the roles.
 ROLES = ("ps", "worker", "chief", "evaluator")
 # The label of GPU nodes set by NVIDIA's GPU feature discovery (GPU
@@ -48,8 +50,15 @@ class RenderOptions:
     trainer: the module under ``trainers/`` the pods run.
     strategy: ``multiworker`` or ``ps``.
     trainer_args: extra trainer flags, after the ones the render sets.
-    kind: ``job`` (Indexed Jobs) or ``tfjob`` (Kubeflow training operator).
+    kind: ``job`` (Indexed Jobs), ``tfjob`` (Kubeflow training operator) or
+      ``jobset`` (one JobSet, for clusters with the JobSet controller).
     gpus_per_worker: ``nvidia.com/gpu`` per training task; 0 for CPU only.
+    all_reduce: multiworker all-reduce: ``nccl`` (GPUs; the pods of the job
+      may then connect on any TCP port), ``ring`` (over the gRPC port) or
+      ``auto`` (nccl with GPUs, else ring).
+    shm_size: size of the memory-backed /dev/shm of pods that use NCCL
+      (the container runtime's 64 MB is too small for it); it counts
+      against the pod's memory limit.
     gpu_node_selector: ``key=value`` label of GPU nodes; empty for none.
     port: the gRPC port of every task.
     cpu, memory: requests of every task (memory is also the limit).
@@ -57,7 +66,10 @@ class RenderOptions:
       empty for none.
     model_storage: size of the PersistentVolumeClaim for /model.
     storage_class: its storage class; empty for the cluster's default.
-    backoff_limit: failed pods (exit status >= 128) a Job retries.
+    max_restarts: how many times the job recovers from a lost pod. A Job's
+      backoffLimit is max_restarts times its pod count, since one gang
+      restart fails every pod of a multiworker Job once (a JobSet restarts
+      at most max_restarts times instead).
     ttl_seconds: how long finished Jobs and their pods are kept.
     active_deadline_seconds: the deadline of the whole job.
   """
@@ -69,6 +81,8 @@ class RenderOptions:
   trainer_args: tuple = ()
   kind: str = "job"
   gpus_per_worker: int = 1
+  all_reduce: str = "auto"
+  shm_size: str = "1Gi"
   gpu_node_selector: str = DEFAULT_GPU_NODE_SELECTOR
   port: int = 2222
   cpu: str = "2"
@@ -76,7 +90,7 @@ class RenderOptions:
   data_pvc: str = ""
   model_storage: str = "10Gi"
   storage_class: str = ""
-  backoff_limit: int = 3
+  max_restarts: int = 3
   ttl_seconds: int = 3600
   active_deadline_seconds: int = 86400
 
@@ -91,7 +105,9 @@ class RenderOptions:
     strategy_lib.plan_role(self.strategy,
                            cluster_lib.make_task(self.cluster, "worker", 0))
     _check_dns_label(self.job_name, "--job_name")
-    longest = max(len(f"{self.job_name}-{t}-{len(a) - 1}")
+    # A JobSet's pods are <jobset>-<replicatedJob>-<job index>-<index>.
+    job_index = "-0" if self.kind == "jobset" else ""
+    longest = max(len(f"{self.job_name}-{t}{job_index}-{len(a) - 1}")
                   for t, a in self.cluster.items())
     if longest > 63:
       raise ConfigError(f"--job_name={self.job_name!r} is too long for "
@@ -107,7 +123,13 @@ class RenderOptions:
                         f"{', '.join(trainers())}")
     if self.kind not in KINDS:
       raise ConfigError(f"--kind={self.kind!r}: use one of {', '.join(KINDS)}")
-    for name in ("gpus_per_worker", "backoff_limit", "ttl_seconds"):
+    if self.all_reduce not in ALL_REDUCE:
+      raise ConfigError(f"--all_reduce={self.all_reduce!r}: use one of "
+                        f"{', '.join(ALL_REDUCE)}")
+    if self.all_reduce == "nccl" and not self.gpus_per_worker:
+      raise ConfigError("--all_reduce=nccl needs GPUs: set --gpus_per_worker "
+                        "or use --all_reduce=ring")
+    for name in ("gpus_per_worker", "max_restarts", "ttl_seconds"):
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name}={getattr(self, name)}: must be 0 or more")
     if self.active_deadline_seconds < 1:
@@ -115,7 +137,7 @@ class RenderOptions:
                         f"{self.active_deadline_seconds}: must be at least 1")
     if not 1 <= self.port <= 65535:
       raise ConfigError(f"--port={self.port}: pick a port from 1 to 65535")
-    for name in ("cpu", "memory", "model_storage"):
+    for name in ("cpu", "memory", "model_storage", "shm_size"):
       if not _QUANTITY.match(getattr(self, name)):
         raise ConfigError(f"--{name}={getattr(self, name)!r} is not a "
                           "Kubernetes quantity; write e.g. 2, 500m, 8Gi")
@@ -132,6 +154,13 @@ class RenderOptions:
   @property
   def roles(self) -> list:
     return [r for r in ROLES if r in self.cluster]
+
+  @property
+  def nccl(self) -> bool:
+    """Whether the workers all-reduce with NCCL (multiworker on GPUs)."""
+    return self.strategy == "multiworker" and (
+        self.all_reduce == "nccl" or
+        (self.all_reduce == "auto" and self.gpus_per_worker > 0))
 
   def gpus(self, role: str) -> int:
     """GPUs of one task of ``role``: none for the ps tasks, which only hold

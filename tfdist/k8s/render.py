@@ -2,7 +2,7 @@ r"""``python -m tfdist.k8s render``: the manifests of a cluster spec, written.
 
     python -m tfdist.k8s render --cluster_spec=cluster_specs/two_workers.json \
         --job_name=mnist --image=REGISTRY/tfdist:0.1 --gpus_per_worker=1 \
-        --out_dir=k8s -- --mnist_dir=/data/mnist
+        --out_dir=k8s [--data_pvc=CLAIM -- --mnist_dir=/data/mnist]
 
 The spec gives the topology (how many tasks of each type); each task's
 address becomes the stable DNS name of its pod (tfdist.k8s.manifests).

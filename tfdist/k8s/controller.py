@@ -1,0 +1,127 @@
+"""The rules by which Kubernetes retries or fails a job, as the exercise applies them.
+
+The Job controller, for a pod that failed with an exit status: the first
+rule of the Job's ``podFailurePolicy`` that matches the status decides
+(``FailJob``: the Job fails at once; ``Ignore``: a new pod, not counted;
+``Count``), and a status no rule matches is counted; a new pod replaces the
+failed one (same index, same volumes) until more than ``backoffLimit`` pods
+failed. The JobSet controller, for a Job that failed: the first rule of the
+``failurePolicy`` whose reasons and replicated jobs match decides
+(``FailJobSet``, or ``RestartJobSet``: every Job recreated), a restart only
+while fewer than ``maxRestarts`` were made; its ``successPolicy`` says when
+the set is complete.
+
+Owns JobState and JobSetState. Imports tfdist.errors only; no process is
+started here (tfdist.k8s.exercise runs them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tfdist.errors import ConfigError
+
+FAIL_JOB, IGNORE, COUNT = "FailJob", "Ignore", "Count"
+# Job failure reasons, as the Job controller sets them.
+POD_FAILURE_POLICY = "PodFailurePolicy"
+BACKOFF_LIMIT = "BackoffLimitExceeded"
+DEADLINE = "DeadlineExceeded"
+FAIL_JOBSET, RESTART_JOBSET = "FailJobSet", "RestartJobSet"
+
+
+def pod_failure_action(job_spec: dict, container: str, status: int) -> str:
+  """What the Job's podFailurePolicy does with a pod that exited ``status``.
+
+  Rules on pod conditions (``DisruptionTarget``: preempted, evicted) never
+  match here: the exercise's pods end by their exit status.
+  """
+  for rule in job_spec.get("podFailurePolicy", {}).get("rules", []):
+    codes = rule.get("onExitCodes")
+    if codes is None or codes.get("containerName", container) != container:
+      continue
+    if (status in codes.get("values", [])) == (codes["operator"] == "In"):
+      if rule["action"] not in (FAIL_JOB, IGNORE, COUNT):
+        raise ConfigError(f"podFailurePolicy action {rule['action']!r}: the "
+                          "exercise knows FailJob, Ignore and Count")
+      return rule["action"]
+  return COUNT
+
+
+@dataclasses.dataclass
+class JobState:
+  """One Indexed Job: which indexes succeeded, how many pods failed."""
+  name: str
+  spec: dict
+  container: str
+  succeeded: set = dataclasses.field(default_factory=set)
+  failures: int = 0
+  failed: Optional[str] = None  # the reason, once the Job failed
+
+  @property
+  def complete(self) -> bool:
+    return len(self.succeeded) >= self.spec.get("completions", 1)
+
+  @property
+  def backoff_limit(self) -> int:
+    return self.spec.get("backoffLimit", 6)  # Kubernetes' default
+
+  def pod_failed(self, status: int) -> str:
+    """Applies the rules to a failed pod; returns the action taken.
+
+    ``FailJob`` (or ``Count`` past backoffLimit) fails the Job: ``failed``
+    is then set. Otherwise a new pod is due.
+    """
+    action = pod_failure_action(self.spec, self.container, status)
+    if action == FAIL_JOB:
+      self.failed = POD_FAILURE_POLICY
+    elif action == COUNT:
+      self.failures += 1
+      if self.failures > self.backoff_limit:
+        self.failed = BACKOFF_LIMIT
+    return action
+
+
+@dataclasses.dataclass
+class JobSetState:
+  """One JobSet: its failure and success policies, restarts made."""
+  name: str
+  spec: dict
+  restarts: int = 0
+
+  @property
+  def max_restarts(self) -> int:
+    return self.spec.get("failurePolicy", {}).get("maxRestarts", 0)
+
+  def job_failed(self, replicated_job: str, reason: str) -> str:
+    """FailJobSet or RestartJobSet for a failed Job (a restart is counted).
+
+    Without a failurePolicy any failed Job fails the set; with one, a Job no
+    rule matches restarts it. Either way past maxRestarts it fails.
+    """
+    policy = self.spec.get("failurePolicy")
+    if policy is None:
+      return FAIL_JOBSET
+    action = RESTART_JOBSET
+    for rule in policy.get("rules", []):
+      targets = rule.get("targetReplicatedJobs") or [replicated_job]
+      reasons = rule.get("onJobFailureReasons") or [reason]
+      if replicated_job in targets and reason in reasons:
+        action = rule["action"]
+        break
+    if action not in (FAIL_JOBSET, RESTART_JOBSET):
+      raise ConfigError(f"JobSet {self.name}: failurePolicy action "
+                        f"{action!r}: the exercise knows FailJobSet and "
+                        "RestartJobSet")
+    if action == RESTART_JOBSET and self.restarts < self.max_restarts:
+      self.restarts += 1
+      return RESTART_JOBSET
+    return FAIL_JOBSET
+
+  def succeeded(self, complete_jobs: set) -> bool:
+    """Whether the successPolicy holds, given the complete replicated jobs."""
+    policy = self.spec.get("successPolicy", {})
+    targets = policy.get("targetReplicatedJobs") or [
+        r["name"] for r in self.spec["replicatedJobs"]]
+    met = [t in complete_jobs for t in targets]
+    return any(met) if policy.get("operator") == "Any" else all(met)
