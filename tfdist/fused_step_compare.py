@@ -154,7 +154,9 @@ def main(argv=None) -> int:
             "task": task.name if task else "local",
             "num_replicas": strategy.num_replicas_in_sync,
             "accumulate_steps": args.accumulate_steps,
-            "all_reduce_dtype": args.all_reduce_dtype}
+            "all_reduce_dtype": args.all_reduce_dtype,
+            # Other processes on the machine skew the timings.
+            "load_average_at_end": os.getloadavg()}
   for name, trials in runs.items():
     if trials:
       figures = [t["figures"] for t in trials]
