@@ -108,20 +108,30 @@ def test_float16_wire_with_loss_scaling(mnist_dir):
 
 
 @pytest.mark.parametrize("settings, flag", [
-    (dict(fused_step=True, accumulate_steps=0, strategy="mirrored"),
+    (dict(fused_step="yes", accumulate_steps=1, strategy="mirrored"),
+     "--fused_step='yes'"),
+    (dict(fused_step="auto", accumulate_steps=0, strategy="mirrored"),
      "--accumulate_steps=0"),
-    (dict(fused_step=True, accumulate_steps=1, strategy="ps"),
-     "--fused_step"),
-    (dict(fused_step=False, accumulate_steps=4, strategy="multiworker"),
+    (dict(fused_step="on", accumulate_steps=1, strategy="ps"),
+     "--fused_step=on"),
+    (dict(fused_step="off", accumulate_steps=4, strategy="multiworker"),
+     "--accumulate_steps=4"),
+    (dict(fused_step="auto", accumulate_steps=4, strategy="ps"),
      "--accumulate_steps=4"),
 ])
 def test_bad_settings_name_the_flag(settings, flag):
   with pytest.raises(ConfigError, match=flag):
-    fused_step.check(**settings)
+    fused_step.enabled(**settings)
 
 
-def test_good_settings_pass_and_count_the_update_batch():
-  fused_step.check(fused_step=True, accumulate_steps=4, strategy="multiworker")
-  fused_step.check(fused_step=False, accumulate_steps=1, strategy="ps")
+def test_auto_is_on_for_synchronous_strategies_only():
+  assert fused_step.enabled(fused_step="auto", accumulate_steps=4,
+                            strategy="multiworker")
+  assert fused_step.enabled(fused_step="auto", accumulate_steps=1,
+                            strategy="mirrored")
+  assert not fused_step.enabled(fused_step="auto", accumulate_steps=1,
+                                strategy="ps")
+  assert not fused_step.enabled(fused_step="off", accumulate_steps=1,
+                                strategy="mirrored")
   assert fused_step.examples_per_update(100, num_replicas=2,
                                         accumulate_steps=4) == 800

@@ -36,7 +36,14 @@ one Keras step is one optimizer update: ``optimizer.iterations``,
 ``steps_per_epoch``, checkpoints and preemption checks all count updates,
 and no partial accumulation ever crosses a step (nothing to checkpoint). The
 global batch of an update, which ``--lr_scaling`` scales by, is B x replicas
-x K; the input pipeline must batch K x B per replica.
+x K; the input pipeline must batch K x B per replica. The model must be
+built before ``fit`` (a functional or Sequential model with an input shape
+is): a layer cannot create its variables inside the loop. Batch-norm moving
+statistics update once per micro-batch.
+
+Other collectives stay theirs: synchronised batch norm all-reduces its
+statistics in the forward pass, and tfdist.checkpoint's preemption check
+runs its own small all-reduce every N steps, outside the step.
 
 Mixed precision: a ``LossScaleOptimizer`` works: the loss is scaled before
 the backward pass, the all-reduced gradients unscaled before the update; a
@@ -62,21 +69,36 @@ from tfdist.errors import ConfigError
 _METRIC_SUMS = 3
 # Strategies whose replicas train in sync; under ps a step is one worker's.
 FUSED_STRATEGIES = communication.ALL_REDUCE_STRATEGIES
+# --fused_step: auto = on under FUSED_STRATEGIES, off elsewhere.
+FUSED_STEP_SETTINGS = ("auto", "on", "off")
 
 
-def check(*, fused_step: bool, accumulate_steps: int, strategy: str) -> None:
-  """Raises ConfigError naming the flag when the settings cannot work."""
+def enabled(*, fused_step: str, accumulate_steps: int, strategy: str) -> bool:
+  """Whether the fused step runs (``--fused_step=auto`` means under the
+  synchronous strategies); raises ConfigError naming the flag when the
+  settings cannot work together."""
+  if fused_step not in FUSED_STEP_SETTINGS:
+    raise ConfigError(f"--fused_step={fused_step!r}: use one of "
+                      f"{', '.join(FUSED_STEP_SETTINGS)}")
   if accumulate_steps < 1:
     raise ConfigError(f"--accumulate_steps={accumulate_steps}: must be at "
                       "least 1 (1 = no accumulation)")
-  if fused_step and strategy not in FUSED_STRATEGIES:
-    raise ConfigError(f"--fused_step all-reduces gradients, which "
+  synchronous = strategy in FUSED_STRATEGIES
+  if fused_step == "on" and not synchronous:
+    raise ConfigError(f"--fused_step=on all-reduces gradients, which "
                       f"--strategy={strategy} does not do; use "
-                      "--nofused_step, or --strategy=multiworker or mirrored")
-  if accumulate_steps > 1 and not fused_step:
+                      "--fused_step=auto, or --strategy=multiworker or "
+                      "mirrored")
+  on = fused_step == "on" or (fused_step == "auto" and synchronous)
+  if accumulate_steps > 1 and not on:
     raise ConfigError(f"--accumulate_steps={accumulate_steps} runs in the "
-                      "fused step; add --fused_step, or use "
-                      "--accumulate_steps=1")
+                      "fused step, which "
+                      + (f"--strategy={strategy} does not use; use "
+                         "--strategy=multiworker or mirrored"
+                         if not synchronous else "--fused_step=off turns "
+                         "off; drop --fused_step=off")
+                      + ", or --accumulate_steps=1")
+  return on
 
 
 def examples_per_update(batch_size: int, *, num_replicas: int,
