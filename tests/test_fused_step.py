@@ -90,6 +90,18 @@ def test_accumulation_equals_one_step_at_four_times_the_batch(mnist_dir):
 
 
 @pytest.mark.timeout(120)
+def test_default_strategy_one_replica_no_collective(mnist_dir):
+  done = run(compare("--strategy=default", f"--mnist_dir={mnist_dir}",
+                     "--batch_size=50", "--accumulate_steps=2"), timeout=100)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json_lines(done.stdout)[-1]
+  assert result["num_replicas"] == 1
+  _check_same_training(result)
+  assert result["fused"]["collectives_per_replica"] == 0
+  assert result["fused"]["all_reduce_bytes"] == 0
+
+
+@pytest.mark.timeout(120)
 def test_float16_wire_with_loss_scaling(mnist_dir):
   # Gradients in float16, the metric sums in an exact float32 tail: two
   # collectives; a LossScaleOptimizer scales and unscales around them.
