@@ -28,6 +28,13 @@ def compare(*flags):
           f"--steps={STEPS}", f"--epochs={EPOCHS}", *flags]
 
 
+def compare_result(mnist_dir, *flags) -> dict:
+  """Runs tfdist.fused_step_compare in one process; returns its result."""
+  done = run(compare(f"--mnist_dir={mnist_dir}", *flags), timeout=100)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json_lines(done.stdout)[-1]
+
+
 def _check_same_training(result):
   """Same weights, same global loss and accuracy, same number of updates."""
   assert result["max_weight_difference"] < WEIGHT_TOLERANCE
@@ -42,10 +49,7 @@ def _check_same_training(result):
 
 @pytest.mark.timeout(120)
 def test_mirrored_two_devices_one_collective(mnist_dir):
-  done = run(compare("--strategy=mirrored", f"--mnist_dir={mnist_dir}"),
-             timeout=100)
-  assert done.returncode == 0, done.stderr[-3000:]
-  result = json_lines(done.stdout)[-1]
+  result = compare_result(mnist_dir, "--strategy=mirrored")
   assert result["num_replicas"] == 2
   _check_same_training(result)
   assert result["fused"]["collectives_per_replica"] == 1
@@ -81,20 +85,16 @@ def test_multiworker_two_processes_identical_replicas(mnist_dir):
 def test_accumulation_equals_one_step_at_four_times_the_batch(mnist_dir):
   # Fused: 4 micro-batches of 25 per replica per update; Keras: one batch
   # of 100 per replica. Same examples per update, same order.
-  done = run(compare("--strategy=mirrored", f"--mnist_dir={mnist_dir}",
-                     "--batch_size=25", "--accumulate_steps=4"), timeout=100)
-  assert done.returncode == 0, done.stderr[-3000:]
-  result = json_lines(done.stdout)[-1]
+  result = compare_result(mnist_dir, "--strategy=mirrored",
+                          "--batch_size=25", "--accumulate_steps=4")
   _check_same_training(result)
   assert result["fused"]["collectives_per_replica"] == 1
 
 
 @pytest.mark.timeout(120)
 def test_default_strategy_one_replica_no_collective(mnist_dir):
-  done = run(compare("--strategy=default", f"--mnist_dir={mnist_dir}",
-                     "--batch_size=50", "--accumulate_steps=2"), timeout=100)
-  assert done.returncode == 0, done.stderr[-3000:]
-  result = json_lines(done.stdout)[-1]
+  result = compare_result(mnist_dir, "--strategy=default",
+                          "--batch_size=50", "--accumulate_steps=2")
   assert result["num_replicas"] == 1
   _check_same_training(result)
   assert result["fused"]["collectives_per_replica"] == 0
@@ -105,11 +105,8 @@ def test_default_strategy_one_replica_no_collective(mnist_dir):
 def test_float16_wire_with_loss_scaling(mnist_dir):
   # Gradients in float16, the metric sums in an exact float32 tail: two
   # collectives; a LossScaleOptimizer scales and unscales around them.
-  done = run(compare("--strategy=mirrored", f"--mnist_dir={mnist_dir}",
-                     "--all_reduce_dtype=float16", "--loss_scale"),
-             timeout=100)
-  assert done.returncode == 0, done.stderr[-3000:]
-  result = json_lines(done.stdout)[-1]
+  result = compare_result(mnist_dir, "--strategy=mirrored",
+                          "--all_reduce_dtype=float16", "--loss_scale")
   assert result["fused"]["collectives_per_replica"] == 2
   assert result["fused"]["all_reduce_bytes"] == PARAMS * 2 + METRIC_SUMS * 4
   # float16 rounding of the gradients only: close, not equal.
