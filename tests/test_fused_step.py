@@ -1,0 +1,146 @@
+"""The fused step trains exactly like Keras' step, with one collective.
+
+Real TensorFlow processes on real MNIST (python -m tfdist.fused_step_compare
+trains softmax regression with Keras' step and with the fused step from the
+same seed and data order, and prints both results); multiworker runs two
+processes over loopback gRPC through the real launcher.
+"""
+
+import sys
+
+import pytest
+
+from conftest import SPECS, json_lines, launch, run
+from tfdist import fused_step
+from tfdist.errors import ConfigError
+
+# Softmax regression on MNIST: 784 x 10 weights and 10 biases, plus the
+# three metric sums the fused step sends with them.
+PARAMS = 28 * 28 * 10 + 10
+METRIC_SUMS = 3
+# Float32 sums in another order: a few ulps after tens of steps.
+WEIGHT_TOLERANCE = 1e-5
+STEPS, EPOCHS = 10, 2
+
+
+def compare(*flags):
+  return [sys.executable, "-m", "tfdist.fused_step_compare",
+          f"--steps={STEPS}", f"--epochs={EPOCHS}", *flags]
+
+
+def compare_result(mnist_dir, *flags) -> dict:
+  """Runs tfdist.fused_step_compare in one process; returns its result."""
+  done = run(compare(f"--mnist_dir={mnist_dir}", *flags), timeout=100)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json_lines(done.stdout)[-1]
+
+
+def _check_same_training(result):
+  """Same weights, same global loss and accuracy, same number of updates."""
+  assert result["max_weight_difference"] < WEIGHT_TOLERANCE
+  assert result["max_loss_difference"] < WEIGHT_TOLERANCE
+  assert result["max_accuracy_difference"] < WEIGHT_TOLERANCE
+  assert result["fused"]["global_step"] == STEPS * EPOCHS
+  assert result["standard"]["global_step"] == STEPS * EPOCHS
+  # The fused model's checkpoint is the plain model's: same keys, restores.
+  assert result["checkpoint_keys_equal"]
+  assert result["fused_checkpoint_restores"]
+
+
+@pytest.mark.timeout(120)
+def test_mirrored_two_devices_one_collective(mnist_dir):
+  result = compare_result(mnist_dir, "--strategy=mirrored")
+  assert result["num_replicas"] == 2
+  _check_same_training(result)
+  assert result["fused"]["collectives_per_replica"] == 1
+  assert result["fused"]["all_reduce_bytes"] == (PARAMS + METRIC_SUMS) * 4
+  print("mirrored collectives per replica step: standard",
+        result["standard"]["collectives_per_replica"], "fused",
+        result["fused"]["collectives_per_replica"])
+
+
+@pytest.mark.timeout(150)
+def test_multiworker_two_processes_identical_replicas(mnist_dir):
+  done = run(launch(f"{SPECS}/two_workers.json",
+                    compare("--strategy=multiworker",
+                            f"--mnist_dir={mnist_dir}")), timeout=130)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  results = [json_lines(done.stdout, prefix=f"[worker-{i}] ")[-1]
+             for i in range(2)]
+  for result in results:
+    assert result["num_replicas"] == 2
+    _check_same_training(result)
+    assert result["fused"]["collectives_per_replica"] == 1
+  # Bit-identical replicas: both workers end with the same weights.
+  assert (results[0]["fused"]["weights_digest"]
+          == results[1]["fused"]["weights_digest"])
+  # Keras' own step launches more (gradients, metric reads).
+  assert results[0]["standard"]["collectives_per_replica"] > 1
+  print("multiworker collectives per replica step: standard",
+        results[0]["standard"]["collectives_per_replica"], "fused",
+        results[0]["fused"]["collectives_per_replica"])
+
+
+@pytest.mark.timeout(120)
+def test_accumulation_equals_one_step_at_four_times_the_batch(mnist_dir):
+  # Fused: 4 micro-batches of 25 per replica per update; Keras: one batch
+  # of 100 per replica. Same examples per update, same order.
+  result = compare_result(mnist_dir, "--strategy=mirrored",
+                          "--batch_size=25", "--accumulate_steps=4")
+  _check_same_training(result)
+  assert result["fused"]["collectives_per_replica"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_default_strategy_one_replica_no_collective(mnist_dir):
+  result = compare_result(mnist_dir, "--strategy=default",
+                          "--batch_size=50", "--accumulate_steps=2")
+  assert result["num_replicas"] == 1
+  _check_same_training(result)
+  assert result["fused"]["collectives_per_replica"] == 0
+  assert result["fused"]["all_reduce_bytes"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_float16_wire_with_loss_scaling(mnist_dir):
+  # Gradients in float16, the metric sums in an exact float32 tail: two
+  # collectives; a LossScaleOptimizer scales and unscales around them.
+  result = compare_result(mnist_dir, "--strategy=mirrored",
+                          "--all_reduce_dtype=float16", "--loss_scale")
+  assert result["fused"]["collectives_per_replica"] == 2
+  assert result["fused"]["all_reduce_bytes"] == PARAMS * 2 + METRIC_SUMS * 4
+  # float16 rounding of the gradients only: close, not equal.
+  assert result["max_weight_difference"] < 1e-3
+  assert result["max_loss_difference"] < 1e-3
+  assert result["fused"]["global_step"] == STEPS * EPOCHS
+  assert result["fused"]["accuracy"][-1] > 0.5
+
+
+@pytest.mark.parametrize("settings, flag", [
+    (dict(fused_step="yes", accumulate_steps=1, strategy="mirrored"),
+     "--fused_step='yes'"),
+    (dict(fused_step="auto", accumulate_steps=0, strategy="mirrored"),
+     "--accumulate_steps=0"),
+    (dict(fused_step="on", accumulate_steps=1, strategy="ps"),
+     "--fused_step=on"),
+    (dict(fused_step="off", accumulate_steps=4, strategy="multiworker"),
+     "--accumulate_steps=4"),
+    (dict(fused_step="auto", accumulate_steps=4, strategy="ps"),
+     "--accumulate_steps=4"),
+])
+def test_bad_settings_name_the_flag(settings, flag):
+  with pytest.raises(ConfigError, match=flag):
+    fused_step.enabled(**settings)
+
+
+def test_auto_is_on_for_synchronous_strategies_only():
+  assert fused_step.enabled(fused_step="auto", accumulate_steps=4,
+                            strategy="multiworker")
+  assert fused_step.enabled(fused_step="auto", accumulate_steps=1,
+                            strategy="mirrored")
+  assert not fused_step.enabled(fused_step="auto", accumulate_steps=1,
+                                strategy="ps")
+  assert not fused_step.enabled(fused_step="off", accumulate_steps=1,
+                                strategy="mirrored")
+  assert fused_step.examples_per_update(100, num_replicas=2,
+                                        accumulate_steps=4) == 800
