@@ -41,10 +41,18 @@ def _wait_for(predicate, what: str, timeout: float = DEADLINE) -> None:
 
 
 def _checkpoint_steps(model_dir: str) -> list:
-  """Steps of the complete checkpoints (an index file) in model_dir."""
-  return sorted(int(re.search(r"ckpt-(\d+)\.index$", p).group(1))
-                for p in glob.glob(os.path.join(model_dir, "checkpoints",
-                                                "ckpt-*.index")))
+  """Steps of the complete checkpoints in model_dir: those the ``checkpoint``
+  state file names (what a restore finds; TensorFlow names a checkpoint there
+  only after its data and index files are written) whose index file exists."""
+  directory = os.path.join(model_dir, "checkpoints")
+  try:
+    with open(os.path.join(directory, "checkpoint")) as f:
+      named = re.findall(r'^all_model_checkpoint_paths: "(?:.*/)?ckpt-(\d+)"',
+                         f.read(), re.MULTILINE)
+  except FileNotFoundError:
+    return []
+  return sorted(int(step) for step in set(named) if os.path.exists(
+      os.path.join(directory, f"ckpt-{step}.index")))
 
 
 def _error_lines(text: str) -> list:
