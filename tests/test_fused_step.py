@@ -1,9 +1,10 @@
 """The fused step trains exactly like Keras' step, with one collective.
 
-Real TensorFlow processes on real MNIST (python -m tfdist.fused_step_compare
-trains softmax regression with Keras' step and with the fused step from the
-same seed and data order, and prints both results); multiworker runs two
-processes over loopback gRPC through the real launcher.
+Real TensorFlow processes on real MNIST (python -m
+tfdist.bench.fused_step_compare trains softmax regression with Keras' step
+and with the fused step from the same seed and data order, and prints both
+results); multiworker runs two processes over loopback gRPC through the real
+launcher.
 """
 
 import sys
@@ -24,12 +25,13 @@ STEPS, EPOCHS = 10, 2
 
 
 def compare(*flags):
-  return [sys.executable, "-m", "tfdist.fused_step_compare",
+  return [sys.executable, "-m", "tfdist.bench.fused_step_compare",
           f"--steps={STEPS}", f"--epochs={EPOCHS}", *flags]
 
 
 def compare_result(mnist_dir, *flags) -> dict:
-  """Runs tfdist.fused_step_compare in one process; returns its result."""
+  """Runs tfdist.bench.fused_step_compare in one process; returns its
+  result."""
   done = run(compare(f"--mnist_dir={mnist_dir}", *flags), timeout=100)
   assert done.returncode == 0, done.stderr[-3000:]
   return json_lines(done.stdout)[-1]

@@ -5,8 +5,8 @@
 replicas and how large the global batch, how the data is fed and shuffled,
 how the optimizer all-reduces, what to set after ``compile`` (the
 synchronous runtimes install tfdist.fused_step there), what the step
-communicates (result fields), where this task writes, how the workers agree on preemption, and what happens when the
-job is preempted or done. The three implementations:
+communicates (result fields), where this task writes, how the workers agree
+on preemption, and what happens when the job is preempted or done. The three implementations:
 
 * :class:`MirroredRuntime`: one process, replicas on its devices;
 * :class:`MultiWorkerRuntime`: every worker trains in sync (all-reduce);

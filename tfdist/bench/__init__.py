@@ -44,5 +44,9 @@ Modules, each importing only those above it (and tfdist's foundations):
 * report: the machine, results.md and the plots;
 * baseline: ``python -m tfdist.bench.baseline``, the plain Keras fit;
 * pin: ``python -m tfdist.bench.pin``, one core per training task;
+* fused_step_compare: ``python -m tfdist.bench.fused_step_compare``, Keras'
+  step against tfdist.fused_step on one model (weights, metrics, timing);
+* ps_steps_per_execution: ``python -m tfdist.bench.ps_steps_per_execution``,
+  examples/s of ps at N steps per scheduled function;
 * __main__: the command.
 """

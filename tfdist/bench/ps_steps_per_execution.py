@@ -1,7 +1,7 @@
 r"""Measures what ``steps_per_execution`` buys under ParameterServerStrategy.
 
-    python -m tfdist.ps_steps_per_execution --mnist_dir=../shared/data/mnist \
-        --steps_per_execution=10
+    python -m tfdist.bench.ps_steps_per_execution \
+        --mnist_dir=../shared/data/mnist --steps_per_execution=10
 
 Under ps, tf-keras' ``fit`` schedules each training function on a worker
 through the ClusterCoordinator: one RPC per call. With
@@ -60,7 +60,8 @@ def measure(dataset: data_lib.Dataset, *, workers: int, batch_size: int,
 
 
 def main(argv=None) -> int:
-  parser = cli.OneLineParser(prog="python -m tfdist.ps_steps_per_execution",
+  parser = cli.OneLineParser(
+      prog="python -m tfdist.bench.ps_steps_per_execution",
                              description=__doc__.split("\n")[0])
   parser.add_argument("--mnist_dir", required=True)
   parser.add_argument("--workers", type=int, default=2)

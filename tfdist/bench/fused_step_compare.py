@@ -1,9 +1,9 @@
 r"""Trains one model with Keras' step and with the fused step, and compares.
 
-    python -m tfdist.fused_step_compare --strategy=mirrored \
+    python -m tfdist.bench.fused_step_compare --strategy=mirrored \
         --mnist_dir=../shared/data/mnist --steps=50 --epochs=3
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json \
-        --free_ports -- python -m tfdist.fused_step_compare \
+        --free_ports -- python -m tfdist.bench.fused_step_compare \
         --strategy=multiworker --mnist_dir=../shared/data/mnist
 
 Softmax regression on real MNIST, the same seed, data order and SGD for both
@@ -117,7 +117,8 @@ def _strategy(name: str, task):
 
 
 def _parser():
-  parser = cli.OneLineParser(prog="python -m tfdist.fused_step_compare",
+  parser = cli.OneLineParser(
+      prog="python -m tfdist.bench.fused_step_compare",
                              description=__doc__.split("\n")[0])
   parser.add_argument("--strategy", default="mirrored",
                       choices=("mirrored", "multiworker", "default"))
