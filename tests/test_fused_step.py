@@ -1,6 +1,7 @@
 """The fused step trains exactly like Keras' step, with one collective.
 
-Real TensorFlow processes on real MNIST (python -m
+Real TensorFlow processes on real MNIST: the trainer (``trainers.mnist``)
+with --fused_step on and off, and with --accumulate_steps; and (python -m
 tfdist.bench.fused_step_compare trains softmax regression with Keras' step
 and with the fused step from the same seed and data order, and prints both
 results); multiworker runs two processes over loopback gRPC through the real
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import SPECS, json_lines, launch, run
+from conftest import SPECS, json_lines, launch, run, trainer
 from tfdist import fused_step
 from tfdist.errors import ConfigError
 
@@ -146,3 +147,87 @@ def test_auto_is_on_for_synchronous_strategies_only():
                                 strategy="mirrored")
   assert fused_step.examples_per_update(100, num_replicas=2,
                                         accumulate_steps=4) == 800
+
+
+# --- through the trainer --------------------------------------------------
+
+# Full epochs of real MNIST: the accuracy claim is about the test split.
+TRAINER_EPOCHS = 2
+
+
+def train_mirrored(mnist_dir, *flags) -> dict:
+  done = run(trainer("mnist", "--strategy=mirrored", f"--mnist_dir={mnist_dir}",
+                     f"--epochs={TRAINER_EPOCHS}", "--verbose=0", *flags),
+             timeout=200)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json_lines(done.stdout)[-1]
+
+
+def _same_training(a: dict, b: dict) -> None:
+  """Same losses and test accuracy within float tolerance."""
+  assert a["global_step"] == b["global_step"]
+  assert a["loss_history"] == pytest.approx(b["loss_history"], abs=1e-4)
+  assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1e-3
+
+
+@pytest.fixture(scope="module")
+def mirrored_runs(mnist_dir):
+  """The trainer under mirrored (2 replicas): Keras' step and the fused
+  step at batch 100, and the fused step accumulating 4 micro-batches of 25."""
+  return {"keras": train_mirrored(mnist_dir, "--fused_step=off"),
+          "fused": train_mirrored(mnist_dir),
+          "accumulated": train_mirrored(mnist_dir, "--batch_size=25",
+                                        "--accumulate_steps=4")}
+
+
+@pytest.mark.timeout(700)
+def test_trainer_fused_step_trains_like_keras_step_mirrored(mirrored_runs):
+  keras, fused = mirrored_runs["keras"], mirrored_runs["fused"]
+  assert fused["fused_step"] and not keras["fused_step"]
+  _same_training(fused, keras)
+  assert fused["collectives_per_step"] == 1
+  assert fused["all_reduce_bytes"] == (PARAMS + METRIC_SUMS) * 4
+  assert keras["all_reduce_bytes"] == PARAMS * 4
+
+
+@pytest.mark.timeout(700)
+def test_trainer_accumulation_reaches_the_accuracy_of_the_large_batch(
+    mirrored_runs):
+  # K=4 micro-batches of 25 per replica against batches of 100: the same
+  # global batch of 200 per update, the same updates per epoch.
+  accumulated, large = mirrored_runs["accumulated"], mirrored_runs["fused"]
+  assert accumulated["accumulate_steps"] == 4
+  assert accumulated["global_batch_size"] == large["global_batch_size"] == 200
+  assert accumulated["steps"] == large["steps"] == TRAINER_EPOCHS * 300
+  assert accumulated["test_accuracy"] > 0.9
+  assert abs(accumulated["test_accuracy"] - large["test_accuracy"]) <= 0.003
+  assert accumulated["collectives_per_step"] == 1
+
+
+def _multiworker_results(mnist_dir, *flags) -> list:
+  done = run(launch(f"{SPECS}/two_workers.json",
+                    trainer("mnist", "--strategy=multiworker",
+                            f"--mnist_dir={mnist_dir}", "--epochs=1",
+                            "--steps_per_epoch=100", "--verbose=0", *flags)),
+             timeout=250)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  results = [json_lines(done.stdout, prefix=f"[worker-{i}] ")[-1]
+             for i in range(2)]
+  # Bit-identical replicas: both workers end with the same weights.
+  assert results[0]["weights_digest"] == results[1]["weights_digest"]
+  return results
+
+
+@pytest.mark.timeout(600)
+def test_trainer_multiworker_one_collective_per_step(mnist_dir):
+  fused = _multiworker_results(mnist_dir)
+  keras = _multiworker_results(mnist_dir, "--fused_step=off")
+  for result in fused:
+    assert result["fused_step"]
+    assert result["collectives_per_step"] == 1
+  _same_training(fused[0], keras[0])
+  # Keras' own step: the gradients, then a collective per metric read.
+  assert keras[0]["collectives_per_step"] > 1
+  print("multiworker trainer collectives per step: fused",
+        fused[0]["collectives_per_step"], "keras",
+        keras[0]["collectives_per_step"])
