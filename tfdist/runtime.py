@@ -170,7 +170,10 @@ class Runtime(abc.ABC):
       count = collectives.count_train_function(model)
     except ValueError:
       return None
-    local = len(getattr(self.strategy.extended, "worker_devices", ())) or 1
+    try:
+      local = len(self.strategy.extended.worker_devices) or 1
+    except RuntimeError:  # the default strategy (one device): one replica
+      local = 1
     # steps_per_execution steps per traced call (a loop: counted once).
     return count.per_replica(local)
 
