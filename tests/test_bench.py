@@ -33,26 +33,29 @@ def smoke(tmp_path_factory, mnist_dir):
   out_dir = tmp_path_factory.mktemp("bench")
   result = run([sys.executable, "-m", "tfdist.bench", "--smoke",
                 f"--out_dir={out_dir}", f"--mnist_dir={mnist_dir}"],
-               timeout=600)
+               timeout=1200)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
   with open(out_dir / "results.json") as f:
     report = json.load(f)
   return out_dir, report, result
 
 
-@pytest.mark.timeout(660)
+@pytest.mark.timeout(1260)
 def test_smoke_runs_every_configuration(smoke):
   _, report, _ = smoke
   runs = report["runs"]
   assert set(runs) >= {"keras-1", "mirrored-1", "multiworker-1",
                        "multiworker-2", "multiworker-2-fp16", "ps-1", "ps-2",
                        "recipe-base", "multiworker-2-8x",
-                       "multiworker-2-8x-linear", "multiworker-2-8x-recipe"}
+                       "multiworker-2-8x-linear", "multiworker-2-8x-recipe",
+                       "peer-1", "peer-2"}
   for name, record in runs.items():
     assert record["error"] is None, name
   # Every training task of a cluster printed a result; under ps the chief.
   assert set(runs["multiworker-2"]["tasks"]) == {"worker-0", "worker-1"}
   assert set(runs["ps-2"]["tasks"]) == {"chief-0"}
+  # The TF tutorial's code ran on both workers, beside ours.
+  assert set(runs["peer-2"]["tasks"]) == {"worker-0", "worker-1"}
   # Synchronous replicas end bit-identical.
   digests = {t["weights_digest"] for t in runs["multiworker-2"]["tasks"].values()}
   assert len(digests) == 1
@@ -61,7 +64,7 @@ def test_smoke_runs_every_configuration(smoke):
     assert 0.1 < row["test_accuracy"] <= 1.0, row
 
 
-@pytest.mark.timeout(660)
+@pytest.mark.timeout(1260)
 def test_smoke_reports_memory_of_every_task(smoke):
   _, report, _ = smoke
   memory = report["runs"]["ps-2"]["peak_rss_mb"]
@@ -72,7 +75,7 @@ def test_smoke_reports_memory_of_every_task(smoke):
       report["figures"]["peak_rss_mb"]["per_task"].values())
 
 
-@pytest.mark.timeout(660)
+@pytest.mark.timeout(1260)
 def test_smoke_figures_are_consistent(smoke):
   _, report, _ = smoke
   figs = report["figures"]
@@ -84,11 +87,23 @@ def test_smoke_figures_are_consistent(smoke):
   assert figs["overhead"]["ratio"] == pytest.approx(
       runs["mirrored-1"]["local"]["steady_examples_per_sec"]
       / runs["keras-1"]["local"]["steady_examples_per_sec"], abs=1e-3)
-  # The gradient all-reduce: 7,850 float32 parameters = 31,400 bytes per
-  # step, exactly half in float16.
+  # tfdist against the TF tutorial's code on as many workers.
+  for workers in ("1", "2"):
+    peer = runs[f"peer-{workers}"]["worker-0"]["steady_examples_per_sec"]
+    ours = runs[f"multiworker-{workers}"]["worker-0"][
+        "steady_examples_per_sec"]
+    assert figs["peer"][workers]["ratio"] == pytest.approx(ours / peer,
+                                                           abs=1e-3)
+  # The fused step: one all-reduce per 2-worker step, none on one worker.
+  assert figs["collectives"]["collectives_per_step"] == 1
+  assert figs["collectives"]["collectives_per_step_one_worker"] == 0
+  assert figs["collectives"]["ms_per_collective"] is not None
+  # The all-reduce: 7,850 float32 parameters and 3 metric sums = 31,412
+  # bytes per step; in float16 the gradients take half (the sums stay
+  # float32).
   fp16 = figs["all_reduce_float16"]
-  assert fp16["float32_bytes_per_step"] == 7850 * 4
-  assert fp16["float16_bytes_per_step"] == 7850 * 2
+  assert fp16["float32_bytes_per_step"] == (7850 + 3) * 4
+  assert fp16["float16_bytes_per_step"] == 7850 * 2 + 3 * 4
   assert fp16["ratio"] == 0.5
   assert len(figs["large_batch"]["runs"]) == 3
   for run_figs in figs["large_batch"]["runs"].values():
@@ -103,7 +118,7 @@ def test_smoke_figures_are_consistent(smoke):
     assert isinstance(target["met"], bool) and target["note"], target
 
 
-@pytest.mark.timeout(660)
+@pytest.mark.timeout(1260)
 def test_smoke_writes_table_and_plots(smoke):
   out_dir, report, result = smoke
   table = (out_dir / "results.md").read_text()
@@ -352,14 +367,14 @@ _FULL_PLAN = {r.name: r for r in bench_plan.plan(bench_plan.MODES["full"])}
 
 
 def _record(name, strategy, *, trainer="mnist", workers=1, rate, accuracy,
-            curve=None):
+            curve=None, **fields):
   """A run of the full plan's record as bench.runner.execute returns it,
-  for the figure tests."""
+  for the figure tests (``fields``: more of the result's)."""
   run = _FULL_PLAN[name]
   assert (run.strategy, run.trainer, run.workers) == (strategy, trainer,
                                                       workers)
   result = {"steady_examples_per_sec": rate, "test_accuracy": accuracy,
-            "model": f"{trainer}_model"}
+            "model": f"{trainer}_model", **fields}
   if curve is not None:
     result["accuracy_curve"] = curve
   return dict(bench_runner.describe(run), global_batch_size=64 * workers,
@@ -395,6 +410,37 @@ def test_inception_and_scaling_figures_and_targets():
   assert not inception["met"] and inception["note"] == "missed by 0.025"
   accuracy = [t for name, t in rows.items() if "mini-Inception test" in name]
   assert accuracy[0]["met"] and accuracy[0]["value"] == 0.985
+
+
+def test_peer_collective_and_rpc_figures_and_targets():
+  records = {r["name"]: r for r in (
+      _record("mirrored-1", "mirrored", rate=80_000.0, accuracy=0.91),
+      _record("multiworker-1", "multiworker", rate=80_000.0, accuracy=0.91,
+              global_batch_size=100, collectives_per_step=0),
+      _record("multiworker-2", "multiworker", workers=2, rate=50_000.0,
+              accuracy=0.91, global_batch_size=200, collectives_per_step=1),
+      _record("peer-1", "peer", rate=64_000.0, accuracy=0.91),
+      _record("peer-2", "peer", workers=2, rate=25_000.0, accuracy=0.91),
+      _record("ps-1", "ps", rate=20_000.0, accuracy=0.91,
+              global_batch_size=100),
+      _record("ps-1-spe10", "ps", rate=50_000.0, accuracy=0.91,
+              global_batch_size=100),
+      _record("ps-2-spe10", "ps", workers=2, rate=90_000.0, accuracy=0.91))}
+  figs = bench_figures.figures(records)
+  assert figs["peer"]["1"]["ratio"] == 1.25
+  assert figs["peer"]["2"]["ratio"] == 2.0
+  assert figs["multiworker_one_vs_one_device"]["ratio"] == 1.0
+  # 1.25 ms per step alone, 4 ms with the one all-reduce: 2.75 ms for it.
+  assert figs["collectives"]["ms_per_collective"] == 2.75
+  # 5 ms per step with an RPC each, 2 ms at 10 steps per RPC:
+  # 3 ms = 0.9 RPC per step saved, so 3.333 ms per RPC.
+  assert figs["ps_rpc"]["ms_per_rpc"] == pytest.approx(3.333, abs=1e-3)
+  assert figs["weak_scaling"]["ps, 10 steps per execution"] == 0.9
+  rows = {t["target"]: t for t in bench_figures.targets(figs)}
+  assert rows["tfdist / TF tutorial peer examples/s, 2 workers"]["met"]
+  assert rows["weak scaling, ps, 10 steps per execution, 2 workers"]["met"]
+  assert not rows["weak scaling, softmax, 2 multiworker workers, batch 100 "
+                  "(fused step)"]["met"]  # 50,000 / (2 x 80,000)
 
 
 _AFFINITY = "import os; print(sorted(os.sched_getaffinity(0)))"

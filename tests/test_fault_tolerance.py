@@ -506,6 +506,37 @@ def test_ps_sigterm_every_task_143_relaunch_exact(job_factory, mnist_dir,
         f"step {result['global_step']}")
 
 
+def test_ps_steps_per_execution_resumes_exactly(job_factory, mnist_dir,
+                                                tmp_path):
+  # Each scheduled function (one RPC to a worker) runs 5 steps: checkpoints
+  # and the preemption check happen between functions, so a save due at
+  # step 23 happens at step 25, and the relaunch still ends exactly.
+  model_dir = str(tmp_path / "model")
+  flags = [*_flags(mnist_dir, model_dir, "ps", epochs=4, every_steps=23),
+           "--steps_per_execution=5"]
+  names = ("ps-0", "worker-0", "worker-1", "chief-0")
+  job = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
+  job.start(*names)
+  _wait_for(lambda: len(_checkpoint_steps(model_dir)) >= 2,
+            "two checkpoints")
+  job.signal("chief-0", signal.SIGTERM)
+  for name in names:
+    assert job.wait(name, timeout=60) == 143, job.log(name)[-3000:]
+  steps = _checkpoint_steps(model_dir)
+  saved = max(steps)
+  assert all(step % 5 == 0 for step in steps), steps
+  assert 0 < saved < 4 * STEPS_PER_EPOCH
+
+  again = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
+  again.start(*names)
+  assert again.wait("chief-0") == 0, again.log("chief-0")[-3000:]
+  result = again.result("chief-0")
+  assert result["start_step"] == saved
+  assert result["global_step"] == 4 * STEPS_PER_EPOCH
+  print(f"\nps steps_per_execution=5: checkpoints at {steps}, relaunch "
+        f"resumed at {saved} and ended at exactly {result['global_step']}")
+
+
 # --- evaluator ----------------------------------------------------------------
 
 def test_evaluator_scores_each_checkpoint_and_exits(mnist_dir, tmp_path):

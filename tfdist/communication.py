@@ -39,6 +39,13 @@ def ring_wire_bytes(payload_bytes: int, *, num_workers: int) -> float:
   return 2 * (num_workers - 1) / num_workers * payload_bytes
 
 
+def payload_bytes(tensors) -> int:
+  """Bytes one replica hands to an all-reduce of ``tensors`` (None skipped):
+  elements x bytes per element of each tensor's own (wire) dtype."""
+  return sum(t.shape.num_elements() * t.dtype.size for t in tensors
+             if t is not None)
+
+
 def optimizer_class(base, *, all_reduce_dtype: str):
   """A subclass of the Keras optimizer class ``base`` that all-reduces
   gradients in ``all_reduce_dtype`` and records the payload size.
@@ -62,9 +69,7 @@ def optimizer_class(base, *, all_reduce_dtype: str):
               for g, v in pairs]
       # Counted at trace time (Python), from the tensors actually reduced;
       # the same for every step and replica.
-      type(self).all_reduce_bytes = sum(
-          g.shape.num_elements() * g.dtype.size for g, _ in cast
-          if g is not None)
+      type(self).all_reduce_bytes = payload_bytes(g for g, _ in cast)
       reduced = super().aggregate_gradients(cast)
       # Back to each variable's dtype after: the update runs at full
       # precision, on the same values on every replica.

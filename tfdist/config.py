@@ -4,8 +4,8 @@ Each field is one training setting: its name, type, default and help (the
 field's ``metadata["help"]``) are all there is; the trainers generate their
 absl flags from the fields (trainers/common.py) and only override defaults.
 Everything here is checked without TensorFlow. Imports tfdist.checkpoint,
-communication, errors, precision, schedules and strategy (their plain-Python
-checks and constants).
+communication, errors, fused_step, precision, schedules and strategy (their
+plain-Python checks and constants).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Optional
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import communication
+from tfdist import fused_step as fused_step_lib
 from tfdist import precision as precision_lib
 from tfdist import schedules
 from tfdist import strategy as strategy_lib
@@ -53,7 +54,8 @@ class TrainConfig:
   all_reduce: str = _setting(
       "auto", f"multiworker all-reduce: {', '.join(strategy_lib.ALL_REDUCE)}.")
   steps_per_execution: int = _setting(
-      1, "Steps per tf.function call (an RPC under ps).")
+      1, "Steps per tf.function call; under ps each scheduled function "
+      "(one RPC to a worker) runs this many steps.")
   local_ps_workers: int = _setting(
       2, "ps without TF_CONFIG: workers of the in-process cluster.")
   peer_timeout: float = _setting(
@@ -113,6 +115,14 @@ class TrainConfig:
   all_reduce_dtype: str = _setting(
       "float32", "float32, or float16: all-reduce gradients in half the "
       "bytes (mirrored, multiworker).")
+  fused_step: str = _setting(
+      "auto", "auto, on or off: one all-reduce per step for the gradients "
+      "and the metric sums (tfdist.fused_step); auto = on under mirrored "
+      "and multiworker, off under ps.")
+  accumulate_steps: int = _setting(
+      1, "Gradient accumulation (fused step): K micro-batches of "
+      "--batch_size per replica, then one all-reduce and one update; the "
+      "global batch (steps per epoch, --lr_scaling, examples/s) counts K.")
   eval_every_epoch: bool = _setting(
       False, "Evaluate the test set after every epoch (untimed) and report "
       "accuracy against training time.")
@@ -139,6 +149,13 @@ class TrainConfig:
                     warmup_epochs=self.warmup_epochs)
     communication.check(all_reduce_dtype=self.all_reduce_dtype,
                         strategy=self.strategy)
+    self.fuses_step()  # validates --fused_step with --accumulate_steps
+
+  def fuses_step(self) -> bool:
+    """Whether the training step is tfdist.fused_step's."""
+    return fused_step_lib.enabled(fused_step=self.fused_step,
+                                  accumulate_steps=self.accumulate_steps,
+                                  strategy=self.strategy)
 
   def checkpoint_options(self) -> checkpoint_lib.CheckpointOptions:
     """The checkpoint schedule these fields describe."""

@@ -3,9 +3,10 @@
 ``train.run`` asks a :class:`Runtime`, created once per task by
 :func:`create`, instead of branching on the strategy's name: how many
 replicas and how large the global batch, how the data is fed and shuffled,
-how the optimizer all-reduces, what to set after ``compile``, where this
-task writes, how the workers agree on preemption, and what happens when the
-job is preempted or done. The three implementations:
+how the optimizer all-reduces, what to set after ``compile`` (the
+synchronous runtimes install tfdist.fused_step there), what the step
+communicates (result fields), where this task writes, how the workers agree
+on preemption, and what happens when the job is preempted or done. The three implementations:
 
 * :class:`MirroredRuntime`: one process, replicas on its devices;
 * :class:`MultiWorkerRuntime`: every worker trains in sync (all-reduce);
@@ -14,8 +15,9 @@ job is preempted or done. The three implementations:
 
 Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
 vanished peer into one-line :class:`~tfdist.errors.TaskLost`, around the
-``fit`` that meets them. Imports tfdist.barrier, cluster, communication,
-config, data, deadlines, errors, hosting and strategy; TensorFlow only
+``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
+communication, config, data, deadlines, errors, fused_step, hosting and
+strategy; TensorFlow only
 inside methods.
 """
 
@@ -32,9 +34,11 @@ from typing import Callable, Optional
 
 from tfdist import barrier
 from tfdist import cluster as cluster_lib
+from tfdist import collectives
 from tfdist import communication
 from tfdist import data as data_lib
 from tfdist import deadlines
+from tfdist import fused_step as fused_step_lib
 from tfdist import hosting
 from tfdist import strategy as strategy_lib
 from tfdist.config import TrainConfig
@@ -90,6 +94,8 @@ class Runtime(abc.ABC):
     self.config = config
     self.task = task
     self.strategy = None
+    # What tfdist.fused_step.install put on the model, if it runs.
+    self.fused = None
 
   @property
   def is_chief(self) -> bool:
@@ -118,8 +124,11 @@ class Runtime(abc.ABC):
 
   @property
   def global_batch(self) -> int:
-    """Examples per optimizer step; after :meth:`start`."""
-    return self.config.batch_size * self.num_replicas
+    """Examples per optimizer step (--accumulate_steps micro-batches per
+    replica each); after :meth:`start`."""
+    return fused_step_lib.examples_per_update(
+        self.config.batch_size, num_replicas=self.num_replicas,
+        accumulate_steps=self.config.accumulate_steps)
 
   @property
   def shuffle_seed(self) -> Optional[int]:
@@ -140,6 +149,36 @@ class Runtime(abc.ABC):
   def configure_compiled(self, model) -> None:
     """Settings of a compiled model that depend on the strategy."""
     del model
+
+  def communication_fields(self, model) -> dict:
+    """What one training step communicates, for the result (after fit)."""
+    config = self.config
+    if self.fused is not None:
+      payload = self.fused.all_reduce_bytes
+    else:
+      # Bytes one replica hands to the optimizer's all-reduce (its dtype
+      # decides them); None under ps, which all-reduces nothing. (A
+      # LossScaleOptimizer delegates aggregation to the one it wraps.)
+      payload = getattr(getattr(model.optimizer, "inner_optimizer",
+                                model.optimizer), "all_reduce_bytes", None)
+    return {"all_reduce_bytes": payload,
+            "collectives_per_step": self._collectives_per_step(model),
+            "fused_step": self.fused is not None,
+            "accumulate_steps": config.accumulate_steps}
+
+  def _collectives_per_step(self, model) -> Optional[float]:
+    """Collectives one replica launches per step, counted in the traced
+    training function (None if fit traced none: nothing left to train)."""
+    try:
+      count = collectives.count_train_function(model)
+    except ValueError:
+      return None
+    try:
+      local = len(self.strategy.extended.worker_devices) or 1
+    except RuntimeError:  # the default strategy (one device): one replica
+      local = 1
+    # steps_per_execution steps per traced call (a loop: counted once).
+    return count.per_replica(local)
 
   def peer_preemption(self) -> Optional[Callable[[], Optional[str]]]:
     """A check for another task that asked to stop (SIGTERM), or None."""
@@ -208,13 +247,24 @@ class Runtime(abc.ABC):
 
 
 class _AllReduceRuntime(Runtime):
-  """Synchronous training: each step all-reduces the replicas' gradients."""
+  """Synchronous training: each step all-reduces the replicas' gradients
+  (with --fused_step, once: gradients and metric sums in one buffer)."""
 
   def optimizer_class(self, base):
+    if self.config.fuses_step():
+      # The fused step all-reduces; the optimizer applies as told.
+      return base
     # Our aggregate_gradients: the all-reduce in config.all_reduce_dtype,
     # and the bytes it sends counted for the result.
     return communication.optimizer_class(
         base, all_reduce_dtype=self.config.all_reduce_dtype)
+
+  def configure_compiled(self, model) -> None:
+    # The fused step also reads the first replica's logs (no collective).
+    if self.config.fuses_step():
+      self.fused = fused_step_lib.install(
+          model, all_reduce_dtype=self.config.all_reduce_dtype,
+          accumulate_steps=self.config.accumulate_steps)
 
 
 class MirroredRuntime(_AllReduceRuntime):
@@ -232,6 +282,7 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     # values (same loss history and weights): 14% more examples/s at 2
     # workers (tfdist.bench, weak scaling).
     model.distribute_reduction_method = "first"
+    super().configure_compiled(model)
 
   def wait_for_peers(self, point: str) -> None:
     if self.task is not None:  # a TF_CONFIG cluster: see tfdist.barrier

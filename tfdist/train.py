@@ -131,7 +131,9 @@ def _steps_per_epoch(runtime: runtime_lib.Runtime, num_examples: int) -> int:
   steps = config.steps_per_epoch or num_examples // runtime.global_batch
   if steps < 1:
     raise ConfigError(f"--batch_size={config.batch_size} x "
-                      f"{runtime.num_replicas} replicas is more than the "
+                      f"{runtime.num_replicas} replicas x "
+                      f"--accumulate_steps={config.accumulate_steps} is more "
+                      "than the "
                       f"{num_examples} training examples; use a smaller batch")
   return steps
 
@@ -291,12 +293,8 @@ def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
                             if checkpointing else 0.0,
       "checkpoints_saved": checkpointing.saves if checkpointing else 0,
       **epoch_monitor.summary(),
-      # Bytes one replica hands to the gradient all-reduce per step (its
-      # dtype decides them); None under ps, which all-reduces nothing. (A
-      # LossScaleOptimizer delegates aggregation to the one it wraps.)
-      "all_reduce_bytes": getattr(
-          getattr(model.optimizer, "inner_optimizer", model.optimizer),
-          "all_reduce_bytes", None),
+      # all_reduce_bytes, collectives_per_step, fused_step, accumulate_steps.
+      **runtime.communication_fields(model),
   }
 
 

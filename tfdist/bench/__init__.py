@@ -22,6 +22,12 @@ against one worker with the same per-worker batch and threads (softmax at
 several per-worker batches, mini-Inception), the trainer's overhead against
 a plain Keras ``fit`` (``tfdist.bench.baseline``) of the same model and
 batch (softmax; with ``--inception`` mini-Inception too, alternated rounds),
+tfdist against its peer, the TF tutorial's plain MultiWorkerMirroredStrategy
+code (``tfdist.bench.peer``, same data, model, batch and pinning) at 1 and 2
+workers, collectives per step (counted in the traced step) and milliseconds
+per collective (the 2-worker step's extra time over its extra collectives:
+each worker computes the same batch at 1 and 2 workers), milliseconds per
+ps RPC (full mode: one step per scheduled function against 10),
 seconds of training to a test accuracy, accuracy against training time
 synchronous (multiworker) vs asynchronous (ps), the large-batch recipe at 8x
 the base batch, the float16 gradient all-reduce (bytes and accuracy), and
@@ -43,6 +49,11 @@ Modules, each importing only those above it (and tfdist's foundations):
 * figures: the figures and targets, runs picked by their tags;
 * report: the machine, results.md and the plots;
 * baseline: ``python -m tfdist.bench.baseline``, the plain Keras fit;
+* peer: ``python -m tfdist.bench.peer``, the TF tutorial's multi-worker fit;
 * pin: ``python -m tfdist.bench.pin``, one core per training task;
+* fused_step_compare: ``python -m tfdist.bench.fused_step_compare``, Keras'
+  step against tfdist.fused_step on one model (weights, metrics, timing);
+* ps_steps_per_execution: ``python -m tfdist.bench.ps_steps_per_execution``,
+  examples/s of ps at N steps per scheduled function;
 * __main__: the command.
 """

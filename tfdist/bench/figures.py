@@ -3,8 +3,10 @@
 Every figure picks its runs by the tags and labels the plan gave them
 (tfdist.bench.plan), never by their names: examples/s per run, seconds to
 an accuracy, weak scaling per series, the trainer's overhead against plain
-Keras, synchronous against asynchronous accuracy over time, the large-batch
-recipe, the float16 all-reduce and peak memory. Owns them and the targets
+Keras and against the TF tutorial's code (the peer), collectives per step
+and milliseconds per collective and per ps RPC, synchronous against
+asynchronous accuracy over time, the large-batch recipe, the float16
+all-reduce and peak memory. Owns them and the targets
 they are held to. Imports tfdist.communication and tfdist.bench.plan only.
 """
 
@@ -162,6 +164,86 @@ def _overheads(records: dict) -> dict:
   return out
 
 
+def _series(records: dict, label: str) -> dict:
+  """The weak-scaling series ``label``: workers -> primary result."""
+  return {r["workers"]: _primary(r) for r in _tagged(records, plan_lib.SCALING)
+          if r["label"] == label}
+
+
+def _peer(records: dict) -> Optional[dict]:
+  """tfdist's multiworker against the TF tutorial's code on as many
+  workers: examples/s and their ratio per cluster size."""
+  ours = _series(records, "multiworker")
+  out = {}
+  for record in _tagged(records, plan_lib.PEER):
+    peer, tfdist = _primary(record), ours.get(record["workers"])
+    if peer and tfdist:
+      out[str(record["workers"])] = _ratio(tfdist, peer, "tfdist", "peer")
+  return out or None
+
+
+def _ratio(a: dict, b: dict, a_name: str, b_name: str) -> dict:
+  """Two runs' examples/s and a's over b's."""
+  a_rate, b_rate = (r["steady_examples_per_sec"] for r in (a, b))
+  return {f"{a_name}_examples_per_sec": a_rate,
+          f"{b_name}_examples_per_sec": b_rate,
+          "ratio": round(a_rate / b_rate, 3)}
+
+
+def _multiworker_one(records: dict) -> Optional[dict]:
+  """multiworker with one worker against the one-device trainer (mirrored
+  on one device, the overhead run): what the multi-worker runtime costs."""
+  one_device = next((_primary(r) for r in _tagged(records, plan_lib.OVERHEAD)
+                     if r["strategy"] == "mirrored" and not r["label"]
+                     and r["steps_per_execution"] == 1), None)
+  multiworker = _series(records, "multiworker").get(1)
+  if not one_device or not multiworker:
+    return None
+  return _ratio(multiworker, one_device, "multiworker", "one_device")
+
+
+def _ms_per_step(result: dict) -> float:
+  return 1000 * result["global_batch_size"] / result["steady_examples_per_sec"]
+
+
+def _collectives(records: dict) -> Optional[dict]:
+  """Collectives per step (counted in the traced step) and milliseconds per
+  collective of the multiworker series: each worker computes the same
+  per-worker batch at 1 and 2 workers, so the extra milliseconds of a
+  2-worker step over the extra collectives is what one costs (round trips,
+  and waiting for the slower worker)."""
+  series = _series(records, "multiworker")
+  one, two = series.get(1), series.get(2)
+  if not one or not two or two.get("collectives_per_step") is None:
+    return None
+  extra = two["collectives_per_step"] - (one.get("collectives_per_step") or 0)
+  ms_one, ms_two = _ms_per_step(one), _ms_per_step(two)
+  return {"collectives_per_step": two["collectives_per_step"],
+          "collectives_per_step_one_worker": one.get("collectives_per_step"),
+          "all_reduce_bytes": two.get("all_reduce_bytes"),
+          "ms_per_step_one_worker": round(ms_one, 3),
+          "ms_per_step_two_workers": round(ms_two, 3),
+          "ms_per_collective": (round((ms_two - ms_one) / extra, 3)
+                                if extra > 0 else None)}
+
+
+def _ps_rpc(records: dict) -> Optional[dict]:
+  """Milliseconds per ps RPC: one ps worker's step at 1 step per scheduled
+  function (one RPC each) against N steps per function (one RPC per N)."""
+  single = _series(records, "ps").get(1)
+  for record in _tagged(records, plan_lib.SCALING):
+    n = record["steps_per_execution"]
+    batched = _primary(record)
+    if (record["strategy"] == "ps" and n > 1 and record["workers"] == 1
+        and single and batched):
+      saved = _ms_per_step(single) - _ms_per_step(batched)
+      return {"steps_per_execution": n,
+              "ms_per_step": round(_ms_per_step(single), 3),
+              "ms_per_step_batched": round(_ms_per_step(batched), 3),
+              "ms_per_rpc": round(saved / (1 - 1 / n), 3)}
+  return None
+
+
 def _model_accuracy(records: dict) -> dict:
   """mini-Inception's accuracy run, if it was planned."""
   record = _one(records, plan_lib.MODEL_ACCURACY)
@@ -249,6 +331,10 @@ def figures(records: dict) -> dict:
   out["throughput"], out["time_to_accuracy"] = _throughput(records)
   out["weak_scaling"] = _weak_scaling(records)
   out.update(_overheads(records))
+  out["peer"] = _peer(records)
+  out["multiworker_one_vs_one_device"] = _multiworker_one(records)
+  out["collectives"] = _collectives(records)
+  out["ps_rpc"] = _ps_rpc(records)
   out.update(_model_accuracy(records))
   out["sync_vs_async"] = _sync_vs_async(records)
   out["large_batch"] = _large_batch(records)
@@ -291,6 +377,7 @@ def targets(figs: dict) -> list:
       _target("peak memory per task, MiB", figs["peak_rss_mb"]["max"],
               1536.0, higher=False, unit=" MiB"),
   ]
+  rows += _issue15_targets(figs)
   large = (figs["large_batch"] or {}).get("runs", {})
   recipe = next((r for r in large.values()
                  if r["label"] == plan_lib.RECIPE_LABEL), None)
@@ -317,4 +404,23 @@ def targets(figs: dict) -> list:
   rows.append(_target("float16 all-reduce: accuracy difference, points",
                       fp16.get("points_difference"), 0.3, higher=False,
                       unit=" points"))
+  return rows
+
+
+def _issue15_targets(figs: dict) -> list:
+  """One collective per step, a peer beside every figure, ps RPCs
+  amortised."""
+  scaling = figs["weak_scaling"]
+  rows = [_target("weak scaling, softmax, 2 multiworker workers, batch 100 "
+                  "(fused step)", scaling["multiworker"], 0.5)]
+  multiworker_one = figs.get("multiworker_one_vs_one_device")
+  rows.append(_target("multiworker 1 worker / one-device trainer examples/s",
+                      multiworker_one and multiworker_one["ratio"], 0.95,
+                      unit="x"))
+  peer = (figs["peer"] or {}).get("2")
+  rows.append(_target("tfdist / TF tutorial peer examples/s, 2 workers",
+                      peer and peer["ratio"], 1.5, unit="x"))
+  for label, value in scaling.items():
+    if label.startswith("ps, "):
+      rows.append(_target(f"weak scaling, {label}, 2 workers", value, 0.8))
   return rows

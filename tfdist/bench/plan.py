@@ -23,6 +23,9 @@ LARGE_BATCH = "large_batch"  # 8x the base batch; the label says how
 ALL_REDUCE_FLOAT32 = "all_reduce_float32"  # gradient bytes per step
 ALL_REDUCE_FLOAT16 = "all_reduce_float16"
 MODEL_ACCURACY = "model_accuracy"  # mini-Inception: seconds to accuracy
+PEER = "peer"  # the TF tutorial's code beside multiworker, same workers
+# The label of the peer's weak-scaling series.
+PEER_LABEL = "peer (TF tutorial)"
 # The large-batch run whose accuracy is a target.
 RECIPE_LABEL = "8x, linear scaling + warmup"
 
@@ -139,7 +142,9 @@ MODES = {
 class Run:
   """One configuration: a trainer under a strategy on a cluster size.
 
-  ``strategy`` is ``keras`` for the plain Keras baseline. ``workers`` is the
+  ``strategy`` is ``keras`` for the plain Keras baseline, ``peer`` for the
+  TF tutorial's MultiWorkerMirroredStrategy code (tfdist.bench.peer, under
+  TF_CONFIG like multiworker). ``workers`` is the
   number of training workers (plus a chief and one ps under ps).
   ``eval_every_epoch`` gives the accuracy curve (untimed, but wall time).
   ``tags`` say which figures the run is measured for; ``label`` names it in
@@ -174,7 +179,7 @@ class Run:
   @property
   def cluster(self) -> Optional[dict]:
     """The spec for tfdist.launch (port 0: picked at launch), or None."""
-    if self.strategy == "multiworker":
+    if self.strategy in ("multiworker", "peer"):
       return {"worker": ["127.0.0.1:0"] * self.workers}
     if self.strategy == "ps":
       return {"chief": ["127.0.0.1:0"],
@@ -189,7 +194,8 @@ class Run:
 
 def primary_task(strategy: str) -> str:
   """The task that times and evaluates a run of ``strategy``."""
-  return {"ps": "chief-0", "multiworker": "worker-0"}.get(strategy, "local")
+  return {"ps": "chief-0", "multiworker": "worker-0",
+          "peer": "worker-0"}.get(strategy, "local")
 
 
 def _tags(*tags: str) -> frozenset:
@@ -214,6 +220,9 @@ def _softmax_core(settings: Settings) -> list:
       Run(name="multiworker-2-fp16", strategy="multiworker", workers=2,
           flags=("--all_reduce_dtype=float16",),
           tags=_tags(ALL_REDUCE_FLOAT16), **common),
+      *(Run(name=f"peer-{w}", strategy="peer", workers=w,
+            tags=_tags(SCALING, PEER), label=PEER_LABEL, **common)
+        for w in (1, 2)),
       Run(name="ps-1", strategy="ps", tags=_tags(SCALING), label="ps",
           **common),
       Run(name="ps-2", strategy="ps", workers=2, tags=_tags(SCALING, ASYNC),
@@ -265,10 +274,10 @@ def _softmax_variants(settings: Settings) -> list:
             **spe),
         Run(name=f"mirrored-1-spe{n}", strategy="mirrored",
             flags=("--num_cpu_devices=1",), tags=_tags(OVERHEAD), **spe),
-        *(Run(name=f"multiworker-{w}-spe{n}", strategy="multiworker",
+        *(Run(name=f"{strategy}-{w}-spe{n}", strategy=strategy,
               workers=w, tags=_tags(SCALING),
-              label=f"multiworker, {n} steps per execution", **spe)
-          for w in (1, 2))]
+              label=f"{strategy}, {n} steps per execution", **spe)
+          for strategy in ("multiworker", "ps") for w in (1, 2))]
   scaling = dict(common, epochs=settings.scaling_epochs,
                  examples_per_epoch=settings.scaling_examples_per_epoch,
                  eval_every_epoch=False)

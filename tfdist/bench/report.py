@@ -81,10 +81,10 @@ def _figure_rows(figs: dict) -> list:
                  f"{figs['overhead']['ratio']:.3f} |")
   spe = figs.get("overhead_steps_per_execution")
   if spe:
-    lines.append(f"| trainer / plain Keras examples/s, "
-                 f"{spe['steps_per_execution']} steps per execution | "
-                 f"{spe['ratio']:.3f} ({spe['trainer_examples_per_sec']:,.0f}"
-                 f" / {spe['keras_examples_per_sec']:,.0f}) |")
+    lines.append(_ratio_row(
+        f"trainer / plain Keras examples/s, {spe['steps_per_execution']} "
+        "steps per execution", spe, "trainer", "keras"))
+  lines += _communication_rows(figs)
   rounds = figs.get("overhead_inception")
   if rounds:
     trainer, keras = (", ".join(f"{r:,.0f}" for r in rounds[side])
@@ -127,6 +127,42 @@ def _figure_rows(figs: dict) -> list:
     lines.append(f"| accuracy float32 / float16 all-reduce | "
                  f"{fp16['float32_accuracy']:.4f} / "
                  f"{fp16['float16_accuracy']:.4f} |")
+  return lines
+
+
+def _ratio_row(title: str, ratio: dict, a: str, b: str) -> str:
+  """A row of tfdist.bench.figures' ratio of a's examples/s to b's."""
+  return (f"| {title} | {ratio['ratio']:.3f} "
+          f"({ratio[f'{a}_examples_per_sec']:,.0f} / "
+          f"{ratio[f'{b}_examples_per_sec']:,.0f}) |")
+
+
+def _communication_rows(figs: dict) -> list:
+  """The peer, multiworker on one worker, collectives and ps RPCs."""
+  lines = [_ratio_row(f"tfdist / TF tutorial peer examples/s, {workers} "
+                      "worker(s)", peer, "tfdist", "peer")
+           for workers, peer in (figs.get("peer") or {}).items()]
+  one = figs.get("multiworker_one_vs_one_device")
+  if one:
+    lines.append(_ratio_row(
+        "multiworker 1 worker / one-device trainer examples/s", one,
+        "multiworker", "one_device"))
+  coll = figs.get("collectives")
+  if coll:
+    lines.append(f"| multiworker: collectives per step (1 / 2 workers); ms "
+                 f"per step (1 / 2 workers); ms per collective | "
+                 f"{fmt(coll['collectives_per_step_one_worker'])} / "
+                 f"{fmt(coll['collectives_per_step'])}; "
+                 f"{coll['ms_per_step_one_worker']:.2f} / "
+                 f"{coll['ms_per_step_two_workers']:.2f}; "
+                 f"{fmt(coll['ms_per_collective'], '.2f')} |")
+  rpc = figs.get("ps_rpc")
+  if rpc:
+    lines.append(f"| ps, 1 worker: ms per step at 1 / "
+                 f"{rpc['steps_per_execution']} steps per RPC; ms per RPC | "
+                 f"{rpc['ms_per_step']:.2f} / "
+                 f"{rpc['ms_per_step_batched']:.2f}; "
+                 f"{rpc['ms_per_rpc']:.2f} |")
   return lines
 
 

@@ -2,8 +2,9 @@
 
 Owns the command line of a run (every process pinned by tfdist.bench.pin;
 clusters through tfdist.launch; the plain Keras runs through
-tfdist.bench.baseline), the children's environment, the deadline of a run,
-and reading the result lines and peak memory of its tasks. Imports
+tfdist.bench.baseline, the peer's through tfdist.bench.peer), the
+children's environment, the deadline of a run, and reading the result lines
+and peak memory of its tasks. Imports
 tfdist.bench.plan only.
 """
 
@@ -25,6 +26,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 # One compute thread per task; an inter-op pool of 2, because ps tasks
 # deadlock with one.
 THREAD_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
+# The runs that are not the trainer: the plain Keras fit (one process) and
+# the TF tutorial's multi-worker code (a cluster, like multiworker).
+_SCRIPTS = {"keras": "tfdist.bench.baseline", "peer": "tfdist.bench.peer"}
 
 
 def command(run: plan_lib.Run, *, base_batch_size: int, mnist_dir: str,
@@ -39,15 +43,17 @@ def command(run: plan_lib.Run, *, base_batch_size: int, mnist_dir: str,
            f"--steps_per_epoch={run.steps_per_epoch}"]
   if run.steps_per_execution > 1:
     steps.append(f"--steps_per_execution={run.steps_per_execution}")
-  if run.strategy == "keras":
-    return [*pin, sys.executable, "-m", "tfdist.bench.baseline",
-            f"--mnist_dir={mnist_dir}", *steps,
-            f"--learning_rate={run.learning_rate:g}", *run.flags]
-  trainer = [*pin, sys.executable, "-m", f"trainers.{run.trainer}",
-             f"--strategy={run.strategy}", f"--mnist_dir={mnist_dir}", *steps,
-             f"--{'' if run.eval_every_epoch else 'no'}eval_every_epoch",
-             f"--base_batch_size={base_batch_size}", *run.flags,
-             f"--learning_rate={run.learning_rate:g}"]
+  script = _SCRIPTS.get(run.strategy)
+  if script:
+    trainer = [*pin, sys.executable, "-m", script, f"--mnist_dir={mnist_dir}",
+               *steps, f"--learning_rate={run.learning_rate:g}", *run.flags]
+  else:
+    trainer = [*pin, sys.executable, "-m", f"trainers.{run.trainer}",
+               f"--strategy={run.strategy}", f"--mnist_dir={mnist_dir}",
+               *steps,
+               f"--{'' if run.eval_every_epoch else 'no'}eval_every_epoch",
+               f"--base_batch_size={base_batch_size}", *run.flags,
+               f"--learning_rate={run.learning_rate:g}"]
   if spec_path is None:
     return trainer
   return [sys.executable, "-m", "tfdist.launch", f"--cluster_spec={spec_path}",
