@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import posixpath
+import re
 from typing import Callable, List, Optional
 
 from tfdist import console
@@ -166,7 +167,8 @@ def example_fn(spec: RecordSpec, *, augment: bool = False, seed=None):
     label = example[spec.keys.label]
     in_range = tf.debugging.Assert(
         tf.logical_and(label >= 0, label < spec.num_classes),
-        [_LABEL_ERROR, label, filename], summarize=1)
+        [_LABEL_ERROR, label, spec.num_classes, filename],
+        summarize=1)
     with tf.control_dependencies([in_range]):
       label = tf.identity(label)
     image = _decode(tf, spec, example[spec.keys.image])
@@ -318,11 +320,14 @@ def reading(files: List[str]):
                       "write it again") from None
   except tf.errors.InvalidArgumentError as e:
     message = e.message.replace("\n", " ")
-    if _LABEL_ERROR in message:
-      detail = message[message.index(_LABEL_ERROR):]
-      raise ConfigError(f"{detail[:300]}: outside the classes of the "
-                        "manifest or --num_classes; fix the labels or the "
-                        "class count") from None
+    # The Assert's data: [marker] [label] [num_classes] [file name].
+    label = re.search(re.escape(_LABEL_ERROR)
+                      + r"\]\s*\[(-?\d+)\]\s*\[(\d+)\]\s*\[([^\]]+)\]", message)
+    if label:
+      raise ConfigError(f"{label.group(3)}: label {label.group(1)} is outside "
+                        f"the {label.group(2)} classes of the manifest or "
+                        "--num_classes; fix the labels or the class count"
+                        ) from None
     if "could not be found" in message or "Feature:" in message:
       raise ConfigError(f"a record of {', '.join(files[:3])} lacks a "
                         f"feature ({message[:200]}); name the keys with "
