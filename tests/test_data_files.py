@@ -168,15 +168,18 @@ def test_softmax_trains_from_the_shards(mnist_records):
   out, _, _ = mnist_records
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   tf.keras.utils.set_random_seed(0)
-  model = models.softmax_regression(source.image_shape, source.num_classes)
-  model.compile(optimizer=tf.keras.optimizers.SGD(0.5),
-                loss=tf.keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True))
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+  with strategy.scope():
+    model = models.softmax_regression(source.image_shape, source.num_classes)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.5),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
   batch = 100
-  dataset = source.train_dataset_fn(batch, seed=0)(
-      tf.distribute.InputContext())
+  # As the trainers feed the in-memory path: a DatasetCreator of dataset_fn.
+  data = tf.keras.utils.experimental.DatasetCreator(
+      source.train_dataset_fn(batch, seed=0))
   with source.reading():
-    model.fit(dataset, epochs=2, steps_per_epoch=source.train_examples // batch,
+    model.fit(data, epochs=2, steps_per_epoch=source.train_examples // batch,
               verbose=0)
   accuracy = evaluation.accuracy(model, source.test_batches(1000))
   assert accuracy >= 0.88, accuracy

@@ -48,7 +48,11 @@ class Source:
 
 
 def mnist_source(directory: str) -> Source:
-  """The MNIST IDX files of ``directory`` (checked as the trainers do)."""
+  """The MNIST IDX files of ``directory`` (checked as the trainers do).
+
+  Read whole by the trainers' own IDX reader: 70,000 small images (55 MB).
+  Folders and TFDS datasets, which can be any size, stream.
+  """
   dataset = data_lib.load_mnist_idx(directory)
 
   def examples(split):

@@ -94,11 +94,13 @@ class FileSource:
 
   def train_dataset_fn(self, global_batch_size: int, *,
                        seed: Optional[int] = 0, augment: bool = False,
+                       shuffle_buffer: int = records.SHUFFLE_BUFFER,
                        report: Callable[[str], None] = console.info):
     """``dataset_fn(input_context)``: see records.train_dataset_fn."""
     return records.train_dataset_fn(
         self.train_files, self.spec, global_batch_size=global_batch_size,
-        seed=seed, augment=augment, report=report)
+        seed=seed, augment=augment, shuffle_buffer=shuffle_buffer,
+        report=report)
 
   def test_batches(self, batch_size: int) -> Iterator:
     """Every test example exactly once, in batches (the last may be short)."""
