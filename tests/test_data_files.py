@@ -8,7 +8,6 @@ tests compare what each pipeline actually read with the files' contents.
 import collections
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -24,6 +23,7 @@ from tfdist import evaluation  # pylint: disable=wrong-import-position
 from tfdist import models  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
+from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
 
 def write(*flags, timeout=180):
@@ -183,3 +183,30 @@ def test_softmax_trains_from_the_shards(mnist_records):
               verbose=0)
   accuracy = evaluation.accuracy(model, source.test_batches(1000))
   assert accuracy >= 0.88, accuracy
+
+
+def test_raw_pixels_read_as_the_in_memory_split(mnist_dir, tmp_path):
+  out = str(tmp_path / "raw")
+  result = write(f"--source={mnist_dir}", f"--out_dir={out}", "--shards=4",
+                 "--encoding=raw")
+  assert result.returncode == 0, result.stderr
+  source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
+  assert source.spec.encoding == "raw"
+  mnist = data_lib.load_mnist_idx(mnist_dir)
+  assert fingerprints(source.test_batches(999)) == fingerprints(
+      sources.split_batches(mnist.test, 1000))
+  images, labels = next(iter(source.train_dataset_fn(64, seed=0)(
+      tf.distribute.InputContext())))
+  assert images.shape == (64, 28, 28, 1) and labels.shape == (64,)
+  # Raw batches are checked as a whole: a label past the classes names its
+  # file.
+  manifest_path = os.path.join(out, "manifest.json")
+  manifest = json.load(open(manifest_path))
+  manifest["num_classes"], manifest["class_names"] = 5, list("01234")
+  with open(manifest_path, "w") as f:
+    json.dump(manifest, f)
+  source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
+  with pytest.raises(ConfigError, match=f"^{out}/test-0000[0-3]-of-00004"
+                     r".tfrecord: label [5-9] is outside the 5 classes"):
+    for _ in source.test_batches(999):
+      pass

@@ -11,7 +11,6 @@ import os
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import json_lines, run
 from test_data_files import fingerprints, write

@@ -180,6 +180,52 @@ def example_fn(spec: RecordSpec, *, augment: bool = False, seed=None):
 _LABEL_ERROR = "label out of range:"
 
 
+def _raw_batch_fn(spec: RecordSpec):
+  """``(file names, serialized Examples) -> (uint8 images, labels)`` of a
+  batch of raw-pixel records at the model's size: parsed and decoded as one
+  batch, for small images whose per-example ops would cost more than the
+  training step (softmax MNIST)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  features = {spec.keys.image: tf.io.FixedLenFeature([], tf.string),
+              spec.keys.label: tf.io.FixedLenFeature([], tf.int64)}
+
+  def parse(filenames, batch):
+    examples = tf.io.parse_example(batch, features)
+    labels = examples[spec.keys.label]
+    bad = tf.argmax(tf.cast(tf.logical_or(labels < 0,
+                                          labels >= spec.num_classes),
+                            tf.int32))
+    in_range = tf.debugging.Assert(
+        tf.logical_and(labels[bad] >= 0, labels[bad] < spec.num_classes),
+        [_LABEL_ERROR, labels[bad], spec.num_classes, filenames[bad]],
+        summarize=1)
+    with tf.control_dependencies([in_range]):
+      labels = tf.identity(labels)
+    images = tf.io.decode_raw(examples[spec.keys.image], tf.uint8)
+    return tf.reshape(images, (-1,) + tuple(spec.image_shape)), labels
+
+  return parse
+
+
+def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
+                    drop_remainder: bool, augment: bool = False, seed=None,
+                    deterministic: bool = True):
+  """Records -> float32 batches: per example, or per batch for raw pixels
+  that need no crop."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if (spec.encoding == "raw" and not augment
+      and tuple(spec.stored_shape or ()) == tuple(spec.image_shape)):
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
+        _raw_batch_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    ds = ds.map(example_fn(spec, augment=augment, seed=seed),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic).batch(
+                    batch_size, drop_remainder=drop_remainder)
+  return ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+      tf.data.AUTOTUNE)
+
+
 def _scale(images, labels):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # As the in-memory path: uint8 through the pipeline, float32 / 255 once
@@ -232,7 +278,6 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
   """
 
   def dataset_fn(input_context):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     plan = plan_shards(files, input_context.num_input_pipelines,
                        input_context.input_pipeline_id)
     report(plan.describe())
@@ -244,10 +289,9 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
     # so no worker runs dry a step before the others (a collective hang).
     ds = ds.shuffle(shuffle_buffer, seed=pipeline_seed,
                     reshuffle_each_iteration=True).repeat()
-    ds = ds.map(example_fn(spec, augment=augment, seed=pipeline_seed),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    return ds.batch(batch, drop_remainder=True).map(
-        _scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _decode_batches(ds, spec, batch_size=batch, drop_remainder=True,
+                           augment=augment, seed=pipeline_seed,
+                           deterministic=False)
 
   return dataset_fn
 
@@ -257,10 +301,8 @@ def test_dataset(files: List[str], spec: RecordSpec, *, batch_size: int):
 
   The last batch may be short: nothing is lost to ``drop_remainder``.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  ds = records(ShardPlan("all", list(files), 0, 1))
-  return ds.map(example_fn(spec), num_parallel_calls=tf.data.AUTOTUNE).batch(
-      batch_size).map(_scale).prefetch(tf.data.AUTOTUNE)
+  return _decode_batches(records(ShardPlan("all", list(files), 0, 1)), spec,
+                         batch_size=batch_size, drop_remainder=False)
 
 
 def first_record(path: str) -> dict:
