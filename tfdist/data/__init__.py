@@ -33,8 +33,9 @@ CHOICES = ("auto",) + SOURCES
 # Real MNIST shipped inside the package (24,345 training and all 10,000 test
 # images, CC BY-SA 3.0; README.md beside the files), so a trainer always has
 # data: no network, no directory to point at.
-BUNDLED_MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                 "datasets", "mnist")
+BUNDLED_MNIST_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets",
+    "mnist")
 # How long a TFDS download may take to reach its server before it fails
 # (tensorflow-datasets itself retries for minutes).
 NETWORK_PROBE_SECONDS = 5.0
