@@ -6,6 +6,7 @@ source images.
 """
 
 import collections
+import dataclasses
 import json
 import os
 import sys
@@ -94,7 +95,8 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
              label) for p, label in test]
   assert fingerprints(source.test_batches(3)) == expected(
       [([image for image, _ in centre], [label for _, label in centre])])
-  dataset = source.train_dataset_fn(8, seed=0, augment=True)(
+  dataset = dataclasses.replace(source, augment=True).train_dataset_fn(
+      8, seed=0)(
       tf.distribute.InputContext())
   images, labels = next(iter(dataset))
   assert images.shape == (8, 32, 32, 3) and labels.shape == (8,)

@@ -2,7 +2,7 @@
 
 Owns: the one accuracy computation every task shares (the trainer's final
 figure, the evaluator task, the plain-Keras baseline) and the weights digest
-that proves replicas bit-identical. Imports tfdist.data only (and TensorFlow
+that proves replicas bit-identical. Imports numpy only (and TensorFlow
 lazily), so none of its users depends on the training loop.
 """
 
@@ -12,16 +12,14 @@ import hashlib
 
 import numpy as np
 
-from tfdist import data as data_lib
-from tfdist.data import sources
-
 
 def accuracy(model, batches) -> float:
   """Top-1 accuracy of ``model`` over ``(images, labels)`` batches.
 
   A plain forward pass outside the strategy: the same code reads mirrored
   variables locally and ps variables over RPC, so all three strategies are
-  measured identically, on every example the batches hold exactly once.
+  measured identically, on every example the batches hold exactly once
+  (a source's test_batches: tfdist.data.sources).
   """
   correct = total = 0
   for images, labels in batches:
@@ -33,11 +31,6 @@ def accuracy(model, batches) -> float:
   if not total:
     raise ValueError("no test example to evaluate")
   return correct / total
-
-
-def evaluate(model, split: data_lib.Split, *, batch_size: int) -> float:
-  """Top-1 accuracy of ``model`` on an in-memory split (see accuracy)."""
-  return accuracy(model, sources.split_batches(split, batch_size))
 
 
 def weights_digest(model) -> str:

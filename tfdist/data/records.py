@@ -21,6 +21,7 @@ import re
 from typing import Callable, List, Optional
 
 from tfdist import console
+from tfdist.data import framing
 from tfdist.data import manifest as manifest_lib
 from tfdist.errors import ConfigError
 
@@ -111,6 +112,19 @@ class RecordSpec:
   image_shape: tuple
   num_classes: int
   stored_shape: Optional[tuple] = None
+
+
+class FromSpec:
+  """``image_shape`` and ``num_classes`` of a source with a ``spec``."""
+  spec: RecordSpec
+
+  @property
+  def image_shape(self) -> tuple:
+    return tuple(self.spec.image_shape)
+
+  @property
+  def num_classes(self) -> int:
+    return self.spec.num_classes
 
 
 def _decode(tf, spec: RecordSpec, encoded):
@@ -222,7 +236,27 @@ def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=deterministic).batch(
                     batch_size, drop_remainder=drop_remainder)
-  return ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+  return _scaled(ds)
+
+
+def fitted_batches(ds, spec: RecordSpec, *, batch_size: int,
+                   drop_remainder: bool, augment: bool = False, seed=None,
+                   deterministic: bool = True):
+  """Decoded ``(uint8 image, label)`` examples (a TFDS split's) -> float32
+  batches, each image cropped to the model's size as file records are."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def fit(image, label):
+    return _fit(tf, spec, image, augment=augment, seed=seed), label
+
+  return _scaled(ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=deterministic).batch(
+                            batch_size, drop_remainder=drop_remainder))
+
+
+def _scaled(batches):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return batches.map(_scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
       tf.data.AUTOTUNE)
 
 
@@ -308,12 +342,10 @@ def test_dataset(files: List[str], spec: RecordSpec, *, batch_size: int):
 def first_record(path: str) -> dict:
   """The features of the first record of ``path``: key -> list of values."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with reading([path]):
-    for record in tf.data.TFRecordDataset(path).take(1):
-      example = tf.train.Example.FromString(record.numpy())
-      return {key: list(getattr(f, f.WhichOneof("kind")).value)
-              for key, f in example.features.feature.items()}
-  raise ConfigError(f"{path}: holds no record; rewrite it")
+  # Framing read in Python: the strategy may not exist yet (see framing).
+  example = tf.train.Example.FromString(framing.first(path))
+  return {key: list(getattr(f, f.WhichOneof("kind")).value)
+          for key, f in example.features.feature.items()}
 
 
 def check_keys(path: str, keys: manifest_lib.FeatureKeys) -> dict:

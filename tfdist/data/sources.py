@@ -3,7 +3,9 @@
 Owns: :class:`FileSource` (TFRecord shards, described by their manifest or
 by flags), :class:`InMemorySource` (a loaded :class:`tfdist.data.Dataset`
 behind the same interface) and :func:`verify`, which reads shards through.
-A trainer takes either: ``image_shape``, ``num_classes``,
+:func:`open_source` opens what the trainers' data flags
+(tfdist.data.options.DataConfig) name: one of these, or a TFDS stream
+(tfdist.data.tfds_stream), all with ``image_shape``, ``num_classes``,
 ``train_examples``, ``test_examples``, ``train_dataset_fn(...)`` for
 ``DatasetCreator``, ``test_batches(batch_size)`` for exact evaluation and
 ``reading()`` around the loops that read. Imports tfdist (console, errors,
@@ -14,13 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import posixpath
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Union
 
 from tfdist import console
 from tfdist import data as data_lib
+from tfdist.data import framing
 from tfdist.data import manifest as manifest_lib
+from tfdist.data import options
 from tfdist.data import records
+from tfdist.data import tfds_stream
 from tfdist.errors import ConfigError
 
 
@@ -59,9 +65,7 @@ class InMemorySource:
     return len(self.dataset.test)
 
   def train_dataset_fn(self, global_batch_size: int, *,
-                       seed: Optional[int] = 0, augment: bool = False):
-    if augment:
-      raise ConfigError("--augment needs file input (--data=tfrecord)")
+                       seed: Optional[int] = 0):
     return data_lib.make_dataset_fn(self.dataset.train,
                                     global_batch_size=global_batch_size,
                                     shuffle_seed=seed)
@@ -74,7 +78,7 @@ class InMemorySource:
 
 
 @dataclasses.dataclass(frozen=True)
-class FileSource:
+class FileSource(records.FromSpec):
   """Sharded TFRecord files of a train and a test split."""
   name: str
   train_files: List[str]
@@ -83,23 +87,17 @@ class FileSource:
   train_examples: int
   test_examples: int
   class_names: List[str]
-
-  @property
-  def image_shape(self) -> tuple:
-    return tuple(self.spec.image_shape)
-
-  @property
-  def num_classes(self) -> int:
-    return self.spec.num_classes
+  augment: bool = False
 
   def train_dataset_fn(self, global_batch_size: int, *,
-                       seed: Optional[int] = 0, augment: bool = False,
+                       seed: Optional[int] = 0,
                        shuffle_buffer: int = records.SHUFFLE_BUFFER,
                        report: Callable[[str], None] = console.info):
-    """``dataset_fn(input_context)``: see records.train_dataset_fn."""
+    """``dataset_fn(input_context)``: see records.train_dataset_fn; random
+    crops and flips when ``augment``."""
     return records.train_dataset_fn(
         self.train_files, self.spec, global_batch_size=global_batch_size,
-        seed=seed, augment=augment, shuffle_buffer=shuffle_buffer,
+        seed=seed, augment=self.augment, shuffle_buffer=shuffle_buffer,
         report=report)
 
   def test_batches(self, batch_size: int) -> Iterator:
@@ -113,32 +111,35 @@ class FileSource:
     return records.reading(self.train_files + self.test_files)
 
 
+# What train.run, the evaluator and the bench take: any of the three.
+Source = Union[InMemorySource, FileSource, tfds_stream.TfdsSource]
+
+
 def _split_info(files: List[str], split: str, report):
   """``(manifest or None, examples)`` of one split's files."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   directory = posixpath.dirname(files[0])
   manifest = manifest_lib.read(directory)
   if manifest is not None:
     return manifest, manifest_lib.check_files(manifest, split, files,
                                               directory=directory).total
   report(f"no {manifest_lib.MANIFEST_NAME} beside {files[0]}: counting the "
-         f"{split} records by reading {len(files)} files through")
-  with records.reading(files):
-    count = sum(1 for _ in tf.data.TFRecordDataset(files))
-  return None, count
+         f"{split} records of {len(files)} files")
+  return None, sum(framing.count(path) for path in files)
 
 
 def _first_image_shape(path: str, keys: manifest_lib.FeatureKeys) -> tuple:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  """The shape of the first image of ``path``, from its PNG or JPEG header
+  (Pillow: TensorFlow's runtime may not start before the strategy)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   features = records.first_record(path)
   try:
-    image = tf.io.decode_image(features[keys.image][0],
-                               expand_animations=False)
-  except tf.errors.InvalidArgumentError:
+    with Image.open(io.BytesIO(features[keys.image][0])) as image:
+      channels = len(image.getbands())
+      return (image.height, image.width, channels)
+  except (OSError, ValueError):
     raise ConfigError(f"{path}: {keys.image!r} holds no PNG or JPEG image; "
                       "for raw pixels write a manifest (python -m "
                       "tfdist.data write) or pass --image_shape") from None
-  return tuple(image.shape)
 
 
 def open_files(train_files: str, test_files: str, *,
@@ -199,6 +200,52 @@ def open_files(train_files: str, test_files: str, *,
       train_files=train, test_files=test, spec=spec,
       train_examples=train_examples, test_examples=test_examples,
       class_names=list(class_names))
+
+
+def open_source(config: options.DataConfig, *, tfds_name: str = "mnist",
+                image_shape: Optional[tuple] = None, seed: int = 0,
+                report: Callable[[str], None] = console.info):
+  """The source ``config`` names, behind one interface.
+
+  Args:
+    config: the data flags.
+    tfds_name: the dataset a TFDS source streams (a trainer's --dataset).
+    image_shape: the model's input when it differs from the stored images
+      (tfrecord, tfds), or the shape of synthetic images.
+    seed: of synthetic images.
+    report: receives the line that says which data and how much.
+
+  Returns:
+    A FileSource, a tfds_stream.TfdsSource, or an InMemorySource (idx,
+    synthetic: small data's fast path).
+  """
+  source = data_lib.resolve_source(
+      config.kind, mnist_dir=config.mnist_dir, tfds_name=tfds_name,
+      tfds_data_dir=config.tfds_data_dir)
+  if source.kind == "tfrecord":
+    opened = dataclasses.replace(open_files(
+        config.train_files, config.test_files,
+        num_classes=config.num_classes or None, image_shape=image_shape,
+        keys=config.keys(), report=report), augment=config.augment)
+    what = (f"{opened.name} from {len(opened.train_files)} training and "
+            f"{len(opened.test_files)} test files")
+  elif source.kind == "tfds":
+    opened = tfds_stream.open_tfds(tfds_name, data_dir=config.tfds_data_dir,
+                                   image_shape=image_shape,
+                                   augment=config.augment)
+    what = f"{source.describe()}, streamed"
+  else:
+    if config.augment:
+      raise ConfigError(f"--augment crops streamed images; "
+                        f"{source.describe()} is held in memory: use "
+                        "--data=tfrecord or tfds, or drop --augment")
+    opened = InMemorySource(data_lib.load(
+        source, synthetic_shape=image_shape or (28, 28, 1), seed=seed))
+    return opened
+  report(f"data: {what}, {opened.train_examples:,} training and "
+         f"{opened.test_examples:,} test examples of shape "
+         f"{'x'.join(map(str, opened.image_shape))}")
+  return opened
 
 
 def _check_counts(files: List[str], split: str) -> int:
