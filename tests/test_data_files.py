@@ -37,15 +37,6 @@ def verify(train_files, test_files, *flags):
               *flags], timeout=180)
 
 
-@pytest.fixture(scope="module")
-def mnist_records(mnist_dir, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("records") / "mnist")
-  result = write(f"--source={mnist_dir}", f"--out_dir={out}", "--shards=4",
-                 "--progress_every=5000")
-  assert result.returncode == 0, result.stderr
-  return out, json_lines(result.stdout)[-1], result.stderr
-
-
 def fingerprints(batches):
   """A multiset of (image bytes, label) of float batches."""
   seen = collections.Counter()

@@ -22,6 +22,7 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
 from tfdist import models  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
+from tfdist.data import tfds_stream  # pylint: disable=wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -145,6 +146,21 @@ def test_prepared_tfds_dataset_converts(tmp_path):
       split="test", as_supervised=True, batch_size=9)
   assert fingerprints(source.test_batches(4)) == fingerprints(
       (images.numpy() / 255.0, labels) for images, labels in original)
+  # The same prepared files streamed, no conversion: every test example
+  # once; two pipelines (one shard: by record) share each epoch's 30.
+  stream = tfds_stream.open_tfds("tiny_digits", data_dir=data_dir)
+  assert (stream.image_shape, stream.num_classes) == ((28, 28, 1), 3)
+  assert fingerprints(stream.test_batches(4)) == fingerprints(
+      source.test_batches(4))
+  epoch = collections.Counter()
+  for pipeline in (0, 1):
+    batches = stream.train_dataset_fn(5, seed=0)(
+        tf.distribute.InputContext(2, pipeline, 1)).take(3)
+    epoch += fingerprints(batches)
+  train = tfds.builder("tiny_digits", data_dir=data_dir).as_dataset(
+      split="train", as_supervised=True, batch_size=30)
+  assert epoch == fingerprints(
+      (images.numpy() / 255.0, labels) for images, labels in train)
   missing = write("--source=tfds:tiny_digits", "--tfds_data_dir=" +
                   str(tmp_path / "nowhere"), f"--out_dir={tmp_path / 'x'}")
   assert missing.returncode == 2 and not (tmp_path / "x").exists()
