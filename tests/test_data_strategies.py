@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from conftest import SPECS, child_env, json_lines, launch, run, trainer
+from conftest import SPECS, json_lines, launch, run, trainer
 
 MIN_ACCURACY = 0.90
 # "[worker-1] tfdist: input pipeline 1 of 2 shards by file, ...; it reads 2
@@ -31,6 +31,14 @@ def _train_files(out):
     return set(json.load(f)["splits"]["train"]["files"])
 
 
+def _launched(out, spec, strategy):
+  done = run(launch(os.path.join(SPECS, spec),
+                    trainer("mnist", f"--strategy={strategy}", "--epochs=3",
+                            *_file_flags(out))), timeout=280)
+  assert done.returncode == 0, done.stdout[-4000:]
+  return done
+
+
 @pytest.mark.timeout(240)
 def test_mirrored_from_shards(mnist_records):
   out, _, _ = mnist_records
@@ -47,10 +55,7 @@ def test_mirrored_from_shards(mnist_records):
 @pytest.mark.timeout(300)
 def test_multiworker_workers_read_disjoint_files_covering_all(mnist_records):
   out, _, _ = mnist_records
-  done = run(launch(os.path.join(SPECS, "two_workers.json"),
-                    trainer("mnist", "--strategy=multiworker", "--epochs=3",
-                            *_file_flags(out))), timeout=280)
-  assert done.returncode == 0, done.stdout[-4000:]
+  done = _launched(out, "two_workers.json", "multiworker")
   read = {worker: set(names.split(", "))
           for worker, names in _READS.findall(done.stdout)}
   assert set(read) == {"worker-0", "worker-1"}, done.stdout[-4000:]
@@ -65,10 +70,7 @@ def test_multiworker_workers_read_disjoint_files_covering_all(mnist_records):
 @pytest.mark.timeout(300)
 def test_ps_chief_two_workers_one_ps_from_shards(mnist_records):
   out, _, _ = mnist_records
-  done = run(launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
-                    trainer("mnist", "--strategy=ps", "--epochs=3",
-                            *_file_flags(out))), timeout=280)
-  assert done.returncode == 0, done.stdout[-4000:]
+  done = _launched(out, "chief_two_workers_ps.json", "ps")
   (result,) = json_lines(done.stdout, "[chief-0] ")
   assert result["num_replicas"] == 2
   assert result["test_accuracy"] >= MIN_ACCURACY
