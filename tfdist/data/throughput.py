@@ -11,6 +11,7 @@ TensorFlow lazily.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -26,7 +27,8 @@ def examples_per_second(source: sources.FileSource, *, batch_size: int = 128,
   """Examples/s of ``source``'s training pipeline: read, shuffle, decode,
   crop, batch, scale, on ``threads`` threads (1: one core)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  dataset = source.train_dataset_fn(batch_size, seed=0, augment=augment,
+  source = dataclasses.replace(source, augment=augment)
+  dataset = source.train_dataset_fn(batch_size, seed=0,
                                     report=lambda _: None)(
                                         tf.distribute.InputContext())
   options = tf.data.Options()
