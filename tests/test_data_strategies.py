@@ -89,3 +89,23 @@ def test_no_file_matches_is_one_error_line(tmp_path):
                     "tfdist.data write creates shards)"], done.stderr
   assert "Traceback" not in done.stderr and not done.stdout.strip()
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.timeout(300)
+def test_evaluator_and_epoch_evaluations_read_every_test_record(
+    mnist_records, tmp_path):
+  out, _, _ = mnist_records
+  done = run(launch(os.path.join(SPECS, "chief_two_workers_evaluator.json"),
+                    trainer("mnist", "--strategy=multiworker", "--epochs=2",
+                            "--steps_per_epoch=60", "--eval_every_epoch",
+                            f"--model_dir={tmp_path / 'model'}",
+                            *_file_flags(out))), timeout=280)
+  assert done.returncode == 0, done.stdout[-4000:]
+  (chief,) = json_lines(done.stdout, "[chief-0] ")
+  (evaluation,) = json_lines(done.stdout, "[evaluator-0] ")
+  assert evaluation["step"] == chief["global_step"] == 120
+  # The same weights and all 10,000 test records, read from the shards by
+  # the evaluator task, the chief's epoch monitor and its final figure.
+  assert evaluation["test_accuracy"] == chief["test_accuracy"]
+  assert chief["accuracy_curve"][-1][-1] == chief["test_accuracy"]
+  assert chief["test_accuracy"] >= 0.85

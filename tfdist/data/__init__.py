@@ -1,10 +1,12 @@
-"""Training and test data: MNIST (TFDS or IDX files) or synthetic images.
+"""Training and test data: where it comes from, and small data in memory.
 
-Owns where the data comes from (:func:`resolve_source`: ``--mnist_dir``, a
-TFDS copy already on disk, or the MNIST sample bundled in
-``tfdist/datasets/mnist``), loading it, and the input pipeline. Imports
-tfdist.errors and tfdist.console; TensorFlow and tensorflow-datasets only
-inside the functions that need them.
+Owns where the data comes from (:func:`resolve_source`: TFRecord files,
+``--mnist_dir``, a TFDS copy already on disk, or the MNIST sample bundled in
+``tfdist/datasets/mnist``), loading small data (MNIST IDX files, synthetic
+images) into memory, and that in-memory input pipeline. Files and TFDS
+stream instead (tfdist.data.sources, records, tfds_stream), behind the same
+interface. Imports tfdist.errors and tfdist.console; TensorFlow only inside
+the functions that need it.
 
 Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
 ``--mnist_dir`` is reported at once. :func:`make_dataset_fn` turns arrays
