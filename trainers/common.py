@@ -3,8 +3,10 @@
 Each trainer module defines its model and defaults and calls
 :func:`run_trainer`; the flags below are the same for all of them, so a user
 who learnt one trainer knows them all. Every training setting is a field of
-tfdist.config.TrainConfig and its flag is generated from the field (name,
-type, default, help); a trainer changes only defaults (``FLAGS.set_default``).
+tfdist.config.TrainConfig, every data setting one of
+tfdist.data.options.DataConfig, and its flag is generated from the field
+(name, type, default, help); a trainer changes only defaults
+(``FLAGS.set_default``).
 This module reads the flags and the environment; the library never does.
 """
 
@@ -40,7 +42,7 @@ from tfdist import evaluator  # pylint: disable=wrong-import-position
 from tfdist import hosting  # pylint: disable=wrong-import-position
 from tfdist import strategy  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
-from tfdist.data import options as data_options_lib  # pylint: disable=wrong-import-position
+from tfdist.data.options import DataConfig  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -67,7 +69,7 @@ def _settings(settings_class, **overrides):
 
 
 _define_flags(config_lib.TrainConfig)
-_define_flags(data_options_lib.DataConfig)
+_define_flags(DataConfig)
 # Not a training setting: the evaluator's patience.
 flags.DEFINE_float("eval_timeout", 600.0,
                    "Evaluator task: seconds without a new checkpoint before "
@@ -82,9 +84,9 @@ def _config(task) -> config_lib.TrainConfig:
       on_terminal=sys.stdout.isatty()))
 
 
-def data_config() -> data_options_lib.DataConfig:
+def data_config() -> DataConfig:
   """The data flags, checked (no TensorFlow)."""
-  return _settings(data_options_lib.DataConfig)
+  return _settings(DataConfig)
 
 
 def data_source(tfds_name: str = "mnist") -> data.Source:

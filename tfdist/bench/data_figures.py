@@ -16,9 +16,9 @@ generated shards, over 1 GB, go to --work_dir, never into the repository):
 * ps function size: the serialised dataset function a ps worker receives,
   for a dataset 10x larger.
 
-Owns these measurements. Imports tfdist (cli, config, data and its modules,
-errors, models, train, bench.report and bench.runner); TensorFlow in the functions that
-measure in this process.
+Owns these measurements. Imports tfdist (cli, config, data and its
+modules, errors, models, train, bench.report and bench.runner); TensorFlow
+in the functions that measure in this process.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Each field is one data setting; the trainers generate their absl flags from
 the fields (trainers/common.py), as they do for tfdist.config.TrainConfig.
-Checked without TensorFlow. Imports tfdist.errors and
-tfdist.data.manifest (the default feature keys).
+Checked without TensorFlow. Imports tfdist.errors, tfdist.data (its
+choices) and tfdist.data.manifest (the default feature keys).
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from tfdist.data import CHOICES
 from tfdist.data.manifest import FeatureKeys
 from tfdist.errors import ConfigError
-
-# --data: where the examples come from (data.resolve_source resolves auto).
-CHOICES = ("auto", "tfrecord", "tfds", "idx", "synthetic")
 
 
 def _setting(default, help_text: str):
