@@ -34,16 +34,16 @@ def _train_files(out):
 def _launched(out, spec, strategy):
   done = run(launch(os.path.join(SPECS, spec),
                     trainer("mnist", f"--strategy={strategy}", "--epochs=3",
-                            *_file_flags(out))), timeout=280)
+                            *_file_flags(out))), timeout=440)
   assert done.returncode == 0, done.stdout[-4000:]
   return done
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_mirrored_from_shards(mnist_records):
   out, _, _ = mnist_records
   done = run(trainer("mnist", "--strategy=mirrored", "--epochs=3",
-                     *_file_flags(out)), timeout=220)
+                     *_file_flags(out)), timeout=400)
   assert done.returncode == 0, done.stderr[-3000:]
   result = json_lines(done.stdout)[-1]
   assert (result["num_replicas"], result["global_batch_size"]) == (2, 200)
@@ -52,7 +52,7 @@ def test_mirrored_from_shards(mnist_records):
          "and 10,000 test examples" in done.stderr
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_multiworker_workers_read_disjoint_files_covering_all(mnist_records):
   out, _, _ = mnist_records
   done = _launched(out, "two_workers.json", "multiworker")
@@ -67,7 +67,7 @@ def test_multiworker_workers_read_disjoint_files_covering_all(mnist_records):
   assert results[0]["weights_digest"] == results[1]["weights_digest"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_ps_chief_two_workers_one_ps_from_shards(mnist_records):
   out, _, _ = mnist_records
   done = _launched(out, "chief_two_workers_ps.json", "ps")
@@ -91,7 +91,7 @@ def test_no_file_matches_is_one_error_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_evaluator_and_epoch_evaluations_read_every_test_record(
     mnist_records, tmp_path):
   out, _, _ = mnist_records
@@ -99,7 +99,7 @@ def test_evaluator_and_epoch_evaluations_read_every_test_record(
                     trainer("mnist", "--strategy=multiworker", "--epochs=2",
                             "--steps_per_epoch=60", "--eval_every_epoch",
                             f"--model_dir={tmp_path / 'model'}",
-                            *_file_flags(out))), timeout=280)
+                            *_file_flags(out))), timeout=440)
   assert done.returncode == 0, done.stdout[-4000:]
   (chief,) = json_lines(done.stdout, "[chief-0] ")
   (evaluation,) = json_lines(done.stdout, "[evaluator-0] ")
