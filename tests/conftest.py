@@ -102,3 +102,16 @@ def mnist_dir():
   if not os.path.isdir(MNIST_DIR):
     pytest.fail(f"real MNIST expected at {MNIST_DIR} (bundled with tfdist)")
   return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist_records(mnist_dir, tmp_path_factory):
+  """The bundled MNIST converted once to 4 PNG shards per split (shared by
+  every test that reads files): (directory, the converter's JSON line, its
+  log)."""
+  out = str(tmp_path_factory.mktemp("records") / "mnist")
+  result = run([sys.executable, "-m", "tfdist.data", "write",
+                f"--source={mnist_dir}", f"--out_dir={out}", "--shards=4",
+                "--progress_every=5000"], timeout=180)
+  assert result.returncode == 0, result.stderr
+  return out, json_lines(result.stdout)[-1], result.stderr

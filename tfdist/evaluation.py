@@ -2,7 +2,7 @@
 
 Owns: the one accuracy computation every task shares (the trainer's final
 figure, the evaluator task, the plain-Keras baseline) and the weights digest
-that proves replicas bit-identical. Imports tfdist.data only (and TensorFlow
+that proves replicas bit-identical. Imports numpy only (and TensorFlow
 lazily), so none of its users depends on the training loop.
 """
 
@@ -12,24 +12,25 @@ import hashlib
 
 import numpy as np
 
-from tfdist import data as data_lib
 
-
-def evaluate(model, split: data_lib.Split, *, batch_size: int) -> float:
-  """Top-1 accuracy of ``model`` on a split, computed in this process.
+def accuracy(model, batches) -> float:
+  """Top-1 accuracy of ``model`` over ``(images, labels)`` batches.
 
   A plain forward pass outside the strategy: the same code reads mirrored
   variables locally and ps variables over RPC, so all three strategies are
-  measured identically, on every example exactly once.
+  measured identically, on every example the batches hold exactly once
+  (a source's test_batches: tfdist.data.sources).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  correct = 0
-  for start in range(0, len(split), batch_size):
-    images = tf.cast(split.images[start:start + batch_size], tf.float32) / 255.0
+  correct = total = 0
+  for images, labels in batches:
     logits = model(images, training=False)
     predicted = np.argmax(logits.numpy(), axis=-1)
-    correct += int(np.sum(predicted == split.labels[start:start + batch_size]))
-  return correct / len(split)
+    labels = np.asarray(labels)
+    correct += int(np.sum(predicted == labels))
+    total += len(labels)
+  if not total:
+    raise ValueError("no test example to evaluate")
+  return correct / total
 
 
 def weights_digest(model) -> str:

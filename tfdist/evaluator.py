@@ -4,7 +4,7 @@ An ``evaluator`` in the cluster spec never joins training (TensorFlow's
 strategies leave it out, see cluster.training_cluster): it watches the
 chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
 copy of the model, measures test accuracy with the same code as the trainer
-(tfdist.evaluation.evaluate), writes it as a TensorBoard summary under
+(tfdist.evaluation.accuracy), writes it as a TensorBoard summary under
 ``model_dir/eval``, and exits when the chief has written ``result.json``
 after the last checkpoint. With no new checkpoint for ``timeout`` seconds it
 gives up with one line, so it never waits forever for a chief that is gone.
@@ -18,9 +18,9 @@ from typing import Callable, Optional
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import console
-from tfdist import data as data_lib
 from tfdist import evaluation
 from tfdist import errors
+from tfdist.data import sources
 from tfdist.errors import ConfigError
 
 EVAL_SUBDIR = "eval"
@@ -43,7 +43,7 @@ def training_done(model_dir: str, latest: Optional[str]) -> bool:
   return saved_at is None or done_at >= saved_at
 
 
-def run(*, model_fn: Callable, dataset: data_lib.Dataset,
+def run(*, model_fn: Callable, dataset: sources.Source,
         model_dir: Optional[str], model_name: str = "",
         batch_size: int = 1000, timeout: float = 600.0,
         task_name: str = "evaluator-0") -> dict:
@@ -51,7 +51,7 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
 
   Args:
     model_fn: the trainer's model function (the same model as the chief's).
-    dataset: its ``test`` split is evaluated.
+    dataset: its test split is evaluated, every example once.
     model_dir: the chief's --model_dir (shared storage on several machines).
     model_name: checked against the checkpoints' model (tfdist.checkpoint).
     batch_size: evaluation batch size.
@@ -93,7 +93,7 @@ def run(*, model_fn: Callable, dataset: data_lib.Dataset,
         # Rotated away (keep_checkpoints) between listing and reading.
         continue
       step = int(latest.rsplit("-", 1)[1])
-      accuracy = evaluation.evaluate(model, dataset.test, batch_size=batch_size)
+      accuracy = evaluation.accuracy(model, dataset.test_batches(batch_size))
       with writer.as_default():
         tf.summary.scalar("test_accuracy", accuracy, step=step)
       writer.flush()

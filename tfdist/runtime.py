@@ -16,9 +16,8 @@ on preemption, and what happens when the job is preempted or done. The three imp
 Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
 vanished peer into one-line :class:`~tfdist.errors.TaskLost`, around the
 ``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
-communication, config, data, deadlines, errors, fused_step, hosting and
-strategy; TensorFlow only
-inside methods.
+communication, config, deadlines, errors, fused_step, hosting and strategy;
+TensorFlow only inside methods.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from tfdist import barrier
 from tfdist import cluster as cluster_lib
 from tfdist import collectives
 from tfdist import communication
-from tfdist import data as data_lib
 from tfdist import deadlines
 from tfdist import fused_step as fused_step_lib
 from tfdist import hosting
@@ -135,12 +133,12 @@ class Runtime(abc.ABC):
     """The input pipelines' base seed (see data.make_dataset_fn)."""
     return self.config.seed
 
-  def training_data(self, split: data_lib.Split):
-    """The training split as Keras' ``fit`` takes it under this strategy."""
+  def training_data(self, source):
+    """The training data of ``source`` (tfdist.data.sources) as Keras'
+    ``fit`` takes it under this strategy."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return tf.keras.utils.experimental.DatasetCreator(
-        data_lib.make_dataset_fn(split, global_batch_size=self.global_batch,
-                                 shuffle_seed=self.shuffle_seed))
+        source.train_dataset_fn(self.global_batch, seed=self.shuffle_seed))
 
   def optimizer_class(self, base):
     """The Keras optimizer class ``base`` as this strategy applies it."""

@@ -1,13 +1,13 @@
 """The training loop every trainer shares: build, fit, result.
 
 ``run`` takes plain arguments (a frozen :class:`~tfdist.config.TrainConfig`,
-a model function, loaded data, this process's task) and returns the result
-dict that the trainers print as their final JSON line. Whatever differs
-between the strategies it asks of a :class:`tfdist.runtime.Runtime`.
-TensorFlow is imported only once a task is known to train, after every input
-was checked. Imports tfdist.checkpoint, cluster, config, console, data,
-evaluation, export, models, precision, runtime and schedules (tfdist.monitor
-once TensorFlow is loaded).
+a model function, a data source of tfdist.data.sources, this process's task)
+and returns the result dict that the trainers print as their final JSON
+line. Whatever differs between the strategies it asks of a
+:class:`tfdist.runtime.Runtime`. TensorFlow is imported only once a task is
+known to train, after every input was checked. Imports tfdist.checkpoint,
+cluster, config, console, data.sources, evaluation, export, models,
+precision, runtime and schedules (tfdist.monitor once TensorFlow is loaded).
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ import numpy as np
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import console
-from tfdist import data as data_lib
 from tfdist import export as export_lib
 from tfdist import models as models_lib
 from tfdist import precision as precision_lib
 from tfdist import runtime as runtime_lib
 from tfdist import schedules
+from tfdist.data import sources
 from tfdist.config import TrainConfig, keras_verbosity
 from tfdist.errors import ConfigError
-from tfdist.evaluation import evaluate, weights_digest
+from tfdist.evaluation import accuracy, weights_digest
 
 
 def run(config: TrainConfig, *, model_fn: Callable,
-        dataset: data_lib.Dataset, task: Optional[cluster_lib.Task],
+        dataset: sources.Source, task: Optional[cluster_lib.Task],
         model_name: str = "") -> dict:
   """Trains ``model_fn``'s model on ``dataset`` under ``config.strategy``.
 
@@ -54,7 +54,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   runtime.start()
   tf.keras.utils.set_random_seed(config.seed)
-  steps_per_epoch = _steps_per_epoch(runtime, len(dataset.train))
+  steps_per_epoch = _steps_per_epoch(runtime, dataset.train_examples)
   model, dtype_policy = build_model(runtime, model_fn=model_fn,
                                     dataset=dataset,
                                     steps_per_epoch=steps_per_epoch)
@@ -62,7 +62,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
   if runtime.is_chief:
     _announce(runtime, model, name=name, dtype_policy=dtype_policy,
               steps_per_epoch=steps_per_epoch)
-  train_data = runtime.training_data(dataset.train)
+  train_data = runtime.training_data(dataset)
 
   with runtime.write_dir() as out_dir:
     checkpointing = (_checkpointing(runtime, model, out_dir, signature,
@@ -76,7 +76,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
     runtime.wait_for_peers("start")
     start = time.perf_counter()
     first_step = runtime.first_step()
-    with runtime.fitting(), first_step.around_fit():
+    with runtime.fitting(), first_step.around_fit(), dataset.reading():
       history = model.fit(
           train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
           callbacks=[first_step.callback(), *runtime.progress_watches(),
@@ -161,7 +161,7 @@ def make_optimizer(runtime: runtime_lib.Runtime, learning_rate):
 
 
 def build_model(runtime: runtime_lib.Runtime, *, model_fn: Callable,
-                dataset: data_lib.Dataset, steps_per_epoch: int):
+                dataset: sources.Source, steps_per_epoch: int):
   """The compiled model, in the strategy's scope; returns (model, policy)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config = runtime.config
@@ -222,7 +222,7 @@ def _checkpointing(runtime: runtime_lib.Runtime, model, out_dir: str,
 
 
 def training_callbacks(runtime: runtime_lib.Runtime, model,
-                       dataset: data_lib.Dataset, *, out_dir: Optional[str],
+                       dataset: sources.Source, *, out_dir: Optional[str],
                        checkpointing, steps_per_epoch: int):
   """Returns (the epoch monitor, every callback of ``fit`` in order)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -234,8 +234,8 @@ def training_callbacks(runtime: runtime_lib.Runtime, model,
   # examples_per_sec and learning_rate to the logs TensorBoard writes.
   epoch_monitor = monitor.EpochMonitor(
       examples_per_epoch=steps_per_epoch * runtime.global_batch,
-      evaluate=(lambda: evaluate(model, dataset.test,
-                                 batch_size=config.eval_batch_size))
+      evaluate=(lambda: accuracy(model, dataset.test_batches(
+          config.eval_batch_size)))
       if config.eval_every_epoch and runtime.is_chief else None)
   callbacks = [epoch_monitor]
   if checkpointing is not None:
@@ -253,7 +253,7 @@ def _rounded(values, digits: int) -> list:
 
 
 def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
-                  name: str, dataset: data_lib.Dataset, dtype_policy: str,
+                  name: str, dataset: sources.Source, dtype_policy: str,
                   steps: int, start_step: int, train_seconds: float,
                   checkpointing, epoch_monitor) -> dict:
   """The result of a finished ``fit`` (evaluates the test split).
@@ -261,8 +261,9 @@ def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
   ``epoch_monitor`` adds its fields (monitor.EpochMonitor.summary).
   """
   config = runtime.config
-  test_accuracy = evaluate(model, dataset.test,
-                           batch_size=config.eval_batch_size)
+  # Every test example exactly once, whatever the source.
+  test_accuracy = accuracy(model,
+                           dataset.test_batches(config.eval_batch_size))
   return {
       "model": name,
       "strategy": config.strategy,
@@ -299,7 +300,7 @@ def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
 
 
 def _write_outputs(runtime: runtime_lib.Runtime, model, result: dict, *,
-                   model_fn: Callable, dataset: data_lib.Dataset,
+                   model_fn: Callable, dataset: sources.Source,
                    out_dir: Optional[str]) -> None:
   """The chief's export (into ``result``) and result.json."""
   config = runtime.config

@@ -3,8 +3,10 @@
 Each trainer module defines its model and defaults and calls
 :func:`run_trainer`; the flags below are the same for all of them, so a user
 who learnt one trainer knows them all. Every training setting is a field of
-tfdist.config.TrainConfig and its flag is generated from the field (name,
-type, default, help); a trainer changes only defaults (``FLAGS.set_default``).
+tfdist.config.TrainConfig, every data setting one of
+tfdist.data.options.DataConfig, and its flag is generated from the field
+(name, type, default, help); a trainer changes only defaults
+(``FLAGS.set_default``).
 This module reads the flags and the environment; the library never does.
 """
 
@@ -42,6 +44,8 @@ from tfdist import hosting  # pylint: disable=wrong-import-position
 from tfdist import strategy  # pylint: disable=wrong-import-position
 from tfdist import train  # pylint: disable=wrong-import-position
 from tfdist import watchdog  # pylint: disable=wrong-import-position
+from tfdist.data import sources  # pylint: disable=wrong-import-position
+from tfdist.data.options import DataConfig  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -50,49 +54,54 @@ _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            Optional[str]: flags.DEFINE_string}
 
 
-def _define_setting_flags() -> None:
-  """One flag per TrainConfig field: its name, type, default and help."""
-  types = typing.get_type_hints(config_lib.TrainConfig)
-  for field in dataclasses.fields(config_lib.TrainConfig):
+def _define_flags(settings_class) -> None:
+  """One flag per field of ``settings_class``: its name, type, default and
+  help."""
+  types = typing.get_type_hints(settings_class)
+  for field in dataclasses.fields(settings_class):
     _DEFINE[types[field.name]](field.name, field.default,
                                field.metadata["help"])
 
 
-_define_setting_flags()
-# Not training settings: which data to load, and the evaluator's patience.
+def _settings(settings_class, **overrides):
+  """``settings_class`` built from the flags of its fields."""
+  values = {field.name: FLAGS[field.name].value
+            for field in dataclasses.fields(settings_class)}
+  return settings_class(**{**values, **overrides})
+
+
+_define_flags(config_lib.TrainConfig)
+_define_flags(DataConfig)
+# Not a training setting: the evaluator's patience.
 flags.DEFINE_float("eval_timeout", 600.0,
                    "Evaluator task: seconds without a new checkpoint before "
                    "it gives up.")
-flags.DEFINE_string("data", "auto",
-                    "tfds (downloads), idx (needs --mnist_dir), synthetic; "
-                    "auto = --mnist_dir, else TFDS MNIST on disk, else the "
-                    "bundled MNIST sample.")
-flags.DEFINE_string("mnist_dir", None,
-                    "Directory with the four MNIST IDX files.")
-flags.DEFINE_string("tfds_data_dir", None,
-                    "tensorflow-datasets data_dir (default ~/tensorflow_datasets).")
 
 
 def _config(task) -> config_lib.TrainConfig:
-  settings = {field.name: FLAGS[field.name].value
-              for field in dataclasses.fields(config_lib.TrainConfig)}
   # A progress bar on a terminal; one line per epoch in logs, where the
   # bar's carriage returns would be noise. Only the chief reports.
-  settings["verbose"] = config_lib.keras_verbosity(
-      settings["verbose"], is_chief=task is None or task.is_chief,
-      on_terminal=sys.stdout.isatty())
-  return config_lib.TrainConfig(**settings)
+  return _settings(config_lib.TrainConfig, verbose=config_lib.keras_verbosity(
+      FLAGS.verbose, is_chief=task is None or task.is_chief,
+      on_terminal=sys.stdout.isatty()))
+
+
+def data_config() -> DataConfig:
+  """The data flags, checked (no TensorFlow)."""
+  return _settings(DataConfig)
 
 
 def data_source(tfds_name: str = "mnist") -> data.Source:
-  """--data, --mnist_dir and --tfds_data_dir resolved (data.resolve_source)."""
-  return data.resolve_source(FLAGS.data, mnist_dir=FLAGS.mnist_dir,
+  """The data flags resolved (data.resolve_source)."""
+  config = data_config()
+  return data.resolve_source(config.kind, mnist_dir=config.mnist_dir,
                              tfds_name=tfds_name,
-                             tfds_data_dir=FLAGS.tfds_data_dir)
+                             tfds_data_dir=config.tfds_data_dir)
 
 
-def _load_data(tfds_name: str = "mnist", **options):
-  return data.load(data_source(tfds_name), seed=FLAGS.seed, **options)
+def _open_data(tfds_name: str = "mnist", image_shape=None):
+  return sources.open_source(data_config(), tfds_name=tfds_name,
+                             image_shape=image_shape, seed=FLAGS.seed)
 
 
 def run_trainer(*, model_fn, model_name: str,
@@ -107,7 +116,8 @@ def run_trainer(*, model_fn, model_name: str,
     model_name: the result's "model".
     data_options: called first, before TensorFlow is imported: checks the
       trainer's own flags (raising ConfigError) and returns extra keyword
-      arguments of ``tfdist.data.load`` (``tfds_name``, ``synthetic_shape``).
+      arguments of ``tfdist.data.sources.open_source`` (``tfds_name``,
+      ``image_shape``).
   """
   if not FLAGS["verbosity"].present:
     # TensorFlow's Python INFO lines (one per all-reduce set-up) hide the
@@ -158,6 +168,7 @@ def _run_task(*, model_fn, model_name: str,
               data_options: Optional[Callable[[], dict]]) -> int:
   """This task's part of the job: host, evaluate or train."""
   options = data_options() if data_options else {}
+  data_config()  # every data flag checked before any task starts
   task = cluster.task_from_environ(os.environ)
   config = _config(task)
   role = strategy.plan_role(config.strategy, task)
@@ -169,7 +180,7 @@ def _run_task(*, model_fn, model_name: str,
     # tfdist.bench).
     console.info(f"{task.name} peak memory {monitor.peak_rss_mb()} MiB")
     return status
-  dataset = _load_data(**options)
+  dataset = _open_data(**options)
   if role == strategy.EVALUATE:
     result = evaluator.run(
         model_fn=model_fn, dataset=dataset, model_dir=config.model_dir,

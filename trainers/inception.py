@@ -4,6 +4,9 @@ r"""Inception-style image classifiers, under any strategy.
     python -m trainers.inception --dataset=cifar10          # TFDS, network once
     python -m trainers.inception --model=v3 --dataset=imagenette
     python -m trainers.inception --model=v3 --data=synthetic --image_shape=299,299,3
+    python -m trainers.inception --model=v3 --data=tfrecord --augment \
+        --train_files='gs://BUCKET/imagenet/train-*' \
+        --test_files='gs://BUCKET/imagenet/validation-*' --image_shape=299,299,3
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \
         python -m trainers.inception --strategy=multiworker --sync_batch_norm ...
 
@@ -34,8 +37,10 @@ flags.DEFINE_string("dataset", "mnist",
                     f"{', '.join(data.TFDS_DATASETS)}: through TFDS, or "
                     "mnist from --mnist_dir.")
 flags.DEFINE_string("image_shape", "28,28,1",
-                    "--data=synthetic: height,width,channels of the images "
-                    "(throughput runs of any shape).")
+                    "height,width,channels of the model's input: of the "
+                    "images for --data=synthetic; for --data=tfrecord and "
+                    "tfds the stored images are cropped (or upscaled) to it "
+                    "(default: their own shape, from the manifest).")
 
 # Defaults for a batch-normalised convolutional network (the softmax
 # trainer's 0.5 plain SGD would diverge): momentum SGD, smaller steps.
@@ -57,8 +62,8 @@ def _parse_shape(text: str) -> tuple:
 
 
 def _data_options() -> dict:
-  """Checks this trainer's flags, without TensorFlow; returns data.load's
-  extra arguments."""
+  """Checks this trainer's flags, without TensorFlow; returns
+  sources.open_source's extra arguments."""
   if FLAGS.model not in MODELS:
     raise ConfigError(f"--model={FLAGS.model!r}: use one of "
                       f"{', '.join(MODELS)}")
@@ -68,21 +73,30 @@ def _data_options() -> dict:
   if not FLAGS.width > 0:
     raise ConfigError(f"--width={FLAGS.width}: must be > 0")
   source = common.data_source(FLAGS.dataset).kind
+  shape = (_parse_shape(FLAGS.image_shape) if FLAGS["image_shape"].present
+           else None)
   if source == "synthetic":
     if FLAGS["dataset"].present:
       raise ConfigError("--dataset names real data; --data=synthetic makes "
                         "random images of --image_shape: drop one of them")
     shape = _parse_shape(FLAGS.image_shape)
-  else:
-    if FLAGS["image_shape"].present:
-      raise ConfigError("--image_shape sets the shape of synthetic images; "
-                        "add --data=synthetic or drop it")
-    shape = data.tfds_dataset(FLAGS.dataset).image_shape
+  elif source == "tfrecord":
+    if FLAGS["dataset"].present:
+      raise ConfigError("--dataset names a TFDS dataset; --data=tfrecord "
+                        "reads --train_files: drop one of them")
+  elif source == "idx" and FLAGS["image_shape"].present:
+    raise ConfigError("--image_shape: MNIST from --mnist_dir is held in "
+                      "memory at 28x28x1; convert it (python -m tfdist.data "
+                      "write) and add --data=tfrecord, or drop the flag")
+  elif source in ("idx", "tfds"):
     if source == "idx" and FLAGS.dataset != "mnist":
       raise ConfigError(f"--mnist_dir holds MNIST, not {FLAGS.dataset}; drop "
                         f"--mnist_dir to load {FLAGS.dataset} through TFDS")
-  models.check_image_shape(MODELS[FLAGS.model], shape)
-  return {"tfds_name": FLAGS.dataset, "synthetic_shape": shape}
+    shape = shape or data.tfds_dataset(FLAGS.dataset).image_shape
+  # The shape of files is known once they are opened: the model checks it.
+  if shape is not None:
+    models.check_image_shape(MODELS[FLAGS.model], shape)
+  return {"tfds_name": FLAGS.dataset, "image_shape": shape}
 
 
 def main(argv):

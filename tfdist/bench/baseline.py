@@ -9,7 +9,8 @@ No strategy, no DatasetCreator, no cluster: the model compiled and fitted as
 in the Keras guides, on the trainer's own tf.data pipeline, timed by the same
 callback. Prints one JSON line with the fields the trainers print for timing.
 
-Owns that fit. Imports tfdist.data, tfdist.models, tfdist.evaluation and
+Owns that fit. Imports tfdist.data (a source of tfdist.data.sources: in
+memory, files or TFDS), tfdist.models, tfdist.evaluation and
 tfdist.monitor (the latter two, and TensorFlow, only when fitting).
 """
 
@@ -23,10 +24,11 @@ import sys
 from tfdist import cli
 from tfdist import data as data_lib
 from tfdist import models
+from tfdist.data import sources
 from tfdist.errors import ConfigError
 
 
-def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
+def fit(*, dataset: sources.Source, batch_size: int, epochs: int,
         steps_per_epoch: int, learning_rate: float, seed: int = 0,
         model_fn=models.softmax_regression,
         model_name: str = "softmax_regression", momentum: float = 0.0,
@@ -44,9 +46,8 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"], steps_per_execution=steps_per_execution)
   # The trainer's pipeline, built for one input pipeline of one replica.
-  train_data = data_lib.make_dataset_fn(
-      dataset.train, global_batch_size=batch_size,
-      shuffle_seed=seed)(tf.distribute.InputContext())
+  train_data = dataset.train_dataset_fn(
+      batch_size, seed=seed)(tf.distribute.InputContext())
   epoch_monitor = monitor.EpochMonitor(
       examples_per_epoch=steps_per_epoch * batch_size)
   model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -55,8 +56,8 @@ def fit(*, dataset: data_lib.Dataset, batch_size: int, epochs: int,
             "task": "local", "num_replicas": 1,
             "global_batch_size": batch_size,
             "steps": steps_per_epoch * epochs,
-            "test_accuracy": round(evaluation.evaluate(model, dataset.test,
-                                                  batch_size=1000), 5)}
+            "test_accuracy": round(evaluation.accuracy(
+                model, dataset.test_batches(1000)), 5)}
   result.update(epoch_monitor.summary())
   return result
 
@@ -96,7 +97,7 @@ def _parse(argv):
 
 def main(argv=None) -> int:
   args = _parse(argv)
-  dataset = data_lib.load_mnist_idx(args.mnist_dir)
+  dataset = sources.InMemorySource(data_lib.load_mnist_idx(args.mnist_dir))
   # An entry point: Keras 2, as in the trainers (set before TF loads).
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
   name = args.model if args.model == "softmax_regression" else (

@@ -1,10 +1,12 @@
-"""Training and test data: MNIST (TFDS or IDX files) or synthetic images.
+"""Training and test data: where it comes from, and small data in memory.
 
-Owns where the data comes from (:func:`resolve_source`: ``--mnist_dir``, a
-TFDS copy already on disk, or the MNIST sample bundled in
-``tfdist/datasets/mnist``), loading it, and the input pipeline. Imports
-tfdist.errors and tfdist.console; TensorFlow and tensorflow-datasets only
-inside the functions that need them.
+Owns where the data comes from (:func:`resolve_source`: TFRecord files,
+``--mnist_dir``, a TFDS copy already on disk, or the MNIST sample bundled in
+``tfdist/datasets/mnist``), loading small data (MNIST IDX files, synthetic
+images) into memory, and that in-memory input pipeline. Files and TFDS
+stream instead (tfdist.data.sources, records, tfds_stream), behind the same
+interface. Imports tfdist.errors and tfdist.console; TensorFlow only inside
+the functions that need it.
 
 Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
 ``--mnist_dir`` is reported at once. :func:`make_dataset_fn` turns arrays
@@ -27,14 +29,15 @@ import numpy as np
 from tfdist import console
 from tfdist.errors import ConfigError
 
-SOURCES = ("tfds", "idx", "synthetic")
+SOURCES = ("tfrecord", "tfds", "idx", "synthetic")
 CHOICES = ("auto",) + SOURCES
 
 # Real MNIST shipped inside the package (24,345 training and all 10,000 test
 # images, CC BY-SA 3.0; README.md beside the files), so a trainer always has
 # data: no network, no directory to point at.
-BUNDLED_MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                 "datasets", "mnist")
+BUNDLED_MNIST_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets",
+    "mnist")
 # How long a TFDS download may take to reach its server before it fails
 # (tensorflow-datasets itself retries for minutes).
 NETWORK_PROBE_SECONDS = 5.0
@@ -212,49 +215,6 @@ def check_reachable(host: str, *, port: int = 443,
     raise ConnectionError(f"cannot reach {host}:{port} ({failure[0]})")
 
 
-def _cropped_arrays(split, shape: tuple):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  crop = split.map(lambda x, y: (tf.image.resize_with_crop_or_pad(
-      x, shape[0], shape[1]), y), num_parallel_calls=tf.data.AUTOTUNE)
-  images, labels = zip(*crop.batch(1024).as_numpy_iterator())
-  return np.concatenate(images), np.concatenate(labels)
-
-
-def load_tfds(name: str = "mnist", *, data_dir: Optional[str] = None) -> Dataset:
-  """Loads a classification dataset through tensorflow-datasets.
-
-  Uses the copy prepared under ``data_dir`` if there is one; otherwise
-  downloads it, after checking within seconds that its server is reachable
-  (TFDS would retry for minutes). ``name`` is a key of TFDS_DATASETS or any
-  TFDS name of fixed-size images.
-  """
-  known = _known(name)
-  on_disk = tfds_on_disk(name, data_dir)
-  try:
-    if not on_disk:
-      check_reachable(known.download_host)
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    loaded, info = tfds.load(
-        known.tfds_name, data_dir=data_dir, as_supervised=True,
-        with_info=True, split=["train", known.test_split],
-        download=not on_disk,
-        # Whole splits as tensors, unless images of varying size need a crop.
-        batch_size=None if known.crop else -1)
-    if known.crop:
-      loaded = [_cropped_arrays(s, known.image_shape) for s in loaded]
-  except Exception as e:  # pylint: disable=broad-except
-    # TFDS raises many types (DatasetNotFoundError, network errors ...); the
-    # user needs to know which dataset failed and the offline alternative.
-    raise ConfigError(f"tensorflow-datasets could not load {name!r} "
-                      f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                      "without network use --mnist_dir=DIR or "
-                      "--data=synthetic")
-  splits = {s: Split(np.asarray(images), np.asarray(labels).astype(np.int64))
-            for s, (images, labels) in zip(("train", "test"), loaded)}
-  return Dataset(splits["train"], splits["test"],
-                 num_classes=info.features["label"].num_classes, name=name)
-
-
 def synthetic(*, image_shape=(28, 28, 1), num_classes: int = 10,
               train_examples: int = 4096, test_examples: int = 1024,
               seed: int = 0) -> Dataset:
@@ -291,8 +251,9 @@ class Source:
   tfds_data_dir: Optional[str] = None
 
   def describe(self) -> str:
-    if self.kind == "synthetic":
-      return "synthetic images"
+    if self.kind in ("synthetic", "tfrecord"):
+      return {"synthetic": "synthetic images",
+              "tfrecord": "TFRecord files"}[self.kind]
     if self.kind == "tfds":
       return (f"{self.tfds_name} from tensorflow-datasets in "
               f"{tfds_data_dir(self.tfds_data_dir)}")
@@ -320,6 +281,8 @@ def resolve_source(choice: str = "auto", *, mnist_dir: Optional[str] = None,
     if tfds_name != "mnist" or tfds_on_disk(tfds_name, tfds_data_dir):
       return tfds
     return Source("idx", mnist_dir=BUNDLED_MNIST_DIR)
+  if choice == "tfrecord":
+    return Source("tfrecord")
   if choice == "idx":
     if not mnist_dir:
       raise ConfigError("--data=idx needs --mnist_dir=DIR (the folder of the "
@@ -331,11 +294,12 @@ def resolve_source(choice: str = "auto", *, mnist_dir: Optional[str] = None,
 
 def load(source: Source, *, synthetic_shape=(28, 28, 1),
          seed: int = 0) -> Dataset:
-  """Loads ``source``; says in one line which data and how much."""
+  """Loads an in-memory ``source`` (idx, synthetic); says in one line which
+  data and how much. Files and TFDS stream instead (tfdist.data.sources)."""
   if source.kind == "synthetic":
     dataset = synthetic(image_shape=synthetic_shape, seed=seed)
-  elif source.kind == "tfds":
-    dataset = load_tfds(source.tfds_name, data_dir=source.tfds_data_dir)
+  elif source.kind != "idx":
+    raise ValueError(f"{source.kind} data streams: see sources.open_source")
   else:
     dataset = load_mnist_idx(source.mnist_dir)
   console.info(f"data: {source.describe()}, {len(dataset.train):,} training "

@@ -1,0 +1,96 @@
+"""``python -m tfdist.data write|verify``: convert datasets to TFRecords.
+
+``write --source=SOURCE --out_dir=DIR --shards=N`` writes sharded TFRecords
+and a manifest.json from SOURCE, one of:
+
+  * a directory with the four MNIST IDX files (e.g. ../shared/data/mnist);
+  * a folder of images, ``CLASS_NAME/*.png|jpg`` (or ``train/`` and
+    ``test/`` folders in that layout);
+  * ``tfds:NAME`` for a TFDS dataset prepared in --tfds_data_dir.
+
+``verify --train_files=PATTERN --test_files=PATTERN`` reads every record
+through and prints the counts as one JSON line. Bad input is one ``error:``
+line and exit status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# pylint: disable=wrong-import-position
+from tfdist import cli
+from tfdist import data as data_lib
+from tfdist.data import convert
+from tfdist.data import manifest as manifest_lib
+from tfdist.data import sources
+
+
+def _parser() -> cli.OneLineParser:
+  parser = cli.OneLineParser(prog="python -m tfdist.data",
+                             description=__doc__.split("\n")[0])
+  commands = parser.add_subparsers(dest="command", required=True,
+                                   parser_class=cli.OneLineParser)
+  write = commands.add_parser("write", help="write TFRecord shards")
+  write.add_argument("--source", required=True,
+                     help="MNIST IDX directory, image folder or tfds:NAME")
+  write.add_argument("--out_dir", required=True)
+  write.add_argument("--shards", type=int, default=4,
+                     help="files per split")
+  write.add_argument("--tfds_data_dir", default=None)
+  write.add_argument("--image_size", type=int, default=None,
+                     help="resize and centre-crop every image to S x S")
+  write.add_argument("--encoding", default="png",
+                     help="png, jpeg or raw, for MNIST's pixel arrays")
+  write.add_argument("--test_every", type=int, default=10,
+                     help="a folder without train/test folders: every n-th "
+                     "image of each class is a test example")
+  write.add_argument("--progress_every", type=int,
+                     default=convert.PROGRESS_EVERY)
+  verify = commands.add_parser("verify", help="read shards through")
+  verify.add_argument("--train_files", required=True)
+  verify.add_argument("--test_files", required=True)
+  verify.add_argument("--num_classes", type=int, default=None)
+  for p in (write, verify):
+    p.add_argument("--image_key", default=manifest_lib.FeatureKeys.image)
+    p.add_argument("--label_key", default=manifest_lib.FeatureKeys.label)
+  return parser
+
+
+def _source(args) -> convert.Source:
+  if args.source.startswith("tfds:"):
+    return convert.tfds_source(args.source[len("tfds:"):],
+                               data_dir=args.tfds_data_dir)
+  images = data_lib.IDX_FILES[("train", "images")]
+  if any(os.path.exists(os.path.join(args.source, images + ext))
+         for ext in ("", ".gz")):
+    return convert.mnist_source(args.source)
+  return convert.folder_source(args.source, test_every=args.test_every)
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  keys = manifest_lib.FeatureKeys(image=args.image_key, label=args.label_key)
+  if args.command == "write":
+    manifest = convert.write(
+        _source(args), out_dir=args.out_dir, num_shards=args.shards,
+        keys=keys, encoding=args.encoding, image_size=args.image_size,
+        progress_every=args.progress_every)
+    print(json.dumps({"out_dir": args.out_dir,
+                      "counts": {s: f.total for s, f in manifest.splits.items()},
+                      "image_shape": list(manifest.image_shape),
+                      "encoding": manifest.encoding,
+                      "num_classes": manifest.num_classes}), flush=True)
+  else:
+    print(json.dumps(sources.verify(args.train_files, args.test_files,
+                                    num_classes=args.num_classes, keys=keys)),
+          flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(cli.run(main))

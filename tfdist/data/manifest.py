@@ -1,0 +1,139 @@
+"""What a set of TFRecord shards holds, written beside them as JSON.
+
+Owns: the feature keys of a record (:class:`FeatureKeys`), the manifest
+(:class:`Manifest`: classes, image shape, encoding, and per split its files
+with their example counts and sizes) and the checks that it agrees with the
+files on disk. Imports tfdist.errors, and TensorFlow lazily (tf.io.gfile, so
+manifests on any filesystem TensorFlow opens, e.g. ``gs://``, are read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import posixpath
+from typing import Dict, List, Optional
+
+from tfdist.errors import ConfigError
+
+MANIFEST_NAME = "manifest.json"
+# "auto": PNG and JPEG mixed, each record decoded by its own header.
+ENCODINGS = ("png", "jpeg", "raw", "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureKeys:
+  """The ``tf.train.Example`` keys of one record.
+
+  The defaults are those of the ImageNet preprocessing of tensorflow/models
+  (``build_imagenet_data.py``) and of TFDS's image classification exports:
+  ``image/encoded`` (bytes: PNG, JPEG or raw uint8 pixels in HWC order),
+  ``image/class/label`` (int64), ``image/format`` (bytes, e.g. ``b"png"``),
+  ``image/height`` and ``image/width`` (int64).
+  """
+  image: str = "image/encoded"
+  label: str = "image/class/label"
+  format: str = "image/format"
+  height: str = "image/height"
+  width: str = "image/width"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFiles:
+  """One split's shards: base names, examples and bytes of each file."""
+  files: List[str]
+  examples: List[int]
+  sizes: List[int]
+
+  @property
+  def total(self) -> int:
+    return sum(self.examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  """Everything a reader needs that flags would otherwise say."""
+  num_classes: int
+  class_names: List[str]
+  image_shape: tuple
+  encoding: str
+  keys: FeatureKeys
+  splits: Dict[str, SplitFiles]
+  source: str = ""
+
+  def to_json(self) -> str:
+    body = dataclasses.asdict(self)
+    body["image_shape"] = list(self.image_shape)
+    body["counts"] = {name: s.total for name, s in self.splits.items()}
+    return json.dumps(body, indent=1, sort_keys=True) + "\n"
+
+  @classmethod
+  def from_json(cls, text: str, *, path: str) -> "Manifest":
+    try:
+      body = json.loads(text)
+      body.pop("counts", None)
+      body["keys"] = FeatureKeys(**body["keys"])
+      body["splits"] = {name: SplitFiles(**s)
+                        for name, s in body["splits"].items()}
+      body["image_shape"] = tuple(body["image_shape"])
+      manifest = cls(**body)
+    except (ValueError, KeyError, TypeError) as e:
+      raise ConfigError(f"{path}: not a tfdist manifest ({type(e).__name__}: "
+                        f"{e}); rewrite it with python -m tfdist.data write")
+    if manifest.encoding not in ENCODINGS:
+      raise ConfigError(f"{path}: encoding {manifest.encoding!r} is not one "
+                        f"of {', '.join(ENCODINGS)}")
+    return manifest
+
+
+def manifest_path(directory: str) -> str:
+  join = posixpath.join if "://" in directory else os.path.join
+  return join(directory, MANIFEST_NAME)
+
+
+def read(directory: str) -> Optional[Manifest]:
+  """The manifest in ``directory``, or None if it has none."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = manifest_path(directory)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path, "r") as f:
+    return Manifest.from_json(f.read(), path=path)
+
+
+def check_files(manifest: Manifest, split: str, files: List[str],
+                *, directory: str) -> SplitFiles:
+  """Checks that ``files`` are the split's shards, whole; returns the split.
+
+  Cheap (one stat per file), so every reader runs it: a missing, extra or
+  truncated shard is reported before training starts.
+
+  Raises:
+    ConfigError: naming the manifest and the first file that disagrees.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  where = manifest_path(directory)
+  if split not in manifest.splits:
+    raise ConfigError(f"{where} has no {split!r} split (it has "
+                      f"{', '.join(sorted(manifest.splits))}); point "
+                      f"--{split}_files at that split's shards")
+  expected = manifest.splits[split]
+  names = [posixpath.basename(f) for f in files]
+  if sorted(names) != sorted(expected.files):
+    missing = sorted(set(expected.files) - set(names))
+    extra = sorted(set(names) - set(expected.files))
+    raise ConfigError(
+        f"{where} disagrees with the {split} files: "
+        + (f"missing {', '.join(missing[:5])}" if missing else "")
+        + ("; " if missing and extra else "")
+        + (f"not listed {', '.join(extra[:5])}" if extra else "")
+        + "; rewrite the shards and manifest together")
+  sizes = dict(zip(expected.files, expected.sizes))
+  for path, name in zip(files, names):
+    size = tf.io.gfile.stat(path).length
+    if size != sizes[name]:
+      raise ConfigError(f"{path}: {size} bytes, {where} says {sizes[name]}: "
+                        "the file is truncated or was rewritten; rewrite the "
+                        "shards and manifest together")
+  return expected
