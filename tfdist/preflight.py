@@ -35,7 +35,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 from tfdist import cluster as cluster_lib
 from tfdist import console
@@ -192,6 +192,61 @@ def probe(address: str, *, timeout: float = 1.0, introduce: bytes = b""):
   return ("other", _describe(data), "")
 
 
+def _answered(name: str, address: str, answer, *, task, digest: str,
+              listener, restarts_together: bool, stale: set,
+              silent: set) -> Optional[str]:
+  """What a peer's ``answer`` (see :func:`probe`) means for the wait: its
+  kind ("tfdist" or "server") once the peer counts as found, else None.
+
+  Raises:
+    ConfigError: something else answers at the address, or the peer was
+      started from a different cluster spec.
+  """
+  stale.discard(name)
+  if answer is None:
+    return None
+  kind, their_digest, their_name = answer
+  if kind == "silent":
+    silent.add(name)
+    return None
+  if kind == "other":
+    raise ConfigError(
+        f"{name} at {address} is {their_digest}, not a tfdist task or a "
+        "TensorFlow server; fix the address in the cluster spec or stop what "
+        "listens there")
+  if (kind == "server" and restarts_together
+      and name not in listener.heard_from):
+    # See the module docstring: under multiworker a server that did not see
+    # us is a previous run's.
+    stale.add(name)
+    return None
+  if kind == "tfdist" and (their_digest != digest or their_name != name):
+    raise ConfigError(
+        f"{name} at {address} was started from a different cluster spec (it "
+        f"is {their_name}, spec digest {their_digest}; {task.name} has "
+        f"{digest}); start every task from the same spec (python -m "
+        "tfdist.tfconfig SPEC TYPE INDEX)")
+  return kind
+
+
+def _missing(name: str, address: str, *, timeout: float, stale: set,
+             silent: set) -> Exception:
+  """The one-line error for a peer not found within ``timeout``."""
+  if name in stale:
+    return errors.PeerLost(
+        f"preflight: {name} at {address} still ran a TensorFlow server of an "
+        f"earlier run after {timeout:.0f} s", [name])
+  if name in silent:
+    return ConfigError(
+        f"{name} at {address} accepted connections but never answered "
+        f"within {timeout:.0f} s (neither a tfdist task nor a TensorFlow "
+        "server: a stopped process, or the wrong address?); fix the address "
+        "in the cluster spec or restart that task")
+  return ConfigError(f"{name} at {address} did not answer within "
+                     f"{timeout:.0f} s; start it (same cluster spec), fix its "
+                     "address, or raise --peer_timeout")
+
+
 def check_peers(task: cluster_lib.Task, *, timeout: float,
                 peers: Mapping[str, str] = None,
                 found_if_running: tuple = (),
@@ -228,31 +283,13 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
     silent = set()  # accepted a connection and never answered
     while True:
       for name, address in list(pending.items()):
-        answer = probe(address, introduce=handshake)
-        stale.discard(name)
-        if answer is None:
-          continue
-        kind, their_digest, their_name = answer
-        if kind == "silent":
-          silent.add(name)
-          continue
-        if kind == "other":
-          raise ConfigError(
-              f"{name} at {address} is {their_digest}, not a tfdist task or "
-              "a TensorFlow server; fix the address in the cluster spec or "
-              "stop what listens there")
-        if (kind == "server" and restarts_together
-            and name not in listener.heard_from):
-          stale.add(name)
-          continue
-        job_running = job_running or kind == "server"
-        if kind == "tfdist" and (their_digest != digest or their_name != name):
-          raise ConfigError(
-              f"{name} at {address} was started from a different cluster "
-              f"spec (it is {their_name}, spec digest {their_digest}; "
-              f"{task.name} has {digest}); start every task from the same "
-              "spec (python -m tfdist.tfconfig SPEC TYPE INDEX)")
-        del pending[name]
+        found = _answered(name, address, probe(address, introduce=handshake),
+                          task=task, digest=digest, listener=listener,
+                          restarts_together=restarts_together,
+                          stale=stale, silent=silent)
+        if found:
+          job_running = job_running or found == "server"
+          del pending[name]
       if job_running:
         for name in found_if_running:
           pending.pop(name, None)
@@ -261,19 +298,8 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
       elapsed = clock() - start
       name, address = next(iter(pending.items()))
       if elapsed >= timeout:
-        if name in stale:
-          raise errors.PeerLost(
-              f"preflight: {name} at {address} still ran a TensorFlow server "
-              f"of an earlier run after {timeout:.0f} s", [name])
-        if name in silent:
-          raise ConfigError(
-              f"{name} at {address} accepted connections but never answered "
-              f"within {timeout:.0f} s (neither a tfdist task nor a "
-              "TensorFlow server: a stopped process, or the wrong address?); "
-              "fix the address in the cluster spec or restart that task")
-        raise ConfigError(f"{name} at {address} did not answer within "
-                          f"{timeout:.0f} s; start it (same cluster spec), "
-                          "fix its address, or raise --peer_timeout")
+        raise _missing(name, address, timeout=timeout, stale=stale,
+                       silent=silent)
       if clock() - last_report >= REPORT_EVERY:
         earlier = (" (its TensorFlow server of an earlier run is still up; "
                    "waiting for it to restart)" if name in stale else "")
