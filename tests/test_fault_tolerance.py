@@ -66,13 +66,13 @@ def _killed_at_exit(process):
 
 
 def _kill_and_fail(job, victim: str, *, survivor: str, timeout: float):
-  """SIGKILLs ``victim``; ``survivor`` must exit 1 within ``timeout`` with
+  """SIGKILLs ``victim``; ``survivor`` must exit 200 within ``timeout`` with
   one error line naming it. Returns (seconds to that exit, the line)."""
   killed = time.monotonic()
   job.signal(victim, signal.SIGKILL)
   status = job.wait(survivor, timeout=timeout)
   seconds = time.monotonic() - killed
-  assert status == 1, job.log(survivor)[-3000:]
+  assert status == 200, job.log(survivor)[-3000:]
   (line,) = _error_lines(job.log(survivor))
   assert f"lost {victim}" in line, line
   return seconds, line
