@@ -44,5 +44,8 @@ Modules, each importing only those above it (and tfdist's foundations):
 * report: the machine, results.md and the plots;
 * baseline: ``python -m tfdist.bench.baseline``, the plain Keras fit;
 * pin: ``python -m tfdist.bench.pin``, one core per training task;
+* jobs: a job as real task processes, each watched alone (no launcher);
+* chaos: ``python -m tfdist.bench.chaos``, the chaos sweep (tasks killed,
+  stopped or signalled at random moments; hangs, statuses, resumes);
 * __main__: the command.
 """
