@@ -55,5 +55,8 @@ Modules, each importing only those above it (and tfdist's foundations):
   step against tfdist.fused_step on one model (weights, metrics, timing);
 * ps_steps_per_execution: ``python -m tfdist.bench.ps_steps_per_execution``,
   examples/s of ps at N steps per scheduled function;
+* jobs: a job as real task processes, each watched alone (no launcher);
+* chaos: ``python -m tfdist.bench.chaos``, the chaos sweep (tasks killed,
+  stopped or signalled at random moments; hangs, statuses, resumes);
 * __main__: the command.
 """
