@@ -216,6 +216,6 @@ def test_tfds_download_without_network_fails_at_once(tmp_path, module, flags,
   done = run(trainer(module, *flags), env=_no_tfds(tmp_path), timeout=60)
   _fails_with(done, f"tensorflow-datasets could not load {name!r} "
               "(ConnectionError: cannot reach")
-  assert "without network use --mnist_dir=DIR or --data=synthetic" in (
-      done.stderr)
+  assert ("without network use --mnist_dir=DIR, --data=tfrecord or "
+          "--data=synthetic") in done.stderr
   assert "Retrying" not in done.stderr

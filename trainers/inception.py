@@ -89,10 +89,11 @@ def _data_options() -> dict:
                       "memory at 28x28x1; convert it (python -m tfdist.data "
                       "write) and add --data=tfrecord, or drop the flag")
   elif source in ("idx", "tfds"):
+    known_shape = data.tfds_dataset(FLAGS.dataset).image_shape  # a known name
     if source == "idx" and FLAGS.dataset != "mnist":
       raise ConfigError(f"--mnist_dir holds MNIST, not {FLAGS.dataset}; drop "
                         f"--mnist_dir to load {FLAGS.dataset} through TFDS")
-    shape = shape or data.tfds_dataset(FLAGS.dataset).image_shape
+    shape = shape or known_shape
   # The shape of files is known once they are opened: the model checks it.
   if shape is not None:
     models.check_image_shape(MODELS[FLAGS.model], shape)
