@@ -54,6 +54,7 @@ def train(dataset: data_lib.Dataset, *, batch_size: int, epochs: int,
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdist import evaluation  # pylint: disable=g-import-not-at-top
+  from tfdist.data import sources  # pylint: disable=g-import-not-at-top
   from tfdist import monitor  # pylint: disable=g-import-not-at-top
   task, num_workers = _task()
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -80,8 +81,8 @@ def train(dataset: data_lib.Dataset, *, batch_size: int, epochs: int,
             "task": task, "num_replicas": strategy.num_replicas_in_sync,
             "global_batch_size": global_batch_size,
             "steps": steps_per_epoch * epochs,
-            "test_accuracy": round(evaluation.evaluate(
-                model, dataset.test, batch_size=1000), 5)}
+            "test_accuracy": round(evaluation.accuracy(
+                model, sources.split_batches(dataset.test, 1000)), 5)}
   result.update(timer.summary())
   return result
 
