@@ -152,9 +152,12 @@ def _run_task_to_the_end(**task) -> int:
   deadlines.on_stalled_workers(_restart_without)
   try:
     status = _run_task(**task)
-    if os.environ.get("TF_CONFIG"):
+    if os.environ.get("TF_CONFIG") and FLAGS.strategy != "multiworker":
       # Done, outputs written: TensorFlow's teardown would wait for any
-      # peer's pending remote call, forever for a stopped peer.
+      # peer's pending remote call, forever for a stopped peer. Not under
+      # multiworker: every worker passed the final barrier, so all are
+      # alive, and the coordination service's leader must stay until the
+      # others have had the barrier's answer (its teardown waits for them).
       watchdog.exit_now(status)
     return status
   except errors.TaskLost as e:

@@ -24,6 +24,7 @@ import sys
 from tfdist import cli
 from tfdist import data as data_lib
 from tfdist import models
+from tfdist import tf_startup
 from tfdist.data import sources
 from tfdist.errors import ConfigError
 
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
   dataset = sources.InMemorySource(data_lib.load_mnist_idx(args.mnist_dir))
   # An entry point: Keras 2, as in the trainers (set before TF loads).
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+  tf_startup.prepare(os.environ, has_gpu=tf_startup.has_gpu_device())
   name = args.model if args.model == "softmax_regression" else (
       f"{args.model}_w{args.width:g}")
   print(json.dumps(fit(dataset=dataset, batch_size=args.batch_size,
