@@ -224,10 +224,12 @@ def checkpoints_readable(model_dir: str) -> bool:
   return True
 
 
-def plan(trials: int, seed: int, strategies=tuple(jobs_lib.SHAPES)) -> list:
-  """(strategy, phase, action) per trial: every combination in turn, in
-  an order shuffled by ``seed``."""
-  combos = [(s, p, a) for s in strategies for p in PHASES for a in ACTIONS]
+def plan(trials: int, seed: int, strategies=tuple(jobs_lib.SHAPES),
+         exclude=()) -> list:
+  """(strategy, phase, action) per trial: every combination (but those in
+  ``exclude``) in turn, in an order shuffled by ``seed``."""
+  combos = [(s, p, a) for s in strategies for p in PHASES for a in ACTIONS
+            if (s, p, a) not in exclude]
   random.Random(seed).shuffle(combos)
   return [combos[i % len(combos)] for i in range(trials)]
 
@@ -255,6 +257,7 @@ def summary(records: list) -> str:
 
 def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
           strategies=tuple(jobs_lib.SHAPES), relaunch: bool = True,
+          exclude=(),
           report=lambda record: print(_one_line(record))) -> list:
   """Runs ``trials`` trials; returns their records (each given to
   ``report`` as it ends)."""
@@ -263,7 +266,7 @@ def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
   records = []
   try:
     for index, (strategy, phase, action) in enumerate(
-        plan(trials, seed, strategies)):
+        plan(trials, seed, strategies, exclude)):
       record = run_trial(index, strategy, phase, action, settings, workdir,
                          rng, relaunch=relaunch)
       records.append(record)
