@@ -30,6 +30,8 @@ from tfdist.errors import ConfigError
 SHUFFLE_BUFFER = 10_000
 # Files one pipeline reads at once.
 CYCLE_LENGTH = 8
+# Raw-pixel records read per file at a time by the window shuffle.
+CHUNK = 256
 
 
 def list_files(pattern: str, *, flag: str = "files") -> List[str]:
@@ -221,14 +223,55 @@ def _raw_batch_fn(spec: RecordSpec):
   return parse
 
 
+def _raw_fast_path(spec: RecordSpec, *, augment: bool) -> bool:
+  """Raw pixels at the model's size: whole batches parse at once."""
+  return (spec.encoding == "raw" and not augment
+          and tuple(spec.stored_shape or ()) == tuple(spec.image_shape))
+
+
+def _window_shuffled_raw(plan: ShardPlan, spec: RecordSpec, *,
+                         batch_size: int, window: int, seed=None):
+  """Endless uint8 batches of raw records, shuffled a window at a time.
+
+  Per-record work in ``tf.data`` (interleave, shuffle buffer, batch) costs
+  more than a softmax step consumes, so this path reads each file in chunks
+  of :data:`CHUNK` records, parses about ``window`` records at once, applies
+  one random permutation to them (like a shuffle buffer of that size) and
+  cuts the window into batches; what is left of a window opens the next
+  batch, so no record is dropped and each epoch is one whole pass over the
+  pipeline's files (in a fresh file order).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  files = tf.data.Dataset.from_tensor_slices(plan.files).shuffle(
+      len(plan.files), seed=seed, reshuffle_each_iteration=True)
+
+  def chunks(filename):
+    return tf.data.TFRecordDataset(filename).batch(CHUNK).map(
+        lambda recs: (tf.fill(tf.shape(recs), filename), recs))
+
+  parse = _raw_batch_fn(spec)
+
+  def permute(filenames, recs):
+    images, labels = parse(filenames.flat_values, recs.flat_values)
+    order = tf.random.shuffle(tf.range(tf.shape(labels)[0]), seed=seed)
+    return tf.gather(images, order), tf.gather(labels, order)
+
+  ds = files.interleave(chunks, cycle_length=min(len(plan.files),
+                                                 CYCLE_LENGTH),
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=False)
+  ds = ds.ragged_batch(max(1, window // CHUNK)).map(
+      permute, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.repeat().rebatch(batch_size, drop_remainder=True)
+
+
 def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
                     drop_remainder: bool, augment: bool = False, seed=None,
                     deterministic: bool = True):
   """Records -> float32 batches: per example, or per batch for raw pixels
   that need no crop."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if (spec.encoding == "raw" and not augment
-      and tuple(spec.stored_shape or ()) == tuple(spec.image_shape)):
+  if _raw_fast_path(spec, augment=augment):
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
         _raw_batch_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
   else:
@@ -317,6 +360,10 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
     report(plan.describe())
     batch = input_context.get_per_replica_batch_size(global_batch_size)
     pipeline_seed = None if seed is None else seed + plan.pipeline
+    if plan.by != "record" and _raw_fast_path(spec, augment=augment):
+      return _scaled(_window_shuffled_raw(
+          plan, spec, batch_size=batch, window=shuffle_buffer,
+          seed=pipeline_seed))
     ds = records(plan, shuffle_seed=pipeline_seed, shuffle_files=True)
     # Shuffled before repeat(): each epoch is a whole pass over the share.
     # repeat() before batch(): steps_per_epoch, not the data, ends an epoch,
