@@ -75,7 +75,7 @@ class Settings:
   """
   strategies: tuple = STRATEGIES
   epochs: int = 4
-  steps_per_epoch: int = 150
+  steps_per_epoch: int = 800
   batch_size: int = 100
   running_ms: float = 25.0
   stopped_ms: float = 75.0
@@ -86,7 +86,7 @@ SETTINGS = {
     "full": Settings(),
     # The suite's: one strategy, a handful of steps; form, not speed.
     "smoke": Settings(strategies=("multiworker",), epochs=2,
-                      steps_per_epoch=10, run_timeout=150.0),
+                      steps_per_epoch=30, run_timeout=150.0),
 }
 
 
