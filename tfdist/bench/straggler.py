@@ -113,12 +113,14 @@ class DutyCycle:
     self._thread = threading.Thread(target=self._cycle, daemon=True,
                                     name="straggler duty cycle")
     self._measured = {"running_s": 0.0, "stopped_s": 0.0, "cycles": 0}
-    self._cpu_start = None
+    # (time.monotonic(), CPU seconds) at the start and at the last resume:
+    # the process may be gone by the time stop() is called.
+    self._cpu_first = self._cpu_last = None
     self._started = None
 
   def start(self) -> None:
-    self._cpu_start = _cpu_seconds(self._pid)
     self._started = time.monotonic()
+    self._cpu_first = (self._started, _cpu_seconds(self._pid))
     self._thread.start()
 
   def _signal(self, signum: int) -> bool:
@@ -141,6 +143,9 @@ class DutyCycle:
         self._done.wait(self._stopped_s)
         self._signal(signal.SIGCONT)
         resumed = time.monotonic()
+        cpu = _cpu_seconds(self._pid)
+        if cpu is not None:
+          self._cpu_last = (resumed, cpu)
         measured["running_s"] += stopped - began
         measured["stopped_s"] += resumed - stopped
         measured["cycles"] += 1
@@ -154,16 +159,15 @@ class DutyCycle:
       return {}
     self._thread.join(timeout=10)
     self._signal(signal.SIGCONT)  # also if the thread never got to run
-    wall = time.monotonic() - self._started
     measured = dict(self._measured)
     total = measured["running_s"] + measured["stopped_s"]
     measured["duty_cycle"] = (round(measured["running_s"] / total, 3)
                               if total else None)
-    cpu_end = _cpu_seconds(self._pid)
+    (start, cpu_start), (end, cpu_end) = (self._cpu_first,
+                                          self._cpu_last or (None, None))
     measured["cpu_seconds_per_second"] = (
-        round((cpu_end - self._cpu_start) / wall, 3)
-        if cpu_end is not None and self._cpu_start is not None and wall
-        else None)
+        round((cpu_end - cpu_start) / (end - start), 3)
+        if None not in (cpu_start, cpu_end) and end > start else None)
     measured.update(running_s=round(measured["running_s"], 2),
                     stopped_s=round(measured["stopped_s"], 2))
     return measured
