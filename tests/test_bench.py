@@ -32,7 +32,8 @@ def smoke(tmp_path_factory, mnist_dir):
   """One ``tfdist.bench --smoke`` run, asserted several ways."""
   out_dir = tmp_path_factory.mktemp("bench")
   result = run([sys.executable, "-m", "tfdist.bench", "--smoke",
-                f"--out_dir={out_dir}", f"--mnist_dir={mnist_dir}"],
+                f"--out_dir={out_dir}", f"--mnist_dir={mnist_dir}",
+                f"--data_work_dir={tmp_path_factory.mktemp('data-work')}"],
                timeout=1200)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
   with open(out_dir / "results.json") as f:
@@ -131,8 +132,48 @@ def test_smoke_writes_table_and_plots(smoke):
     assert data.startswith(PNG_MAGIC), name
     assert len(data) > 5000, name
   assert sorted(report["plots"]) == sorted(
-      ["throughput.png", "sync_vs_async.png", "large_batch.png"])
+      ["throughput.png", "sync_vs_async.png", "large_batch.png",
+       "straggler.png"])
   assert not glob.glob(str(out_dir / "*.tmp"))
+
+
+@pytest.mark.timeout(1260)
+def test_smoke_measures_straggler_and_data_figures(smoke):
+  """The figures with their own commands: the straggler (multiworker only
+  in smoke mode) and the data figures' ps function size."""
+  out_dir, report, _ = smoke
+  straggler = report["figures"]["straggler"]
+  assert straggler["errors"] == []
+  row = straggler["strategies"]["multiworker"]
+  without, with_ = row["without"], row["with"]
+  assert without["straggler"] is None  # nothing slowed
+  # worker-1 really was stopped and resumed, and only some of the time.
+  assert with_["straggler"]["cycles"] > 0
+  assert 0 < with_["straggler"]["duty_cycle"] < 1
+  cores = sorted(os.sched_getaffinity(0))
+  assert with_["pinned"] == {"worker-0": cores[0],
+                             "worker-1": cores[1 % len(cores)]}
+  for run_ in (without, with_):
+    assert run_["examples_per_sec"] > 0 and run_["test_accuracy"] > 0.1
+  assert row["ratio"] == pytest.approx(
+      with_["examples_per_sec"] / without["examples_per_sec"], abs=1e-3)
+  assert (out_dir / "straggler.png").read_bytes().startswith(PNG_MAGIC)
+  assert (out_dir / "logs" / "straggler-multiworker-with.log").exists()
+  data = report["figures"]["data"]
+  assert data["error"] is None
+  size = data["ps_function_size"]
+  assert size["train_examples"] == [200, 2000]
+  # The in-memory path ships its data: 10x the examples, a larger function.
+  assert size["in_memory_bytes"][1] > 5 * size["in_memory_bytes"][0]
+  goals = {t["target"]: t for t in report["targets"]}
+  growth = goals["data: ps dataset function, bytes more or less for 10x the "
+                 "data"]
+  assert growth["value"] == abs(size["files_difference"])
+  assert goals["data: streamed / in-memory examples/s, ps"]["value"] is None
+  table = (out_dir / "results.md").read_text()
+  assert "| straggler (worker-1 at a quarter of its speed), multiworker" in (
+      table)
+  assert "| data: ps dataset function bytes" in table
 
 
 @pytest.mark.timeout(400)
@@ -346,6 +387,13 @@ def test_runs_filter_selects_by_substring():
   assert bench_plan.select(full, None) == full
   with pytest.raises(ConfigError, match="--runs=nope: matches no run"):
     bench_plan.select(full, "nope")
+  # The figures with their own commands are selected by name too.
+  own = bench_plan.MODES["full"].own_figures
+  assert bench_plan.select(full, "straggler", own_figures=own) == []
+  assert bench_plan.select_own_figures(own, "straggler,keras-1") == [
+      "straggler"]
+  assert bench_plan.select_own_figures(own, None) == ["straggler", "data"]
+  assert not bench_plan.MODES["quick"].own_figures
   # Full mode only: --quick and --smoke stay as fast as they were.
   for mode in ("quick", "smoke"):
     assert not [r for r in bench_plan.plan(bench_plan.MODES[mode])

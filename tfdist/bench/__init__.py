@@ -14,7 +14,9 @@ mode ``trainers.inception`` (mini-Inception), as real processes through
   (one per task), the figures below and the targets (met or missed by how
   much);
 * ``results.md``: the same as Markdown tables;
-* ``throughput.png``, ``sync_vs_async.png``, ``large_batch.png``;
+* ``throughput.png``, ``sync_vs_async.png``, ``large_batch.png``, and in
+  full and smoke mode ``straggler.png``;
+* ``data/results.json``: the data figures (full and smoke mode);
 * ``logs/<run>.log``: each run's full output.
 
 Figures: examples/s per strategy and cluster size, weak-scaling efficiency
@@ -31,7 +33,13 @@ ps RPC (full mode: one step per scheduled function against 10),
 seconds of training to a test accuracy, accuracy against training time
 synchronous (multiworker) vs asynchronous (ps), the large-batch recipe at 8x
 the base batch, the float16 gradient all-reduce (bytes and accuracy), and
-peak resident memory per task.
+peak resident memory per task. Full mode adds (smoke mode on tiny settings)
+the straggler figure (multiworker and ps with one worker slowed to a quarter
+of its speed, against the same runs without) and issue 13's data figures
+(decode speed against the mini-Inception step, streamed against in-memory
+examples/s and accuracy per strategy, the ps dataset function's size for
+10x the data; ``--data_memory``: peak memory as the training set grows 10x,
+over 1 GB of shards in ``--data_work_dir``).
 
 Fair scaling: every task gets one compute thread (TF_NUM_INTRAOP_THREADS=1;
 an inter-op pool of 2, because ps tasks deadlock with one) and, through
@@ -58,5 +66,8 @@ Modules, each importing only those above it (and tfdist's foundations):
 * jobs: a job as real task processes, each watched alone (no launcher);
 * chaos: ``python -m tfdist.bench.chaos``, the chaos sweep (tasks killed,
   stopped or signalled at random moments; hangs, statuses, resumes);
+* straggler: ``python -m tfdist.bench.straggler``, the straggler figure;
+* data_figures: ``python -m tfdist.bench.data_figures``, the data figures;
+* figure_commands: those two inside the bench (rows, targets);
 * __main__: the command.
 """

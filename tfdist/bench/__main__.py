@@ -1,7 +1,7 @@
 """``python -m tfdist.bench``: runs a mode's plan, writes the report.
 
     python -m tfdist.bench [--smoke|--quick] [--inception] [--runs=a,b] \
-        --out_dir=DIR [--mnist_dir=DIR]
+        [--data_memory] [--data_work_dir=DIR] --out_dir=DIR [--mnist_dir=DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 
 from tfdist import cli
 from tfdist import data as data_lib
+from tfdist.bench import data_figures
+from tfdist.bench import figure_commands
 from tfdist.bench import figures as figures_lib
 from tfdist.bench import plan as plan_lib
 from tfdist.bench import report as report_lib
@@ -47,8 +49,16 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--runs", metavar="SUBSTRINGS",
                       help="only the mode's runs whose name contains one of "
                            "these comma-separated strings (e.g. "
-                           "inception,keras-1); figures of runs left out "
-                           "are not measured")
+                           "inception,keras-1; straggler and data name "
+                           "those figures); figures of runs left out are "
+                           "not measured")
+  parser.add_argument("--data_memory", action="store_true",
+                      help="full mode: also the data figures' memory part "
+                           "(peak RSS as the training set grows 10x; "
+                           "writes over 1 GB into --data_work_dir)")
+  parser.add_argument("--data_work_dir", default=data_figures.WORK_DIR,
+                      help="where the data figures' generated shards go "
+                           "(never into the repository)")
   return parser
 
 
@@ -68,7 +78,8 @@ def check_paths(*, out_dir: str, mnist_dir: str) -> None:
 
 def _command_line(args) -> str:
   """The command as the report shows it."""
-  words = [PROG] + [f"--{flag}" for flag in ("quick", "smoke", "inception")
+  words = [PROG] + [f"--{flag}" for flag in ("quick", "smoke", "inception",
+                                             "data_memory")
                     if getattr(args, flag)]
   if args.runs:
     words.append(f"--runs={args.runs}")
@@ -78,7 +89,7 @@ def _command_line(args) -> str:
 def _write_report(report: dict, out_dir: str) -> None:
   report_lib.write_atomically(os.path.join(out_dir, "results.json"),
                               json.dumps(report, indent=1))
-  table = report_lib.markdown(report)
+  table = report_lib.markdown(report, figure_commands.rows(report["figures"]))
   report_lib.write_atomically(os.path.join(out_dir, "results.md"), table)
   print(table)
   for t in report["targets"]:
@@ -94,7 +105,13 @@ def main(argv=None) -> int:
   out_dir = os.path.abspath(args.out_dir)
   mnist_dir = os.path.abspath(args.mnist_dir)
   try:
-    runs = plan_lib.select(plan_lib.plan(settings), args.runs)
+    runs = plan_lib.select(plan_lib.plan(settings), args.runs,
+                           own_figures=settings.own_figures)
+    own = plan_lib.select_own_figures(settings.own_figures, args.runs)
+    if args.data_memory and (mode != "full" or plan_lib.DATA not in own):
+      raise ConfigError("--data_memory adds to the data figures of full "
+                        "mode: drop --smoke, --quick and --inception, and "
+                        "let --runs select data")
     check_paths(out_dir=out_dir, mnist_dir=mnist_dir)
   except ConfigError as e:
     return cli.report(e)
@@ -106,16 +123,23 @@ def main(argv=None) -> int:
                                       mnist_dir=mnist_dir, out_dir=out_dir)
              for run in runs}
   figs = figures_lib.figures(records)
+  figs.update(figure_commands.measure(
+      own, size, out_dir=out_dir, mnist_dir=mnist_dir, env=env,
+      data_work_dir=os.path.abspath(args.data_work_dir),
+      data_memory=args.data_memory))
   report = {
       "mode": mode, "command": _command_line(args), "started": started,
       "load_average": {"before": load_before,
                        "after": round(os.getloadavg()[0], 2)},
       "machine": report_lib.machine(), "thread_env": runner.THREAD_ENV,
       "settings": dataclasses.asdict(settings), "figures": figs,
-      "runs": records, "targets": figures_lib.targets(figs),
-      "plots": report_lib.plots(figs, out_dir)}
+      "runs": records,
+      "targets": figures_lib.targets(figs) + figure_commands.targets(figs),
+      "plots": (report_lib.plots(figs, out_dir)
+                + figure_commands.plots(figs))}
   _write_report(report, out_dir)
   failed = [name for name, r in records.items() if r["error"]]
+  failed += figure_commands.errors(figs)
   if failed:
     print(f"bench: {len(failed)} run(s) failed: {', '.join(failed)}; see "
           f"{os.path.join(out_dir, 'logs')}", file=sys.stderr)

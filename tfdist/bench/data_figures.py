@@ -1,10 +1,13 @@
 r"""Data-at-scale figures: ``python -m tfdist.bench.data_figures``.
 
     python -m tfdist.bench.data_figures --out_dir=docs/bench/data \
-        --work_dir=/tmp/tfdist-data-bench
+        --work_dir=/tmp/tfdist-data-bench [--parts=decode,streaming,...]
 
-Measures, writing ``results.json`` and ``memory.png`` in --out_dir (the
-generated shards, over 1 GB, go to --work_dir, never into the repository):
+Measures the parts named by --parts (default: all), writing
+``results.json`` and, with the memory part, ``memory.png`` in --out_dir
+(the generated shards, over 1 GB with the memory part, go to --work_dir,
+never into the repository); ``python -m tfdist.bench`` runs it for its data
+figures:
 
 * memory: peak RSS of one training task as the training set grows 10x,
   streamed from JPEG shards against held in memory;
@@ -14,7 +17,7 @@ generated shards, over 1 GB, go to --work_dir, never into the repository):
 * streaming cost: softmax MNIST from TFRecord shards against in memory,
   test accuracy and examples/s under each strategy;
 * ps function size: the serialised dataset function a ps worker receives,
-  for a dataset 10x larger.
+  for a dataset 10x larger (--function_size_examples and 10x as many).
 
 Owns these measurements. Imports tfdist (cli, config, data and its
 modules, errors, models, train, bench.report and bench.runner); TensorFlow
@@ -29,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-from typing import Optional
 
 import numpy as np
 
@@ -45,6 +47,8 @@ from tfdist.errors import ConfigError
 SPECS = os.path.join(runner.REPO, "cluster_specs")
 STRATEGY_SPECS = {"mirrored": None, "multiworker": "two_workers.json",
                   "ps": "chief_two_workers_ps.json"}
+PARTS = ("memory", "decode", "streaming", "ps_function_size")
+WORK_DIR = "/tmp/tfdist-data-bench"
 # Distinct images the generated shards cycle through (encoding 600k images
 # one by one would dominate the run; reading and decoding is what counts).
 _POOL = 512
@@ -150,14 +154,21 @@ def in_memory_task(examples: int, *, size: int = 32) -> dict:
                    dataset=sources.InMemorySource(dataset), task=None)
 
 
+def jpeg_dir(work_dir: str, examples: int) -> str:
+  """Generated 32 px JPEG shards of ``examples`` training examples in
+  ``work_dir`` (written once, then reused)."""
+  directory = os.path.join(work_dir, f"jpeg-{examples}")
+  if not os.path.exists(manifest_lib.manifest_path(directory)):
+    write_jpeg_shards(directory, train_examples=examples)
+  return directory
+
+
 def memory(work_dir: str, *, small: int = 60_000, factor: int = 10) -> dict:
   """Peak RSS of one training task, streamed and in memory, as the
   training set grows ``factor`` times."""
   points = []
   for examples in (small, small * factor):
-    directory = os.path.join(work_dir, f"jpeg-{examples}")
-    if not os.path.exists(manifest_lib.manifest_path(directory)):
-      write_jpeg_shards(directory, train_examples=examples)
+    directory = jpeg_dir(work_dir, examples)
     streamed = _result(_trainer(*_MEMORY_FLAGS, *_files(directory)))
     held = _result([sys.executable, "-m", "tfdist.bench.data_figures",
                     f"--in_memory_task={examples}"])
@@ -230,19 +241,23 @@ def dataset_function_bytes(source) -> int:
              .SerializeToString())
 
 
-def ps_function_size(small_dir: str, large_dir: str, mnist_dir: str) -> dict:
-  """The dataset function's size for files 10x larger, and for the
-  in-memory path (a tenth of MNIST against all of it)."""
+def ps_function_size(work_dir: str, mnist_dir: str, *,
+                     small: int = 60_000) -> dict:
+  """The dataset function's size for files of ``small`` examples and 10x
+  as many, and for the in-memory path (a tenth of MNIST against all of
+  it)."""
   quiet = {"report": lambda _: None}
+  dirs = [jpeg_dir(work_dir, n) for n in (small, 10 * small)]
   files = [dataset_function_bytes(sources.open_files(
-      f"{d}/train-*", f"{d}/test-*", **quiet)) for d in (small_dir, large_dir)]
+      f"{d}/train-*", f"{d}/test-*", **quiet)) for d in dirs]
   mnist = data_lib.load_mnist_idx(mnist_dir)
   tenth = data_lib.Dataset(
       data_lib.Split(mnist.train.images[::10], mnist.train.labels[::10]),
       mnist.test, num_classes=10, name="mnist")
   memory_bytes = [dataset_function_bytes(sources.InMemorySource(d))
                   for d in (tenth, mnist)]
-  return {"files_bytes": files, "files_difference": files[1] - files[0],
+  return {"train_examples": [small, 10 * small], "files_bytes": files,
+          "files_difference": files[1] - files[0],
           "in_memory_bytes": memory_bytes}
 
 
@@ -270,8 +285,14 @@ def _parse(argv):
   parser = cli.OneLineParser(prog="python -m tfdist.bench.data_figures",
                              description=__doc__.split("\n")[0])
   parser.add_argument("--out_dir", default=None)
-  parser.add_argument("--work_dir", default="/tmp/tfdist-data-bench",
-                      help="where the generated shards go (over 1 GB)")
+  parser.add_argument("--work_dir", default=WORK_DIR,
+                      help="where the generated shards go (over 1 GB with "
+                           "the memory part)")
+  parser.add_argument("--parts", default=",".join(PARTS),
+                      help=f"comma-separated, of {', '.join(PARTS)}")
+  parser.add_argument("--function_size_examples", type=int, default=60_000,
+                      help="ps function size: training examples of the "
+                           "smaller generated dataset (the larger has 10x)")
   parser.add_argument("--mnist_dir", default=data_lib.BUNDLED_MNIST_DIR)
   parser.add_argument("--in_memory_task", type=int, default=None,
                       help=argparse.SUPPRESS)
@@ -286,6 +307,23 @@ def _convert(mnist_dir: str, out_dir: str, encoding: str) -> str:
   return out_dir
 
 
+def _measure(parts: list, args) -> dict:
+  """The figures of ``parts``, in PARTS' order."""
+  work, figures = args.work_dir, {}
+  if "memory" in parts:
+    figures["memory"] = memory(work)
+  if "decode" in parts:
+    png = _convert(args.mnist_dir, os.path.join(work, "mnist-png"), "png")
+    figures["decode"] = decode(png, work)
+  if "streaming" in parts:
+    raw = _convert(args.mnist_dir, os.path.join(work, "mnist-raw"), "raw")
+    figures["streaming_cost"] = streaming_cost(raw, args.mnist_dir)
+  if "ps_function_size" in parts:
+    figures["ps_function_size"] = ps_function_size(
+        work, args.mnist_dir, small=args.function_size_examples)
+  return figures
+
+
 def main(argv=None) -> int:
   args = _parse(argv)
   if args.in_memory_task:
@@ -293,19 +331,19 @@ def main(argv=None) -> int:
     return 0
   if not args.out_dir:
     raise ConfigError("--out_dir=DIR is required (where results.json goes)")
+  parts = [p for p in args.parts.split(",") if p]
+  unknown = sorted(set(parts) - set(PARTS))
+  if unknown or not parts:
+    raise ConfigError(f"--parts={args.parts}: use one or more of "
+                      f"{', '.join(PARTS)}, comma-separated")
+  if args.function_size_examples < 1:
+    raise ConfigError(f"--function_size_examples="
+                      f"{args.function_size_examples}: must be at least 1")
   os.makedirs(args.out_dir, exist_ok=True)
-  work = args.work_dir
-  png = _convert(args.mnist_dir, os.path.join(work, "mnist-png"), "png")
-  raw = _convert(args.mnist_dir, os.path.join(work, "mnist-raw"), "raw")
-  figures = {"machine": report_lib.machine(),
-             "memory": memory(work)}
-  figures["decode"] = decode(png, work)
-  figures["streaming_cost"] = streaming_cost(raw, args.mnist_dir)
-  figures["ps_function_size"] = ps_function_size(
-      os.path.join(work, "jpeg-60000"), os.path.join(work, "jpeg-600000"),
-      args.mnist_dir)
-  plot_memory(figures["memory"]["points"],
-              os.path.join(args.out_dir, "memory.png"))
+  figures = {"machine": report_lib.machine(), **_measure(parts, args)}
+  if "memory" in figures:
+    plot_memory(figures["memory"]["points"],
+                os.path.join(args.out_dir, "memory.png"))
   report_lib.write_atomically(os.path.join(args.out_dir, "results.json"),
                               json.dumps(figures, indent=1))
   print(json.dumps(figures), flush=True)

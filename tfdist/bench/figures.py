@@ -346,8 +346,8 @@ def figures(records: dict) -> dict:
   return out
 
 
-def _target(name: str, value, goal: float, *, higher: bool = True,
-            unit: str = "") -> dict:
+def target(name: str, value, goal: float, *, higher: bool = True,
+           unit: str = "") -> dict:
   if value is None:
     return {"target": name, "value": None, "goal": goal, "met": False,
             "note": "not measured (the run failed, was not run, or did not "
@@ -366,44 +366,44 @@ def targets(figs: dict) -> list:
           if s.get("0.915") is not None]
   sync = figs["sync_vs_async"] or {}
   rows = [
-      _target("trainer / plain Keras examples/s (one device)",
-              overhead.get("ratio"), 1.0, unit="x"),
-      _target("weak scaling, softmax, 2 multiworker workers",
-              scaling["multiworker"], 0.80),
-      _target("softmax to 0.915 test accuracy, training seconds (fastest run)",
-              min(best) if best else None, 10.0, higher=False, unit=" s"),
-      _target("share of equal training times at which sync accuracy >= "
-              "async", sync.get("sync_ahead_fraction"), 1.0),
-      _target("peak memory per task, MiB", figs["peak_rss_mb"]["max"],
-              1536.0, higher=False, unit=" MiB"),
+      target("trainer / plain Keras examples/s (one device)",
+             overhead.get("ratio"), 1.0, unit="x"),
+      target("weak scaling, softmax, 2 multiworker workers",
+             scaling["multiworker"], 0.80),
+      target("softmax to 0.915 test accuracy, training seconds (fastest run)",
+             min(best) if best else None, 10.0, higher=False, unit=" s"),
+      target("share of equal training times at which sync accuracy >= "
+             "async", sync.get("sync_ahead_fraction"), 1.0),
+      target("peak memory per task, MiB", figs["peak_rss_mb"]["max"],
+             1536.0, higher=False, unit=" MiB"),
   ]
   rows += _issue15_targets(figs)
   large = (figs["large_batch"] or {}).get("runs", {})
   recipe = next((r for r in large.values()
                  if r["label"] == plan_lib.RECIPE_LABEL), None)
-  rows.append(_target("8x batch with the recipe: accuracy points below base",
-                      None if recipe is None
-                      else round(-recipe["points_vs_base"], 2) + 0.0, 0.5,
-                      higher=False, unit=" points"))
+  rows.append(target("8x batch with the recipe: accuracy points below base",
+                     None if recipe is None
+                     else round(-recipe["points_vs_base"], 2) + 0.0, 0.5,
+                     higher=False, unit=" points"))
   if "mini-Inception multiworker" in scaling:
-    rows.append(_target("weak scaling, mini-Inception, 2 multiworker workers",
-                        scaling["mini-Inception multiworker"], 0.95))
+    rows.append(target("weak scaling, mini-Inception, 2 multiworker workers",
+                       scaling["mini-Inception multiworker"], 0.95))
   if "inception" in figs:
-    rows.append(_target(
+    rows.append(target(
         f"mini-Inception test accuracy (seconds to {INCEPTION_THRESHOLD:g}: "
         "see figures)", (figs["inception"] or {}).get("test_accuracy"),
         INCEPTION_THRESHOLD))
   if "overhead_inception" in figs:
-    rows.append(_target(
+    rows.append(target(
         "trainer / plain Keras examples/s, mini-Inception (one device)",
         (figs["overhead_inception"] or {}).get("ratio"),
         INCEPTION_OVERHEAD_GOAL, unit="x"))
   fp16 = figs["all_reduce_float16"] or {}
-  rows.append(_target("float16 all-reduce: bytes vs float32",
-                      fp16.get("ratio"), 0.5, higher=False))
-  rows.append(_target("float16 all-reduce: accuracy difference, points",
-                      fp16.get("points_difference"), 0.3, higher=False,
-                      unit=" points"))
+  rows.append(target("float16 all-reduce: bytes vs float32",
+                     fp16.get("ratio"), 0.5, higher=False))
+  rows.append(target("float16 all-reduce: accuracy difference, points",
+                     fp16.get("points_difference"), 0.3, higher=False,
+                     unit=" points"))
   return rows
 
 
@@ -411,16 +411,16 @@ def _issue15_targets(figs: dict) -> list:
   """One collective per step, a peer beside every figure, ps RPCs
   amortised."""
   scaling = figs["weak_scaling"]
-  rows = [_target("weak scaling, softmax, 2 multiworker workers, batch 100 "
-                  "(fused step)", scaling["multiworker"], 0.5)]
+  rows = [target("weak scaling, softmax, 2 multiworker workers, batch 100 "
+                 "(fused step)", scaling["multiworker"], 0.5)]
   multiworker_one = figs.get("multiworker_one_vs_one_device")
-  rows.append(_target("multiworker 1 worker / one-device trainer examples/s",
-                      multiworker_one and multiworker_one["ratio"], 0.95,
-                      unit="x"))
+  rows.append(target("multiworker 1 worker / one-device trainer examples/s",
+                     multiworker_one and multiworker_one["ratio"], 0.95,
+                     unit="x"))
   peer = (figs["peer"] or {}).get("2")
-  rows.append(_target("tfdist / TF tutorial peer examples/s, 2 workers",
-                      peer and peer["ratio"], 1.5, unit="x"))
+  rows.append(target("tfdist / TF tutorial peer examples/s, 2 workers",
+                     peer and peer["ratio"], 1.5, unit="x"))
   for label, value in scaling.items():
     if label.startswith("ps, "):
-      rows.append(_target(f"weak scaling, {label}, 2 workers", value, 0.8))
+      rows.append(target(f"weak scaling, {label}, 2 workers", value, 0.8))
   return rows

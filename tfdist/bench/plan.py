@@ -24,6 +24,10 @@ ALL_REDUCE_FLOAT32 = "all_reduce_float32"  # gradient bytes per step
 ALL_REDUCE_FLOAT16 = "all_reduce_float16"
 MODEL_ACCURACY = "model_accuracy"  # mini-Inception: seconds to accuracy
 PEER = "peer"  # the TF tutorial's code beside multiworker, same workers
+# Figures measured by their own commands, not by runs of the plan
+# (tfdist.bench.figure_commands); --runs selects them by these names too.
+STRAGGLER = "straggler"  # tfdist.bench.straggler: a slowed worker
+DATA = "data"  # tfdist.bench.data_figures: streaming input
 # The label of the peer's weak-scaling series.
 PEER_LABEL = "peer (TF tutorial)"
 # The large-batch run whose accuracy is a target.
@@ -89,6 +93,8 @@ class Settings:
       scaling are measured again with that many steps per ``tf.function``
       call (trainer and plain Keras alike).
     inception: the mini-Inception runs, or None to skip them.
+    own_figures: the figures measured by their own commands (STRAGGLER,
+      DATA), at this mode's size.
     run_timeout: seconds before a run is killed and recorded as failed.
   """
   epochs: int
@@ -106,16 +112,19 @@ class Settings:
   scaling_examples_per_epoch: int = 192000
   steps_per_execution: int = 1
   inception: Optional[InceptionSettings] = None
+  own_figures: tuple = ()
   run_timeout: float = 600.0
 
 
 MODES = {
     # CI: every run and file, on tiny settings.
-    "smoke": Settings(epochs=2, examples_per_epoch=1600, run_timeout=180),
+    "smoke": Settings(epochs=2, examples_per_epoch=1600, run_timeout=180,
+                      own_figures=(STRAGGLER, DATA)),
     "quick": Settings(epochs=6, examples_per_epoch=12000, run_timeout=300),
     "full": Settings(epochs=20, examples_per_epoch=12000, limit_run=True,
                      scaling_batch_sizes=(400, 1600), steps_per_execution=10,
-                     inception=InceptionSettings()),
+                     inception=InceptionSettings(),
+                     own_figures=(STRAGGLER, DATA)),
     # --inception: mini-Inception only, with the trainer against plain Keras
     # (what full mode runs, plus the alternated overhead rounds).
     "inception-full": Settings(
@@ -330,14 +339,29 @@ def plan(settings: Settings) -> list:
   return runs
 
 
-def select(runs: list, patterns: Optional[str]) -> list:
-  """The runs whose name contains one of the comma-separated ``patterns``
-  (all of them for None); ConfigError if none does."""
+def _matching(names: list, patterns: Optional[str]) -> list:
+  """The names that contain one of the comma-separated ``patterns`` (all
+  of them for None)."""
   if patterns is None:
-    return runs
+    return list(names)
   wanted = [p for p in patterns.split(",") if p]
-  chosen = [r for r in runs if any(p in r.name for p in wanted)]
-  if not chosen:
+  return [name for name in names if any(p in name for p in wanted)]
+
+
+def select(runs: list, patterns: Optional[str], *,
+           own_figures: tuple = ()) -> list:
+  """The runs whose name contains one of the comma-separated ``patterns``
+  (all of them for None); ConfigError if neither a run nor one of
+  ``own_figures`` does."""
+  chosen = [r for r in runs if _matching([r.name], patterns)]
+  if not chosen and not select_own_figures(own_figures, patterns):
+    names = [r.name for r in runs] + list(own_figures)
     raise ConfigError(f"--runs={patterns}: matches no run of this mode; "
-                      f"names: {', '.join(r.name for r in runs)}")
+                      f"names: {', '.join(names)}")
   return chosen
+
+
+def select_own_figures(own_figures: tuple, patterns: Optional[str]) -> list:
+  """The figures measured by their own commands that ``patterns`` select
+  (as :func:`select`: by substring; all of them for None)."""
+  return _matching(list(own_figures), patterns)

@@ -166,9 +166,11 @@ def _communication_rows(figs: dict) -> list:
   return lines
 
 
-def markdown(report: dict) -> str:
-  """results.md: the machine, the command, the tables."""
-  lines = _runs_table(report) + [""] + _figure_rows(report["figures"])
+def markdown(report: dict, more_rows: tuple = ()) -> str:
+  """results.md: the machine, the command, the tables (``more_rows``: more
+  rows of the figure table)."""
+  lines = (_runs_table(report) + [""] + _figure_rows(report["figures"])
+           + list(more_rows))
   lines += ["", "| target | goal | value | |", "|---|---|---|---|"]
   for t in report["targets"]:
     lines.append(f"| {t['target']} | {t['goal']:g} | "

@@ -109,7 +109,7 @@ def describe(run: plan_lib.Run) -> dict:
           "tags": sorted(run.tags), "label": run.label}
 
 
-def _run_to_end(args: list, *, env: dict, timeout: float) -> tuple:
+def run_to_end(args: list, *, env: dict, timeout: float) -> tuple:
   """Runs ``args`` in its own process group until it exits or ``timeout``
   seconds pass; returns (output, exit status, error or None)."""
   # Own process group: on timeout the launcher and every task go together.
@@ -152,7 +152,7 @@ def execute(run: plan_lib.Run, *, settings: plan_lib.Settings, env: dict,
   print(f"bench: {run.name}: {' '.join(args[1:])}", file=sys.stderr,
         flush=True)
   start = time.monotonic()
-  output, status, error = _run_to_end(args, env=env,
+  output, status, error = run_to_end(args, env=env,
                                       timeout=settings.run_timeout)
   seconds = time.monotonic() - start
   log_path = os.path.join(out_dir, "logs", f"{run.name}.log")
