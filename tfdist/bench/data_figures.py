@@ -212,7 +212,7 @@ def streaming_cost(raw_dir: str, mnist_dir: str) -> dict:
     row = {}
     for name, flags in (("files", _files(raw_dir)),
                         ("in_memory", (f"--mnist_dir={mnist_dir}",))):
-      command = _trainer(f"--strategy={strategy}", "--epochs=3", *flags)
+      command = _trainer(f"--strategy={strategy}", "--epochs=10", *flags)
       prefix = ""
       if spec:
         command = [sys.executable, "-m", "tfdist.launch",
