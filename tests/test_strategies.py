@@ -19,13 +19,8 @@ def _only_tfdist_leftovers(tmp):
 
 
 @pytest.mark.timeout(240)
-def test_mirrored_two_logical_cpus(mnist_dir, tmp_path):
-  model_dir = tmp_path / "model"
-  done = run(trainer("mnist", "--strategy=mirrored", "--num_cpu_devices=2",
-                     f"--mnist_dir={mnist_dir}", "--epochs=3",
-                     f"--model_dir={model_dir}"), timeout=200)
-  assert done.returncode == 0, done.stderr[-3000:]
-  result = json_lines(done.stdout)[-1]
+def test_mirrored_two_logical_cpus(mirrored_run):
+  result, model_dir = mirrored_run
   assert result["strategy"] == "mirrored"
   assert result["num_replicas"] == 2
   assert result["global_batch_size"] == 200
