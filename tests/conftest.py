@@ -115,3 +115,66 @@ def mnist_records(mnist_dir, tmp_path_factory):
                 "--progress_every=5000"], timeout=180)
   assert result.returncode == 0, result.stderr
   return out, json_lines(result.stdout)[-1], result.stderr
+
+
+# The mirrored trainer's settings shared by the strategy and fused-step
+# tests: 2 logical CPU replicas of 100 (a global batch of 200), 2 full epochs
+# of the bundled sample (0.910 test accuracy, deterministic from the seed).
+MIRRORED_EPOCHS = 2
+
+
+def train_mirrored(*flags) -> dict:
+  """Runs the mirrored trainer on the bundled MNIST; returns its result."""
+  done = run(trainer("mnist", "--strategy=mirrored", "--num_cpu_devices=2",
+                     f"--mnist_dir={MNIST_DIR}", f"--epochs={MIRRORED_EPOCHS}",
+                     "--verbose=0", *flags), timeout=200)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json_lines(done.stdout)[-1]
+
+
+@pytest.fixture(scope="session")
+def mirrored_run(mnist_dir, tmp_path_factory):
+  """One mirrored run with the default (fused) step, writing a model_dir:
+  (result, model_dir). The strategy tests assert what it trained and wrote,
+  the fused-step tests compare Keras' step and accumulation with it."""
+  del mnist_dir  # checked to exist
+  model_dir = tmp_path_factory.mktemp("mirrored_run") / "model"
+  return train_mirrored(f"--model_dir={model_dir}"), model_dir
+
+
+def _launched_and_exported(spec: str, strategy: str, base, *flags) -> dict:
+  """The launcher running the trainer under ``strategy`` on ``spec`` for 3
+  full epochs, the chief exporting (SavedModel and both TFLite models);
+  every task's TMPDIR is ``base``/tmp. Returns its stdout and directories."""
+  export_dir, tmp = base / "export", base / "tmp"
+  tmp.mkdir()
+  done = run(launch(os.path.join(SPECS, spec),
+                    trainer("mnist", f"--strategy={strategy}", "--epochs=3",
+                            f"--mnist_dir={MNIST_DIR}",
+                            f"--export_dir={export_dir}", "--tflite",
+                            "--tflite_quantize", *flags)),
+             env=child_env(TMPDIR=tmp), timeout=280)
+  assert done.returncode == 0, done.stdout[-4000:]
+  return {"stdout": done.stdout, "export_dir": export_dir, "tmp": tmp}
+
+
+# The launched jobs below are each started once and asserted by the strategy
+# tests (what they trained, who wrote what, how they ended) and the export
+# tests (what the chief exported).
+
+@pytest.fixture(scope="session")
+def multiworker_launched(mnist_dir, tmp_path_factory):
+  """Two workers (chief: worker 0) with a model_dir and an export."""
+  del mnist_dir  # checked to exist
+  base = tmp_path_factory.mktemp("multiworker")
+  job = _launched_and_exported("two_workers.json", "multiworker", base,
+                               f"--model_dir={base / 'model'}")
+  return dict(job, model_dir=base / "model")
+
+
+@pytest.fixture(scope="session")
+def ps_launched(mnist_dir, tmp_path_factory):
+  """Chief, 2 workers and a ps, the chief exporting the ps's variables."""
+  del mnist_dir  # checked to exist
+  return _launched_and_exported("chief_two_workers_ps.json", "ps",
+                                tmp_path_factory.mktemp("ps"))

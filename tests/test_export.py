@@ -1,7 +1,8 @@
 """Export (SavedModel + TFLite), tfdist.predict and the serving manifests.
 
-Softmax regression trains briefly on real MNIST under ps and under
-multiworker, started by the real launcher; the chief exports. The exports are
+Softmax regression trains on real MNIST under ps and under multiworker,
+started by the real launcher (conftest's jobs, shared with the strategy
+tests); the chief exports. The exports are
 then checked by running ``python -m tfdist.predict`` on the real 10,000-image
 test split: the SavedModel must score the trainer's own test accuracy, and the
 TFLite model must agree with it image by image. Each training run is shared by
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, SPECS, child_env, json_lines, launch, run, trainer
+from conftest import REPO, json_lines, run, trainer
 # One `error:` line, exit 2, no traceback, no result: the project's rule.
 from test_bad_input import _fails_with  # pylint: disable=g-bad-import-order
 from tfdist import data as data_lib
@@ -47,40 +48,19 @@ def _predict_test_split(mnist_dir, model, *flags):
       f"--labels={os.path.join(mnist_dir, TEST_LABELS)}", *flags))
 
 
-def _train_and_export(spec, strategy, mnist_dir, base):
-  export_dir, tmp = base / "export", base / "tmp"
-  tmp.mkdir()
-  done = run(launch(os.path.join(SPECS, spec),
-                    trainer("mnist", f"--strategy={strategy}", "--epochs=1",
-                            f"--mnist_dir={mnist_dir}",
-                            f"--export_dir={export_dir}", "--tflite",
-                            "--tflite_quantize")),
-             env=child_env(TMPDIR=tmp), timeout=200)
-  assert done.returncode == 0, done.stdout[-4000:]
-  return done, export_dir, tmp
+@pytest.fixture(scope="module")
+def ps_job(ps_launched, mnist_dir):
+  (result,) = json_lines(ps_launched["stdout"], "[chief-0] ")
+  saved = _predict_test_split(mnist_dir, ps_launched["export_dir"])
+  return dict(ps_launched, result=result, saved_model=saved)
 
 
 @pytest.fixture(scope="module")
-def ps_job(mnist_dir, tmp_path_factory):
-  done, export_dir, tmp = _train_and_export(
-      "chief_two_workers_ps.json", "ps", mnist_dir,
-      tmp_path_factory.mktemp("ps"))
-  (result,) = json_lines(done.stdout, "[chief-0] ")
-  saved = _predict_test_split(mnist_dir, export_dir)
-  return {"stdout": done.stdout, "result": result, "export_dir": export_dir,
-          "tmp": tmp, "saved_model": saved}
-
-
-@pytest.fixture(scope="module")
-def multiworker_job(mnist_dir, tmp_path_factory):
-  done, export_dir, tmp = _train_and_export(
-      "two_workers.json", "multiworker", mnist_dir,
-      tmp_path_factory.mktemp("multiworker"))
+def multiworker_job(multiworker_launched, mnist_dir):
   results = {r["task"]: r for prefix in ("[worker-0] ", "[worker-1] ")
-             for r in json_lines(done.stdout, prefix)}
-  saved = _predict_test_split(mnist_dir, export_dir)
-  return {"stdout": done.stdout, "results": results, "export_dir": export_dir,
-          "tmp": tmp, "saved_model": saved}
+             for r in json_lines(multiworker_launched["stdout"], prefix)}
+  saved = _predict_test_split(mnist_dir, multiworker_launched["export_dir"])
+  return dict(multiworker_launched, results=results, saved_model=saved)
 
 
 def _check_export_layout(export_dir):

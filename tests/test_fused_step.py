@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import SPECS, json_lines, launch, run, trainer
+from conftest import SPECS, json_lines, launch, run, train_mirrored, trainer
 from tfdist import fused_step
 from tfdist.errors import ConfigError
 
@@ -150,18 +150,9 @@ def test_auto_is_on_for_synchronous_strategies_only():
 
 
 # --- through the trainer --------------------------------------------------
-
-# Full epochs of the real MNIST sample (24,345 training images): the
-# accuracy claim is about its 10,000 test images.
-TRAINER_EPOCHS = 2
-
-
-def train_mirrored(mnist_dir, *flags) -> dict:
-  done = run(trainer("mnist", "--strategy=mirrored", f"--mnist_dir={mnist_dir}",
-                     f"--epochs={TRAINER_EPOCHS}", "--verbose=0", *flags),
-             timeout=200)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return json_lines(done.stdout)[-1]
+#
+# conftest's mirrored runs: full epochs of the real MNIST sample (24,345
+# training images): the accuracy claim is about its 10,000 test images.
 
 
 def _same_training(a: dict, b: dict) -> None:
@@ -172,12 +163,13 @@ def _same_training(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def mirrored_runs(mnist_dir):
+def mirrored_runs(mirrored_run):
   """The trainer under mirrored (2 replicas): Keras' step and the fused
-  step at batch 100, and the fused step accumulating 4 micro-batches of 25."""
-  return {"keras": train_mirrored(mnist_dir, "--fused_step=off"),
-          "fused": train_mirrored(mnist_dir),
-          "accumulated": train_mirrored(mnist_dir, "--batch_size=25",
+  step at batch 100 (conftest's shared run), and the fused step accumulating
+  4 micro-batches of 25."""
+  return {"keras": train_mirrored("--fused_step=off"),
+          "fused": mirrored_run[0],
+          "accumulated": train_mirrored("--batch_size=25",
                                         "--accumulate_steps=4")}
 
 

@@ -2,14 +2,15 @@
 
 Real TensorFlow processes talking gRPC over loopback, started by the real
 launcher exactly as the README shows; accuracy is measured on the real
-10,000-image MNIST test split.
+10,000-image MNIST test split. The runs are conftest's, shared with the
+fused-step and export tests, which assert other things about them.
 """
 
 import os
 
 import pytest
 
-from conftest import SPECS, child_env, json_lines, launch, run, trainer
+from conftest import json_lines, run, trainer
 
 MIN_ACCURACY = 0.90
 
@@ -19,13 +20,8 @@ def _only_tfdist_leftovers(tmp):
 
 
 @pytest.mark.timeout(240)
-def test_mirrored_two_logical_cpus(mnist_dir, tmp_path):
-  model_dir = tmp_path / "model"
-  done = run(trainer("mnist", "--strategy=mirrored", "--num_cpu_devices=2",
-                     f"--mnist_dir={mnist_dir}", "--epochs=3",
-                     f"--model_dir={model_dir}"), timeout=200)
-  assert done.returncode == 0, done.stderr[-3000:]
-  result = json_lines(done.stdout)[-1]
+def test_mirrored_two_logical_cpus(mirrored_run):
+  result, model_dir = mirrored_run
   assert result["strategy"] == "mirrored"
   assert result["num_replicas"] == 2
   assert result["global_batch_size"] == 200
@@ -35,18 +31,11 @@ def test_mirrored_two_logical_cpus(mnist_dir, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_multiworker_two_processes_end_identical(mnist_dir, tmp_path):
-  model_dir, tmp = tmp_path / "model", tmp_path / "tmp"
-  tmp.mkdir()
-  done = run(launch(os.path.join(SPECS, "two_workers.json"),
-                    trainer("mnist", "--strategy=multiworker", "--epochs=3",
-                            f"--mnist_dir={mnist_dir}",
-                            f"--model_dir={model_dir}")),
-             env=child_env(TMPDIR=tmp), timeout=280)
-  assert done.returncode == 0, done.stdout[-4000:]
+def test_multiworker_two_processes_end_identical(multiworker_launched):
+  stdout = multiworker_launched["stdout"]
   results = {r["task"]: r for r in
-             json_lines(done.stdout, "[worker-0] ") +
-             json_lines(done.stdout, "[worker-1] ")}
+             json_lines(stdout, "[worker-0] ") +
+             json_lines(stdout, "[worker-1] ")}
   assert set(results) == {"worker-0", "worker-1"}
   for result in results.values():
     assert result["num_replicas"] == 2
@@ -57,20 +46,15 @@ def test_multiworker_two_processes_end_identical(mnist_dir, tmp_path):
       results["worker-1"]["weights_digest"]
   # Only the chief (worker 0) wrote model_dir (with its checkpoints/ and
   # any logs/); worker 1's temp dir is gone.
-  assert {"checkpoints", "final", "result.json"} <= set(os.listdir(model_dir))
-  assert _only_tfdist_leftovers(tmp) == []
+  assert {"checkpoints", "final", "result.json"} <= set(
+      os.listdir(multiworker_launched["model_dir"]))
+  assert _only_tfdist_leftovers(multiworker_launched["tmp"]) == []
 
 
 @pytest.mark.timeout(300)
-def test_ps_chief_two_workers_one_ps(mnist_dir, tmp_path):
-  tmp = tmp_path / "tmp"
-  tmp.mkdir()
-  done = run(launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
-                    trainer("mnist", "--strategy=ps", "--epochs=3",
-                            f"--mnist_dir={mnist_dir}")),
-             env=child_env(TMPDIR=tmp), timeout=280)
-  assert done.returncode == 0, done.stdout[-4000:]
-  (result,) = json_lines(done.stdout, "[chief-0] ")
+def test_ps_chief_two_workers_one_ps(ps_launched):
+  stdout = ps_launched["stdout"]
+  (result,) = json_lines(stdout, "[chief-0] ")
   assert result["strategy"] == "ps"
   assert result["num_replicas"] == 2
   assert result["test_accuracy"] >= MIN_ACCURACY
@@ -80,11 +64,11 @@ def test_ps_chief_two_workers_one_ps(mnist_dir, tmp_path):
   # stopped by the launcher.
   for task in ("worker-0", "worker-1", "ps-0"):
     assert f"[{task}] tfdist: {task}: chief-0 finished training; exiting" in \
-        done.stdout
-  assert "stopping" not in done.stdout
-  assert not [l for l in done.stdout.splitlines()
+        stdout
+  assert "stopping" not in stdout
+  assert not [l for l in stdout.splitlines()
               if l.startswith(("[worker-", "[ps-")) and l.rstrip().endswith("}")]
-  assert _only_tfdist_leftovers(tmp) == []
+  assert _only_tfdist_leftovers(ps_launched["tmp"]) == []
 
 
 @pytest.mark.timeout(200)
