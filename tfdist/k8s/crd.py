@@ -14,6 +14,8 @@ yaml are imported when used.
 from __future__ import annotations
 
 import copy
+import functools
+import os
 
 
 def _closed(schema):
@@ -49,14 +51,34 @@ def validate(resource: dict, crd_path: str) -> None:
     jsonschema.ValidationError: an unknown field, a wrong type or value.
     ValueError: the CRD is for another group or kind.
   """
-  import jsonschema  # pylint: disable=g-import-not-at-top
-  import yaml  # pylint: disable=g-import-not-at-top
-  with open(crd_path) as f:
-    crd = yaml.safe_load(f)
+  stat = os.stat(crd_path)
+  crd = _load(crd_path, stat.st_mtime_ns, stat.st_size)
   group, _, version = resource["apiVersion"].rpartition("/")
   names = crd["spec"]["names"]
   if (group, resource["kind"]) != (crd["spec"]["group"], names["kind"]):
     raise ValueError(f"{crd_path} defines {names['kind']} of "
                      f"{crd['spec']['group']}, not {resource['kind']} of "
                      f"{group}")
-  jsonschema.validate(resource, schema_of(crd, version))
+  _validator(crd_path, stat.st_mtime_ns, stat.st_size,
+             version).validate(resource)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int, size: int) -> dict:
+  """The parsed CRD file (a CRD is about 1 MB of YAML: parsed once per
+  version of the file, named by its modification time and size)."""
+  del mtime_ns, size  # the cache key
+  import yaml  # pylint: disable=g-import-not-at-top
+  loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+  with open(path) as f:
+    return yaml.load(f, Loader=loader)
+
+
+@functools.lru_cache(maxsize=8)
+def _validator(path: str, mtime_ns: int, size: int, version: str):
+  """A validator of ``version``'s closed schema, the schema checked once."""
+  import jsonschema  # pylint: disable=g-import-not-at-top
+  schema = schema_of(_load(path, mtime_ns, size), version)
+  cls = jsonschema.validators.validator_for(schema)
+  cls.check_schema(schema)
+  return cls(schema)
