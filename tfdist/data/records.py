@@ -4,8 +4,8 @@ Owns: listing the files of a pattern, deciding how input pipelines share
 them (by file, or by record when there are fewer files than pipelines), the
 ``tf.data`` pipeline from file names to float batches, and turning the
 errors TensorFlow raises while reading into one-line ConfigErrors that name
-the file. Imports tfdist.console, tfdist.errors and tfdist.data.manifest;
-TensorFlow lazily.
+the file. Imports tfdist.console, tfdist.errors and tfdist.data (framing,
+manifest, window); TensorFlow lazily.
 
 Every pipeline is built inside ``dataset_fn(input_context)``, on the task
 that reads: under ps the function the coordinator traces carries file names,
@@ -23,6 +23,7 @@ from typing import Callable, List, Optional
 from tfdist import console
 from tfdist.data import framing
 from tfdist.data import manifest as manifest_lib
+from tfdist.data import window
 from tfdist.errors import ConfigError
 
 # Shuffle buffer of a training pipeline, in records (encoded, so a 299 px
@@ -30,8 +31,6 @@ from tfdist.errors import ConfigError
 SHUFFLE_BUFFER = 10_000
 # Files one pipeline reads at once.
 CYCLE_LENGTH = 8
-# Raw-pixel records read per file at a time by the window shuffle.
-CHUNK = 256
 
 
 def list_files(pattern: str, *, flag: str = "files") -> List[str]:
@@ -229,42 +228,6 @@ def _raw_fast_path(spec: RecordSpec, *, augment: bool) -> bool:
           and tuple(spec.stored_shape or ()) == tuple(spec.image_shape))
 
 
-def _window_shuffled_raw(plan: ShardPlan, spec: RecordSpec, *,
-                         batch_size: int, window: int, seed=None):
-  """Endless uint8 batches of raw records, shuffled a window at a time.
-
-  Per-record work in ``tf.data`` (interleave, shuffle buffer, batch) costs
-  more than a softmax step consumes, so this path reads each file in chunks
-  of :data:`CHUNK` records, parses about ``window`` records at once, applies
-  one random permutation to them (like a shuffle buffer of that size) and
-  cuts the window into batches; what is left of a window opens the next
-  batch, so no record is dropped and each epoch is one whole pass over the
-  pipeline's files (in a fresh file order).
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  files = tf.data.Dataset.from_tensor_slices(plan.files).shuffle(
-      len(plan.files), seed=seed, reshuffle_each_iteration=True)
-
-  def chunks(filename):
-    return tf.data.TFRecordDataset(filename).batch(CHUNK).map(
-        lambda recs: (tf.fill(tf.shape(recs), filename), recs))
-
-  parse = _raw_batch_fn(spec)
-
-  def permute(filenames, recs):
-    images, labels = parse(filenames.flat_values, recs.flat_values)
-    order = tf.random.shuffle(tf.range(tf.shape(labels)[0]), seed=seed)
-    return tf.gather(images, order), tf.gather(labels, order)
-
-  ds = files.interleave(chunks, cycle_length=min(len(plan.files),
-                                                 CYCLE_LENGTH),
-                        num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=False)
-  ds = ds.ragged_batch(max(1, window // CHUNK)).map(
-      permute, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.repeat().rebatch(batch_size, drop_remainder=True)
-
-
 def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
                     drop_remainder: bool, augment: bool = False, seed=None,
                     deterministic: bool = True):
@@ -361,8 +324,9 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
     batch = input_context.get_per_replica_batch_size(global_batch_size)
     pipeline_seed = None if seed is None else seed + plan.pipeline
     if plan.by != "record" and _raw_fast_path(spec, augment=augment):
-      return _scaled(_window_shuffled_raw(
-          plan, spec, batch_size=batch, window=shuffle_buffer,
+      return _scaled(window.shuffled_batches(
+          plan.files, _raw_batch_fn(spec), batch_size=batch,
+          window=shuffle_buffer, cycle_length=CYCLE_LENGTH,
           seed=pipeline_seed))
     ds = records(plan, shuffle_seed=pipeline_seed, shuffle_files=True)
     # Shuffled before repeat(): each epoch is a whole pass over the share.
