@@ -4,7 +4,7 @@ Owns where the data comes from (:func:`resolve_source`: TFRecord files,
 ``--mnist_dir``, a TFDS copy already on disk, or the MNIST sample bundled in
 ``tfdist/datasets/mnist``), loading small data (MNIST IDX files, synthetic
 images) into memory, and that in-memory input pipeline. Files and TFDS
-stream instead (tfdist.data.sources, records, tfds_stream), behind the same
+stream instead (tfdist.data.sources, records, window, tfds_stream), behind the same
 interface. Imports tfdist.errors and tfdist.console; TensorFlow only inside
 the functions that need it.
 
