@@ -263,9 +263,11 @@ class StallWatch:
   answer (tfdist.preflight.probe: a stopped process accepts connections but
   says nothing). When only some workers stalled and an entry point said how
   (:func:`on_stalled_workers`), the chief goes on without them; otherwise
-  the process ends with status 200. Not watched: the first step (tracing;
-  its own deadline) and an epoch's end (evaluation); a save is, also at an
-  epoch's end (see :func:`checkpoint_save`).
+  the process ends with status 200. In the first step (tracing; its own
+  deadline) and at an epoch's end (evaluation, summaries: slow, but they
+  may also wait for a stopped worker's step) it acts only on a stopped peer
+  (one that accepts connections and says nothing); a save is watched fully
+  (see :func:`checkpoint_save`).
 
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
   measured time between two signs of progress (about a step), at least
@@ -296,11 +298,16 @@ class StallWatch:
     pending = queue._queue.qsize() + queue.inflight_closure_count  # pylint: disable=protected-access
     return pending, self._beats
 
-  def silent_peers(self) -> dict:
+  def silent_peers(self, *, stopped_only: bool = False) -> dict:
     """The peers (name -> address) that do not answer as a TensorFlow
-    server."""
-    return {name: address for name, address in _peers(self._task).items()
-            if (preflight.probe(address) or ("",))[0] != "server"}
+    server (with ``stopped_only``, only those that accept connections and
+    say nothing: not the dead ones the coordinator handles)."""
+    silent = {}
+    for name, address in _peers(self._task).items():
+      kind = (preflight.probe(address) or ("gone",))[0]
+      if kind == "silent" or (kind != "server" and not stopped_only):
+        silent[name] = address
+    return silent
 
   def _measure(self, seconds: float) -> None:
     # A moving average of the time between two changes of the progress.
@@ -310,18 +317,20 @@ class StallWatch:
   def _watch(self) -> None:
     seen, since = (0, 0), time.monotonic()
     while not self._stop.wait(self._SAMPLE_S):
-      now, progress = time.monotonic(), self._progress()
-      if progress != seen or not self._watching:
-        if self._watching:
+      now, progress, watching = (time.monotonic(), self._progress(),
+                                 self._watching)
+      if progress != seen:
+        if watching:
           self._measure(now - since)
         seen, since = progress, now
         continue
       if now - since < self.deadline_s():
         continue
-      silent = self.silent_peers()
+      silent = self.silent_peers(stopped_only=not watching)
       if self._stop.is_set() or self._progress() != seen:
         continue  # finished, or a step completed meanwhile
-      self._stalled(silent, now - since)
+      if silent or watching:
+        self._stalled(silent, now - since)
 
   def _beat(self, watching: bool = True) -> None:
     self._beats += 1

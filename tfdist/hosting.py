@@ -193,18 +193,27 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
                  f"({why})")
 
 
-def signal_restart(task: cluster_lib.Task, *, skip=()) -> None:
+def signal_restart(task: cluster_lib.Task, *, skip=(),
+                   timeout: float = 10.0) -> None:
   """Tells every worker and ps task but ``skip`` (and those that do not
-  answer) that the chief is about to re-execute itself."""
+  answer) that the chief is about to re-execute itself; gives up after
+  ``timeout`` seconds (a task not told exits at its usual deadline)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  for job, index, address in _hosting_tasks(task):
-    if f"{job}-{index}" in skip or not _answers(address):
-      continue
-    try:
-      with tf.device(_device(job, index)):
-        tf.io.write_file(restart_marker(address), "restarting")
-    except tf.errors.OpError:
-      continue  # it cannot wait for the restart: it exits at its deadline
+
+  def tell():
+    for job, index, address in _hosting_tasks(task):
+      if f"{job}-{index}" in skip or not _answers(address):
+        continue
+      try:
+        with tf.device(_device(job, index)):
+          tf.io.write_file(restart_marker(address), "restarting")
+      except tf.errors.OpError:
+        continue
+
+  # A thread: a remote op may wait behind the stalled worker's step.
+  teller = threading.Thread(target=tell, daemon=True, name="tell restart")
+  teller.start()
+  teller.join(timeout)
 
 
 def _remove(*paths: str) -> None:
