@@ -266,8 +266,9 @@ class StallWatch:
   the process ends with status 200. In the first step (tracing; its own
   deadline) and at an epoch's end (evaluation, summaries: slow, but they
   may also wait for a stopped worker's step) it acts only on a stopped peer
-  (one that accepts connections and says nothing); a save is watched fully
-  (see :func:`checkpoint_save`).
+  (one that accepts connections and says nothing), and so after ``fit``
+  until the process ends; a save is watched fully (see
+  :func:`checkpoint_save`).
 
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
   measured time between two signs of progress (about a step), at least
@@ -284,7 +285,6 @@ class StallWatch:
     self._step_s = 0.0  # measured seconds between signs of progress
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
-    self._stop = threading.Event()
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name="watchdog: stalled peers")
 
@@ -316,7 +316,8 @@ class StallWatch:
 
   def _watch(self) -> None:
     seen, since = (0, 0), time.monotonic()
-    while not self._stop.wait(self._SAMPLE_S):
+    while True:  # until the process ends (a daemon thread)
+      time.sleep(self._SAMPLE_S)  # a sampling interval
       now, progress, watching = (time.monotonic(), self._progress(),
                                  self._watching)
       if progress != seen:
@@ -327,8 +328,8 @@ class StallWatch:
       if now - since < self.deadline_s():
         continue
       silent = self.silent_peers(stopped_only=not watching)
-      if self._stop.is_set() or self._progress() != seen:
-        continue  # finished, or a step completed meanwhile
+      if self._progress() != seen:
+        continue  # a step completed meanwhile
       if silent or watching:
         self._stalled(silent, now - since)
 
@@ -375,4 +376,6 @@ class StallWatch:
         on_train_batch_begin=lambda callback: self._beat(self._watching),
         on_train_batch_end=lambda callback: self._beat(),
         on_epoch_end=lambda callback: self._beat(watching=False),
-        on_train_end=lambda callback: self._stop.set())
+        # After fit too (the final save, the test accuracy, telling the
+        # others: each may wait for a stopped worker's step), until exit.
+        on_train_end=lambda callback: self._beat(watching=False))

@@ -118,6 +118,36 @@ def _device(job: str, index: int) -> str:
   return f"/job:{job}/replica:0/task:{index}/device:CPU:0"
 
 
+# How long a remote op to a task that answered a moment ago may take; longer
+# means it stopped since (SIGSTOP): the op would never return.
+_REMOTE_OP_S = 5.0
+
+
+def _write_on(job: str, index: int, path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` on task ``job-index``'s own machine (a
+  remote op, in a thread). Raises what the op raised, or TimeoutError when
+  it did not return within ``_REMOTE_OP_S``."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  outcome = []
+
+  def write():
+    try:
+      with tf.device(_device(job, index)):
+        tf.io.write_file(path, text)
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  writer = threading.Thread(target=write, daemon=True,
+                            name=f"write on {job}-{index}")
+  writer.start()
+  writer.join(_REMOTE_OP_S)
+  if not outcome:
+    raise TimeoutError(f"no answer within {_REMOTE_OP_S:.0f} s")
+  if outcome[0] is not None:
+    raise outcome[0]
+
+
 def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
   """The name of a worker or ps task that asked to stop (SIGTERM), or None.
 
@@ -155,7 +185,6 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
   could tell it any more. Not when preempted: the chief's own grace period
   is short, and every task stops on its own once the chief is gone.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if task is None:
     return  # in-process cluster: its servers end with this process
   pending = {f"{job}-{index}": (job, index, address)
@@ -168,9 +197,8 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
       if not _answers(address):
         continue  # gone or stopped: a remote op to it would never return
       try:
-        with tf.device(_device(job, index)):
-          tf.io.write_file(done_marker(address),
-                           "preempted" if preempted else "done")
+        _write_on(job, index, done_marker(address),
+                  "preempted" if preempted else "done")
         del pending[name]
       except Exception as e:  # pylint: disable=broad-except
         failures[name] = e
@@ -193,27 +221,17 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
                  f"({why})")
 
 
-def signal_restart(task: cluster_lib.Task, *, skip=(),
-                   timeout: float = 10.0) -> None:
+def signal_restart(task: cluster_lib.Task, *, skip=()) -> None:
   """Tells every worker and ps task but ``skip`` (and those that do not
-  answer) that the chief is about to re-execute itself; gives up after
-  ``timeout`` seconds (a task not told exits at its usual deadline)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  def tell():
-    for job, index, address in _hosting_tasks(task):
-      if f"{job}-{index}" in skip or not _answers(address):
-        continue
-      try:
-        with tf.device(_device(job, index)):
-          tf.io.write_file(restart_marker(address), "restarting")
-      except tf.errors.OpError:
-        continue
-
-  # A thread: a remote op may wait behind the stalled worker's step.
-  teller = threading.Thread(target=tell, daemon=True, name="tell restart")
-  teller.start()
-  teller.join(timeout)
+  answer) that the chief is about to re-execute itself (a task not told
+  exits at its usual deadline)."""
+  for job, index, address in _hosting_tasks(task):
+    if f"{job}-{index}" in skip or not _answers(address):
+      continue
+    try:
+      _write_on(job, index, restart_marker(address), "restarting")
+    except Exception:  # pylint: disable=broad-except
+      continue
 
 
 def _remove(*paths: str) -> None:
