@@ -102,6 +102,9 @@ def checkpoint_save(task: Optional[cluster_lib.Task], *,
   stalled worker may hold: pass the chief's ``stall_watch``, which then
   watches the wait and comes first (it goes on without a stalled worker);
   the save's own deadline is ``peer_timeout`` after the stall deadline.
+  Such a save may also hold the GIL (TensorFlow registers its function
+  with every worker, the stopped one too), where no thread acts: SIGALRM
+  ends the process at the deadline then (tfdist.watchdog, status 142).
   """
   if task is None:
     yield
@@ -112,7 +115,8 @@ def checkpoint_save(task: Optional[cluster_lib.Task], *,
     deadline_s += stall_watch.deadline_s()
     watching = stall_watch.watching()
   with watching, watchdog.phase("checkpoint save", deadline_s=deadline_s,
-                                peers=_peers(task)):
+                                peers=_peers(task),
+                                may_hold_gil=stall_watch is not None):
     yield
 
 

@@ -177,10 +177,10 @@ def exit_now(status: int) -> None:
 
 
 @contextlib.contextmanager
-def _default_signals(deadline_s: float):
-  """SIGINT/SIGTERM end the process at once; SIGALRM at ``deadline_s``."""
-  kept = {s: signal.signal(s, signal.SIG_DFL)
-          for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+def _default_signals(deadline_s: float, signals: tuple):
+  """``signals`` (SIGINT/SIGTERM: at once) end the process by their default
+  action; SIGALRM at ``deadline_s``."""
+  kept = {s: signal.signal(s, signal.SIG_DFL) for s in signals}
   signal.setitimer(signal.ITIMER_REAL, deadline_s)
   try:
     yield
@@ -193,7 +193,8 @@ def _default_signals(deadline_s: float):
 @contextlib.contextmanager
 def phase(name: str, *, deadline_s: float = math.inf,
           peers: Union[Mapping[str, str], Iterable[str]] = (),
-          grace_s: float = 3.0, holds_gil: bool = False):
+          grace_s: float = 3.0, holds_gil: bool = False,
+          may_hold_gil: bool = False):
   """Guards one blocking phase of the main thread; yields its guard.
 
   Args:
@@ -208,6 +209,9 @@ def phase(name: str, *, deadline_s: float = math.inf,
       said the main thread's own handler ran).
     holds_gil: the phase blocks in C++ that holds the GIL (see the module
       docstring): signals and the deadline then use default actions.
+    may_hold_gil: it may (a ps save registers a function with every
+      worker, holding the GIL, and waits for a stopped one): SIGALRM's
+      default action at deadline + grace is the backstop (status 142).
 
   Must be entered from the main thread (``signal.set_wakeup_fd``). A phase
   entered inside another one watches alone until it ends.
@@ -221,8 +225,10 @@ def phase(name: str, *, deadline_s: float = math.inf,
   previous_fd = guard.start()
   _stack.append(guard)
   try:
-    if holds_gil:
-      with _default_signals(deadline_s + grace_s):
+    if holds_gil or may_hold_gil:
+      with _default_signals(deadline_s + grace_s, (
+          signal.SIGINT, signal.SIGTERM, signal.SIGALRM) if holds_gil
+                            else (signal.SIGALRM,)):
         yield guard
     else:
       yield guard
