@@ -18,7 +18,8 @@ ps cluster creation (chief)       peer_timeout           watchdog
 ps: no step completes             --stall_timeout, or    StallWatch
                                   50 x step time (10 s+)
 first step (tracing included)     2 x peer_timeout       watchdog
-checkpoint save                   peer_timeout           watchdog
+checkpoint save                   peer_timeout (ps: +    watchdog (ps: the
+                                  the stall deadline)    StallWatch first)
 multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
                                                          timeout; watchdog
 a peer silent mid-training        heartbeat_timeout      heartbeats
@@ -31,6 +32,7 @@ and exit status 200 (tfdist.errors.EXIT_PEER_LOST).
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from typing import Callable, Optional
@@ -90,14 +92,32 @@ def barrier(point: str, task: cluster_lib.Task, *, peer_timeout: float):
                         peers=_peers(task), holds_gil=True)
 
 
+@contextlib.contextmanager
 def checkpoint_save(task: Optional[cluster_lib.Task], *,
-                    peer_timeout: float):
-  """Around a checkpoint save (under ps it first waits for the workers'
-  steps in flight; under multiworker it may run collectives)."""
+                    peer_timeout: float,
+                    stall_watch: Optional[StallWatch] = None):
+  """Around a checkpoint save (under multiworker it may run collectives).
+
+  Under ps a save first waits for the steps in flight, one of which a
+  stalled worker may hold: pass the chief's ``stall_watch``, which then
+  watches the wait and comes first (it goes on without a stalled worker);
+  the save's own deadline is ``peer_timeout`` after the stall deadline.
+  Such a save may also hold the GIL (TensorFlow registers its function
+  with every worker, the stopped one too), where no thread acts: SIGALRM
+  ends the process at the deadline then (tfdist.watchdog, status 142).
+  """
   if task is None:
-    return contextlib.nullcontext()
-  return watchdog.phase("checkpoint save", deadline_s=peer_timeout,
-                        peers=_peers(task))
+    yield
+    return
+  deadline_s = peer_timeout
+  watching = contextlib.nullcontext()
+  if stall_watch is not None:
+    deadline_s += stall_watch.deadline_s()
+    watching = stall_watch.watching()
+  with watching, watchdog.phase("checkpoint save", deadline_s=deadline_s,
+                                peers=_peers(task),
+                                may_hold_gil=stall_watch is not None):
+    yield
 
 
 def _keras_callback(**hooks):
@@ -149,6 +169,76 @@ class FirstStep:
         on_train_end=lambda callback: self._phase.close())
 
 
+class TrainingSignals:
+  """Under multiworker: SIGINT and SIGTERM end ``fit`` while TensorFlow
+  blocks it.
+
+  SIGTERM normally stops the job at a step boundary (tfdist.checkpoint
+  records it, the workers agree, save and exit 143) and SIGINT raises
+  KeyboardInterrupt; both need the main thread back in Python. A collective
+  waiting for a stopped peer keeps it in C++ until TensorFlow's heartbeat
+  deadline. A watchdog phase around ``fit`` (the first step and the saves
+  are phases of their own inside it) ends the task with 143 or 130 and one
+  line when the main thread's handler did not run within the grace: no
+  checkpoint, as a save would wait for the same peer. The grace is
+  ``grace_s``, or 3 x the measured step time if longer (a step ends before
+  the handler can run). Use :meth:`around_fit` around ``fit`` and
+  :meth:`callback` last in its callbacks (after the one that installs the
+  SIGTERM handler).
+  """
+  _STEPS = 3
+
+  def __init__(self, task: cluster_lib.Task, *, grace_s: float = 3.0):
+    self._task = task
+    self._grace_s = grace_s
+    self._guard = None
+    self._handler = None  # the SIGTERM handler installed over fit's
+    self._step_began = None
+    self._step_s = 0.0
+
+  @contextlib.contextmanager
+  def around_fit(self):
+    with watchdog.phase("training", peers=_peers(self._task),
+                        grace_s=self._grace_s) as guard:
+      self._guard = guard
+      try:
+        yield
+      finally:
+        self._guard = None
+
+  def _on_train_begin(self) -> None:
+    handler, guard = signal.getsignal(signal.SIGTERM), self._guard
+    if not callable(handler) or guard is None:
+      return  # the default action ends the process at once
+
+    def acknowledging(signum, frame):
+      guard.acknowledge()  # the main thread runs: fit's handler acts
+      handler(signum, frame)
+    self._handler = (acknowledging, handler)
+    signal.signal(signal.SIGTERM, acknowledging)
+
+  def _on_train_end(self) -> None:
+    # Unless fit's own callbacks restored theirs already.
+    if self._handler and signal.getsignal(signal.SIGTERM) is self._handler[0]:
+      signal.signal(signal.SIGTERM, self._handler[1])
+
+  def _on_batch_end(self) -> None:
+    if self._step_began is None or self._guard is None:
+      return
+    step_s = time.monotonic() - self._step_began
+    self._step_s = (step_s if not self._step_s
+                    else 0.9 * self._step_s + 0.1 * step_s)
+    self._guard.grace_s = max(self._grace_s, self._STEPS * self._step_s)
+
+  def callback(self):
+    return _keras_callback(
+        on_train_begin=lambda callback: self._on_train_begin(),
+        on_train_batch_begin=lambda callback: setattr(
+            self, "_step_began", time.monotonic()),
+        on_train_batch_end=lambda callback: self._on_batch_end(),
+        on_train_end=lambda callback: self._on_train_end())
+
+
 _on_stalled_workers = None
 
 
@@ -177,8 +267,12 @@ class StallWatch:
   answer (tfdist.preflight.probe: a stopped process accepts connections but
   says nothing). When only some workers stalled and an entry point said how
   (:func:`on_stalled_workers`), the chief goes on without them; otherwise
-  the process ends with status 200. Not watched: the first step (tracing;
-  its own deadline) and an epoch's end (evaluation, saves).
+  the process ends with status 200. In the first step (tracing; its own
+  deadline) and at an epoch's end (evaluation, summaries: slow, but they
+  may also wait for a stopped worker's step) it acts only on a stopped peer
+  (one that accepts connections and says nothing), and so after ``fit``
+  until the process ends; a save is watched fully (see
+  :func:`checkpoint_save`).
 
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
   measured time between two signs of progress (about a step), at least
@@ -195,7 +289,6 @@ class StallWatch:
     self._step_s = 0.0  # measured seconds between signs of progress
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
-    self._stop = threading.Event()
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name="watchdog: stalled peers")
 
@@ -209,11 +302,16 @@ class StallWatch:
     pending = queue._queue.qsize() + queue.inflight_closure_count  # pylint: disable=protected-access
     return pending, self._beats
 
-  def silent_peers(self) -> dict:
+  def silent_peers(self, *, stopped_only: bool = False) -> dict:
     """The peers (name -> address) that do not answer as a TensorFlow
-    server."""
-    return {name: address for name, address in _peers(self._task).items()
-            if (preflight.probe(address) or ("",))[0] != "server"}
+    server (with ``stopped_only``, only those that accept connections and
+    say nothing: not the dead ones the coordinator handles)."""
+    silent = {}
+    for name, address in _peers(self._task).items():
+      kind = (preflight.probe(address) or ("gone",))[0]
+      if kind == "silent" or (kind != "server" and not stopped_only):
+        silent[name] = address
+    return silent
 
   def _measure(self, seconds: float) -> None:
     # A moving average of the time between two changes of the progress.
@@ -222,19 +320,22 @@ class StallWatch:
 
   def _watch(self) -> None:
     seen, since = (0, 0), time.monotonic()
-    while not self._stop.wait(self._SAMPLE_S):
-      now, progress = time.monotonic(), self._progress()
-      if progress != seen or not self._watching:
-        if self._watching:
+    while True:  # until the process ends (a daemon thread)
+      time.sleep(self._SAMPLE_S)  # a sampling interval
+      now, progress, watching = (time.monotonic(), self._progress(),
+                                 self._watching)
+      if progress != seen:
+        if watching:
           self._measure(now - since)
         seen, since = progress, now
         continue
       if now - since < self.deadline_s():
         continue
-      silent = self.silent_peers()
-      if self._stop.is_set() or self._progress() != seen:
-        continue  # finished, or a step completed meanwhile
-      self._stalled(silent, now - since)
+      silent = self.silent_peers(stopped_only=not watching)
+      if self._progress() != seen:
+        continue  # a step completed meanwhile
+      if silent or watching:
+        self._stalled(silent, now - since)
 
   def _beat(self, watching: bool = True) -> None:
     self._beats += 1
@@ -256,6 +357,16 @@ class StallWatch:
         "or ps holds one)",
         [f"{name} at {address}" for name, address in silent.items()])))
 
+  @contextlib.contextmanager
+  def watching(self):
+    """Watches a wait outside the steps too (a save's wait for the steps
+    in flight, even at an epoch's end)."""
+    before, self._watching = self._watching, True
+    try:
+      yield
+    finally:
+      self._watching = before
+
   def _start(self, model) -> None:
     coordinator = getattr(model, "_cluster_coordinator", None)
     cluster = getattr(coordinator, "_cluster", None)
@@ -269,4 +380,6 @@ class StallWatch:
         on_train_batch_begin=lambda callback: self._beat(self._watching),
         on_train_batch_end=lambda callback: self._beat(),
         on_epoch_end=lambda callback: self._beat(watching=False),
-        on_train_end=lambda callback: self._stop.set())
+        # After fit too (the final save, the test accuracy, telling the
+        # others: each may wait for a stopped worker's step), until exit.
+        on_train_end=lambda callback: self._beat(watching=False))

@@ -89,6 +89,18 @@ def preempt_marker(address: str) -> str:
   return _marker("preempt", address)
 
 
+def restart_marker(address: str) -> str:
+  """Where the chief marks a worker or ps task before it re-executes itself
+  (it goes on without a stalled worker: tfdist.deadlines.StallWatch): the
+  task then gives the chief's restart ``RESTART_S`` more seconds."""
+  return _marker("restart", address)
+
+
+# How long a restarting chief may take to answer again: TensorFlow's import,
+# the data, then its preflight (seconds, or a minute on a loaded machine).
+RESTART_S = 60.0
+
+
 def _write_atomically(path: str, text: str) -> None:
   temp = path + ".tmp"
   with open(temp, "w") as f:
@@ -104,6 +116,36 @@ def _hosting_tasks(task: cluster_lib.Task):
 
 def _device(job: str, index: int) -> str:
   return f"/job:{job}/replica:0/task:{index}/device:CPU:0"
+
+
+# How long a remote op to a task that answered a moment ago may take; longer
+# means it stopped since (SIGSTOP): the op would never return.
+_REMOTE_OP_S = 5.0
+
+
+def _write_on(job: str, index: int, path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` on task ``job-index``'s own machine (a
+  remote op, in a thread). Raises what the op raised, or TimeoutError when
+  it did not return within ``_REMOTE_OP_S``."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  outcome = []
+
+  def write():
+    try:
+      with tf.device(_device(job, index)):
+        tf.io.write_file(path, text)
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  writer = threading.Thread(target=write, daemon=True,
+                            name=f"write on {job}-{index}")
+  writer.start()
+  writer.join(_REMOTE_OP_S)
+  if not outcome:
+    raise TimeoutError(f"no answer within {_REMOTE_OP_S:.0f} s")
+  if outcome[0] is not None:
+    raise outcome[0]
 
 
 def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
@@ -143,7 +185,6 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
   could tell it any more. Not when preempted: the chief's own grace period
   is short, and every task stops on its own once the chief is gone.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if task is None:
     return  # in-process cluster: its servers end with this process
   pending = {f"{job}-{index}": (job, index, address)
@@ -156,9 +197,8 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
       if not _answers(address):
         continue  # gone or stopped: a remote op to it would never return
       try:
-        with tf.device(_device(job, index)):
-          tf.io.write_file(done_marker(address),
-                           "preempted" if preempted else "done")
+        _write_on(job, index, done_marker(address),
+                  "preempted" if preempted else "done")
         del pending[name]
       except Exception as e:  # pylint: disable=broad-except
         failures[name] = e
@@ -179,6 +219,19 @@ def signal_done(task: Optional[cluster_lib.Task], *, preempted: bool = False,
            else "it did not answer")
     console.info(f"could not tell {name} at {address} that training is over "
                  f"({why})")
+
+
+def signal_restart(task: cluster_lib.Task, *, skip=()) -> None:
+  """Tells every worker and ps task but ``skip`` (and those that do not
+  answer) that the chief is about to re-execute itself (a task not told
+  exits at its usual deadline)."""
+  for job, index, address in _hosting_tasks(task):
+    if f"{job}-{index}" in skip or not _answers(address):
+      continue
+    try:
+      _write_on(job, index, restart_marker(address), "restarting")
+    except Exception:  # pylint: disable=broad-except
+      continue
 
 
 def _remove(*paths: str) -> None:
@@ -206,9 +259,11 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
   """Polls until the done marker appears (None) or this task must exit
   without it (its exit status)."""
   marker, request = done_marker(task.address), preempt_marker(task.address)
+  restart = restart_marker(task.address)
   chief = task.cluster["chief"][0]
   start = time.monotonic()
   seen_at = asked_at = None
+  restart_until = 0.0
   sigterm = threading.Event()
   # Only a flag: the request is written from the loop below.
   signal.signal(signal.SIGTERM, lambda signum, frame: sigterm.set())
@@ -224,8 +279,15 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
                    f"{preempt_grace:.0f} s of SIGTERM; exiting")
       os.remove(request)
       return errors.EXIT_PREEMPTED
+    if os.path.exists(restart):
+      _remove(restart)
+      console.info(f"{task.name}: chief-0 restarts; waiting up to "
+                   f"{RESTART_S:.0f} s for it")
+      restart_until = now + RESTART_S
     if _answers(chief):
       seen_at = now
+    elif now < restart_until:
+      pass  # the chief re-executes itself: silent meanwhile
     elif seen_at is None and now - start > chief_timeout:
       console.info(f"chief-0 at {chief} did not come up within "
                    f"{chief_timeout:.0f} s; {task.name} exits")
@@ -255,12 +317,14 @@ def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   default), 200 (a lost peer, retried) when the chief never came up within
   ``chief_timeout`` seconds or did not answer (killed, or stopped) for
   longer than ``chief_grace`` seconds without finishing (so that no task is
-  left behind waiting forever). Raises ConfigError when a
+  left behind waiting forever; a chief that said it restarts gets
+  ``RESTART_S`` for it). Raises ConfigError when a
   peer is not up within ``peer_timeout`` seconds or was started from
   another spec. ``chief_grace`` defaults to ``peer_timeout``.
   """
   marker, request = done_marker(task.address), preempt_marker(task.address)
-  _remove(marker, request)  # left by an earlier job on the same address
+  # Left by an earlier job on the same address.
+  _remove(marker, request, restart_marker(task.address))
   _start_server(task, peer_timeout=peer_timeout)
   console.info(f"{task.name} hosting at {task.address} until chief-0 at "
                f"{task.cluster['chief'][0]} is done")

@@ -48,7 +48,8 @@ _REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
 
 
 @contextlib.contextmanager
-def lost_peers(*, own_task: Optional[str], resume_hint: str):
+def lost_peers(*, own_task: Optional[str], resume_hint: str,
+               phase: str = "training"):
   """Turns TensorFlow's errors about a lost peer into one-line TaskLost.
 
   A killed worker or ps shows up as UnavailableError (connection reset,
@@ -59,6 +60,7 @@ def lost_peers(*, own_task: Optional[str], resume_hint: str):
   Args:
     own_task: this task's name (``chief-0``), never blamed; None locally.
     resume_hint: what to do next, appended to the message.
+    phase: what the task was doing, for the message.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
@@ -72,7 +74,7 @@ def lost_peers(*, own_task: Optional[str], resume_hint: str):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = next((line for line in lines if _REASON_RE.search(line)),
                   lines[0] if lines else "")
-    raise TaskLost(f"lost {who} during training ({type(e).__name__}: "
+    raise TaskLost(f"lost {who} during {phase} ({type(e).__name__}: "
                    f"{reason[:150]}); {resume_hint}") from None
 
 
@@ -204,16 +206,25 @@ class Runtime(abc.ABC):
       finally:
         shutil.rmtree(temp, ignore_errors=True)
 
-  @contextlib.contextmanager
-  def fitting(self):
-    """Around ``fit``: a lost peer is one line; preemption stops the job."""
+  def _lost_peers(self, phase: str):
     model_dir = self.config.model_dir
     hint = (f"relaunch the job with --model_dir={model_dir} to resume from "
             "its last checkpoint" if model_dir else
             "relaunch the job (with --model_dir it would resume)")
+    return lost_peers(own_task=self.task and self.task.name,
+                      resume_hint=hint, phase=phase)
+
+  def setting_up(self):
+    """Around the set-up between the strategy and ``fit`` (variables
+    created and broadcast, a checkpoint restored, the start barrier): a
+    lost peer (TensorFlow's heartbeats end the collectives) is one line."""
+    return self._lost_peers("set-up")
+
+  @contextlib.contextmanager
+  def fitting(self):
+    """Around ``fit``: a lost peer is one line; preemption stops the job."""
     try:
-      with lost_peers(own_task=self.task and self.task.name,
-                      resume_hint=hint):
+      with self._lost_peers("training"):
         yield
     except Preempted:
       self.on_preempted()
@@ -231,6 +242,11 @@ class Runtime(abc.ABC):
 
   def progress_watches(self) -> list:
     """Callbacks of ``fit`` that end the task when training stalls."""
+    return []
+
+  def signal_watches(self) -> list:
+    """Callbacks of ``fit`` that go last (after the checkpoint's, which
+    installs the SIGTERM handler)."""
     return []
 
   def wait_for_peers(self, point: str) -> None:
@@ -282,6 +298,20 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     model.distribute_reduction_method = "first"
     super().configure_compiled(model)
 
+  @functools.cached_property
+  def _signals(self) -> Optional[deadlines.TrainingSignals]:
+    # A collective waiting for a stopped peer blocks the main thread.
+    return deadlines.TrainingSignals(self.task) if self.task else None
+
+  @contextlib.contextmanager
+  def fitting(self):
+    with (self._signals.around_fit() if self._signals
+          else contextlib.nullcontext()), super().fitting():
+      yield
+
+  def signal_watches(self) -> list:
+    return [self._signals.callback()] if self._signals else []
+
   def wait_for_peers(self, point: str) -> None:
     if self.task is not None:  # a TF_CONFIG cluster: see tfdist.barrier
       with deadlines.barrier(point, self.task,
@@ -316,12 +346,24 @@ class ParameterServerRuntime(Runtime):
     # The workers' pipelines cannot tell each other apart: a fresh seed each.
     return None
 
+  @functools.cached_property
+  def stall_watch(self) -> Optional[deadlines.StallWatch]:
+    """The chief's watch for stalled workers (None without a cluster)."""
+    if self.task is None:
+      return None
+    return deadlines.StallWatch(self.task,
+                                stall_timeout=self.config.stall_timeout)
+
   def progress_watches(self) -> list:
     # A stalled worker fails no step: the epoch's end would wait forever.
-    if self.task is None:
-      return []
-    return [deadlines.StallWatch(
-        self.task, stall_timeout=self.config.stall_timeout).callback()]
+    return [self.stall_watch.callback()] if self.stall_watch else []
+
+  def save_deadline(self):
+    # A save waits for the steps in flight: a stalled worker's is the stall
+    # watch's to handle (it goes on without the worker), not the save's.
+    return deadlines.checkpoint_save(self.task,
+                                     peer_timeout=self.config.peer_timeout,
+                                     stall_watch=self.stall_watch)
 
   def peer_preemption(self):
     # A worker or ps task that gets SIGTERM asks the chief to save and stop

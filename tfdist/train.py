@@ -55,9 +55,10 @@ def run(config: TrainConfig, *, model_fn: Callable,
   runtime.start()
   tf.keras.utils.set_random_seed(config.seed)
   steps_per_epoch = _steps_per_epoch(runtime, dataset.train_examples)
-  model, dtype_policy = build_model(runtime, model_fn=model_fn,
-                                    dataset=dataset,
-                                    steps_per_epoch=steps_per_epoch)
+  with runtime.setting_up():
+    model, dtype_policy = build_model(runtime, model_fn=model_fn,
+                                      dataset=dataset,
+                                      steps_per_epoch=steps_per_epoch)
   name = model_name or model.name
   if runtime.is_chief:
     _announce(runtime, model, name=name, dtype_policy=dtype_policy,
@@ -65,22 +66,24 @@ def run(config: TrainConfig, *, model_fn: Callable,
   train_data = runtime.training_data(dataset)
 
   with runtime.write_dir() as out_dir:
-    checkpointing = (_checkpointing(runtime, model, out_dir, signature,
-                                    steps_per_epoch)
-                     if out_dir is not None else None)
-    start_step = checkpointing.restore() if checkpointing else 0
-    epoch_monitor, callbacks = training_callbacks(
-        runtime, model, dataset, out_dir=out_dir, checkpointing=checkpointing,
-        steps_per_epoch=steps_per_epoch)
-    # No task's train_seconds includes waiting for a peer that started late.
-    runtime.wait_for_peers("start")
+    with runtime.setting_up():
+      checkpointing = (_checkpointing(runtime, model, out_dir, signature,
+                                      steps_per_epoch)
+                       if out_dir is not None else None)
+      start_step = checkpointing.restore() if checkpointing else 0
+      epoch_monitor, callbacks = training_callbacks(
+          runtime, model, dataset, out_dir=out_dir,
+          checkpointing=checkpointing, steps_per_epoch=steps_per_epoch)
+      # No task's train_seconds includes waiting for a peer that started
+      # late.
+      runtime.wait_for_peers("start")
     start = time.perf_counter()
     first_step = runtime.first_step()
     with runtime.fitting(), first_step.around_fit(), dataset.reading():
       history = model.fit(
           train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
           callbacks=[first_step.callback(), *runtime.progress_watches(),
-                     *callbacks],
+                     *callbacks, *runtime.signal_watches()],
           verbose=_verbosity(runtime))
     train_seconds = time.perf_counter() - start
     if out_dir is not None:

@@ -33,6 +33,7 @@ SIGINT / SIGTERM, phase not left in grace  one line, exit 130 / 143
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import signal
@@ -47,7 +48,7 @@ from tfdist import errors
 
 _STATUS = {signal.SIGINT: errors.EXIT_INTERRUPTED,
            signal.SIGTERM: errors.EXIT_PREEMPTED}
-_active = threading.Lock()  # one phase at a time
+_stack = []  # the guards of the phases entered, innermost last
 
 
 def _names(peers: Union[Mapping[str, str], Iterable[str]]) -> list:
@@ -57,15 +58,22 @@ def _names(peers: Union[Mapping[str, str], Iterable[str]]) -> list:
 
 
 class _Guard:
-  """The watching thread of one phase."""
+  """The watching thread of one phase; :func:`phase` yields it.
+
+  While a phase nested in it runs, it is suspended (the inner one
+  watches); a signal the inner one saw is handed on when it ends.
+  """
 
   def __init__(self, name: str, deadline_s: float, peers: list,
                grace_s: float):
     self._name = name
     self._deadline_s = deadline_s
     self._peers = peers
-    self._grace_s = grace_s
+    self.grace_s = grace_s
     self._expires_at = time.monotonic() + deadline_s
+    self._signum, self._signalled_at = None, 0.0
+    self._seen = self._handled = 0  # signals read, and handled by Python
+    self._suspended = False
     self._read, self._write = os.pipe()
     os.set_blocking(self._write, False)  # the C handler must never block
     self._done = threading.Event()
@@ -88,24 +96,54 @@ class _Guard:
     os.close(self._read)
     os.close(self._write)
 
+  def acknowledge(self) -> None:
+    """The main thread's own handler ran for a signal (it was not blocked):
+    it acts on that signal, not the guard."""
+    self._handled += 1
+
+  def _pending(self) -> bool:
+    return self._seen > self._handled
+
+  def _notify(self, signum: signal.Signals, count: int = 1) -> None:
+    was_pending = self._pending()
+    self._seen += count
+    if self._pending() and not was_pending:
+      self._signum, self._signalled_at = signum, time.monotonic()
+
+  def _suspend(self) -> None:
+    self._suspended = True
+
+  def _resume(self, inner: "_Guard") -> None:
+    """Watches again, once the phase nested in it ended; a signal that came
+    meanwhile gets a new grace (the main thread left that phase)."""
+    if inner._seen:  # pylint: disable=protected-access
+      self._notify(inner._signum, inner._seen)  # pylint: disable=protected-access
+    self._suspended = False
+    os.write(self._write, b"\0")  # wakes the thread's select
+
+  def _acts_at(self) -> float:
+    if not self._pending():
+      return self._expires_at
+    return min(self._expires_at, self._signalled_at + self.grace_s)
+
   def _watch(self) -> None:
-    signum, signalled_at = None, None
     while True:
-      until = self._expires_at
-      if signalled_at is not None:
-        until = min(until, signalled_at + self._grace_s)
-      ready, _, _ = select.select([self._read], [], [],
-                                  max(0.0, until - time.monotonic()))
+      until = math.inf if self._suspended else self._acts_at()
+      timeout = (None if until == math.inf
+                 else max(0.0, until - time.monotonic()))
+      ready, _, _ = select.select([self._read], [], [], timeout)
       if self._done.is_set():
         return
       if ready:
         for number in os.read(self._read, 64):
-          if number in _STATUS and signum is None:
-            signum, signalled_at = signal.Signals(number), time.monotonic()
+          if number in _STATUS:
+            self._notify(signal.Signals(number))
       now = time.monotonic()
-      if signalled_at is not None and now >= signalled_at + self._grace_s:
-        self._end_signalled(signum)
-      elif now >= self._expires_at:
+      if self._suspended or now < self._acts_at():
+        continue
+      if self._pending() and now >= self._signalled_at + self.grace_s:
+        self._end_signalled(self._signum)
+      else:
         self._end_expired()
 
   def _end(self, status: int, say) -> None:
@@ -124,7 +162,7 @@ class _Guard:
   def _end_signalled(self, signum: signal.Signals) -> None:
     self._end(_STATUS[signum], lambda: console.info(
         f"{signum.name} during {self._name}, which TensorFlow still blocks "
-        f"after {self._grace_s:.0f} s; exiting ({_STATUS[signum]})"))
+        f"after {self.grace_s:.0f} s; exiting ({_STATUS[signum]})"))
 
 
 def exit_now(status: int) -> None:
@@ -139,10 +177,10 @@ def exit_now(status: int) -> None:
 
 
 @contextlib.contextmanager
-def _default_signals(deadline_s: float):
-  """SIGINT/SIGTERM end the process at once; SIGALRM at ``deadline_s``."""
-  kept = {s: signal.signal(s, signal.SIG_DFL)
-          for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+def _default_signals(deadline_s: float, signals: tuple):
+  """``signals`` (SIGINT/SIGTERM: at once) end the process by their default
+  action; SIGALRM at ``deadline_s``."""
+  kept = {s: signal.signal(s, signal.SIG_DFL) for s in signals}
   signal.setitimer(signal.ITIMER_REAL, deadline_s)
   try:
     yield
@@ -153,37 +191,49 @@ def _default_signals(deadline_s: float):
 
 
 @contextlib.contextmanager
-def phase(name: str, *, deadline_s: float,
+def phase(name: str, *, deadline_s: float = math.inf,
           peers: Union[Mapping[str, str], Iterable[str]] = (),
-          grace_s: float = 3.0, holds_gil: bool = False):
-  """Guards one blocking phase of the main thread.
+          grace_s: float = 3.0, holds_gil: bool = False,
+          may_hold_gil: bool = False):
+  """Guards one blocking phase of the main thread; yields its guard.
 
   Args:
     name: what the phase does, for the line ("strategy creation").
-    deadline_s: seconds after which the process ends with status 200.
+    deadline_s: seconds after which the process ends with status 200
+      (none by default: only signals are watched).
     peers: the peers the phase waits for (names, or name -> address),
       named in the line when the deadline passes.
     grace_s: how long after SIGINT/SIGTERM the main thread may take to
       leave the phase (a KeyboardInterrupt, or finishing a save) before
-      the process ends with 130/143.
+      the process ends with 130/143 (unless the guard's ``acknowledge()``
+      said the main thread's own handler ran).
     holds_gil: the phase blocks in C++ that holds the GIL (see the module
       docstring): signals and the deadline then use default actions.
+    may_hold_gil: it may (a ps save registers a function with every
+      worker, holding the GIL, and waits for a stopped one): SIGALRM's
+      default action at deadline + grace is the backstop (status 142).
 
-  Must be entered from the main thread (``signal.set_wakeup_fd``), one
-  phase at a time.
+  Must be entered from the main thread (``signal.set_wakeup_fd``). A phase
+  entered inside another one watches alone until it ends.
   """
-  if not _active.acquire(blocking=False):
-    raise RuntimeError(f"watchdog phase {name!r} inside another phase")
+  if threading.current_thread() is not threading.main_thread():
+    raise RuntimeError(f"watchdog phase {name!r} outside the main thread")
+  outer = _stack[-1] if _stack else None
+  guard = _Guard(name, deadline_s, _names(peers), grace_s)
+  if outer is not None:
+    outer._suspend()  # pylint: disable=protected-access
+  previous_fd = guard.start()
+  _stack.append(guard)
   try:
-    guard = _Guard(name, deadline_s, _names(peers), grace_s)
-    previous_fd = guard.start()
-    try:
-      if holds_gil:
-        with _default_signals(deadline_s + grace_s):
-          yield
-      else:
-        yield
-    finally:
-      guard.stop(previous_fd)
+    if holds_gil or may_hold_gil:
+      with _default_signals(deadline_s + grace_s, (
+          signal.SIGINT, signal.SIGTERM, signal.SIGALRM) if holds_gil
+                            else (signal.SIGALRM,)):
+        yield guard
+    else:
+      yield guard
   finally:
-    _active.release()
+    _stack.pop()
+    guard.stop(previous_fd)
+    if outer is not None:
+      outer._resume(guard)  # pylint: disable=protected-access

@@ -132,6 +132,9 @@ def _restart_without(workers: list) -> None:
   (stalled: see tfdist.deadlines.StallWatch); it resumes from the last
   checkpoint in --model_dir and trains with the other workers."""
   task = cluster.task_from_environ(os.environ)
+  # The others wait for the restart (the chief's address is silent until
+  # its preflight), not just the chief's usual grace.
+  hosting.signal_restart(task, skip=workers)
   kept = [address for index, address in enumerate(task.cluster["worker"])
           if f"worker-{index}" not in workers]
   env = dict(os.environ, TF_CONFIG=cluster.make_tf_config(

@@ -11,7 +11,8 @@ status, continues (SIGCONT) a stopped task once the others are gone (and
 kills it if it does not exit), relaunches an unfinished job that left a
 checkpoint on the same --model_dir to see whether it resumes, and reads
 every checkpoint left. A *hang* is a task still alive past its deadline
-(:func:`deadline_s`): killed, and counted. Every status must be explained
+(:func:`deadline_s`, counted from the action, or from the end of the task's
+own start-up if it was still starting): killed, and counted. Every status must be explained
 (:data:`MEANINGS`).
 
 Prints one line per trial and a summary table (per strategy and phase:
@@ -22,7 +23,6 @@ tfdist.cli; TensorFlow (to read checkpoints) inside functions.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -48,6 +48,8 @@ MEANINGS = {
     2: "preflight: a peer never answered within --peer_timeout",
     130: "interrupted",
     137: "SIGKILL (the target, or a stopped target killed at trial end)",
+    142: "a deadline's backstop (SIGALRM): TensorFlow held the main "
+         "thread past the deadline (a ps save waiting for a stopped worker)",
     143: "preempted (SIGTERM): the job saved a checkpoint and stopped",
     200: "a lost peer or an expired peer deadline (retried)",
 }
@@ -62,6 +64,9 @@ class Settings:
   steps_per_epoch: int = 30
   checkpoint_every_steps: int = 5
   startup_s: float = 10.0  # start-up actions fall in [0, startup_s)
+  # How long a task may take to start (TensorFlow's import, the data) before
+  # it waits for its peers; minutes on a loaded machine.
+  startup_limit_s: float = 180.0
 
   def flags(self, model_dir: str) -> list:
     return [f"--epochs={self.epochs}",
@@ -73,11 +78,11 @@ class Settings:
 
 
 def deadline_s(strategy: str, settings: Settings) -> float:
-  """How long after the action every other task may take to exit.
+  """How long after the action every other task may take to exit (after
+  its own start-up, if it was still starting: see :func:`_wait_for_exits`).
 
-  multiworker: start-up (TensorFlow's import, preflight's --peer_timeout),
-  then the registration or barrier deadline (--peer_timeout) or the
-  heartbeat (--heartbeat_timeout). ps: also the hosting tasks' wait for a silent chief
+  multiworker: preflight (--peer_timeout), then the registration or barrier
+  deadline (--peer_timeout) or the heartbeat (--heartbeat_timeout). ps: also the hosting tasks' wait for a silent chief
   and the chief's wait to tell a restarting worker (--peer_timeout each),
   and a chief that goes on without a stalled worker: its restart and the
   rest of the training (60 s). Plus 30 s for the exit.
@@ -118,6 +123,32 @@ def _wait_for_phase(job: jobs_lib.Job, phase: str, model_dir: str,
   time.sleep(pause)  # the random moment itself
 
 
+def _wait_for_exits(job: jobs_lib.Job, names: list, acted_at: float,
+                    deadline: float, settings: Settings):
+  """Waits until every task of ``names`` exited.
+
+  Each has ``deadline`` seconds from the action or, if it was still
+  starting then (importing TensorFlow, which no peer's loss can shorten),
+  from when it began waiting for its peers (at most
+  ``settings.startup_limit_s`` after its start). Returns (the tasks alive
+  past their deadline, task name -> when its deadline began).
+  """
+  counts_from = {}  # name -> when its deadline began
+  while True:
+    now = time.monotonic()
+    alive = [name for name in names if job.alive(name)]
+    for name in alive:
+      if name not in counts_from and (
+          job.waits_for_peers(name)
+          or now >= job.started_at[name] + settings.startup_limit_s):
+        counts_from[name] = max(acted_at, now)
+    late = [name for name in alive if name in counts_from
+            and now >= counts_from[name] + deadline]
+    if len(late) == len(alive):
+      return late, counts_from
+    time.sleep(0.25)  # a polling interval, not synchronisation
+
+
 def _explained(status: Optional[int], errors: list) -> bool:
   if status not in MEANINGS:
     return False
@@ -153,7 +184,13 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     job.signal(target, ACTIONS[action])
     watched = [n for n in job.processes
                if n != target or action == "SIGTERM"]
-    hung = job.wait(watched, acted_at + deadline_s(strategy, settings))
+    hung, counts_from = _wait_for_exits(job, watched, acted_at,
+                                        deadline_s(strategy, settings),
+                                        settings)
+    # Tasks whose deadline began after their start-up, and how much later.
+    record["startup_s"] = {name: round(at - acted_at, 1)
+                           for name, at in counts_from.items()
+                           if at - acted_at >= 1}
     for name in hung:
       job.signal(name, signal.SIGKILL)
     if action == "SIGSTOP":
@@ -280,8 +317,11 @@ def _one_line(r: dict) -> str:
   statuses = " ".join(f"{n}={s}" for n, s in r["statuses"].items())
   relaunched = (f" relaunch={r['relaunch_status']} resumed={r['resumed']}"
                 if "resumed" in r else "")
+  startup = "".join(f" ({n} was still starting for {s} s)"
+                    for n, s in r.get("startup_s", {}).items())
   return (f"trial {r['trial']}: {r['strategy']} {r['action']} {r['target']} "
-          f"in {r['acted_in']}: others exited in {r['seconds_to_exit']} s "
+          f"in {r['acted_in']}: others exited in {r['seconds_to_exit']} s"
+          f"{startup} "
           f"[{statuses}] hangs={len(r['hangs'])} "
           f"checkpoints_readable={r['checkpoints_readable']}{relaunched}")
 

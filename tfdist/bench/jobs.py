@@ -6,8 +6,9 @@ trainer, collects each task's output lines and exit time, and sends signals
 to single tasks; the chaos sweep (tfdist.bench.chaos) and the no-hang tests
 use it. Unlike tfdist.launch it never stops the other tasks when one exits:
 what each survivor does on its own is what is measured. Imports
-tfdist.bench.runner (the children's environment), tfdist.cluster and
-tfdist.launch (exit statuses); no TensorFlow.
+tfdist.bench.runner (the children's environment), tfdist.cluster,
+tfdist.launch (exit statuses) and tfdist.preflight (is a task up?); no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Optional, Sequence
 
 from tfdist import cluster as cluster_lib
 from tfdist import launch
+from tfdist import preflight
 from tfdist.bench import runner
 
 # Task counts per strategy: the smallest clusters with every role.
@@ -43,6 +45,8 @@ class Job:
 
   Attributes:
     output: task name -> its output lines (stdout and stderr) so far.
+    line_times: task name -> time.monotonic() of each of its output lines.
+    started_at: task name -> time.monotonic() when it was started.
     exited_at: task name -> time.monotonic() when it exited.
   """
 
@@ -55,6 +59,8 @@ class Job:
                                       else environ))
     self.processes = {}
     self.output = {}
+    self.line_times = {}
+    self.started_at = {}
     self.exited_at = {}
     self._readers = []
 
@@ -78,7 +84,9 @@ class Job:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
         self.processes[name] = process
+        self.started_at[name] = time.monotonic()
         self.output[name] = []
+        self.line_times[name] = []
         reader = threading.Thread(target=self._read, args=(name, process),
                                   daemon=True)
         reader.start()
@@ -86,9 +94,20 @@ class Job:
 
   def _read(self, name: str, process: subprocess.Popen) -> None:
     for line in process.stdout:
+      self.line_times[name].append(time.monotonic())
       self.output[name].append(line.rstrip("\n"))
     process.wait()
     self.exited_at[name] = time.monotonic()
+
+  def address(self, name: str) -> str:
+    job, index = name.rsplit("-", 1)
+    return self.cluster[job][int(index)]
+
+  def waits_for_peers(self, name: str) -> bool:
+    """Whether task ``name`` is past its start-up (TensorFlow's import):
+    its address answers, in preflight or as a TensorFlow server."""
+    answer = preflight.probe(self.address(name), timeout=0.5)
+    return (answer or ("",))[0] in ("tfdist", "server")
 
   def alive(self, name: str) -> bool:
     return name not in self.exited_at
