@@ -17,7 +17,7 @@ own start-up if it was still starting): killed, and counted. Every status must b
 
 Prints one line per trial and a summary table (per strategy and phase:
 trials, hangs, seconds until every other task exited); ``--out`` writes
-every trial as a JSON line as it ends. Imports tfdist.bench.jobs, tfdist.checkpoint and
+every trial as a JSON line as it ends. Imports tfdist.bench.jobs, tfdist.checkpoint, tfdist.errors and
 tfdist.cli; TensorFlow (to read checkpoints) inside functions.
 """
 
@@ -38,6 +38,7 @@ from typing import Optional
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cli
 from tfdist.bench import jobs as jobs_lib
+from tfdist.errors import ConfigError
 
 PHASES = ("start-up", "training", "shutdown")
 ACTIONS = {"SIGKILL": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP,
@@ -333,6 +334,12 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_relaunch", action="store_true",
                       help="skip relaunching unfinished jobs")
+  parser.add_argument("--epochs", type=int, default=Settings.epochs)
+  parser.add_argument("--steps_per_epoch", type=int,
+                      default=Settings.steps_per_epoch,
+                      help="more steps give training a wider window (on an "
+                           "idle machine the default trains in about a "
+                           "second, so most late actions land in shutdown)")
   parser.add_argument("--out", help="write every trial as JSON here")
   parser.add_argument("--summarize",
                       help="only print the table of an --out file's trials "
@@ -351,7 +358,12 @@ def main(argv=None) -> int:
       out.write(json.dumps(record) + "\n")
       out.flush()
 
-  records = sweep(args.trials, seed=args.seed,
+  if args.epochs < 1 or args.steps_per_epoch < 1:
+    raise ConfigError(f"--epochs={args.epochs} --steps_per_epoch="
+                      f"{args.steps_per_epoch}: both must be at least 1")
+  settings = Settings(epochs=args.epochs,
+                      steps_per_epoch=args.steps_per_epoch)
+  records = sweep(args.trials, seed=args.seed, settings=settings,
                   relaunch=not args.no_relaunch, report=report)
   print(summary(records))
   hangs = sum(len(r["hangs"]) + len(r.get("relaunch_hangs", ()))
@@ -367,4 +379,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))
