@@ -10,6 +10,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import run
 
@@ -18,6 +19,7 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
+from tfdist.data import window  # pylint: disable=wrong-import-position
 
 
 def examples(batches, count: int):
@@ -32,14 +34,25 @@ def examples(batches, count: int):
   return seen
 
 
-def test_each_pipeline_reads_its_files_once_per_epoch_shuffled(mnist_dir,
-                                                                tmp_path):
-  out = str(tmp_path / "raw")
+@pytest.fixture(scope="module")
+def raw_shards(mnist_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("window") / "raw")
   result = run([sys.executable, "-m", "tfdist.data", "write",
                 f"--source={mnist_dir}", f"--out_dir={out}", "--shards=4",
                 "--encoding=raw"], timeout=180)
   assert result.returncode == 0, result.stderr
+  return out
+
+
+# Small files are parsed once and kept in memory; a limit of 0 bytes makes
+# the same files stream every epoch.
+@pytest.mark.parametrize("small_bytes", [window.SMALL_BYTES, 0])
+def test_each_pipeline_reads_its_files_once_per_epoch_shuffled(
+    raw_shards, monkeypatch, small_bytes):
+  monkeypatch.setattr(window, "SMALL_BYTES", small_bytes)
+  out = raw_shards
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
+  assert window.small(source.train_files) == bool(small_bytes)
   assert source.spec.encoding == "raw"
   fn = records.train_dataset_fn(source.train_files, source.spec,
                                 global_batch_size=60, seed=1,

@@ -327,7 +327,7 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
       return _scaled(window.shuffled_batches(
           plan.files, _raw_batch_fn(spec), batch_size=batch,
           window=shuffle_buffer, cycle_length=CYCLE_LENGTH,
-          seed=pipeline_seed))
+          seed=pipeline_seed, cache=window.small(plan.files)))
     ds = records(plan, shuffle_seed=pipeline_seed, shuffle_files=True)
     # Shuffled before repeat(): each epoch is a whole pass over the share.
     # repeat() before batch(): steps_per_epoch, not the data, ends an epoch,
