@@ -31,10 +31,13 @@ def test_duty_cycle_slows_a_process_and_leaves_it_running():
   try:
     duty = straggler.DutyCycle(busy.pid, running_ms=25, stopped_ms=75)
     duty.start()
-    time.sleep(2.0)  # the span measured, not synchronisation
+    # Measure over 20 completed cycles (2 s at 100 ms a cycle).
+    deadline = time.monotonic() + 30
+    while duty.cycles < 20 and time.monotonic() < deadline:
+      time.sleep(0.05)  # polling interval, not synchronisation
     measured = duty.stop()
     assert _state(busy.pid) != "T"  # stop() leaves it running
-    assert measured["cycles"] >= 5
+    assert measured["cycles"] >= 20
     # It ran for a fraction of the time, and used CPU only then.
     assert 0 < measured["duty_cycle"] < 0.6
     assert 0 < measured["cpu_seconds_per_second"] < 0.7

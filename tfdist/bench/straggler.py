@@ -152,6 +152,11 @@ class DutyCycle:
     finally:
       self._signal(signal.SIGCONT)
 
+  @property
+  def cycles(self) -> int:
+    """Stop/continue cycles completed so far."""
+    return self._measured["cycles"]
+
   def stop(self) -> dict:
     """Ends the cycle, leaves the process running; the measured cycle."""
     self._done.set()
