@@ -73,7 +73,9 @@ def test_ps_chief_two_workers_one_ps(ps_launched):
 
 @pytest.mark.timeout(200)
 def test_ps_without_tf_config_trains_in_process(mnist_dir):
-  done = run(trainer("mnist", "--strategy=ps", "--epochs=2",
+  # Three epochs, as every other ps accuracy test: asynchronous updates make
+  # two epochs end anywhere in 0.898-0.92 (a CI run saw 0.8983).
+  done = run(trainer("mnist", "--strategy=ps", "--epochs=3",
                      f"--mnist_dir={mnist_dir}"), timeout=180)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "no TF_CONFIG: --strategy=ps runs an in-process cluster" in done.stderr
