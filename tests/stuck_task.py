@@ -2,6 +2,10 @@
 
 python tests/stuck_task.py op READY DEADLINE PEER_ADDRESS
   blocks in an op (a dequeue from an empty queue: C++ with the GIL free).
+python tests/stuck_task.py gil READY DEADLINE PEER_ADDRESS
+  blocks in C code that holds the GIL (libc's sleep called through
+  ctypes.PyDLL), as TensorFlow does while it registers a function with a
+  stopped task: no Python thread runs, the sentinel acts.
 python tests/stuck_task.py strategy READY DEADLINE TF_CONFIG
   runs preflight, then MultiWorkerMirroredStrategy's constructor, which
   blocks (holding the GIL) while a peer that passed preflight is gone.
@@ -39,6 +43,17 @@ def block_in_op(ready: str, deadline_s: float, peer: str) -> int:
                       peers={"worker-1": peer}, grace_s=2):
     _ready(ready)
     queue.dequeue()
+  return 0
+
+
+def block_holding_the_gil(ready: str, deadline_s: float, peer: str) -> int:
+  import ctypes
+  signal.signal(signal.SIGTERM, lambda signum, frame: None)
+  with watchdog.phase("first step", deadline_s=deadline_s,
+                      peers={"ps-0": peer}, grace_s=2, may_hold_gil=True):
+    _ready(ready)
+    for _ in range(2):  # a signal interrupts sleep(): sleep again
+      ctypes.PyDLL(None).sleep(120)
   return 0
 
 
@@ -98,6 +113,7 @@ def all_reduce_until_a_peer_stalls(ready: str, heartbeat_s: float,
 
 if __name__ == "__main__":
   mode, ready, deadline, arg = sys.argv[1:]
-  run = {"op": block_in_op, "strategy": block_in_strategy,
+  run = {"op": block_in_op, "gil": block_holding_the_gil,
+         "strategy": block_in_strategy,
          "allreduce": all_reduce_until_a_peer_stalls}[mode]
   sys.exit(run(ready, float(deadline), arg))

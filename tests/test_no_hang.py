@@ -89,6 +89,33 @@ def test_signal_ends_a_blocked_op(tmp_path, signum, status):
           "TensorFlow still blocks") in err, err[-3000:]
 
 
+# --- C code that holds the GIL (TensorFlow registering a function with a ----
+# --- stopped task): no Python thread runs, the sentinel process acts -------
+
+def test_sentinel_says_the_line_when_tensorflow_holds_the_gil(tmp_path):
+  peer = f"127.0.0.1:{portpicker.pick_unused_port()}"
+  process = _start("gil", tmp_path / "ready", 3, peer)
+  status, err = _finish(process, timeout=60)
+  # SIGALRM, sent by the sentinel at the deadline + the 2 s grace.
+  assert status == 142, err[-3000:]
+  (line,) = _error_lines(err)
+  assert ("first step did not finish within 3 s (TensorFlow holds the "
+          "task's main thread)") in line, line
+  assert f"not heard from ps-0 at {peer}" in line, line
+
+
+def test_sigterm_ends_a_task_whose_main_thread_tensorflow_holds(tmp_path):
+  ready = tmp_path / "ready"
+  process = _start("gil", ready, 120, "127.0.0.1:1")
+  wait_for(ready.exists, "the task to block holding the GIL", timeout=60)
+  process.send_signal(signal.SIGTERM)
+  status, err = _finish(process, timeout=6)  # grace 2 s + 1 s, and margin
+  assert status == 142, err[-3000:]
+  assert ("SIGTERM during first step, which TensorFlow still blocks after "
+          "2 s") in err, err[-3000:]
+  assert not _error_lines(err), err[-3000:]
+
+
 # --- strategy creation whose peer passed preflight and vanished --------------
 # (C++ that holds the GIL: no Python thread runs)
 
@@ -318,6 +345,39 @@ def test_ps_chief_names_its_vanished_peers_at_the_deadline():
   assert "cluster creation did not finish within 8 s" in line, line
   for job in ("worker", "ps"):
     assert f"{job}-0 at {cluster[job][0]}" in line, line
+
+
+@pytest.mark.timeout(300)
+def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
+  """ps-0 stopped (SIGSTOP) once the chief announced its model: set-up or
+  the first step waits for it (TensorFlow may hold the GIL there, while it
+  registers the step's function with ps-0). The chief ends within the
+  phase's deadline with one line naming ps-0 alone (the workers answer);
+  the workers follow within their wait for a silent chief."""
+  from tfdist.bench import jobs  # pylint: disable=g-import-not-at-top
+  job = jobs.Job("ps", ["--epochs=2", "--steps_per_epoch=200",
+                        f"--model_dir={tmp_path / 'model'}",
+                        "--checkpoint_every_steps=5", "--peer_timeout=8",
+                        "--verbose=0"])
+  try:
+    job.start()
+    wait_for(lambda: any("softmax_regression:" in line
+                         for line in job.output["chief-0"]),
+             "the chief's model line", timeout=180)
+    job.signal("ps-0", signal.SIGSTOP)
+    # Set-up or first step (16 s), or a save (8 s + the stall deadline:
+    # at least 10 s), + grace and the sentinel; then the workers' 8 s.
+    still = job.wait(["chief-0", "worker-0", "worker-1"],
+                     time.monotonic() + 90)
+    assert not still, "\n".join(job.output["chief-0"][-20:])
+  finally:
+    job.kill()
+  chief = job.output["chief-0"]
+  assert job.status("chief-0") in (errors.EXIT_PEER_LOST, 142), chief[-20:]
+  (line,) = [l for l in chief if l.startswith("error:")]
+  assert f"not heard from ps-0 at {job.address('ps-0')}; " in line, line
+  for name in ("worker-0", "worker-1"):
+    assert job.status(name) == errors.EXIT_PEER_LOST, job.output[name][-20:]
 
 
 # --- the quick chaos sweep -----------------------------------------------------

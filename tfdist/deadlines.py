@@ -15,9 +15,12 @@ multiworker strategy creation     peer_timeout (+10 s)   registration
                                                          barrier; watchdog
                                                          backstop
 ps cluster creation (chief)       peer_timeout           watchdog
+set-up (variables, restore)       2 x peer_timeout       watchdog (ps: and
+                                                         the sentinel)
 ps: no step completes             --stall_timeout, or    StallWatch
                                   50 x step time (10 s+)
-first step (tracing included)     2 x peer_timeout       watchdog
+first step (per-worker datasets,  2 x peer_timeout       watchdog (ps: and
+  tracing included)                                      the sentinel)
 checkpoint save                   peer_timeout (ps: +    watchdog (ps: the
                                   the stall deadline)    StallWatch first)
 multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
@@ -26,7 +29,10 @@ a peer silent mid-training        heartbeat_timeout      heartbeats
 ================================  =====================  ==================
 
 Every expiry is one line naming the phase and the peers not heard from,
-and exit status 200 (tfdist.errors.EXIT_PEER_LOST).
+and exit status 200 (tfdist.errors.EXIT_PEER_LOST), or 142 when
+TensorFlow held the main thread (under ps it registers each new function
+with every task, holding the GIL, and waits for a stopped one; the
+tfdist.sentinel process says the line then).
 """
 
 from __future__ import annotations
@@ -85,6 +91,17 @@ def ps_creation(task: cluster_lib.Task, *, peer_timeout: float):
                         peers=_peers(task))
 
 
+def set_up(task: Optional[cluster_lib.Task], *, peer_timeout: float,
+           may_hold_gil: bool):
+  """Around the set-up between the strategy and ``fit`` (variables
+  created and broadcast, a checkpoint restored).
+  ``may_hold_gil``: under ps (see the module docstring)."""
+  if task is None:
+    return contextlib.nullcontext()
+  return watchdog.phase("set-up", deadline_s=2 * peer_timeout,
+                        peers=_peers(task), may_hold_gil=may_hold_gil)
+
+
 def barrier(point: str, task: cluster_lib.Task, *, peer_timeout: float):
   """Around a multiworker barrier, whose own timeout is ``peer_timeout``."""
   return watchdog.phase(f"the {point!r} barrier",
@@ -137,34 +154,33 @@ class FirstStep:
   """Guards ``fit`` from its start to the end of its first step.
 
   The first step traces the model and runs the first collectives (or, under
-  ps, the first remote calls): where a peer that vanished after start-up
-  is met first. Use :meth:`callback` first in ``fit``'s callbacks and
-  :meth:`around_fit` around ``fit`` (which ends the phase when ``fit``
-  raises before its first step ended).
+  ps, the first remote calls; before it, ``fit`` makes the per-worker
+  datasets): where a peer that vanished after start-up is met first. Use
+  :meth:`around_fit` around ``fit`` (the phase begins there, and ends
+  there when ``fit`` raises before its first step ended) and
+  :meth:`callback` first in ``fit``'s callbacks.
   """
 
   def __init__(self, task: Optional[cluster_lib.Task], *,
-               peer_timeout: float):
+               peer_timeout: float, may_hold_gil: bool = False):
     self._task = task
     self._deadline_s = 2 * peer_timeout
+    self._may_hold_gil = may_hold_gil
     self._phase = contextlib.ExitStack()
-
-  def _begin(self) -> None:
-    if self._task is not None:
-      self._phase.enter_context(watchdog.phase(
-          "first step", deadline_s=self._deadline_s,
-          peers=_peers(self._task)))
 
   @contextlib.contextmanager
   def around_fit(self):
     try:
+      if self._task is not None:
+        self._phase.enter_context(watchdog.phase(
+            "first step", deadline_s=self._deadline_s,
+            peers=_peers(self._task), may_hold_gil=self._may_hold_gil))
       yield
     finally:
       self._phase.close()
 
   def callback(self):
     return _keras_callback(
-        on_train_begin=lambda callback: self._begin(),
         on_train_batch_end=lambda callback: self._phase.close(),
         on_train_end=lambda callback: self._phase.close())
 

@@ -192,6 +192,26 @@ def probe(address: str, *, timeout: float = 1.0, introduce: bytes = b""):
   return ("other", _describe(data), "")
 
 
+def not_answering(peers: Mapping[str, str], *,
+                  timeout: float = 1.0) -> dict:
+  """The peers (name -> address) that answer neither in preflight nor as a
+  TensorFlow server within ``timeout`` seconds (all probed at once): gone,
+  stopped (the kernel still accepts, nobody speaks) or something else."""
+  answers = {}
+
+  def ask(name: str, address: str) -> None:
+    answers[name] = probe(address, timeout=timeout)
+
+  askers = [threading.Thread(target=ask, args=item, daemon=True)
+            for item in peers.items()]
+  for asker in askers:
+    asker.start()
+  for asker in askers:
+    asker.join(3 * timeout)  # connect, then one answer (two for a server)
+  return {name: address for name, address in peers.items()
+          if (answers.get(name) or ("",))[0] not in ("tfdist", "server")}
+
+
 def _answered(name: str, address: str, answer, *, task, digest: str,
               listener, restarts_together: bool, stale: set,
               silent: set) -> Optional[str]:

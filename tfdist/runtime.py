@@ -89,6 +89,9 @@ class Runtime(abc.ABC):
       preemption and on the restored step (tfdist.checkpoint).
   """
   workers_agree = False
+  # TensorFlow may hold the GIL in set-up and the first step while it waits
+  # for a peer (tfdist.deadlines).
+  may_hold_gil = False
 
   def __init__(self, config: TrainConfig, task: Optional[cluster_lib.Task]):
     self.config = config
@@ -214,11 +217,15 @@ class Runtime(abc.ABC):
     return lost_peers(own_task=self.task and self.task.name,
                       resume_hint=hint, phase=phase)
 
+  @contextlib.contextmanager
   def setting_up(self):
     """Around the set-up between the strategy and ``fit`` (variables
-    created and broadcast, a checkpoint restored, the start barrier): a
-    lost peer (TensorFlow's heartbeats end the collectives) is one line."""
-    return self._lost_peers("set-up")
+    created and broadcast, a checkpoint restored, the start barrier): a lost peer (TensorFlow's heartbeats end the
+    collectives) is one line, and so is a peer silent past the deadline."""
+    with deadlines.set_up(self.task, peer_timeout=self.config.peer_timeout,
+                          may_hold_gil=self.may_hold_gil), \
+        self._lost_peers("set-up"):
+      yield
 
   @contextlib.contextmanager
   def fitting(self):
@@ -238,7 +245,8 @@ class Runtime(abc.ABC):
   def first_step(self) -> deadlines.FirstStep:
     """The guard of ``fit``'s first step (tfdist.deadlines)."""
     return deadlines.FirstStep(self.task,
-                               peer_timeout=self.config.peer_timeout)
+                               peer_timeout=self.config.peer_timeout,
+                               may_hold_gil=self.may_hold_gil)
 
   def progress_watches(self) -> list:
     """Callbacks of ``fit`` that end the task when training stalls."""
@@ -328,6 +336,7 @@ class MultiWorkerRuntime(_AllReduceRuntime):
 
 class ParameterServerRuntime(Runtime):
   """The chief coordinates; workers run its steps, ps tasks hold variables."""
+  may_hold_gil = True
 
   @property
   def num_replicas(self) -> int:

@@ -3,7 +3,7 @@
 Owns: :func:`phase`, a guard around one blocking phase (strategy creation,
 the first step, a barrier, a checkpoint save) that ends the process when
 the phase outlives its deadline or ignores SIGINT/SIGTERM. Imports
-tfdist.errors, tfdist.cli and tfdist.console; no TensorFlow.
+tfdist.errors, cli, console, preflight and sentinel; no TensorFlow.
 
 Why a thread and a wakeup file descriptor: Python runs signal handlers only
 on the main thread, between bytecodes, and a main thread blocked inside
@@ -19,14 +19,18 @@ collectives, saves, the ClusterCoordinator's waits) but holds it in
 constructor), where no Python thread runs. For such a phase pass
 ``holds_gil=True``: SIGINT and SIGTERM then keep their default action (the
 kernel ends the process; a shell, tfdist.launch and Kubernetes report 130
-and 143), and SIGALRM's default action at deadline + grace is the backstop
-(reported as 142) behind TensorFlow's own deadline (tfdist.coordination).
+and 143). In such a phase (and one that ``may_hold_gil``) with a deadline,
+a tfdist.sentinel process, which needs no GIL, says the phase's line at
+deadline + grace and ends the task by SIGALRM (reported as 142): the
+backstop behind TensorFlow's own deadline (tfdist.coordination) and the
+watchdog's thread. SIGALRM's timer, 10 s later, is the sentinel's backstop.
 
 =========================================  ================================
 what happened in the phase                 the process
 =========================================  ================================
 deadline passed                            one line, exit 200 (PeerLost)
 SIGINT / SIGTERM, phase not left in grace  one line, exit 130 / 143
+either, and TensorFlow holds the GIL       the sentinel's line, 142
 =========================================  ================================
 """
 
@@ -45,15 +49,23 @@ from typing import Iterable, Mapping, Union
 from tfdist import cli
 from tfdist import console
 from tfdist import errors
+from tfdist import preflight
+from tfdist import sentinel as sentinel_lib
 
 _STATUS = {signal.SIGINT: errors.EXIT_INTERRUPTED,
            signal.SIGTERM: errors.EXIT_PREEMPTED}
 _stack = []  # the guards of the phases entered, innermost last
+# SIGALRM's timer after deadline + grace, when a sentinel acts first (its
+# probes of the peers take up to 3 s).
+_SENTINEL_BACKSTOP_S = 10.0
 
 
 def _names(peers: Union[Mapping[str, str], Iterable[str]]) -> list:
+  """The peers not heard from: of a name -> address mapping, those that do
+  not answer now (all of them if every one answers)."""
   if isinstance(peers, Mapping):
-    return [f"{name} at {address}" for name, address in peers.items()]
+    silent = preflight.not_answering(peers) or peers
+    return [f"{name} at {address}" for name, address in silent.items()]
   return list(peers)
 
 
@@ -64,7 +76,8 @@ class _Guard:
   watches); a signal the inner one saw is handed on when it ends.
   """
 
-  def __init__(self, name: str, deadline_s: float, peers: list,
+  def __init__(self, name: str, deadline_s: float,
+               peers: Union[Mapping[str, str], Iterable[str]],
                grace_s: float):
     self._name = name
     self._deadline_s = deadline_s
@@ -80,6 +93,16 @@ class _Guard:
     self._exiting = threading.Lock()
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name=f"watchdog: {name}")
+    self._sentinel = None
+
+  def start_sentinel(self) -> None:
+    """Hands the signals to a tfdist.sentinel first (after :meth:`start`),
+    which acts when this thread cannot."""
+    peers = self._peers if isinstance(self._peers, Mapping) else {}
+    self._sentinel = sentinel_lib.Sentinel(
+        name=self._name, deadline_s=self._deadline_s, grace_s=self.grace_s,
+        peers=peers, forward_fd=self._write)
+    signal.set_wakeup_fd(self._sentinel.wakeup_fd, warn_on_full_buffer=False)
 
   def start(self) -> int:
     """Starts watching; returns the wakeup descriptor it replaced."""
@@ -91,6 +114,8 @@ class _Guard:
     with self._exiting:  # not while the thread is ending the process
       self._done.set()
     signal.set_wakeup_fd(previous_fd)
+    if self._sentinel is not None:
+      self._sentinel.stop()
     os.write(self._write, b"\0")  # wakes the thread's select
     self._thread.join()
     os.close(self._read)
@@ -100,6 +125,8 @@ class _Guard:
     """The main thread's own handler ran for a signal (it was not blocked):
     it acts on that signal, not the guard."""
     self._handled += 1
+    if self._sentinel is not None:
+      self._sentinel.acknowledge()
 
   def _pending(self) -> bool:
     return self._seen > self._handled
@@ -156,7 +183,7 @@ class _Guard:
   def _end_expired(self) -> None:
     lost = errors.PeerLost(
         f"{self._name} did not finish within {self._deadline_s:.0f} s",
-        self._peers)
+        _names(self._peers))
     self._end(errors.EXIT_PEER_LOST, lambda: cli.report(lost))
 
   def _end_signalled(self, signum: signal.Signals) -> None:
@@ -202,16 +229,19 @@ def phase(name: str, *, deadline_s: float = math.inf,
     deadline_s: seconds after which the process ends with status 200
       (none by default: only signals are watched).
     peers: the peers the phase waits for (names, or name -> address),
-      named in the line when the deadline passes.
+      named in the line when the deadline passes (of a mapping, those
+      that do not answer then).
     grace_s: how long after SIGINT/SIGTERM the main thread may take to
       leave the phase (a KeyboardInterrupt, or finishing a save) before
       the process ends with 130/143 (unless the guard's ``acknowledge()``
       said the main thread's own handler ran).
     holds_gil: the phase blocks in C++ that holds the GIL (see the module
-      docstring): signals and the deadline then use default actions.
-    may_hold_gil: it may (a ps save registers a function with every
-      worker, holding the GIL, and waits for a stopped one): SIGALRM's
-      default action at deadline + grace is the backstop (status 142).
+      docstring): SIGINT and SIGTERM keep their default actions; a
+      sentinel acts at the deadline.
+    may_hold_gil: it may (under ps, registering a function with every
+      task, which waits for a stopped one: a save, the first step): the
+      watchdog's thread acts when it can, the sentinel when it cannot
+      (status 142).
 
   Must be entered from the main thread (``signal.set_wakeup_fd``). A phase
   entered inside another one watches alone until it ends.
@@ -219,14 +249,16 @@ def phase(name: str, *, deadline_s: float = math.inf,
   if threading.current_thread() is not threading.main_thread():
     raise RuntimeError(f"watchdog phase {name!r} outside the main thread")
   outer = _stack[-1] if _stack else None
-  guard = _Guard(name, deadline_s, _names(peers), grace_s)
+  guard = _Guard(name, deadline_s, peers, grace_s)
   if outer is not None:
     outer._suspend()  # pylint: disable=protected-access
   previous_fd = guard.start()
   _stack.append(guard)
   try:
+    if (holds_gil or may_hold_gil) and deadline_s != math.inf:
+      guard.start_sentinel()
     if holds_gil or may_hold_gil:
-      with _default_signals(deadline_s + grace_s, (
+      with _default_signals(deadline_s + grace_s + _SENTINEL_BACKSTOP_S, (
           signal.SIGINT, signal.SIGTERM, signal.SIGALRM) if holds_gil
                             else (signal.SIGALRM,)):
         yield guard

@@ -49,8 +49,9 @@ MEANINGS = {
     2: "preflight: a peer never answered within --peer_timeout",
     130: "interrupted",
     137: "SIGKILL (the target, or a stopped target killed at trial end)",
-    142: "a deadline's backstop (SIGALRM): TensorFlow held the main "
-         "thread past the deadline (a ps save waiting for a stopped worker)",
+    142: "the sentinel's SIGALRM: TensorFlow held the main thread (under "
+         "ps, registering a function with a stopped task) past a phase's "
+         "deadline or a signal's grace; its line says which",
     143: "preempted (SIGTERM): the job saved a checkpoint and stopped",
     200: "a lost peer or an expired peer deadline (retried)",
 }
