@@ -99,9 +99,14 @@ class _Guard:
     """Hands the signals to a tfdist.sentinel first (after :meth:`start`),
     which acts when this thread cannot."""
     peers = self._peers if isinstance(self._peers, Mapping) else {}
-    self._sentinel = sentinel_lib.Sentinel(
-        name=self._name, deadline_s=self._deadline_s, grace_s=self.grace_s,
-        peers=peers, forward_fd=self._write)
+    try:
+      self._sentinel = sentinel_lib.Sentinel(
+          name=self._name, deadline_s=self._deadline_s,
+          grace_s=self.grace_s, peers=peers, forward_fd=self._write)
+    except OSError as e:  # no process to spare: SIGALRM's timer remains
+      console.info(f"{self._name}: no sentinel ({e}); a frozen task ends "
+                   "by SIGALRM without a line")
+      return
     signal.set_wakeup_fd(self._sentinel.wakeup_fd, warn_on_full_buffer=False)
 
   def start(self) -> int:
