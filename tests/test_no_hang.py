@@ -336,6 +336,47 @@ def test_signal_ends_a_ps_chief_whose_ps_vanished(signum, status):
   assert not _error_lines(err), err[-3000:]
 
 
+def _answer_once(cluster: dict, name: str) -> threading.Thread:
+  """Answers one preflight handshake as ``name``, then closes its port: a
+  task that passed its peer's preflight and died at once."""
+  host, port = cluster_lib.split_address(_task(cluster, name).address,
+                                         where=name)
+  listener = socket.create_server((host, port))
+  handshake = (f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+               f"{name}\n").encode()
+
+  def answer():
+    with listener:
+      listener.settimeout(60)
+      connection, _ = listener.accept()
+      with connection:
+        connection.sendall(handshake)
+        connection.settimeout(5)
+        connection.recv(256)  # the peer's own handshake: it saw us
+  thread = threading.Thread(target=answer, daemon=True)
+  thread.start()
+  return thread
+
+
+def test_ps_worker_whose_chief_vanished_after_preflight_exits():
+  """The chief answered worker-0's preflight and died before its server
+  started (SIGTERM in start-up, in the chaos sweep): worker-0 exits 200
+  after --peer_timeout, not after a longer wait for a chief to come up."""
+  cluster = _ps_cluster()
+  chief = _answer_once(cluster, "chief-0")
+  ps = _StandIn(cluster, "ps-0")
+  try:
+    process = _start_trainer(cluster, "worker-0", "ps", 8)
+    chief.join(60)
+    assert not chief.is_alive(), "worker-0 never asked for chief-0"
+    status, err = _finish(process, timeout=8 + 10)
+  finally:
+    ps.close()
+  assert status == errors.EXIT_PEER_LOST, err[-3000:]
+  assert (f"chief-0 at {cluster['chief'][0]} has not answered for 8 s "
+          "without finishing; worker-0 exits") in err, err[-3000:]
+
+
 def test_ps_chief_names_its_vanished_peers_at_the_deadline():
   cluster = _ps_cluster()
   process = _past_preflight(cluster, "chief-0", "ps", 8)

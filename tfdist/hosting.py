@@ -254,15 +254,22 @@ def _start_server(task: cluster_lib.Task, *, peer_timeout: float) -> None:
       job_name=task.type, task_index=task.index, protocol="grpc", start=True)
 
 
-def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
-                    chief_grace: float, preempt_grace: float) -> Optional[int]:
+def _wait_for_chief(task: cluster_lib.Task, *, chief_grace: float,
+                    preempt_grace: float) -> Optional[int]:
   """Polls until the done marker appears (None) or this task must exit
-  without it (its exit status)."""
+  without it (its exit status).
+
+  The chief answered this task's preflight moments ago (or, for a task
+  rejoining a running job, a peer did and the chief had checked them all):
+  from then on it may be silent for at most ``chief_grace`` seconds (its
+  server starts right after its own preflight), not until a longer wait
+  for a chief that never came up.
+  """
   marker, request = done_marker(task.address), preempt_marker(task.address)
   restart = restart_marker(task.address)
   chief = task.cluster["chief"][0]
-  start = time.monotonic()
-  seen_at = asked_at = None
+  seen_at = time.monotonic()
+  asked_at = None
   restart_until = 0.0
   sigterm = threading.Event()
   # Only a flag: the request is written from the loop below.
@@ -288,11 +295,7 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
       seen_at = now
     elif now < restart_until:
       pass  # the chief re-executes itself: silent meanwhile
-    elif seen_at is None and now - start > chief_timeout:
-      console.info(f"chief-0 at {chief} did not come up within "
-                   f"{chief_timeout:.0f} s; {task.name} exits")
-      return errors.EXIT_PEER_LOST
-    elif seen_at is not None and now - seen_at > chief_grace:
+    elif now - seen_at > chief_grace:
       console.info(f"chief-0 at {chief} has not answered for "
                    f"{chief_grace:.0f} s without finishing; {task.name} exits")
       return errors.EXIT_PEER_LOST
@@ -300,7 +303,7 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_timeout: float,
   return None
 
 
-def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
+def host_until_done(task: cluster_lib.Task, *,
                     chief_grace: Optional[float] = None,
                     peer_timeout: float = 120.0,
                     preempt_grace: float = 20.0) -> int:
@@ -314,13 +317,13 @@ def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   143 when it signalled that the job was preempted (see :func:`signal_done`)
   or when this task got SIGTERM and the chief did not stop the job within
   ``preempt_grace`` seconds (Kubernetes kills a pod 30 s after SIGTERM by
-  default), 200 (a lost peer, retried) when the chief never came up within
-  ``chief_timeout`` seconds or did not answer (killed, or stopped) for
-  longer than ``chief_grace`` seconds without finishing (so that no task is
-  left behind waiting forever; a chief that said it restarts gets
-  ``RESTART_S`` for it). Raises ConfigError when a
-  peer is not up within ``peer_timeout`` seconds or was started from
-  another spec. ``chief_grace`` defaults to ``peer_timeout``.
+  default), 200 (a lost peer, retried) when the chief did not answer
+  (killed, or stopped) for longer than ``chief_grace`` seconds without
+  finishing, counted from this task's preflight, which it answered (so
+  that no task is left behind waiting forever; a chief that said it
+  restarts gets ``RESTART_S`` for it). Raises ConfigError when a peer is
+  not up within ``peer_timeout`` seconds or was started from another spec.
+  ``chief_grace`` defaults to ``peer_timeout``.
   """
   marker, request = done_marker(task.address), preempt_marker(task.address)
   # Left by an earlier job on the same address.
@@ -328,7 +331,7 @@ def host_until_done(task: cluster_lib.Task, *, chief_timeout: float = 300.0,
   _start_server(task, peer_timeout=peer_timeout)
   console.info(f"{task.name} hosting at {task.address} until chief-0 at "
                f"{task.cluster['chief'][0]} is done")
-  status = _wait_for_chief(task, chief_timeout=chief_timeout,
+  status = _wait_for_chief(task,
                            chief_grace=chief_grace or peer_timeout,
                            preempt_grace=preempt_grace)
   if status is not None:
