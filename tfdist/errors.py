@@ -11,6 +11,9 @@ status    meaning                                     on Kubernetes
 1         the program failed                          fails the job
 2         bad input (:class:`ConfigError`)            fails the job
 130       interrupted (SIGINT, Ctrl-C)                retried
+142       TensorFlow held the task's main thread past retried
+          a deadline or a signal's grace; ended by
+          tfdist.sentinel's SIGALRM, after its line
 143       preempted (SIGTERM; a checkpoint was saved) retried
 200       a peer was lost, or a phase's peer deadline retried
           expired (:class:`PeerLost`)
