@@ -6,6 +6,9 @@ python tests/stuck_task.py gil READY DEADLINE PEER_ADDRESS
   blocks in C code that holds the GIL (libc's sleep called through
   ctypes.PyDLL), as TensorFlow does while it registers a function with a
   stopped task: no Python thread runs, the sentinel acts.
+python tests/stuck_task.py frozen READY DEADLINE PEER_ADDRESS
+  a thread beats a heartbeat sentinel (as the ps chief's stall watch does)
+  for twice its deadline, then READY, then the GIL is held for good.
 python tests/stuck_task.py strategy READY DEADLINE TF_CONFIG
   runs preflight, then MultiWorkerMirroredStrategy's constructor, which
   blocks (holding the GIL) while a peer that passed preflight is gone.
@@ -54,6 +57,25 @@ def block_holding_the_gil(ready: str, deadline_s: float, peer: str) -> int:
     _ready(ready)
     for _ in range(2):  # a signal interrupts sleep(): sleep again
       ctypes.PyDLL(None).sleep(120)
+  return 0
+
+
+def freeze_after_heartbeats(ready: str, deadline_s: float, peer: str) -> int:
+  import ctypes
+  import threading
+  import time
+  from tfdist import sentinel
+  watching = sentinel.Sentinel(name="training", deadline_s=deadline_s,
+                               grace_s=1, peers={"worker-1": peer})
+
+  def beat():
+    while True:
+      time.sleep(0.2)
+      watching.beat()
+  threading.Thread(target=beat, daemon=True).start()
+  time.sleep(2 * deadline_s)  # beaten: the sentinel must not act
+  _ready(ready)
+  ctypes.PyDLL(None).sleep(120)
   return 0
 
 
@@ -114,6 +136,7 @@ def all_reduce_until_a_peer_stalls(ready: str, heartbeat_s: float,
 if __name__ == "__main__":
   mode, ready, deadline, arg = sys.argv[1:]
   run = {"op": block_in_op, "gil": block_holding_the_gil,
+         "frozen": freeze_after_heartbeats,
          "strategy": block_in_strategy,
          "allreduce": all_reduce_until_a_peer_stalls}[mode]
   sys.exit(run(ready, float(deadline), arg))

@@ -49,6 +49,7 @@ from tfdist import console
 from tfdist import coordination
 from tfdist import errors
 from tfdist import preflight
+from tfdist import sentinel as sentinel_lib
 from tfdist import watchdog
 
 # After TensorFlow's own deadline (+5 s, the margin it gives the leader's
@@ -293,10 +294,16 @@ class StallWatch:
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
   measured time between two signs of progress (about a step), at least
   ``_MIN_STALL_S``.
+
+  TensorFlow may also hold the GIL (a thread of its coordinator registering
+  a function with a stopped worker), where this thread cannot run either:
+  it beats a tfdist.sentinel at each sample, which ends the chief with one
+  line when no beat comes for ``_FROZEN_S`` (or twice the stall deadline).
   """
   _STEPS = 50
   _MIN_STALL_S = 10.0
   _SAMPLE_S = 0.2
+  _FROZEN_S = 60.0
 
   def __init__(self, task: cluster_lib.Task, *, stall_timeout: float = 0.0):
     self._task = task
@@ -305,6 +312,7 @@ class StallWatch:
     self._step_s = 0.0  # measured seconds between signs of progress
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
+    self._sentinel = None  # beaten by the thread: it ran
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name="watchdog: stalled peers")
 
@@ -338,6 +346,7 @@ class StallWatch:
     seen, since = (0, 0), time.monotonic()
     while True:  # until the process ends (a daemon thread)
       time.sleep(self._SAMPLE_S)  # a sampling interval
+      self._sentinel.beat()
       now, progress, watching = (time.monotonic(), self._progress(),
                                  self._watching)
       if progress != seen:
@@ -388,6 +397,11 @@ class StallWatch:
     cluster = getattr(coordinator, "_cluster", None)
     self._queue = getattr(cluster, "closure_queue", None)
     if self._queue is not None:
+      # Ends with the process (its pipe closes, on exec too).
+      self._sentinel = sentinel_lib.Sentinel(
+          name="training", deadline_s=max(self._FROZEN_S,
+                                          2 * self.deadline_s()),
+          grace_s=3.0, peers=_peers(self._task))
       self._thread.start()
 
   def callback(self):

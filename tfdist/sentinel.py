@@ -37,6 +37,7 @@ import time
 from typing import Mapping
 
 ACKNOWLEDGED = b"K"  # the task's own handler ran for the last signal
+HEARTBEAT = b"H"  # a thread of the task ran: the deadline starts again
 _SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 _MARGIN_S = 1.0  # after the watchdog's own moment: it acts first if it can
 
@@ -45,8 +46,9 @@ class Sentinel:
   """The task's side: one sentinel process for one phase."""
 
   def __init__(self, *, name: str, deadline_s: float, grace_s: float,
-               peers: Mapping[str, str], forward_fd: int):
-    """Starts the sentinel; forwards signal numbers to ``forward_fd``."""
+               peers: Mapping[str, str], forward_fd: int = -1):
+    """Starts the sentinel; forwards signal numbers to ``forward_fd`` (if
+    not -1: a sentinel that only watches heartbeats, see :meth:`beat`)."""
     read, self.wakeup_fd = os.pipe()
     os.set_blocking(self.wakeup_fd, False)  # the C handler must never block
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(
@@ -58,12 +60,20 @@ class Sentinel:
           [sys.executable, "-m", "tfdist.sentinel", str(os.getpid()),
            str(deadline_s), str(grace_s), str(forward_fd), name,
            json.dumps(dict(peers))],
-          stdin=read, pass_fds=(forward_fd,), env=environ)
+          stdin=read, pass_fds=(forward_fd,) if forward_fd >= 0 else (),
+          env=environ)
     finally:
       os.close(read)
 
   def acknowledge(self) -> None:
     os.write(self.wakeup_fd, ACKNOWLEDGED)
+
+  def beat(self) -> None:
+    """A thread of the task runs: the deadline counts from now."""
+    try:
+      os.write(self.wakeup_fd, HEARTBEAT)
+    except OSError:
+      pass  # a full pipe (the sentinel is slow to read) or a closed one
 
   def stop(self) -> None:
     """Ends the sentinel: the phase is over. Does not wait for it (a save
@@ -83,11 +93,14 @@ def _act(parent: int, line: str) -> None:
   os.kill(parent, signal.SIGALRM)
 
 
-def _expired(name: str, deadline_s: float, peers: dict) -> str:
+def _expired(name: str, deadline_s: float, peers: dict,
+             beating: bool) -> str:
   from tfdist import errors  # pylint: disable=g-import-not-at-top
   from tfdist import preflight  # pylint: disable=g-import-not-at-top
   silent = preflight.not_answering(peers) or peers
   lost = errors.PeerLost(
+      f"{name}: no thread of the task ran for {deadline_s:.0f} s "
+      "(TensorFlow holds its GIL)" if beating else
       f"{name} did not finish within {deadline_s:.0f} s (TensorFlow holds "
       "the task's main thread)",
       [f"{peer} at {address}" for peer, address in silent.items()])
@@ -102,17 +115,18 @@ def _signalled(name: str, signum: int, grace_s: float) -> str:
 
 def _watch(deadline_s: float, grace_s: float, forward_fd: int):
   """Hands the task's signal numbers on until the phase ends (None) or the
-  sentinel must act: returns the unacknowledged signal, or 0 at the
-  deadline."""
+  sentinel must act: returns the unacknowledged signal, 0 at the deadline,
+  or -1 at the deadline after heartbeats."""
   expires_at = time.monotonic() + deadline_s + grace_s
-  signum, signalled_at = None, 0.0
+  signum, signalled_at, beating = None, 0.0, False
   while True:
     acts_at = expires_at if signum is None else min(
         expires_at, signalled_at + grace_s + _MARGIN_S)
     if not select.select([0], [], [],
                          max(0.0, acts_at - time.monotonic()))[0]:
-      return signum if signum is not None and (
-          time.monotonic() < expires_at) else 0
+      if signum is not None and time.monotonic() < expires_at:
+        return signum
+      return -1 if beating else 0
     data = os.read(0, 64)
     if not data:
       return None  # the phase ended, or the task is gone
@@ -121,8 +135,14 @@ def _watch(deadline_s: float, grace_s: float, forward_fd: int):
         signum, signalled_at = number, time.monotonic()
       elif number == ACKNOWLEDGED[0]:
         signum = None
+      elif number == HEARTBEAT[0]:
+        beating = True
+        expires_at = time.monotonic() + deadline_s + grace_s
+    if forward_fd < 0:
+      continue
     try:
-      os.write(forward_fd, data.replace(ACKNOWLEDGED, b""))
+      os.write(forward_fd,
+               data.replace(ACKNOWLEDGED, b"").replace(HEARTBEAT, b""))
     except OSError:
       pass  # the watchdog's descriptor is closed: the phase is ending
 
@@ -131,10 +151,10 @@ def main(argv) -> int:
   parent, deadline_s, grace_s = int(argv[1]), float(argv[2]), float(argv[3])
   forward_fd, name, peers = int(argv[4]), argv[5], json.loads(argv[6])
   signum = _watch(deadline_s, grace_s, forward_fd)
-  if signum:
+  if signum is not None and signum > 0:
     _act(parent, _signalled(name, signum, grace_s))
-  elif signum == 0:
-    _act(parent, _expired(name, deadline_s, peers))
+  elif signum is not None:
+    _act(parent, _expired(name, deadline_s, peers, beating=signum < 0))
   return 0
 
 
