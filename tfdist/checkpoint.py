@@ -170,6 +170,29 @@ class _InitialCounters:
     return divmod(self.start_step, steps_per_epoch)
 
 
+def on_variables_task(model):
+  """A device scope for saving ``model`` (and its optimizer) under ps,
+  where every variable lives on one ps task.
+
+  TensorFlow's saver puts the checkpoint's object graph on the current
+  scope's CPU, by default the chief's: the save's tensors then span two
+  tasks, so its functional_saver traces the save into a new function on
+  every save and registers it with every task of the cluster, a stopped
+  worker too, which blocks the chief while holding the GIL. With every
+  tensor on the variables' task the save runs op by op there. Elsewhere
+  (one process, several ps tasks, multiworker) no scope.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  variables = list(model.variables)
+  if model.optimizer is not None:
+    variables += model.optimizer.variables
+  tasks = {tf.DeviceSpec.from_string(v.device).replace(
+      device_type=None, device_index=None).to_string() for v in variables}
+  if len(tasks) != 1 or "/job:ps" not in next(iter(tasks)):
+    return contextlib.nullcontext()
+  return tf.device(tasks.pop())
+
+
 class Checkpointing:
   """Saves and restores the training state of one compiled Keras model.
 
@@ -282,7 +305,8 @@ class Checkpointing:
         # counter agree.
         coordinator.join()
       step = self.step
-      path = self._manager.save(checkpoint_number=step)
+      with on_variables_task(self._model):
+        path = self._manager.save(checkpoint_number=step)
     if self._is_writer:
       _write_meta(self._manager.directory, self._signature)
     self.saved_step = step

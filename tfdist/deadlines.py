@@ -281,8 +281,8 @@ class StallWatch:
   returns. A thread watches the progress: the ClusterCoordinator's pending
   steps (queued and in flight) changing, or ``fit`` calling its batch hooks;
   when there is none for the deadline, it names the peers that no longer
-  answer (tfdist.preflight.probe: a stopped process accepts connections but
-  says nothing). When only some workers stalled and an entry point said how
+  answer (tfdist.preflight.probe_all, all at once: a stopped process
+  accepts connections but says nothing). When only some workers stalled and an entry point said how
   (:func:`on_stalled_workers`), the chief goes on without them; otherwise
   the process ends with status 200. In the first step (tracing; its own
   deadline) and at an epoch's end (evaluation, summaries: slow, but they
@@ -295,8 +295,9 @@ class StallWatch:
   measured time between two signs of progress (about a step), at least
   ``_MIN_STALL_S``.
 
-  TensorFlow may also hold the GIL (a thread of its coordinator registering
-  a function with a stopped worker), where this thread cannot run either:
+  TensorFlow may also hold the GIL (registering a new function with every
+  task, a stopped worker too: with several ps tasks, each save's), where
+  this thread cannot run either:
   it beats a tfdist.sentinel at each sample, which ends the chief with one
   line when no beat comes for ``_FROZEN_S`` (or twice the stall deadline).
   """
@@ -330,11 +331,12 @@ class StallWatch:
     """The peers (name -> address) that do not answer as a TensorFlow
     server (with ``stopped_only``, only those that accept connections and
     say nothing: not the dead ones the coordinator handles)."""
+    peers = _peers(self._task)
     silent = {}
-    for name, address in _peers(self._task).items():
-      kind = (preflight.probe(address) or ("gone",))[0]
+    for name, answer in preflight.probe_all(peers).items():
+      kind = (answer or ("gone",))[0]
       if kind == "silent" or (kind != "server" and not stopped_only):
-        silent[name] = address
+        silent[name] = peers[name]
     return silent
 
   def _measure(self, seconds: float) -> None:

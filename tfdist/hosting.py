@@ -257,7 +257,7 @@ def _start_server(task: cluster_lib.Task, *, peer_timeout: float) -> None:
 def _wait_for_chief(task: cluster_lib.Task, *, chief_grace: float,
                     preempt_grace: float) -> Optional[int]:
   """Polls until the done marker appears (None) or this task must exit
-  without it (its exit status).
+  without it (its exit status; PeerLost when the chief went silent).
 
   The chief answered this task's preflight moments ago (or, for a task
   rejoining a running job, a peer did and the chief had checked them all):
@@ -296,9 +296,9 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_grace: float,
     elif now < restart_until:
       pass  # the chief re-executes itself: silent meanwhile
     elif now - seen_at > chief_grace:
-      console.info(f"chief-0 at {chief} has not answered for "
-                   f"{chief_grace:.0f} s without finishing; {task.name} exits")
-      return errors.EXIT_PEER_LOST
+      raise errors.PeerLost(f"hosting: chief-0 did not answer for "
+                            f"{chief_grace:.0f} s without finishing",
+                            [f"chief-0 at {chief}"])
     time.sleep(0.5)  # a polling interval, not synchronisation
   return None
 
@@ -317,12 +317,12 @@ def host_until_done(task: cluster_lib.Task, *,
   143 when it signalled that the job was preempted (see :func:`signal_done`)
   or when this task got SIGTERM and the chief did not stop the job within
   ``preempt_grace`` seconds (Kubernetes kills a pod 30 s after SIGTERM by
-  default), 200 (a lost peer, retried) when the chief did not answer
-  (killed, or stopped) for longer than ``chief_grace`` seconds without
-  finishing, counted from this task's preflight, which it answered (so
-  that no task is left behind waiting forever; a chief that said it
-  restarts gets ``RESTART_S`` for it). Raises ConfigError when a peer is
-  not up within ``peer_timeout`` seconds or was started from another spec.
+  default). Raises PeerLost (status 200, retried) when the chief did not
+  answer (killed, or stopped) for longer than ``chief_grace`` seconds
+  without finishing, counted from this task's preflight, which it answered
+  (so that no task is left behind waiting forever; a chief that said it
+  restarts gets ``RESTART_S`` for it); ConfigError when a peer is not up
+  within ``peer_timeout`` seconds or was started from another spec.
   ``chief_grace`` defaults to ``peer_timeout``.
   """
   marker, request = done_marker(task.address), preempt_marker(task.address)

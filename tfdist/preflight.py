@@ -192,11 +192,9 @@ def probe(address: str, *, timeout: float = 1.0, introduce: bytes = b""):
   return ("other", _describe(data), "")
 
 
-def not_answering(peers: Mapping[str, str], *,
-                  timeout: float = 1.0) -> dict:
-  """The peers (name -> address) that answer neither in preflight nor as a
-  TensorFlow server within ``timeout`` seconds (all probed at once): gone,
-  stopped (the kernel still accepts, nobody speaks) or something else."""
+def probe_all(peers: Mapping[str, str], *, timeout: float = 1.0) -> dict:
+  """:func:`probe` of every peer (name -> address) at once: name -> its
+  answer (None for a peer that did not answer in time)."""
   answers = {}
 
   def ask(name: str, address: str) -> None:
@@ -208,8 +206,17 @@ def not_answering(peers: Mapping[str, str], *,
     asker.start()
   for asker in askers:
     asker.join(3 * timeout)  # connect, then one answer (two for a server)
+  return {name: answers.get(name) for name in peers}
+
+
+def not_answering(peers: Mapping[str, str], *,
+                  timeout: float = 1.0) -> dict:
+  """The peers (name -> address) that answer neither in preflight nor as a
+  TensorFlow server within ``timeout`` seconds (all probed at once): gone,
+  stopped (the kernel still accepts, nobody speaks) or something else."""
+  answers = probe_all(peers, timeout=timeout)
   return {name: address for name, address in peers.items()
-          if (answers.get(name) or ("",))[0] not in ("tfdist", "server")}
+          if (answers[name] or ("",))[0] not in ("tfdist", "server")}
 
 
 def _answered(name: str, address: str, answer, *, task, digest: str,

@@ -88,7 +88,8 @@ def run(config: TrainConfig, *, model_fn: Callable,
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
-      with runtime.save_deadline():
+      with (runtime.save_deadline(),
+            checkpoint_lib.on_variables_task(model)):
         tf.train.Checkpoint(model=model).write(
             os.path.join(out_dir, "final", "ckpt"))
 
