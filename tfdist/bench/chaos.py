@@ -14,6 +14,9 @@ every checkpoint left. A *hang* is a task still alive past its deadline
 (:func:`deadline_s`, counted from the action, or from the end of the task's
 own start-up if it was still starting): killed, and counted. Every status must be explained
 (:data:`MEANINGS`).
+``--strategies``, ``--phases``, ``--actions`` and ``--targets`` narrow
+the sweep, e.g. to ps workers stopped in training: the summary then also
+counts the jobs that finished without them, in place.
 
 Prints one line per trial and a summary table (per strategy and phase:
 trials, hangs, seconds until every other task exited); ``--out`` writes
@@ -154,6 +157,8 @@ def _wait_for_exits(job: jobs_lib.Job, names: list, acted_at: float,
 def _explained(status: Optional[int], errors: list) -> bool:
   if status not in MEANINGS:
     return False
+  if status in (142, 200) and not errors:
+    return False  # a lost peer or a deadline is told in one error line
   # 2 is only a peer that never answered preflight, never other bad input.
   return status != 2 or any("did not answer within" in line
                             or "never answered within" in line
@@ -171,11 +176,15 @@ def _end_stopped_target(job: jobs_lib.Job, target: str) -> None:
 
 def run_trial(index: int, strategy: str, phase: str, action: str,
               settings: Settings, workdir: str, rng: random.Random,
-              relaunch: bool = True) -> dict:
-  """One trial; returns its record (see the module docstring)."""
+              relaunch: bool = True, targets=None) -> dict:
+  """One trial; returns its record (see the module docstring). The target
+  is a random task, of the jobs in ``targets`` (e.g. ``("worker",)``) if
+  given."""
   model_dir = os.path.join(workdir, f"trial-{index}")
   job = jobs_lib.Job(strategy, settings.flags(model_dir))
-  target = rng.choice(sorted(job.task_names()))
+  target = rng.choice(sorted(
+      n for n in job.task_names()
+      if targets is None or n.rsplit("-", 1)[0] in targets))
   record = {"trial": index, "strategy": strategy, "phase": phase,
             "action": action, "target": target}
   try:
@@ -200,6 +209,10 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     job.wait(list(job.processes), time.monotonic() + 10)
     others = [n for n in watched if n != target]
     record.update(_outcome(job, acted_at, others, hung))
+    # A ps job that went on without a stopped worker (no relaunch).
+    record["healed"] = (strategy == "ps" and action == "SIGSTOP"
+                        and target.startswith("worker-")
+                        and record["statuses"].get(job.primary) == 0)
   finally:
     job.kill()
   if (relaunch and record["statuses"].get(job.primary) != 0
@@ -264,10 +277,10 @@ def checkpoints_readable(model_dir: str) -> bool:
 
 
 def plan(trials: int, seed: int, strategies=tuple(jobs_lib.SHAPES),
-         exclude=()) -> list:
+         exclude=(), phases=PHASES, actions=tuple(ACTIONS)) -> list:
   """(strategy, phase, action) per trial: every combination (but those in
   ``exclude``) in turn, in an order shuffled by ``seed``."""
-  combos = [(s, p, a) for s in strategies for p in PHASES for a in ACTIONS
+  combos = [(s, p, a) for s in strategies for p in phases for a in actions
             if (s, p, a) not in exclude]
   random.Random(seed).shuffle(combos)
   return [combos[i % len(combos)] for i in range(trials)]
@@ -291,23 +304,32 @@ def summary(records: list) -> str:
         f"{statistics.median(times):.1f} / {max(times):.1f} | "
         f"{sum(len(r['unexplained']) for r in group)} | "
         f"{sum(r['resumed'] for r in relaunched)} / {len(relaunched)} |")
+  stalled = [r for r in records
+             if r["acted_in"] == "training" and "healed" in r
+             and r["strategy"] == "ps" and r["action"] == "SIGSTOP"
+             and r["target"].startswith("worker-")]
+  if stalled:
+    rows.append(f"\nps workers stopped in training: "
+                f"{sum(r['healed'] for r in stalled)} of {len(stalled)} jobs "
+                "finished without them, in place")
   return "\n".join(rows)
 
 
 def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
           strategies=tuple(jobs_lib.SHAPES), relaunch: bool = True,
-          exclude=(),
+          exclude=(), phases=PHASES, actions=tuple(ACTIONS), targets=None,
           report=lambda record: print(_one_line(record))) -> list:
   """Runs ``trials`` trials; returns their records (each given to
-  ``report`` as it ends)."""
+  ``report`` as it ends). ``strategies``, ``phases``, ``actions`` and
+  ``targets`` (job names) narrow what is tried."""
   rng = random.Random(seed)
   workdir = tempfile.mkdtemp(prefix="tfdist-chaos-")
   records = []
   try:
     for index, (strategy, phase, action) in enumerate(
-        plan(trials, seed, strategies, exclude)):
+        plan(trials, seed, strategies, exclude, phases, actions)):
       record = run_trial(index, strategy, phase, action, settings, workdir,
-                         rng, relaunch=relaunch)
+                         rng, relaunch=relaunch, targets=targets)
       records.append(record)
       report(record)
   finally:
@@ -328,6 +350,27 @@ def _one_line(r: dict) -> str:
           f"checkpoints_readable={r['checkpoints_readable']}{relaunched}")
 
 
+# What a sweep may be narrowed to (flags of main(), arguments of sweep()).
+_NARROWING = {"strategies": tuple(jobs_lib.SHAPES), "phases": PHASES,
+              "actions": tuple(ACTIONS),
+              "targets": ("chief", "worker", "ps")}
+
+
+def _narrowing(args) -> dict:
+  """--strategies, --phases, --actions and --targets as sweep()'s
+  arguments; ConfigError on a name it does not know."""
+  chosen = {}
+  for name, choices in _NARROWING.items():
+    value = getattr(args, name)
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    wrong = [v for v in names if v not in choices]
+    if wrong or not names:
+      raise ConfigError(f"--{name}={value}: write a comma list of "
+                        f"{', '.join(choices)}")
+    chosen[name] = names
+  return chosen
+
+
 def main(argv=None) -> int:
   parser = cli.OneLineParser(prog="python -m tfdist.bench.chaos",
                              description=__doc__.split("\n\n")[0])
@@ -341,6 +384,9 @@ def main(argv=None) -> int:
                       help="more steps give training a wider window (on an "
                            "idle machine the default trains in about a "
                            "second, so most late actions land in shutdown)")
+  for name, choices in _NARROWING.items():
+    parser.add_argument(f"--{name}", default=",".join(choices),
+                        help=f"comma list, of {', '.join(choices)}")
   parser.add_argument("--out", help="write every trial as JSON here")
   parser.add_argument("--summarize",
                       help="only print the table of an --out file's trials "
@@ -365,7 +411,8 @@ def main(argv=None) -> int:
   settings = Settings(epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch)
   records = sweep(args.trials, seed=args.seed, settings=settings,
-                  relaunch=not args.no_relaunch, report=report)
+                  relaunch=not args.no_relaunch, report=report,
+                  **_narrowing(args))
   print(summary(records))
   hangs = sum(len(r["hangs"]) + len(r.get("relaunch_hangs", ()))
               for r in records)
