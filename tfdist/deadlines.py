@@ -282,9 +282,9 @@ class StallWatch:
   steps (queued and in flight) changing, or ``fit`` calling its batch hooks;
   when there is none for the deadline, it names the peers that no longer
   answer (tfdist.preflight.probe_all, all at once: a stopped process
-  accepts connections but says nothing). When only some workers stalled and an entry point said how
-  (:func:`on_stalled_workers`), the chief goes on without them; otherwise
-  the process ends with status 200. In the first step (tracing; its own
+  accepts connections but says nothing). When only some workers stalled
+  and an entry point said how (:func:`on_stalled_workers`), the chief goes
+  on without them; otherwise the process ends with status 200. In the first step (tracing; its own
   deadline) and at an epoch's end (evaluation, summaries: slow, but they
   may also wait for a stopped worker's step) it acts only on a stopped peer
   (one that accepts connections and says nothing), and so after ``fit``

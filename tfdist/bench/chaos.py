@@ -14,6 +14,7 @@ every checkpoint left. A *hang* is a task still alive past its deadline
 (:func:`deadline_s`, counted from the action, or from the end of the task's
 own start-up if it was still starting): killed, and counted. Every status must be explained
 (:data:`MEANINGS`).
+
 ``--strategies``, ``--phases``, ``--actions`` and ``--targets`` narrow
 the sweep, e.g. to ps workers stopped in training: the summary then also
 counts the jobs that finished without them, in place.
