@@ -284,9 +284,10 @@ class StallWatch:
   answer (tfdist.preflight.probe_all, all at once: a stopped process
   accepts connections but says nothing). When only some workers stalled
   and an entry point said how (:func:`on_stalled_workers`), the chief goes
-  on without them; otherwise the process ends with status 200. In the first step (tracing; its own
-  deadline) and at an epoch's end (evaluation, summaries: slow, but they
-  may also wait for a stopped worker's step) it acts only on a stopped peer
+  on without them; otherwise the process ends with status 200. In the
+  first step (tracing; its own deadline) and at an epoch's end
+  (evaluation, summaries: slow, but they may also wait for a stopped
+  worker's step) it acts only on a stopped peer
   (one that accepts connections and says nothing), and so after ``fit``
   until the process ends; a save is watched fully (see
   :func:`checkpoint_save`).
@@ -297,9 +298,9 @@ class StallWatch:
 
   TensorFlow may also hold the GIL (registering a new function with every
   task, a stopped worker too: with several ps tasks, each save's), where
-  this thread cannot run either:
-  it beats a tfdist.sentinel at each sample, which ends the chief with one
-  line when no beat comes for ``_FROZEN_S`` (or twice the stall deadline).
+  this thread cannot run either: it beats a tfdist.sentinel at each
+  sample, which ends the chief with one line when no beat comes for
+  ``_FROZEN_S`` (or twice the stall deadline).
   """
   _STEPS = 50
   _MIN_STALL_S = 10.0

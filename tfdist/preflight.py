@@ -219,6 +219,14 @@ def not_answering(peers: Mapping[str, str], *,
           if (answers[name] or ("",))[0] not in ("tfdist", "server")}
 
 
+def not_heard_from(peers: Mapping[str, str]) -> list:
+  """``name at address`` of the peers that do not answer now
+  (:func:`not_answering`), or of every peer if each one answers: what a
+  deadline's line names."""
+  silent = not_answering(peers) or peers
+  return [f"{name} at {address}" for name, address in silent.items()]
+
+
 def _answered(name: str, address: str, answer, *, task, digest: str,
               listener, restarts_together: bool, stale: set,
               silent: set) -> Optional[str]:

@@ -220,8 +220,9 @@ class Runtime(abc.ABC):
   @contextlib.contextmanager
   def setting_up(self):
     """Around the set-up between the strategy and ``fit`` (variables
-    created and broadcast, a checkpoint restored, the start barrier): a lost peer (TensorFlow's heartbeats end the
-    collectives) is one line, and so is a peer silent past the deadline."""
+    created and broadcast, a checkpoint restored, the start barrier): a
+    lost peer (TensorFlow's heartbeats end the collectives) is one line,
+    and so is a peer silent past the deadline."""
     with deadlines.set_up(self.task, peer_timeout=self.config.peer_timeout,
                           may_hold_gil=self.may_hold_gil), \
         self._lost_peers("set-up"):

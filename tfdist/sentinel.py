@@ -97,13 +97,12 @@ def _expired(name: str, deadline_s: float, peers: dict,
              beating: bool) -> str:
   from tfdist import errors  # pylint: disable=g-import-not-at-top
   from tfdist import preflight  # pylint: disable=g-import-not-at-top
-  silent = preflight.not_answering(peers) or peers
   lost = errors.PeerLost(
       f"{name}: no thread of the task ran for {deadline_s:.0f} s "
       "(TensorFlow holds its GIL)" if beating else
       f"{name} did not finish within {deadline_s:.0f} s (TensorFlow holds "
       "the task's main thread)",
-      [f"{peer} at {address}" for peer, address in silent.items()])
+      preflight.not_heard_from(peers))
   return f"error: {lost}"
 
 

@@ -64,8 +64,7 @@ def _names(peers: Union[Mapping[str, str], Iterable[str]]) -> list:
   """The peers not heard from: of a name -> address mapping, those that do
   not answer now (all of them if every one answers)."""
   if isinstance(peers, Mapping):
-    silent = preflight.not_answering(peers) or peers
-    return [f"{name} at {address}" for name, address in silent.items()]
+    return preflight.not_heard_from(peers)
   return list(peers)
 
 
