@@ -21,7 +21,7 @@ from tfdist import schedules  # pylint: disable=wrong-import-position
 from tfdist.bench import figures as bench_figures  # pylint: disable=wrong-import-position
 from tfdist.bench import plan as bench_plan  # pylint: disable=wrong-import-position
 from tfdist.bench import runner as bench_runner  # pylint: disable=wrong-import-position
-from tfdist import train  # pylint: disable=wrong-import-position
+from tfdist.config import TrainConfig  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -259,15 +259,15 @@ def test_warmup_schedule_follows_formula(lr_scaling):
 
 def test_recipe_and_all_reduce_flags_are_checked():
   with pytest.raises(ConfigError, match="--lr_scaling='sqrt'"):
-    train.TrainConfig(lr_scaling="sqrt")
+    TrainConfig(lr_scaling="sqrt")
   with pytest.raises(ConfigError, match="--warmup_epochs=-1"):
-    train.TrainConfig(warmup_epochs=-1)
+    TrainConfig(warmup_epochs=-1)
   with pytest.raises(ConfigError, match="--base_batch_size=0"):
-    train.TrainConfig(base_batch_size=0)
+    TrainConfig(base_batch_size=0)
   with pytest.raises(ConfigError, match="--all_reduce_dtype='bfloat8'"):
-    train.TrainConfig(all_reduce_dtype="bfloat8")
+    TrainConfig(all_reduce_dtype="bfloat8")
   with pytest.raises(ConfigError, match="--strategy=ps does not"):
-    train.TrainConfig(strategy="ps", all_reduce_dtype="float16")
+    TrainConfig(strategy="ps", all_reduce_dtype="float16")
 
 
 def test_trainer_rejects_float16_under_ps_in_one_line():

@@ -2,7 +2,7 @@
 
 Each field is one training setting: its name, type, default and help (the
 field's ``metadata["help"]``) are all there is; the trainers generate their
-absl flags from the fields (trainers/common.py) and only override defaults.
+absl flags from the fields (tfdist.app) and only override defaults.
 Everything here is checked without TensorFlow. Imports tfdist.checkpoint,
 communication, errors, fused_step, precision, schedules and strategy (their
 plain-Python checks and constants).

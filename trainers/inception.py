@@ -13,41 +13,41 @@ r"""Inception-style image classifiers, under any strategy.
 The flags of trainers.mnist, plus the model and the data's shape below.
 """
 
-import functools
-
-from absl import app
 from absl import flags
 
-from trainers import common  # sets TF_USE_LEGACY_KERAS before TF loads
+import tfdist
+from tfdist import app as tfdist_app
 from tfdist import data
 from tfdist import models
 from tfdist.errors import ConfigError
 
 MODELS = {"mini": "mini_inception", "v3": "inception_v3"}
+# Defaults for a batch-normalised convolutional network (the softmax
+# trainer's 0.5 plain SGD would diverge): momentum SGD, smaller steps.
+DEFAULTS = {"optimizer": "momentum", "learning_rate": 0.05, "batch_size": 64,
+            "epochs": 3}
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model", "mini",
-                    "mini: mini-Inception for 28-32 px images; v3: "
-                    "InceptionV3 (Keras Applications, from scratch), >= 75 px.")
-flags.DEFINE_float("width", 1.0,
-                   "--model=mini: multiplies every layer's filter count "
-                   "(0.125 makes a test-sized model).")
-flags.DEFINE_string("dataset", "mnist",
-                    f"{', '.join(data.TFDS_DATASETS)}: through TFDS, or "
-                    "mnist from --mnist_dir.")
-flags.DEFINE_string("image_shape", "28,28,1",
-                    "height,width,channels of the model's input: of the "
-                    "images for --data=synthetic; for --data=tfrecord and "
-                    "tfds the stored images are cropped (or upscaled) to it "
-                    "(default: their own shape, from the manifest).")
 
-# Defaults for a batch-normalised convolutional network (the softmax
-# trainer's 0.5 plain SGD would diverge): momentum SGD, smaller steps.
-FLAGS.set_default("optimizer", "momentum")
-FLAGS.set_default("learning_rate", 0.05)
-FLAGS.set_default("batch_size", 64)
-FLAGS.set_default("epochs", 3)
+def _define_flags() -> None:
+  """This trainer's own flags, beside tfdist's (defined when it runs, so
+  that importing the module for its model functions defines none)."""
+  flags.DEFINE_string("model", "mini",
+                      "mini: mini-Inception for 28-32 px images; v3: "
+                      "InceptionV3 (Keras Applications, from scratch), "
+                      ">= 75 px.")
+  flags.DEFINE_float("width", 1.0,
+                     "--model=mini: multiplies every layer's filter count "
+                     "(0.125 makes a test-sized model).")
+  flags.DEFINE_string("dataset", "mnist",
+                      f"{', '.join(data.TFDS_DATASETS)}: through TFDS, or "
+                      "mnist from --mnist_dir.")
+  flags.DEFINE_string("image_shape", "28,28,1",
+                      "height,width,channels of the model's input: of the "
+                      "images for --data=synthetic; for --data=tfrecord and "
+                      "tfds the stored images are cropped (or upscaled) to "
+                      "it (default: their own shape, from the manifest).")
 
 
 def _parse_shape(text: str) -> tuple:
@@ -72,7 +72,10 @@ def _data_options() -> dict:
                       f"--model={FLAGS.model}")
   if not FLAGS.width > 0:
     raise ConfigError(f"--width={FLAGS.width}: must be > 0")
-  source = common.data_source(FLAGS.dataset).kind
+  config = tfdist_app.data_config()
+  source = data.resolve_source(config.kind, mnist_dir=config.mnist_dir,
+                               tfds_name=FLAGS.dataset,
+                               tfds_data_dir=config.tfds_data_dir).kind
   shape = (_parse_shape(FLAGS.image_shape) if FLAGS["image_shape"].present
            else None)
   if source == "synthetic":
@@ -100,18 +103,20 @@ def _data_options() -> dict:
   return {"tfds_name": FLAGS.dataset, "image_shape": shape}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def model(input_shape, num_classes: int):
+  """The model --model and --width name."""
   if FLAGS.model == "mini":
-    # train.run calls model_fn(input_shape, num_classes): bind the width.
-    model_fn = functools.partial(models.mini_inception, width=FLAGS.width)
-    model_name = f"mini_inception_w{FLAGS.width:g}"
-  else:
-    model_fn, model_name = models.inception_v3, MODELS.get(FLAGS.model, "")
-  return common.run_trainer(model_fn=model_fn, model_name=model_name,
-                            data_options=_data_options)
+    return models.mini_inception(input_shape, num_classes, width=FLAGS.width)
+  return models.inception_v3(input_shape, num_classes)
+
+
+def model_name() -> str:
+  if FLAGS.model == "mini":
+    return f"mini_inception_w{FLAGS.width:g}"
+  return MODELS.get(FLAGS.model, "")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _define_flags()
+  tfdist.main(model, name=model_name, defaults=DEFAULTS,
+              data_options=_data_options)

@@ -3,20 +3,14 @@ r"""Softmax regression on MNIST (784 -> 10), under any strategy.
     python -m trainers.mnist --strategy=multiworker
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \
         python -m trainers.mnist --strategy=multiworker
+
+A trainer is what a user's own ``train.py`` is: a model function and the
+defaults that suit it, handed to :func:`tfdist.main` (every flag comes with
+it; ``--helpfull`` lists them).
 """
 
-from absl import app
-
-from trainers import common  # sets TF_USE_LEGACY_KERAS before TF loads
+import tfdist
 from tfdist import models
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  return common.run_trainer(model_fn=models.softmax_regression,
-                            model_name="softmax_regression")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  tfdist.main(models.softmax_regression)

@@ -137,8 +137,8 @@ def in_memory_task(examples: int, *, size: int = 32) -> dict:
   """Trains softmax on ``examples`` random images held in memory, as the
   trainer's in-memory path does; returns the trainer's result."""
   from tfdist import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfdist import loop  # pylint: disable=g-import-not-at-top
   from tfdist import models  # pylint: disable=g-import-not-at-top
-  from tfdist import train  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
 
   def split(n):
@@ -150,8 +150,8 @@ def in_memory_task(examples: int, *, size: int = 32) -> dict:
                              name="random")
   config = config_lib.TrainConfig(strategy="mirrored", num_cpu_devices=1,
                                   epochs=1, steps_per_epoch=300, verbose=0)
-  return train.run(config, model_fn=models.softmax_regression,
-                   dataset=sources.InMemorySource(dataset), task=None)
+  return loop.run(config, model_fn=models.softmax_regression,
+                  dataset=sources.InMemorySource(dataset), task=None)
 
 
 def jpeg_dir(work_dir: str, examples: int) -> str:

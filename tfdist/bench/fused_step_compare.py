@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-# Before TensorFlow is imported: tf.keras is tf-keras (see trainers.common).
+# Before TensorFlow is imported: tf.keras is tf-keras (see tfdist.app).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

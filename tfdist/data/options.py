@@ -1,7 +1,7 @@
 """Which data to train on: :class:`DataConfig`, one declaration per setting.
 
 Each field is one data setting; the trainers generate their absl flags from
-the fields (trainers/common.py), as they do for tfdist.config.TrainConfig.
+the fields (tfdist.app), as they do for tfdist.config.TrainConfig.
 Checked without TensorFlow. Imports tfdist.errors, tfdist.data (its
 choices) and tfdist.data.manifest (the default feature keys).
 """

@@ -1,0 +1,217 @@
+"""The command line of every training program: :func:`main`.
+
+A user's own ``train.py``::
+
+    import tfdist
+    from my_project.model import build
+
+    if __name__ == "__main__":
+      tfdist.main(build, defaults={"epochs": 10, "batch_size": 64})
+
+gets every flag of the shipped trainers, under all three strategies, with
+TF_CONFIG, tfdist.launch and Kubernetes. The flags are generated: one per
+field of tfdist.config.TrainConfig and tfdist.data.options.DataConfig (its
+name, type, default and help), plus ``--eval_timeout``; ``defaults`` only
+changes defaults. This module is the entry-point side: it reads the flags
+and the environment, sets what TensorFlow reads before it starts, and hands
+plain arguments to tfdist.lifecycle. Imports tfdist.cli, cluster, config,
+console, errors, lifecycle, tf_startup and data.options; absl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import typing
+from typing import Callable, Mapping, Optional, Union
+
+from absl import app as absl_app
+from absl import flags
+from absl import logging
+
+from tfdist import cli
+from tfdist import cluster as cluster_lib
+from tfdist import config as config_lib
+from tfdist import tf_startup
+from tfdist.data.options import DataConfig
+from tfdist.errors import ConfigError
+
+FLAGS = flags.FLAGS
+SETTINGS = (config_lib.TrainConfig, DataConfig)
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+           float: flags.DEFINE_float, str: flags.DEFINE_string,
+           Optional[str]: flags.DEFINE_string}
+# Not a training setting: the evaluator task's patience.
+_EVAL_TIMEOUT_HELP = ("Evaluator task: seconds without a new checkpoint "
+                      "before it gives up.")
+
+
+def prepare_environment(environ=os.environ) -> None:
+  """What an entry point sets before TensorFlow starts (a user's own
+  setting stands): tf.keras is tf-keras (Keras 2), the Keras that runs
+  all three strategies (Keras 3 cannot run ParameterServerStrategy; the
+  library's check says so in one line if a user chose it); TensorFlow's
+  C++ INFO lines (server options, device dumps) off; no CUDA error on a
+  machine without a GPU (tfdist.tf_startup)."""
+  environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+  environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  tf_startup.prepare(environ, has_gpu=tf_startup.has_gpu_device())
+
+
+def define_flags() -> None:
+  """One flag per settings field (once per process)."""
+  if "strategy" in FLAGS:
+    return
+  for settings_class in SETTINGS:
+    types = typing.get_type_hints(settings_class)
+    for field in dataclasses.fields(settings_class):
+      _DEFINE[types[field.name]](field.name, field.default,
+                                 field.metadata["help"])
+  flags.DEFINE_float("eval_timeout", 600.0, _EVAL_TIMEOUT_HELP)
+
+
+def set_defaults(defaults: Mapping[str, object]) -> None:
+  """New defaults for tfdist's flags; ConfigError names an unknown one."""
+  known = {f.name for s in SETTINGS for f in dataclasses.fields(s)}
+  known.add("eval_timeout")
+  for name, value in defaults.items():
+    if name not in known:
+      raise ConfigError(f"defaults={{{name!r}: ...}}: no such tfdist flag; "
+                        "see python -m tfdist.train --helpfull")
+    FLAGS.set_default(name, value)
+
+
+def _settings(settings_class, **overrides):
+  values = {field.name: FLAGS[field.name].value
+            for field in dataclasses.fields(settings_class)}
+  return settings_class(**{**values, **overrides})
+
+
+def train_config(task: Optional[cluster_lib.Task]) -> config_lib.TrainConfig:
+  """The training flags, checked. ``--verbose=-1``: a progress bar on a
+  terminal, one line per epoch in logs; only the chief reports."""
+  return _settings(config_lib.TrainConfig, verbose=config_lib.keras_verbosity(
+      FLAGS.verbose, is_chief=task is None or task.is_chief,
+      on_terminal=sys.stdout.isatty()))
+
+
+def data_config() -> DataConfig:
+  """The data flags, checked (no TensorFlow)."""
+  return _settings(DataConfig)
+
+
+Name = Union[str, Callable[[], str], None]
+
+
+def _model_name(model_fn: Callable, name: Name) -> str:
+  if callable(name):
+    return name()
+  return name or getattr(model_fn, "__name__", "model")
+
+
+def run(model_fn: Union[Callable, str], *, name: Name = None,
+        data_options: Optional[Callable[[], dict]] = None) -> int:
+  """Runs this process's task with the parsed flags; returns its status.
+
+  For an entry point that parses the flags itself (absl); :func:`main`
+  does that and calls this. Bad input is one ``error:`` line and status 2.
+  """
+  if not FLAGS["verbosity"].present:
+    # TensorFlow's Python INFO lines (one per all-reduce set-up) hide the
+    # training log; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
+  from tfdist import lifecycle  # pylint: disable=g-import-not-at-top
+
+  def run_checked() -> int:
+    function = (import_model(model_fn) if isinstance(model_fn, str)
+                else model_fn)
+    task = cluster_lib.task_from_environ(os.environ)
+    config = train_config(task)
+    data = data_config()  # every flag checked before any task starts
+    return lifecycle.run(
+        config=config, data_config=data, model_fn=function,
+        model_name=_model_name(function, name), task=task,
+        process=lifecycle.Process(sys.executable, tuple(sys.orig_argv),
+                                  dict(os.environ)),
+        eval_timeout=FLAGS.eval_timeout, data_options=data_options)
+
+  return cli.run(run_checked)
+
+
+def import_model(reference: str) -> Callable:
+  """The model function ``PACKAGE.MODULE:FUNCTION`` names, imported from
+  the Python path (the current directory first, under ``python -m``).
+
+  Raises:
+    ConfigError: not of that form, no such module or function, the
+      module's import failed, or the name is not a function.
+  """
+  flag = f"--model={reference}"
+  module_name, _, attribute = reference.partition(":")
+  if (not module_name or not attribute
+      or not all(part.isidentifier() for part in module_name.split("."))
+      or not all(part.isidentifier() for part in attribute.split("."))):
+    raise ConfigError(f"{flag}: name the model function as "
+                      "PACKAGE.MODULE:FUNCTION, e.g. "
+                      "--model=my_project.model:build")
+  try:
+    found = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name and module_name.startswith(e.name):
+      raise ConfigError(f"{flag}: no module {e.name} on the Python path; run "
+                        "from the directory that holds it, or pip install "
+                        "its project") from None
+    raise ConfigError(f"{flag}: importing {module_name} failed: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"{flag}: importing {module_name} failed "
+                      f"({type(e).__name__}: {e})") from None
+  for part in attribute.split("."):
+    if not hasattr(found, part):
+      raise ConfigError(f"{flag}: {module_name} has no {attribute}; define "
+                        f"def {attribute.split('.')[-1]}(features, "
+                        "num_classes) there, or name another function")
+    found = getattr(found, part)
+  if not callable(found):
+    raise ConfigError(f"{flag}: {attribute} is a {type(found).__name__}, "
+                      "not a function returning a Keras model")
+  return found
+
+
+def check_no_arguments(args) -> None:
+  """absl passes the words left after the flags: there must be none."""
+  if len(args) > 1:
+    raise absl_app.UsageError(f"unexpected arguments: {' '.join(args[1:])}")
+
+
+def main(model_fn: Union[Callable, str], *, name: Name = None,
+         defaults: Optional[Mapping[str, object]] = None,
+         argv: Optional[list] = None,
+         data_options: Optional[Callable[[], dict]] = None) -> None:
+  """Parses the command line, runs this process's task and exits.
+
+  Args:
+    model_fn: ``model_fn(input_shape, num_classes)`` returns an uncompiled
+      Keras model (see tfdist.models); called after the flags are parsed,
+      so it may read a program's own absl flags. Or
+      ``"PACKAGE.MODULE:FUNCTION"``, imported after the flags are parsed.
+    name: the result's and the checkpoints' model name, or a function of
+      no arguments returning it (called after the flags are parsed);
+      default: the model function's ``__name__``.
+    defaults: new defaults of tfdist's flags, e.g. ``{"epochs": 10}``.
+    argv: the command line (default ``sys.argv``).
+    data_options: see tfdist.lifecycle.run.
+  """
+  prepare_environment()
+  define_flags()
+  try:
+    set_defaults(defaults or {})
+  except ConfigError as e:
+    sys.exit(cli.report(e))
+
+  def absl_main(args):
+    check_no_arguments(args)
+    return run(model_fn, name=name, data_options=data_options)
+
+  absl_app.run(absl_main, argv=argv)

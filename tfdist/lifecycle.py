@@ -1,0 +1,139 @@
+"""One task's whole life in a job: its role, its work and how it ends.
+
+Owns :func:`run`: plan the task's role (tfdist.strategy.plan_role), then
+host (ps workers and ps tasks: tfdist.hosting), evaluate (the evaluator:
+tfdist.evaluator) or train (tfdist.loop); print the training task's result
+as one JSON line; go on without stalled ps workers by re-executing the ps
+chief (:func:`restart_without`); and end the process past TensorFlow's
+teardown where that would wait for a peer. Every argument is plain: the
+entry point (tfdist.app) reads the flags and the environment and hands
+them over. Imports tfdist.cluster, config, console, data, deadlines,
+errors, evaluator, hosting, loop, monitor, strategy and watchdog; TensorFlow
+only through them, once a task is known to need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Callable, Mapping, Optional, Sequence
+
+from tfdist import cli
+from tfdist import cluster as cluster_lib
+from tfdist import console
+from tfdist import deadlines
+from tfdist import errors
+from tfdist import evaluator
+from tfdist import hosting
+from tfdist import loop
+from tfdist import strategy as strategy_lib
+from tfdist import watchdog
+from tfdist.config import TrainConfig
+from tfdist.data import sources
+from tfdist.data.options import DataConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+  """How this process was started, so that it can start itself again.
+
+  Attributes:
+    executable: the interpreter's path (``sys.executable``).
+    argv: the full command line (``sys.orig_argv``), interpreter first.
+    environ: its environment (TF_CONFIG included).
+  """
+  executable: str
+  argv: Sequence[str]
+  environ: Mapping[str, str]
+
+
+def restart_without(process: Process, workers: list) -> None:
+  """Re-executes this ps chief with a cluster that leaves out ``workers``
+  (stalled: see tfdist.deadlines.StallWatch); it resumes from the last
+  checkpoint in --model_dir and trains with the other workers. Does not
+  return."""
+  task = cluster_lib.task_from_environ(process.environ)
+  # The others wait for the restart (the chief's address is silent until
+  # its preflight), not just the chief's usual grace.
+  hosting.signal_restart(task, skip=workers)
+  kept = [address for index, address in enumerate(task.cluster["worker"])
+          if f"worker-{index}" not in workers]
+  env = dict(process.environ, TF_CONFIG=cluster_lib.make_tf_config(
+      dict(task.cluster, worker=kept), task.type, task.index))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(process.executable, list(process.argv), env)
+
+
+def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
+        model_name: str, task: Optional[cluster_lib.Task], process: Process,
+        eval_timeout: float = 600.0,
+        data_options: Optional[Callable[[], dict]] = None) -> int:
+  """Runs this task's part of the job to its end; returns the exit status.
+
+  A lost peer or Ctrl-C ends the process at once (tfdist.watchdog.exit_now):
+  TensorFlow's teardown would first wait for the peers (its shutdown
+  barrier, a collective's or a remote call's pending calls). So does a
+  cluster task that is done, except under multiworker: every worker passed
+  the final barrier, so all are alive, and the coordination service's
+  leader must stay until the others have had the barrier's answer.
+
+  Args:
+    config: the training settings (checked).
+    data_config: the data settings (checked).
+    model_fn: builds the model (see tfdist.models).
+    model_name: the result's "model".
+    task: this process's task from TF_CONFIG, or None.
+    process: how this process was started (a ps chief restarts itself
+      without stalled workers).
+    eval_timeout: the evaluator task's patience for a new checkpoint.
+    data_options: called first, before TensorFlow is imported: checks an
+      entry point's own flags (raising ConfigError) and returns extra
+      keyword arguments of ``tfdist.data.sources.open_source``.
+  """
+  deadlines.on_stalled_workers(
+      lambda workers: restart_without(process, workers))
+  try:
+    status = _run_task(config=config, data_config=data_config,
+                       model_fn=model_fn, model_name=model_name, task=task,
+                       eval_timeout=eval_timeout, data_options=data_options)
+    if task is not None and config.strategy != "multiworker":
+      # Done, outputs written: TensorFlow's teardown would wait for any
+      # peer's pending remote call, forever for a stopped peer.
+      watchdog.exit_now(status)
+    return status
+  except errors.TaskLost as e:
+    watchdog.exit_now(cli.report(e))
+  except KeyboardInterrupt:
+    console.info("interrupted (SIGINT); exiting")
+    watchdog.exit_now(errors.EXIT_INTERRUPTED)
+
+
+def _run_task(*, config: TrainConfig, data_config: DataConfig,
+              model_fn: Callable, model_name: str,
+              task: Optional[cluster_lib.Task], eval_timeout: float,
+              data_options: Optional[Callable[[], dict]]) -> int:
+  """This task's part of the job: host, evaluate or train."""
+  options = data_options() if data_options else {}
+  role = strategy_lib.plan_role(config.strategy, task)
+  if role == strategy_lib.HOST:
+    cluster_lib.check_port_free(task)
+    status = hosting.host_until_done(task, peer_timeout=config.peer_timeout)
+    from tfdist import monitor  # pylint: disable=g-import-not-at-top
+    # Hosting tasks print no result: their memory is this line (read by
+    # tfdist.bench).
+    console.info(f"{task.name} peak memory {monitor.peak_rss_mb()} MiB")
+    return status
+  dataset = sources.open_source(data_config, seed=config.seed, **options)
+  if role == strategy_lib.EVALUATE:
+    result = evaluator.run(
+        model_fn=model_fn, dataset=dataset, model_dir=config.model_dir,
+        model_name=model_name, batch_size=config.eval_batch_size,
+        timeout=eval_timeout, task_name=task.name)
+  else:
+    result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
+                      model_name=model_name)
+  print(json.dumps(result), flush=True)
+  return errors.EXIT_OK
