@@ -18,6 +18,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
+from tfdist import features  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
@@ -100,8 +101,10 @@ def test_truncated_file_without_a_manifest(copy):
   line = one_error(verify(copy, "--num_classes=10"))
   assert line.startswith(f"error: {bad}: truncated or corrupt TFRecord")
   # The training pipeline reports it the same way, on its first read.
-  spec = records.RecordSpec(records.manifest_lib.FeatureKeys(), "png",
-                            (28, 28, 1), 10, (28, 28, 1))
+  spec = records.RecordSpec(
+      features=(features.image_feature((28, 28, 1), key="image/encoded",
+                                       encoding="png"),),
+      label_key="image/class/label", num_classes=10)
   files = records.list_files(f"{copy}/train-*")
   dataset = records.train_dataset_fn(files, spec, global_batch_size=8,
                                      report=lambda _: None)(
@@ -113,12 +116,20 @@ def test_truncated_file_without_a_manifest(copy):
 
 
 def test_record_without_the_feature_lists_its_keys(copy):
+  # With a manifest, the manifest names the keys: a flag that disagrees.
   line = one_error(verify(copy, "--image_key=image/png"))
   assert line == (
+      f"error: --image_key=image/png: the manifest beside {copy}/train-"
+      "00000-of-00002.tfrecord names the records' keys ('image/encoded'); "
+      "drop the flag")
+  # Without one, the flags name them: a key the records lack.
+  os.remove(copy / "manifest.json")
+  line = one_error(verify(copy, "--num_classes=10", "--image_key=image/png"))
+  assert line == (
       f"error: {copy}/train-00000-of-00002.tfrecord: its records have no "
-      "feature 'image/png' (they have image/class/label, image/encoded, "
-      "image/format, image/height, image/width); name the right one with "
-      "--image_key")
+      "'image/png' for feature 'images' (they have image/class/label, "
+      "image/encoded, image/format, image/height, image/width); name the "
+      "right keys with --image_key/--label_key")
 
 
 def test_label_outside_the_manifests_classes(copy):

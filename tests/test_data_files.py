@@ -84,8 +84,11 @@ def test_mnist_converts_to_shards_with_a_manifest(mnist_dir, mnist_records):
   assert printed["counts"] == {"train": len(mnist.train),
                                "test": len(mnist.test)}
   assert manifest["counts"] == printed["counts"]
-  assert manifest["image_shape"] == [28, 28, 1]
-  assert manifest["encoding"] == "png" and manifest["num_classes"] == 10
+  assert manifest["features"] == [{
+      "name": "images", "kind": "image", "shape": [28, 28, 1],
+      "key": "image/encoded", "encoding": "png"}]
+  assert manifest["label_key"] == "image/class/label"
+  assert manifest["num_classes"] == 10
   for split, split_files in manifest["splits"].items():
     assert len(split_files["files"]) == 4
     for name, count in zip(split_files["files"], split_files["examples"]):
@@ -161,7 +164,7 @@ def test_softmax_trains_from_the_shards(mnist_records):
   tf.keras.utils.set_random_seed(0)
   strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
   with strategy.scope():
-    model = models.softmax_regression(source.image_shape, source.num_classes)
+    model = models.softmax_regression(source.features, source.num_classes)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.5),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True))
@@ -182,7 +185,7 @@ def test_raw_pixels_read_as_the_in_memory_split(mnist_dir, tmp_path):
                  "--encoding=raw")
   assert result.returncode == 0, result.stderr
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
-  assert source.spec.encoding == "raw"
+  assert source.spec.features[0].encoding == "raw"
   mnist = data_lib.load_mnist_idx(mnist_dir)
   assert fingerprints(source.test_batches(999)) == fingerprints(
       sources.split_batches(mnist.test, 1000))

@@ -59,7 +59,7 @@ def test_png_folder_converts_and_reads(mnist_dir, tmp_path):
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   assert source.class_names == ["one", "two", "zero"]
   assert (source.image_shape, source.num_classes) == ((28, 28, 1), 3)
-  assert source.spec.encoding == "png"
+  assert source.spec.features[0].encoding == "png"
   assert fingerprints(source.test_batches(5)) == expected(
       [(images, [label] * len(images)) for label, images in test.items()])
   dataset = source.train_dataset_fn(16, seed=0)(tf.distribute.InputContext())
@@ -85,8 +85,8 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
                  "--shards=3")
   assert result.returncode == 0, result.stderr
   manifest = json.load(open(os.path.join(out, "manifest.json")))
-  assert (manifest["image_shape"], manifest["encoding"]) == ([40, 40, 3],
-                                                            "jpeg")
+  (image,) = manifest["features"]
+  assert (image["shape"], image["encoding"]) == ([40, 40, 3], "jpeg")
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*",
                               image_shape=(32, 32, 3))
   # Test images: the centre 32x32 of each stored JPEG (bytes kept as is).
@@ -101,7 +101,7 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
       tf.distribute.InputContext())
   images, labels = next(iter(dataset))
   assert images.shape == (8, 32, 32, 3) and labels.shape == (8,)
-  model = models.softmax_regression(source.image_shape, source.num_classes)
+  model = models.softmax_regression(source.features, source.num_classes)
   model.compile(optimizer="sgd", loss=tf.keras.losses.
                 SparseCategoricalCrossentropy(from_logits=True))
   history = model.fit(dataset, epochs=1, steps_per_epoch=4, verbose=0)
@@ -124,7 +124,8 @@ def test_images_of_several_sizes_need_image_size(tmp_path):
   result = write(f"--source={tmp_path / 'mixed'}", f"--out_dir={out}",
                  "--test_every=3", "--image_size=36")
   assert result.returncode == 0, result.stderr
-  assert json_lines(result.stdout)[-1]["image_shape"] == [36, 36, 3]
+  assert json_lines(result.stdout)[-1]["features"] == [
+      "images: image float32[36,36,3]"]
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   assert sum(len(y) for _, y in source.test_batches(4)) == 2
 

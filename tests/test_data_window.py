@@ -53,7 +53,7 @@ def test_each_pipeline_reads_its_files_once_per_epoch_shuffled(
   out = raw_shards
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   assert window.small(source.train_files) == bool(small_bytes)
-  assert source.spec.encoding == "raw"
+  assert source.spec.features[0].encoding == "raw"
   fn = records.train_dataset_fn(source.train_files, source.spec,
                                 global_batch_size=60, seed=1,
                                 shuffle_buffer=2000, report=lambda _: None)

@@ -85,19 +85,24 @@ def test_ps_chief_two_workers_one_ps(ps):
 
 # Runs in its own process: TensorFlow's device set-up is per process.
 MODEL_CHECKS = r"""
-import json, os
+import functools, json, os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
-from tfdist import models, precision
+from tfdist import contract, features, models, precision
 
 rng = np.random.default_rng(0)
 loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 out = {}
 
 # InceptionV3 at its smallest input: one training step on two images.
-v3 = models.inception_v3((75, 75, 3), 10)
+def images(shape):
+  feature = features.image_feature(shape)
+  return {feature.name: feature}
+
+
+v3 = models.inception_v3(images((75, 75, 3)), 10)
 v3.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss=loss)
 before = v3.get_weights()
 out["v3_loss"] = float(v3.train_on_batch(
@@ -109,9 +114,9 @@ out["v3_params"] = v3.count_params()
 
 # float16 (the GPU choice) on CPU: loss-scaled, synchronised batch norm.
 with precision.policy("mixed_float16"):
-  mini = models.with_sync_batch_norm(
-      models.mini_inception((28, 28, 1), 10, width=0.125))
-  mini = precision.float32_outputs(mini)
+  mini = models.with_sync_batch_norm(contract.build(
+      functools.partial(models.mini_inception, width=0.125),
+      images((28, 28, 1)), 10))
   mini.compile(optimizer=precision.loss_scaled(
       tf.keras.optimizers.SGD(0.01), "mixed_float16"), loss=loss)
 out["f16_loss"] = float(mini.train_on_batch(
@@ -125,7 +130,7 @@ out["sync_norms"] = [len(norms), sum(l.synchronized for l in norms)]
 out["policy_after"] = tf.keras.mixed_precision.global_policy().name
 
 # Our FLOPs count against TensorFlow's profiler of the frozen forward pass.
-m32 = models.mini_inception((28, 28, 1), 10, width=0.125)
+m32 = models.mini_inception(images((28, 28, 1)), 10, width=0.125)
 graph = convert_to_constants.convert_variables_to_constants_v2(
     tf.function(lambda x: m32(x, training=False)).get_concrete_function(
         tf.TensorSpec([1, 28, 28, 1]))).graph

@@ -2,10 +2,21 @@
 
 The public names, kept stable (everything else is internal):
 
-``tfdist.main(model_fn, *, name=None, defaults=None)``
+``tfdist.main(model_fn, *, name=None, defaults=None, optimizer_fn=None, check_flags=None)``
   A training program's whole entry point: parses the flags, runs this
   process's task of the job (train, host or evaluate) and exits
   (tfdist.app.main).
+``tfdist.Feature``
+  One input of a model: name, kind (image, numeric, id, id_list), shape,
+  dtype (tfdist.features); a model function gets a dict of them.
+``tfdist.keras_inputs(features)``
+  The Keras inputs of those features: one, or a dict by name.
+``tfdist.ConfigError``
+  Bad input: raised by a model function or a program's flag check, it
+  ends the program with one ``error:`` line and status 2.
+
+The model-function contract (what a model function gets and returns, what
+tfdist owns): tfdist.contract.
 
 The commands: ``python -m tfdist.train``, ``tfdist.launch``,
 ``tfdist.tfconfig``, ``tfdist.data``, ``tfdist.predict``, ``tfdist.k8s``,
@@ -20,7 +31,8 @@ import importlib
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
-_PUBLIC = {"main": "tfdist.app"}
+_PUBLIC = {"main": "tfdist.app", "Feature": "tfdist.features",
+           "keras_inputs": "tfdist.features", "ConfigError": "tfdist.errors"}
 
 
 def __getattr__(name):

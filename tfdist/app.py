@@ -112,7 +112,8 @@ def _model_name(model_fn: Callable, name: Name) -> str:
 
 
 def run(model_fn: Union[Callable, str], *, name: Name = None,
-        data_options: Optional[Callable[[], dict]] = None) -> int:
+        optimizer_fn: Optional[Callable] = None,
+        check_flags: Optional[Callable[[], None]] = None) -> int:
   """Runs this process's task with the parsed flags; returns its status.
 
   For an entry point that parses the flags itself (absl); :func:`main`
@@ -130,12 +131,15 @@ def run(model_fn: Union[Callable, str], *, name: Name = None,
     task = cluster_lib.task_from_environ(os.environ)
     config = train_config(task)
     data = data_config()  # every flag checked before any task starts
+    data.source()  # where the data is, checked without TensorFlow
+    if check_flags is not None:
+      check_flags()
     return lifecycle.run(
         config=config, data_config=data, model_fn=function,
         model_name=_model_name(function, name), task=task,
         process=lifecycle.Process(sys.executable, tuple(sys.orig_argv),
                                   dict(os.environ)),
-        eval_timeout=FLAGS.eval_timeout, data_options=data_options)
+        eval_timeout=FLAGS.eval_timeout, optimizer_fn=optimizer_fn)
 
   return cli.run(run_checked)
 
@@ -187,21 +191,27 @@ def check_no_arguments(args) -> None:
 
 def main(model_fn: Union[Callable, str], *, name: Name = None,
          defaults: Optional[Mapping[str, object]] = None,
-         argv: Optional[list] = None,
-         data_options: Optional[Callable[[], dict]] = None) -> None:
+         optimizer_fn: Optional[Callable] = None,
+         check_flags: Optional[Callable[[], None]] = None,
+         argv: Optional[list] = None) -> None:
   """Parses the command line, runs this process's task and exits.
 
   Args:
-    model_fn: ``model_fn(input_shape, num_classes)`` returns an uncompiled
-      Keras model (see tfdist.models); called after the flags are parsed,
-      so it may read a program's own absl flags. Or
+    model_fn: ``model_fn(features, num_classes)`` returns an uncompiled
+      Keras model (the contract: tfdist.contract); called after the flags
+      are parsed, so it may read a program's own absl flags. Or
       ``"PACKAGE.MODULE:FUNCTION"``, imported after the flags are parsed.
     name: the result's and the checkpoints' model name, or a function of
       no arguments returning it (called after the flags are parsed);
       default: the model function's ``__name__``.
     defaults: new defaults of tfdist's flags, e.g. ``{"epochs": 10}``.
+    optimizer_fn: ``optimizer_fn(learning_rate)`` returns a tf.keras
+      optimizer (``learning_rate`` a float or a schedule: --learning_rate
+      after the large-batch recipe); default: --optimizer's.
+    check_flags: called once the flags are parsed, before TensorFlow
+      starts: checks a program's own flags; a ``tfdist.ConfigError`` it
+      raises is the program's one ``error:`` line (status 2).
     argv: the command line (default ``sys.argv``).
-    data_options: see tfdist.lifecycle.run.
   """
   prepare_environment()
   define_flags()
@@ -212,6 +222,7 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
 
   def absl_main(args):
     check_no_arguments(args)
-    return run(model_fn, name=name, data_options=data_options)
+    return run(model_fn, name=name, optimizer_fn=optimizer_fn,
+               check_flags=check_flags)
 
   absl_app.run(absl_main, argv=argv)

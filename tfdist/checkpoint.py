@@ -46,6 +46,7 @@ import time
 from typing import Callable, Optional
 
 from tfdist import console
+from tfdist import features as features_lib
 from tfdist.errors import ConfigError, Preempted
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -101,9 +102,10 @@ def latest(model_dir: str) -> Optional[str]:
   return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
 
 
-def model_signature(*, model_name: str, image_shape, num_classes: int) -> dict:
-  """What a checkpoint must match to be resumed or evaluated."""
-  return {"model": model_name, "image_shape": list(image_shape),
+def model_signature(*, model_name: str, features, num_classes: int) -> dict:
+  """What a checkpoint must match to be resumed or evaluated: the model's
+  name, its inputs (tfdist.features.signature) and classes."""
+  return {"model": model_name, "inputs": features_lib.signature(features),
           "num_classes": num_classes}
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import console
+from tfdist import contract
 from tfdist import evaluation
 from tfdist import errors
 from tfdist.data import sources
@@ -71,13 +72,14 @@ def run(*, model_fn: Callable, dataset: sources.Source,
   if not timeout > 0:
     raise ConfigError(f"--eval_timeout={timeout}: must be > 0")
   signature = checkpoint_lib.model_signature(
-      model_name=model_name, image_shape=dataset.image_shape,
+      model_name=model_name, features=dataset.features,
       num_classes=dataset.num_classes)
   checkpoint_lib.check_model_dir(model_dir, signature=signature)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # A plain model, no strategy: the evaluator is one process.
-  model = model_fn(dataset.image_shape, dataset.num_classes)
+  model = contract.build(model_fn, dataset.features, dataset.num_classes,
+                         name=model_name)
   reader = tf.train.Checkpoint(model=model)
   writer = tf.summary.create_file_writer(os.path.join(model_dir, EVAL_SUBDIR))
   console.info(f"{task_name} evaluates new checkpoints of {model_dir}")

@@ -7,31 +7,45 @@ Layout of an export directory, the one TensorFlow Serving reads::
     EXPORT_DIR/model.tflite       float TensorFlow Lite model (--tflite)
     EXPORT_DIR/model_quant.tflite dynamic-range quantised (--tflite_quantize)
 
-Every SavedModel has two signatures over images of the training data's shape
-(28x28x1 for MNIST, the dataset's shape for any other trainer):
+Every SavedModel's ``serving_default`` signature takes the training data's
+features by name (tfdist.features), one input each:
 
-``serving_default``
-  ``images``: uint8 ``[batch, H, W, C]``, raw pixels 0..255.
-``serving_float``
-  ``images``: float32 ``[batch, H, W, C]``, pixels scaled to 0..1.
+==========  ===========================================================
+kind        input
+==========  ===========================================================
+``image``   uint8 ``[batch, H, W, C]``, raw pixels 0..255 (``images`` for
+            the image datasets of tfdist.data)
+``numeric`` float32 ``[batch, n]``
+``id``      int64 ``[batch]``
+``id_list`` int64 ``[batch, length]``, each row's ids padded with -1 to the
+            batch's longest list (a signature takes no ragged tensor)
+==========  ===========================================================
 
-Both return ``probabilities`` (float32 ``[batch, classes]``) and ``classes``
-(int64 ``[batch]``, the most probable class). The TFLite models carry
-``serving_default``.
+A dataset of one image also gets ``serving_float``: the image as float32
+scaled to 0..1. Both return ``probabilities`` (float32 ``[batch,
+classes]``) and ``classes`` (int64 ``[batch]``, the most probable class).
+The TFLite models carry ``serving_default`` (not for id lists: TFLite takes
+no ragged ids).
 
 The export is built from a plain copy of the trained model, made outside any
 distribution strategy: ``get_weights`` reads every variable wherever it lives
-(mirrored on each replica, or on the ps tasks under ``ps``), so one function
-exports from every strategy, without collectives, on the chief alone.
+(mirrored on each replica, or on the ps tasks under ``ps``; a variable
+sharded over several ps tasks is read whole), so one function exports from
+every strategy, without collectives, on the chief alone, and the
+SavedModel holds whole variables that ``tf.saved_model.load`` and
+TensorFlow Serving read. Imports tfdist.console, contract and features;
+TensorFlow lazily.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from tfdist import console
+from tfdist import contract
+from tfdist import features as features_lib
 
 SAVED_MODEL_FILE = "saved_model.pb"
 TFLITE_FILE = "model.tflite"
@@ -52,8 +66,7 @@ def versions(export_dir: str) -> list:
                     os.path.join(export_dir, name, SAVED_MODEL_FILE)))
 
 
-def plain_copy(model, *, model_fn: Callable, image_shape: Sequence[int],
-               num_classes: int):
+def plain_copy(model, *, model_fn: Callable, features, num_classes: int):
   """A copy of ``model`` built outside any strategy, with its current weights.
 
   Raises:
@@ -64,44 +77,74 @@ def plain_copy(model, *, model_fn: Callable, image_shape: Sequence[int],
   if tf.distribute.has_strategy():
     raise ValueError("plain_copy must be called outside strategy.scope(): "
                      "the copy has to hold ordinary, local variables")
-  copy = model_fn(tuple(image_shape), num_classes)
-  # Reads mirrored variables locally and ps variables over RPC: the trained
-  # values, whichever strategy trained them.
+  copy = contract.build(model_fn, features, num_classes)
+  # Reads mirrored variables locally and ps variables over RPC (a sharded
+  # one from each of its ps tasks, concatenated): the trained values,
+  # whichever strategy trained them.
   copy.set_weights(model.get_weights())
   return copy
 
 
-def serving_module(model, *, image_shape: Sequence[int]):
-  """A ``tf.Module`` whose two functions are the serving signatures.
+def _input_spec(tf, feature):
+  """The serving input of one feature (see the module docstring)."""
+  if feature.kind == "image":
+    return tf.TensorSpec([None, *feature.shape], tf.uint8, name=feature.name)
+  if feature.kind == "numeric":
+    return tf.TensorSpec([None, *feature.shape], tf.float32,
+                         name=feature.name)
+  if feature.kind == "id":
+    return tf.TensorSpec([None], tf.int64, name=feature.name)
+  return tf.TensorSpec([None, None], tf.int64, name=feature.name)
 
-  ``model`` must output logits from images scaled to 0..1, the input that
-  tfdist.data feeds during training.
+
+def _model_inputs(tf, features, served: dict):
+  """What the model is called with, from the serving inputs: images
+  scaled to 0..1 (as tfdist.data feeds them), id lists made ragged."""
+  inputs = {}
+  for name, feature in features.items():
+    value = served[name]
+    if feature.kind == "image" and value.dtype == tf.uint8:
+      value = tf.cast(value, tf.float32) / 255.0
+    elif feature.kind == "id_list":
+      value = tf.RaggedTensor.from_tensor(value, padding=-1)
+    inputs[name] = value
+  return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+
+
+def serving_module(model, *, features, probabilities: bool = False):
+  """A ``tf.Module`` whose functions are the serving signatures.
+
+  ``model`` must take its inputs as tfdist.data feeds them (images scaled
+  to 0..1) and output logits, or ``probabilities``.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  shape = [None, *image_shape]
+  names = list(features)
 
   class Serving(tf.Module):
-    """Raw images in, class probabilities and the predicted class out."""
+    """Features in, class probabilities and the predicted class out."""
 
     def __init__(self):
       super().__init__(name="serving")
       self.model = model  # tracked: the SavedModel saves its variables
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32,
-                                                name="images")])
-    def serve_float(self, images):
-      probabilities = tf.nn.softmax(self.model(images, training=False))
-      return {"probabilities": probabilities,
-              "classes": tf.argmax(probabilities, axis=-1)}
+    def predict(self, served: dict):
+      scores = self.model(_model_inputs(tf, features, served),
+                          training=False)
+      probs = scores if probabilities else tf.nn.softmax(scores)
+      return {"probabilities": probs,
+              "classes": tf.argmax(probs, axis=-1)}
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8,
-                                                name="images")])
-    def serve_uint8(self, images):
-      # The same scaling as training (tfdist.data), so served predictions
-      # equal the trainer's evaluation exactly.
-      return self.serve_float(tf.cast(images, tf.float32) / 255.0)
-
-  return Serving()
+  module = Serving()
+  module.serve = tf.function(
+      lambda *args: module.predict(dict(zip(names, args))),
+      input_signature=[_input_spec(tf, f) for f in features.values()])
+  image = features_lib.single_image(features)
+  if image is not None:
+    module.serve_float = tf.function(
+        lambda images: module.predict({image.name: images}),
+        input_signature=[tf.TensorSpec([None, *image.shape], tf.float32,
+                                       name=image.name)])
+  return module
 
 
 def _write_tflite(saved_model_dir: str, path: str, *, quantize: bool) -> None:
@@ -121,9 +164,9 @@ def _write_tflite(saved_model_dir: str, path: str, *, quantize: bool) -> None:
   os.replace(temp, path)
 
 
-def export(model, *, model_fn: Callable, image_shape: Sequence[int],
-           num_classes: int, export_dir: str, tflite: bool = False,
-           tflite_quantize: bool = False,
+def export(model, *, model_fn: Callable, features, num_classes: int,
+           export_dir: str, probabilities: bool = False,
+           tflite: bool = False, tflite_quantize: bool = False,
            digest_fn: Optional[Callable] = None) -> dict:
   """Writes the next SavedModel version of ``model`` (and TFLite models).
 
@@ -132,11 +175,12 @@ def export(model, *, model_fn: Callable, image_shape: Sequence[int],
   its version number, the name TensorFlow Serving watches for.
 
   Args:
-    model: the trained Keras model (any strategy), outputting logits.
-    model_fn: the function that built it, ``(input_shape, num_classes)``.
-    image_shape: ``(H, W, C)`` of the training images.
+    model: the trained Keras model (any strategy).
+    model_fn: the function that built it (tfdist.contract).
+    features: the features it takes (tfdist.features).
     num_classes: how many classes the model predicts.
     export_dir: the export directory (created if missing).
+    probabilities: the model outputs probabilities, not logits.
     tflite: also write ``model.tflite`` (float).
     tflite_quantize: also write ``model_quant.tflite`` (dynamic range).
     digest_fn: if given, ``digest_fn(copy)`` is reported as
@@ -147,9 +191,10 @@ def export(model, *, model_fn: Callable, image_shape: Sequence[int],
     ``tflite_quant`` (None when not written), ``weights_digest``.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  copy = plain_copy(model, model_fn=model_fn, image_shape=image_shape,
+  copy = plain_copy(model, model_fn=model_fn, features=features,
                     num_classes=num_classes)
-  module = serving_module(copy, image_shape=image_shape)
+  module = serving_module(copy, features=features,
+                          probabilities=probabilities)
   os.makedirs(export_dir, exist_ok=True)
   version = (versions(export_dir) or [0])[-1] + 1
   # A name that is not a number: TensorFlow Serving ignores it while it fills.
@@ -159,9 +204,10 @@ def export(model, *, model_fn: Callable, image_shape: Sequence[int],
   # a server running as another user can read the version.
   os.makedirs(temp)
   try:
-    tf.saved_model.save(module, temp, signatures={
-        "serving_default": module.serve_uint8,
-        "serving_float": module.serve_float})
+    signatures = {"serving_default": module.serve}
+    if hasattr(module, "serve_float"):
+      signatures["serving_float"] = module.serve_float
+    tf.saved_model.save(module, temp, signatures=signatures)
     result = {"saved_model": os.path.join(export_dir, str(version)),
               "version": version, "tflite": None, "tflite_quant": None}
     for wanted, key, name, quantize in (

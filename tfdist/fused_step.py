@@ -219,26 +219,28 @@ def _micro_batch(model, x, y, *, denominator, scale_parts: float):
 
 
 def _local_gradients(model, x, y, accumulate_steps: int):
-  """This replica's gradient sum and metric sums over its K micro-batches."""
+  """This replica's gradient sum and metric sums over its K micro-batches.
+
+  ``x`` is the model's input: a tensor, a RaggedTensor (ids) or a dict of
+  them; the labels ``y`` count the examples.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-  local_examples = tf.cast(tf.shape(x)[0], tf.float32)
-  denominator = local_examples * replicas
+  local_examples = tf.shape(y)[0]
+  denominator = tf.cast(local_examples, tf.float32) * replicas
   scale_parts = float(replicas * accumulate_steps)
   if accumulate_steps == 1:
     return _micro_batch(model, x, y, denominator=denominator,
                         scale_parts=scale_parts)
-
-  def split(t):
-    # [K*B, ...] -> [K, B, ...]: micro-batch i is the i-th B examples.
-    return tf.reshape(t, tf.concat([[accumulate_steps, -1],
-                                    tf.shape(t)[1:]], axis=0))
-
-  micro_x, micro_y = split(x), split(y)
+  micro = local_examples // accumulate_steps
 
   def body(i, grads, sums):
-    g, s = _micro_batch(model, micro_x[i], micro_y[i],
-                        denominator=denominator, scale_parts=scale_parts)
+    # Micro-batch i is the i-th ``micro`` examples (rows of a ragged id
+    # list too).
+    rows = slice(i * micro, (i + 1) * micro)
+    g, s = _micro_batch(model, tf.nest.map_structure(lambda t: t[rows], x),
+                        y[rows], denominator=denominator,
+                        scale_parts=scale_parts)
     return i + 1, [a + b for a, b in zip(grads, g)], sums + s
 
   zeros = [tf.zeros_like(v, dtype=v.dtype) for v in model.trainable_variables]

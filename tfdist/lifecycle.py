@@ -70,7 +70,7 @@ def restart_without(process: Process, workers: list) -> None:
 def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
         model_name: str, task: Optional[cluster_lib.Task], process: Process,
         eval_timeout: float = 600.0,
-        data_options: Optional[Callable[[], dict]] = None) -> int:
+        optimizer_fn: Optional[Callable] = None) -> int:
   """Runs this task's part of the job to its end; returns the exit status.
 
   A lost peer or Ctrl-C ends the process at once (tfdist.watchdog.exit_now):
@@ -83,22 +83,21 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
   Args:
     config: the training settings (checked).
     data_config: the data settings (checked).
-    model_fn: builds the model (see tfdist.models).
+    model_fn: builds the model (tfdist.contract).
     model_name: the result's "model".
     task: this process's task from TF_CONFIG, or None.
     process: how this process was started (a ps chief restarts itself
       without stalled workers).
     eval_timeout: the evaluator task's patience for a new checkpoint.
-    data_options: called first, before TensorFlow is imported: checks an
-      entry point's own flags (raising ConfigError) and returns extra
-      keyword arguments of ``tfdist.data.sources.open_source``.
+    optimizer_fn: ``optimizer_fn(learning_rate)`` returns the optimizer
+      (default: ``config.optimizer``'s).
   """
   deadlines.on_stalled_workers(
       lambda workers: restart_without(process, workers))
   try:
     status = _run_task(config=config, data_config=data_config,
                        model_fn=model_fn, model_name=model_name, task=task,
-                       eval_timeout=eval_timeout, data_options=data_options)
+                       eval_timeout=eval_timeout, optimizer_fn=optimizer_fn)
     if task is not None and config.strategy != "multiworker":
       # Done, outputs written: TensorFlow's teardown would wait for any
       # peer's pending remote call, forever for a stopped peer.
@@ -114,9 +113,8 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
 def _run_task(*, config: TrainConfig, data_config: DataConfig,
               model_fn: Callable, model_name: str,
               task: Optional[cluster_lib.Task], eval_timeout: float,
-              data_options: Optional[Callable[[], dict]]) -> int:
+              optimizer_fn: Optional[Callable]) -> int:
   """This task's part of the job: host, evaluate or train."""
-  options = data_options() if data_options else {}
   role = strategy_lib.plan_role(config.strategy, task)
   if role == strategy_lib.HOST:
     cluster_lib.check_port_free(task)
@@ -126,7 +124,7 @@ def _run_task(*, config: TrainConfig, data_config: DataConfig,
     # tfdist.bench).
     console.info(f"{task.name} peak memory {monitor.peak_rss_mb()} MiB")
     return status
-  dataset = sources.open_source(data_config, seed=config.seed, **options)
+  dataset = sources.open_source(data_config, seed=config.seed)
   if role == strategy_lib.EVALUATE:
     result = evaluator.run(
         model_fn=model_fn, dataset=dataset, model_dir=config.model_dir,
@@ -134,6 +132,6 @@ def _run_task(*, config: TrainConfig, data_config: DataConfig,
         timeout=eval_timeout, task_name=task.name)
   else:
     result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
-                      model_name=model_name)
+                      model_name=model_name, optimizer_fn=optimizer_fn)
   print(json.dumps(result), flush=True)
   return errors.EXIT_OK

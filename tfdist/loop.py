@@ -23,6 +23,7 @@ import numpy as np
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import console
+from tfdist import contract
 from tfdist import export as export_lib
 from tfdist import models as models_lib
 from tfdist import precision as precision_lib
@@ -36,10 +37,13 @@ from tfdist.evaluation import accuracy, weights_digest
 
 def run(config: TrainConfig, *, model_fn: Callable,
         dataset: sources.Source, task: Optional[cluster_lib.Task],
-        model_name: str = "") -> dict:
+        model_name: str = "",
+        optimizer_fn: Optional[Callable] = None) -> dict:
   """Trains ``model_fn``'s model on ``dataset`` under ``config.strategy``.
 
   Call only for a task whose role (see strategy.plan_role) is TRAIN.
+  ``model_fn`` follows tfdist.contract; ``optimizer_fn(learning_rate)``,
+  if given, returns the Keras optimizer instead of ``config.optimizer``'s.
 
   Returns:
     The result: strategy, replicas, batch, timings, test accuracy, the
@@ -47,9 +51,9 @@ def run(config: TrainConfig, *, model_fn: Callable,
   """
   runtime = runtime_lib.create(config, task)
   signature = checkpoint_lib.model_signature(
-      model_name=model_name, image_shape=dataset.image_shape,
+      model_name=model_name, features=dataset.features,
       num_classes=dataset.num_classes)
-  _check_before_tensorflow(runtime, signature)
+  _check_before_tensorflow(runtime, signature, dataset.features)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   runtime.start()
@@ -58,7 +62,9 @@ def run(config: TrainConfig, *, model_fn: Callable,
   with runtime.setting_up():
     model, dtype_policy = build_model(runtime, model_fn=model_fn,
                                       dataset=dataset,
-                                      steps_per_epoch=steps_per_epoch)
+                                      steps_per_epoch=steps_per_epoch,
+                                      name=model_name,
+                                      optimizer_fn=optimizer_fn)
   name = model_name or model.name
   if runtime.is_chief:
     _announce(runtime, model, name=name, dtype_policy=dtype_policy,
@@ -116,7 +122,7 @@ def _check_writable(directory: str, flag: str) -> None:
 
 
 def _check_before_tensorflow(runtime: runtime_lib.Runtime,
-                             signature: dict) -> None:
+                             signature: dict, features) -> None:
   """Every check that needs no TensorFlow, so it fails in one line first."""
   config = runtime.config
   if runtime.is_chief:
@@ -128,6 +134,12 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
     checkpoint_lib.check_model_dir(config.model_dir, signature=signature)
   if runtime.task is not None:
     cluster_lib.check_port_free(runtime.task)
+  if config.tflite or config.tflite_quantize:
+    lists = [f.name for f in features.values() if f.ragged]
+    if lists:
+      raise ConfigError(f"--tflite: TFLite models take fixed-size inputs, "
+                        f"and {lists[0]!r} is a list of ids; drop --tflite "
+                        "(the SavedModel serves it)")
 
 
 def _steps_per_epoch(runtime: runtime_lib.Runtime, num_examples: int) -> int:
@@ -149,11 +161,21 @@ def _verbosity(runtime: runtime_lib.Runtime) -> int:
                          on_terminal=False)
 
 
-def make_optimizer(runtime: runtime_lib.Runtime, learning_rate):
-  """The optimizer of config.optimizer, at ``learning_rate`` (a float or a
-  schedule), as the runtime applies it."""
+def make_optimizer(runtime: runtime_lib.Runtime, learning_rate,
+                   optimizer_fn: Optional[Callable] = None):
+  """The optimizer of config.optimizer (or ``optimizer_fn``'s), at
+  ``learning_rate`` (a float or a schedule), as the runtime applies it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   keras = tf.keras
+  if optimizer_fn is not None:
+    optimizer = optimizer_fn(learning_rate)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+      raise ConfigError(f"optimizer_fn returned a {type(optimizer).__name__}, "
+                        "not a tf.keras optimizer; return e.g. "
+                        "tf.keras.optimizers.Adam(learning_rate)")
+    # The runtime's subclass only changes how gradients are all-reduced.
+    optimizer.__class__ = runtime.optimizer_class(type(optimizer))
+    return optimizer
   sgd, adam = (runtime.optimizer_class(c)
                for c in (keras.optimizers.SGD, keras.optimizers.Adam))
   name = runtime.config.optimizer
@@ -165,7 +187,8 @@ def make_optimizer(runtime: runtime_lib.Runtime, learning_rate):
 
 
 def build_model(runtime: runtime_lib.Runtime, *, model_fn: Callable,
-                dataset: sources.Source, steps_per_epoch: int):
+                dataset: sources.Source, steps_per_epoch: int, name: str = "",
+                optimizer_fn: Optional[Callable] = None):
   """The compiled model, in the strategy's scope; returns (model, policy)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config = runtime.config
@@ -180,14 +203,18 @@ def build_model(runtime: runtime_lib.Runtime, *, model_fn: Callable,
       has_gpu=bool(tf.config.list_physical_devices("GPU")),
       strategy=config.strategy)
   with runtime.strategy.scope(), precision_lib.policy(dtype_policy):
-    model = model_fn(dataset.image_shape, dataset.num_classes)
+    model = contract.build(model_fn, dataset.features, dataset.num_classes,
+                           name=name or getattr(model_fn, "__name__", ""))
     if config.sync_batch_norm:
       model = models_lib.with_sync_batch_norm(model)
-    model = precision_lib.float32_outputs(model)
+    sample, _ = next(iter(dataset.test_batches(8)))
+    probabilities = contract.returns_probabilities(model, sample)
     model.compile(
         optimizer=precision_lib.loss_scaled(
-            make_optimizer(runtime, learning_rate), dtype_policy),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            make_optimizer(runtime, learning_rate, optimizer_fn),
+            dtype_policy),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(
+            from_logits=not probabilities),
         metrics=["accuracy"],
         steps_per_execution=config.steps_per_execution)
   runtime.configure_compiled(model)
@@ -283,6 +310,7 @@ def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
                      if history.get("loss") else None),
       "test_accuracy": round(test_accuracy, 5),
       **_model_size(model),
+      "model_outputs": contract.outputs_kind(model),
       "dtype_policy": dtype_policy,
       "sync_batch_norm": config.sync_batch_norm,
       # Mean training loss of each epoch run here (the chief's view).
@@ -314,8 +342,9 @@ def _write_outputs(runtime: runtime_lib.Runtime, model, result: dict, *,
     # runs before the runtime's finish, while the ps tasks still hold the
     # variables.
     result["export"] = export_lib.export(
-        model, model_fn=model_fn, image_shape=dataset.image_shape,
+        model, model_fn=model_fn, features=dataset.features,
         num_classes=dataset.num_classes, export_dir=config.export_dir,
+        probabilities=result["model_outputs"] == "probabilities",
         tflite=config.tflite, tflite_quantize=config.tflite_quantize,
         digest_fn=weights_digest)
   if out_dir is not None:

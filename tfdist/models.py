@@ -1,31 +1,86 @@
-"""Models: plain Keras functions, the same under every strategy.
+"""The shipped models: model functions, the same under every strategy.
 
-A model function takes ``(input_shape, num_classes)`` and returns an
-uncompiled Keras model that outputs logits. It must be called inside
-``strategy.scope()`` (the training loop does that), so the strategy decides
-where the variables live: mirrored on each replica, or on the ps tasks.
+Each is a model function of the contract (tfdist.contract):
+``model_fn(features, num_classes)`` returns an uncompiled Keras model that
+outputs logits. The training loop calls it inside ``strategy.scope()``, so
+the strategy decides where the variables live: mirrored on each replica,
+or on the ps tasks. Imports tfdist.errors and tfdist.features; TensorFlow
+lazily.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tfdist import features as features_lib
 from tfdist.errors import ConfigError
 
 
-def softmax_regression(input_shape, num_classes: int):
-  """784 -> 10 softmax regression: the model of the Distributed TF talk.
+def softmax_regression(features, num_classes: int):
+  """A linear classifier over any features: softmax regression.
 
-  Returns logits; the loss applies the softmax.
+  On MNIST (one 28x28x1 image) it is the 784 -> 10 model of the
+  Distributed TF talk. Every feature adds its linear term to the logits:
+  images and numeric vectors through a dense layer (a numeric feature
+  standardised first when its manifest gives its mean and standard
+  deviation), an id through an
+  embedding row of ``num_classes`` weights (a one-hot input's weights),
+  an id list through the sum of its ids' rows (a bag of ids). Zero
+  initial weights, as the talk's model. Returns logits; the loss applies
+  the softmax.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   keras = tf.keras
-  return keras.Sequential([
-      keras.layers.InputLayer(input_shape=tuple(input_shape)),
-      keras.layers.Flatten(),
-      keras.layers.Dense(num_classes, kernel_initializer="zeros",
-                         name="logits"),
-  ], name="softmax_regression")
+  image = features_lib.single_image(features)
+  if image is not None:
+    return keras.Sequential([
+        keras.layers.InputLayer(input_shape=tuple(image.shape)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(num_classes, kernel_initializer="zeros",
+                           name="logits"),
+    ], name="softmax_regression")
+  inputs = {name: feature.keras_input() for name, feature in features.items()}
+  terms = [_linear_term(tf, feature, inputs[name], num_classes)
+           for name, feature in features.items()]
+  logits = terms[0] if len(terms) == 1 else keras.layers.Add(
+      name="logits")(terms)
+  single = len(inputs) == 1
+  return keras.Model(next(iter(inputs.values())) if single else inputs,
+                     logits, name="softmax_regression")
+
+
+def _linear_term(tf, feature, tensor, num_classes: int):
+  """One feature's contribution to a linear model's logits."""
+  keras = tf.keras
+  name = f"{feature.name}_weights"
+  if feature.kind == "numeric" and feature.mean:
+    # Standardised with the training split's statistics (the manifest's).
+    tensor = keras.layers.Normalization(
+        mean=list(feature.mean), variance=[s * s for s in feature.std],
+        name=f"{feature.name}_standardized")(tensor)
+  if feature.kind in ("image", "numeric"):
+    flat = keras.layers.Flatten(name=f"{feature.name}_flat")(tensor)
+    return keras.layers.Dense(num_classes, kernel_initializer="zeros",
+                              name=name)(flat)
+  rows = keras.layers.Embedding(feature.num_ids, num_classes,
+                                embeddings_initializer="zeros", name=name)
+  if feature.kind == "id":
+    return rows(tensor)
+  # The rows of a ragged list of ids, summed: a bag of ids.
+  return keras.layers.Lambda(lambda ragged: tf.reduce_sum(ragged, axis=1),
+                             name=f"{feature.name}_bag")(rows(tensor))
+
+
+def image_input_shape(features, model_name: str) -> tuple:
+  """The shape of the one image an image model takes; ConfigError when
+  the data is not one image."""
+  image = features_lib.single_image(features)
+  if image is None:
+    raise ConfigError(
+        f"{model_name} classifies images, but the data has "
+        f"{', '.join(f.describe() for f in features.values())}; use "
+        "softmax_regression or your own model function")
+  return tuple(image.shape)
 
 
 # The smallest image side each model takes, checked without TensorFlow so a
@@ -120,7 +175,7 @@ def _logits(keras, x, num_classes: int):
   return keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
 
 
-def mini_inception(input_shape, num_classes: int, *, width: float = 1.0):
+def mini_inception(features, num_classes: int, *, width: float = 1.0):
   """A small Inception for 28-32 px images (MNIST, CIFAR-10): 38 layers.
 
   A stem convolution; an Inception module at full resolution; a downsample
@@ -129,7 +184,7 @@ def mini_inception(input_shape, num_classes: int, *, width: float = 1.0):
   convolution is followed by batch norm and ReLU.
 
   Args:
-    input_shape: (height, width, channels), at least 16x16.
+    features: one image feature, at least 16x16.
     num_classes: outputs (logits).
     width: multiplies every layer's filter count (at least 1 filter each);
       1.0 is 0.42 M parameters and 94 MFLOPs per 28x28 example, 0.125 a
@@ -139,6 +194,7 @@ def mini_inception(input_shape, num_classes: int, *, width: float = 1.0):
   keras = tf.keras
   if not width > 0:
     raise ConfigError(f"--width={width}: must be > 0")
+  input_shape = image_input_shape(features, "mini_inception")
   check_image_shape("mini_inception", input_shape)
 
   def c(filters):
@@ -162,7 +218,7 @@ def mini_inception(input_shape, num_classes: int, *, width: float = 1.0):
                      name="mini_inception")
 
 
-def inception_v3(input_shape, num_classes: int):
+def inception_v3(features, num_classes: int):
   """InceptionV3 (Keras Applications), random weights, trained from scratch.
 
   Keras' network up to its global average pool, then our float32 logits
@@ -170,6 +226,7 @@ def inception_v3(input_shape, num_classes: int):
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   keras = tf.keras
+  input_shape = image_input_shape(features, "inception_v3")
   check_image_shape("inception_v3", input_shape)
   # One flat functional model (not Keras' model nested in ours), so that
   # with_sync_batch_norm's clone reaches every batch-norm layer.
@@ -211,22 +268,29 @@ def with_sync_batch_norm(model):
 def flops_per_example(model) -> int:
   """Floating-point operations of one example's forward pass.
 
-  Counts 2 per multiply-add of the convolutions and dense layers, the
-  convention of the Inception papers; batch norm, activations and pooling
-  are a few percent more and left out. Training costs about 3x this.
+  Counts 2 per multiply-add of the convolutions and dense layers (nested
+  models' too), the convention of the Inception papers; batch norm,
+  activations, pooling and embedding lookups are a few percent more and
+  left out. Training costs about 3x this. A layer of a subclassed model
+  has no recorded output shape: a dense one counts once per example, a
+  convolution not at all.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   keras = tf.keras
   total = 0
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.Conv2D):
+  for layer in model.submodules:
+    try:
+      output_shape = layer.output_shape
+    except (AttributeError, RuntimeError):
+      output_shape = None
+    if isinstance(layer, keras.layers.Conv2D) and output_shape:
       kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
-      _, out_h, out_w, _ = layer.output_shape
+      _, out_h, out_w, _ = output_shape
       total += 2 * out_h * out_w * kernel_h * kernel_w * (
           channels_in * channels_out)
     elif isinstance(layer, keras.layers.Dense):
       inputs, outputs = layer.kernel.shape
       # A Dense on a (batch, ..., features) input runs once per position.
-      positions = int(np.prod(layer.output_shape[1:-1]))
+      positions = int(np.prod(output_shape[1:-1])) if output_shape else 1
       total += 2 * inputs * outputs * positions
   return int(total)

@@ -13,7 +13,7 @@ Which 16-bit type (``--mixed_precision_dtype=auto`` picks):
 The policy is Keras' global one, set only while the model is built and
 compiled (:func:`policy`), so one process can build models of both kinds.
 Variables stay float32; logits are float32 (see models._logits and
-:func:`float32_outputs`) so the softmax keeps its precision.
+tfdist.contract.build) so the softmax keeps its precision.
 """
 
 from __future__ import annotations
@@ -77,18 +77,3 @@ def loss_scaled(optimizer, name: str):
   if name != "mixed_float16":
     return optimizer
   return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-
-
-def float32_outputs(model):
-  """``model`` with float32 outputs: itself, or itself plus a cast layer.
-
-  For model functions that do not make their logits float32 themselves
-  (softmax_regression): the loss's softmax then still runs in float32.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  keras = tf.keras
-  if model.output.dtype == tf.float32:
-    return model
-  outputs = keras.layers.Activation("linear", dtype="float32",
-                                    name="float32_logits")(model.output)
-  return keras.Model(model.inputs, outputs, name=model.name)

@@ -41,7 +41,7 @@ def fit(*, dataset: sources.Source, batch_size: int, epochs: int,
   from tfdist import monitor  # pylint: disable=g-import-not-at-top
   from tfdist import evaluation  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
-  model = model_fn(dataset.image_shape, dataset.num_classes)
+  model = model_fn(dataset.features, dataset.num_classes)
   model.compile(
       optimizer=tf.keras.optimizers.SGD(learning_rate, momentum=momentum),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -37,6 +37,7 @@ import numpy as np
 
 from tfdist import cli
 from tfdist import data as data_lib
+from tfdist import features as features_lib
 from tfdist.bench import report as report_lib
 from tfdist.bench import runner
 from tfdist.data import manifest as manifest_lib
@@ -95,8 +96,9 @@ def write_jpeg_shards(out_dir: str, *, train_examples: int,
         sizes=[os.path.getsize(os.path.join(out_dir, n)) for n in names])
   manifest = manifest_lib.Manifest(
       num_classes=num_classes, class_names=[str(i) for i in range(num_classes)],
-      image_shape=(size, size, 3), encoding="jpeg", keys=keys, splits=splits,
-      source="generated")
+      features=(features_lib.image_feature((size, size, 3), key=keys.image,
+                                           encoding="jpeg"),),
+      label_key=keys.label, splits=splits, source="generated")
   with open(manifest_lib.manifest_path(out_dir), "w") as f:
     f.write(manifest.to_json())
   return out_dir

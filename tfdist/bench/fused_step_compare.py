@@ -45,7 +45,7 @@ def _train(strategy, dataset, *, fused: bool, args) -> dict:
   pipeline_batch = args.batch_size * replicas * k
   tf.keras.utils.set_random_seed(args.seed)
   with strategy.scope():
-    model = models.softmax_regression(dataset.image_shape, dataset.num_classes)
+    model = models.softmax_regression(dataset.features, dataset.num_classes)
     optimizer = tf.keras.optimizers.SGD(args.learning_rate)
     if args.loss_scale:
       optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)

@@ -39,7 +39,7 @@ def measure(dataset: data_lib.Dataset, *, workers: int, batch_size: int,
   from tfdist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   strategy = strategy_lib.create("ps", task=None, local_ps_workers=workers)
   with strategy.scope():
-    model = models.softmax_regression(dataset.image_shape, dataset.num_classes)
+    model = models.softmax_regression(dataset.features, dataset.num_classes)
     model.compile(
         optimizer=tf.keras.optimizers.SGD(0.5),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),

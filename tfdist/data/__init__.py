@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from tfdist import console
+from tfdist import features as features_lib
 from tfdist.errors import ConfigError
 
 SOURCES = ("tfrecord", "tfds", "idx", "synthetic")
@@ -50,6 +51,9 @@ IDX_FILES = {
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+MNIST_SHAPE = (28, 28, 1)
+# Random images' default shape (--data=synthetic without --image_shape).
+SYNTHETIC_SHAPE = (28, 28, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +77,12 @@ class Dataset:
   @property
   def image_shape(self) -> tuple:
     return tuple(self.train.images.shape[1:])
+
+  @property
+  def features(self) -> dict:
+    """One feature: the images (tfdist.features)."""
+    image = features_lib.image_feature(self.image_shape, encoding="raw")
+    return {image.name: image}
 
 
 def _idx_path(directory: str, stem: str) -> str:
@@ -159,7 +169,7 @@ class TfdsDataset:
 # shape it cannot take at once. imagenette's 160px build scales the shorter
 # side to 160 px: a centre crop makes every image 160x160.
 TFDS_DATASETS = {
-    "mnist": TfdsDataset("mnist", (28, 28, 1)),
+    "mnist": TfdsDataset("mnist", MNIST_SHAPE),
     "cifar10": TfdsDataset("cifar10", (32, 32, 3),
                            download_host="www.cs.toronto.edu"),
     "imagenette": TfdsDataset("imagenette/160px-v2", (160, 160, 3),
@@ -215,7 +225,7 @@ def check_reachable(host: str, *, port: int = 443,
     raise ConnectionError(f"cannot reach {host}:{port} ({failure[0]})")
 
 
-def synthetic(*, image_shape=(28, 28, 1), num_classes: int = 10,
+def synthetic(*, image_shape=SYNTHETIC_SHAPE, num_classes: int = 10,
               train_examples: int = 4096, test_examples: int = 1024,
               seed: int = 0) -> Dataset:
   """Random images whose class is learnable: a per-class mean pattern + noise.
@@ -292,7 +302,7 @@ def resolve_source(choice: str = "auto", *, mnist_dir: Optional[str] = None,
   return tfds if choice == "tfds" else Source("synthetic")
 
 
-def load(source: Source, *, synthetic_shape=(28, 28, 1),
+def load(source: Source, *, synthetic_shape=SYNTHETIC_SHAPE,
          seed: int = 0) -> Dataset:
   """Loads an in-memory ``source`` (idx, synthetic); says in one line which
   data and how much. Files and TFDS stream instead (tfdist.data.sources)."""

@@ -3,10 +3,13 @@
 ``write --source=SOURCE --out_dir=DIR --shards=N`` writes sharded TFRecords
 and a manifest.json from SOURCE, one of:
 
-  * a directory with the four MNIST IDX files (e.g. ../shared/data/mnist);
+  * a directory with the four MNIST IDX files (e.g. tfdist/datasets/mnist);
   * a folder of images, ``CLASS_NAME/*.png|jpg`` (or ``train/`` and
     ``test/`` folders in that layout);
-  * ``tfds:NAME`` for a TFDS dataset prepared in --tfds_data_dir.
+  * ``tfds:NAME`` for a TFDS dataset prepared in --tfds_data_dir;
+  * a table with a header row, ``--label=COLUMN`` naming the class column:
+    a directory with ``train.csv`` and ``test.csv``, or one CSV file split
+    by ``--test_fraction`` (tfdist.data.tables).
 
 ``verify --train_files=PATTERN --test_files=PATTERN`` reads every record
 through and prints the counts as one JSON line. Bad input is one ``error:``
@@ -26,8 +29,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from tfdist import cli
 from tfdist import data as data_lib
 from tfdist.data import convert
+from tfdist.data import shards
+from tfdist.data import tables
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import sources
+from tfdist.errors import ConfigError
 
 
 def _parser() -> cli.OneLineParser:
@@ -49,8 +55,15 @@ def _parser() -> cli.OneLineParser:
   write.add_argument("--test_every", type=int, default=10,
                      help="a folder without train/test folders: every n-th "
                      "image of each class is a test example")
+  write.add_argument("--label", default=None,
+                     help="a table's class column (class ids or names)")
+  write.add_argument("--test_fraction", type=float, default=0.0,
+                     help="one CSV file: the share of rows that become the "
+                     "test split (a seeded random pick)")
+  write.add_argument("--seed", type=int, default=0,
+                     help="of --test_fraction's pick")
   write.add_argument("--progress_every", type=int,
-                     default=convert.PROGRESS_EVERY)
+                     default=shards.PROGRESS_EVERY)
   verify = commands.add_parser("verify", help="read shards through")
   verify.add_argument("--train_files", required=True)
   verify.add_argument("--test_files", required=True)
@@ -59,6 +72,31 @@ def _parser() -> cli.OneLineParser:
     p.add_argument("--image_key", default=manifest_lib.FeatureKeys.image)
     p.add_argument("--label_key", default=manifest_lib.FeatureKeys.label)
   return parser
+
+
+def _is_table(source: str) -> bool:
+  return source.lower().endswith(".csv") or os.path.isfile(
+      os.path.join(source, tables.SPLIT_FILES["train"]))
+
+
+def _write(args, keys) -> manifest_lib.Manifest:
+  if _is_table(args.source):
+    if not args.label:
+      raise ConfigError(f"--source={args.source} is a table: name its class "
+                        "column with --label=COLUMN")
+    table = tables.open_table(args.source, label=args.label,
+                              test_fraction=args.test_fraction,
+                              seed=args.seed)
+    return tables.write(table, out_dir=args.out_dir, num_shards=args.shards,
+                        progress_every=args.progress_every)
+  for flag in ("label", "test_fraction"):
+    if getattr(args, flag):
+      raise ConfigError(f"--{flag} is for a table (a CSV file, or a directory "
+                        f"with train.csv); {args.source} is not one")
+  return convert.write(
+      _source(args), out_dir=args.out_dir, num_shards=args.shards,
+      keys=keys, encoding=args.encoding, image_size=args.image_size,
+      progress_every=args.progress_every)
 
 
 def _source(args) -> convert.Source:
@@ -76,14 +114,10 @@ def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   keys = manifest_lib.FeatureKeys(image=args.image_key, label=args.label_key)
   if args.command == "write":
-    manifest = convert.write(
-        _source(args), out_dir=args.out_dir, num_shards=args.shards,
-        keys=keys, encoding=args.encoding, image_size=args.image_size,
-        progress_every=args.progress_every)
+    manifest = _write(args, keys)
     print(json.dumps({"out_dir": args.out_dir,
                       "counts": {s: f.total for s, f in manifest.splits.items()},
-                      "image_shape": list(manifest.image_shape),
-                      "encoding": manifest.encoding,
+                      "features": [f.describe() for f in manifest.features],
                       "num_classes": manifest.num_classes}), flush=True)
   else:
     print(json.dumps(sources.verify(args.train_files, args.test_files,

@@ -1,11 +1,10 @@
 """Writes image datasets as sharded TFRecord files plus a manifest.
 
-Owns: reading the three kinds of source (MNIST IDX files, a folder of
+Owns: reading the three kinds of image source (MNIST IDX files, a folder of
 ``CLASS_NAME/*.png|jpg`` images, a TFDS dataset prepared on disk) one example
-at a time, and writing the shards atomically: examples go round-robin to
-temporary files that are renamed only once every split is complete, then the
-manifest is written last. A failure removes the temporary files: nothing
-half-written is left. Imports tfdist (data, console, errors); TensorFlow and
+at a time and encoding each as a ``tf.train.Example``; tfdist.data.shards
+writes them, all or nothing. Imports tfdist (data, console, errors,
+features) and tfdist.data (manifest, shards); TensorFlow and
 tensorflow-datasets lazily.
 
 Images and sizes: without ``image_size`` a folder's or TFDS dataset's
@@ -19,19 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import posixpath
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from tfdist import console
 from tfdist import data as data_lib
+from tfdist import features as features_lib
 from tfdist.data import manifest as manifest_lib
+from tfdist.data import shards
 from tfdist.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Folder layouts: split folders, and the names their splits get.
 SPLIT_FOLDERS = {"train": "train", "test": "test", "validation": "test",
                  "val": "test"}
-PROGRESS_EVERY = 10_000
 JPEG_QUALITY = 95
 
 
@@ -233,51 +232,29 @@ class _Shapes:
     return self.formats.pop() if len(self.formats) == 1 else "auto"
 
 
-def _write_split(tf, source: Source, split: str, *, out_dir: str,
-                 num_shards: int, keys, encoding: str, shapes: _Shapes,
-                 temps: list, progress_every: int, report):
-  count, examples = source.splits[split]
-  n = max(1, min(num_shards, count))
-  names = [f"{split}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
-  paths = [posixpath.join(out_dir, name) for name in names]
-  temps.extend((posixpath.join(out_dir, f".{name}.partial"), path)
-               for name, path in zip(names, paths))
-  writers = [tf.io.TFRecordWriter(temp) for temp, _ in temps[-n:]]
-  counts = [0] * n
+def _serialized(tf, source: Source, split: str, *, keys, encoding: str,
+                shapes: _Shapes):
+  """The split's examples, encoded and serialized one at a time."""
   num_classes = len(source.class_names)
-  try:
-    # Round-robin: every shard gets every class, even from a folder sorted
-    # by class, and no shard is held in memory.
-    for i, (name, image, label) in enumerate(examples()):
+  _, examples = source.splits[split]
+
+  def serialize():
+    for name, image, label in examples():
       if not 0 <= int(label) < num_classes:
         raise ConfigError(f"{name}: label {label} is outside the "
                           f"{num_classes} classes")
       encoded, fmt, shape = encode_image(tf, name, image, encoding=encoding,
                                          image_size=shapes.image_size)
       shapes.check(name, shape, fmt)
-      writers[i % n].write(_example(tf, keys, encoded, fmt, shape, label))
-      counts[i % n] += 1
-      if (i + 1) % progress_every == 0:
-        report(f"write {split}: {i + 1}/{count} examples "
-               f"({100 * (i + 1) // max(count, 1)}%)")
-  finally:
-    for writer in writers:
-      writer.close()
-  sizes = [tf.io.gfile.stat(temp).length for temp, _ in temps[-n:]]
-  report(f"write {split}: {sum(counts)} examples in {n} shards")
-  return manifest_lib.SplitFiles(names, counts, sizes)
+      yield _example(tf, keys, encoded, fmt, shape, label)
 
-
-def _discard(tf, paths) -> None:
-  for path in paths:
-    if tf.io.gfile.exists(path):
-      tf.io.gfile.remove(path)
+  return serialize
 
 
 def write(source: Source, *, out_dir: str, num_shards: int,
           keys: manifest_lib.FeatureKeys = manifest_lib.FeatureKeys(),
           encoding: str = "png", image_size: Optional[int] = None,
-          progress_every: int = PROGRESS_EVERY,
+          progress_every: int = shards.PROGRESS_EVERY,
           report: Callable[[str], None] = console.info):
   """Writes every split of ``source`` to ``out_dir``; returns the manifest.
 
@@ -296,44 +273,23 @@ def write(source: Source, *, out_dir: str, num_shards: int,
     ConfigError: bad arguments or a bad example; nothing is left written.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if num_shards < 1:
-    raise ConfigError(f"--shards={num_shards}: must be >= 1")
   if encoding not in ("png", "jpeg", "raw"):
     raise ConfigError(f"--encoding={encoding}: use png, jpeg or raw")
   if image_size is not None and image_size < 1:
     raise ConfigError(f"--image_size={image_size}: must be >= 1")
-  if tf.io.gfile.exists(manifest_lib.manifest_path(out_dir)):
-    raise ConfigError(f"--out_dir={out_dir} already holds a dataset "
-                      f"({manifest_lib.MANIFEST_NAME}); choose a new "
-                      "directory or remove it")
-  created = not tf.io.gfile.exists(out_dir)
-  temps, renamed = [], []
   shapes = _Shapes(image_size)
-  try:
-    tf.io.gfile.makedirs(out_dir)
-    splits = {split: _write_split(
-        tf, source, split, out_dir=out_dir, num_shards=num_shards, keys=keys,
-        encoding=encoding, shapes=shapes, temps=temps,
-        progress_every=progress_every, report=report)
-              for split in source.splits}
-    manifest = manifest_lib.Manifest(
+
+  def manifest(splits):
+    image = features_lib.image_feature(shapes.shape, key=keys.image,
+                                       encoding=shapes.encoding)
+    return manifest_lib.Manifest(
         num_classes=len(source.class_names),
-        class_names=list(source.class_names), image_shape=shapes.shape,
-        encoding=shapes.encoding, keys=keys, splits=splits,
-        source=source.name)
-    for temp, path in temps:
-      tf.io.gfile.rename(temp, path, overwrite=True)
-      renamed.append(path)
-    # Last, and atomically: a directory with a manifest is complete.
-    partial = posixpath.join(out_dir, ".manifest.json.partial")
-    with tf.io.gfile.GFile(partial, "w") as f:
-      f.write(manifest.to_json())
-    temps.append((partial, None))
-    tf.io.gfile.rename(partial, manifest_lib.manifest_path(out_dir),
-                       overwrite=True)
-    return manifest
-  except BaseException:
-    _discard(tf, [temp for temp, _ in temps] + renamed)
-    if created and tf.io.gfile.exists(out_dir) and not tf.io.gfile.listdir(out_dir):
-      tf.io.gfile.rmtree(out_dir)
-    raise
+        class_names=list(source.class_names), features=(image,),
+        label_key=keys.label, splits=splits, source=source.name)
+
+  return shards.write(
+      {split: (count, _serialized(tf, source, split, keys=keys,
+                                  encoding=encoding, shapes=shapes))
+       for split, (count, _) in source.splits.items()},
+      out_dir=out_dir, num_shards=num_shards, manifest=manifest,
+      progress_every=progress_every, report=report)

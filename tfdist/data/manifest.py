@@ -1,10 +1,11 @@
 """What a set of TFRecord shards holds, written beside them as JSON.
 
-Owns: the feature keys of a record (:class:`FeatureKeys`), the manifest
-(:class:`Manifest`: classes, image shape, encoding, and per split its files
-with their example counts and sizes) and the checks that it agrees with the
-files on disk. Imports tfdist.errors, and TensorFlow lazily (tf.io.gfile, so
-manifests on any filesystem TensorFlow opens, e.g. ``gs://``, are read).
+Owns: the keys of an image record (:class:`FeatureKeys`), the manifest
+(:class:`Manifest`: classes, the features of a record, the label's key, and
+per split its files with their example counts and sizes) and the checks
+that it agrees with the files on disk. Imports tfdist.errors and
+tfdist.features, and TensorFlow lazily (tf.io.gfile, so manifests on any
+filesystem TensorFlow opens, e.g. ``gs://``, are read).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import dataclasses
 import json
 import os
 import posixpath
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from tfdist import features as features_lib
 from tfdist.errors import ConfigError
 
 MANIFEST_NAME = "manifest.json"
-# "auto": PNG and JPEG mixed, each record decoded by its own header.
-ENCODINGS = ("png", "jpeg", "raw", "auto")
+# The layout written: 2 lists features (1, the first, held one image).
+FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,19 +55,29 @@ class SplitFiles:
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-  """Everything a reader needs that flags would otherwise say."""
+  """Everything a reader needs that flags would otherwise say: the classes,
+  the features of a record (tfdist.features.Feature: name, kind, key,
+  shape, ...), the label's key and the files of each split."""
   num_classes: int
   class_names: List[str]
-  image_shape: tuple
-  encoding: str
-  keys: FeatureKeys
+  features: Tuple[features_lib.Feature, ...]
+  label_key: str
   splits: Dict[str, SplitFiles]
   source: str = ""
 
+  @property
+  def image(self) -> Optional[features_lib.Feature]:
+    """The image feature when it is the records' only feature."""
+    return features_lib.single_image(features_lib.by_name(self.features))
+
   def to_json(self) -> str:
-    body = dataclasses.asdict(self)
-    body["image_shape"] = list(self.image_shape)
-    body["counts"] = {name: s.total for name, s in self.splits.items()}
+    body = {"format": FORMAT, "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "features": [f.to_json() for f in self.features],
+            "label_key": self.label_key, "source": self.source,
+            "splits": {name: dataclasses.asdict(s)
+                       for name, s in self.splits.items()},
+            "counts": {name: s.total for name, s in self.splits.items()}}
     return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
   @classmethod
@@ -73,18 +85,28 @@ class Manifest:
     try:
       body = json.loads(text)
       body.pop("counts", None)
-      body["keys"] = FeatureKeys(**body["keys"])
+      body.pop("format", None)
+      if "features" not in body:
+        body = _from_image_layout(body)
+      body["features"] = tuple(features_lib.Feature.from_json(f)
+                               for f in body["features"])
+      features_lib.by_name(body["features"])  # no name twice
       body["splits"] = {name: SplitFiles(**s)
                         for name, s in body["splits"].items()}
-      body["image_shape"] = tuple(body["image_shape"])
-      manifest = cls(**body)
+      return cls(**body)
     except (ValueError, KeyError, TypeError) as e:
       raise ConfigError(f"{path}: not a tfdist manifest ({type(e).__name__}: "
-                        f"{e}); rewrite it with python -m tfdist.data write")
-    if manifest.encoding not in ENCODINGS:
-      raise ConfigError(f"{path}: encoding {manifest.encoding!r} is not one "
-                        f"of {', '.join(ENCODINGS)}")
-    return manifest
+                        f"{e}); rewrite it with python -m tfdist.data "
+                        "write") from None
+
+
+def _from_image_layout(body: dict) -> dict:
+  """A manifest of the first layout (one image: image_shape, encoding and
+  keys) in the current one."""
+  keys = FeatureKeys(**body.pop("keys"))
+  image = features_lib.image_feature(
+      body.pop("image_shape"), key=keys.image, encoding=body.pop("encoding"))
+  return dict(body, features=[image.to_json()], label_key=keys.label)
 
 
 def manifest_path(directory: str) -> str:

@@ -2,8 +2,9 @@
 
 Each field is one data setting; the trainers generate their absl flags from
 the fields (tfdist.app), as they do for tfdist.config.TrainConfig.
-Checked without TensorFlow. Imports tfdist.errors, tfdist.data (its
-choices) and tfdist.data.manifest (the default feature keys).
+Checked without TensorFlow (where the data comes from, too: :meth:`DataConfig.source`).
+Imports tfdist.errors, tfdist.data (its sources) and tfdist.data.manifest
+(the default feature keys).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from tfdist.data import CHOICES
+from tfdist import data as data_lib
 from tfdist.data.manifest import FeatureKeys
 from tfdist.errors import ConfigError
 
@@ -48,11 +49,18 @@ class DataConfig:
   augment: bool = _setting(
       False, "Streamed data (tfrecord, tfds): random crop and left-right "
       "flip of the training images instead of a centre crop.")
+  dataset: str = _setting(
+      "mnist", f"The TFDS dataset ({', '.join(data_lib.TFDS_DATASETS)}) of --data="
+      "tfds, and of auto when it is not mnist; mnist from --mnist_dir.")
+  image_shape: str = _setting(
+      "", "height,width,channels of the model's images: of --data=synthetic "
+      "(default 28,28,1); for --data=tfrecord and tfds the stored images are "
+      "cropped (or upscaled) to it (default: their own shape).")
 
   def __post_init__(self):
-    if self.data not in CHOICES:
+    if self.data not in data_lib.CHOICES:
       raise ConfigError(f"--data={self.data!r}: use one of "
-                        f"{', '.join(CHOICES)}")
+                        f"{', '.join(data_lib.CHOICES)}")
     kind = self.kind
     if kind == "tfrecord":
       for flag in ("train_files", "test_files"):
@@ -67,10 +75,60 @@ class DataConfig:
     if self.num_classes < 0:
       raise ConfigError(f"--num_classes={self.num_classes}: must be 1 or "
                         "more (0 = from the manifest)")
-    if self.augment and kind in ("idx", "synthetic"):
-      raise ConfigError(f"--augment crops streamed images; --data={kind} is "
-                        "held in memory: use --data=tfrecord or tfds, or "
-                        "drop --augment")
+    self.model_image_shape()  # checks --image_shape
+    if self.dataset != "mnist" and kind in ("synthetic", "tfrecord"):
+      reads = {"synthetic": "makes random images of --image_shape",
+               "tfrecord": "reads --train_files"}[kind]
+      raise ConfigError(f"--dataset names a TFDS dataset; --data={kind} "
+                        f"{reads}: drop one of them")
+
+  def model_image_shape(self) -> Optional[tuple]:
+    """--image_shape as (height, width, channels), or None if unset."""
+    if not self.image_shape:
+      return None
+    try:
+      shape = tuple(int(part) for part in self.image_shape.split(","))
+    except ValueError:
+      shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+      raise ConfigError(f"--image_shape={self.image_shape!r}: give height,"
+                        "width,channels as three positive integers, e.g. "
+                        "32,32,3")
+    return shape
+
+  def source(self) -> data_lib.Source:
+    """Where the data comes from (tfdist.data.resolve_source: it looks on
+    disk, without TensorFlow), checked against --dataset and
+    --image_shape."""
+    source = data_lib.resolve_source(self.kind, mnist_dir=self.mnist_dir,
+                            tfds_name=self.dataset,
+                            tfds_data_dir=self.tfds_data_dir)
+    if self.augment and source.kind in ("idx", "synthetic"):
+      raise ConfigError(f"--augment crops streamed images; "
+                        f"{source.describe()} is held in memory: use "
+                        "--data=tfrecord or tfds, or drop --augment")
+    if source.kind in ("idx", "tfds"):
+      data_lib.tfds_dataset(self.dataset)  # a name it knows
+    if source.kind == "idx" and self.dataset != "mnist":
+      raise ConfigError(f"--mnist_dir holds MNIST, not {self.dataset}; drop "
+                        f"--mnist_dir to load {self.dataset} through TFDS")
+    if source.kind == "idx" and self.image_shape:
+      raise ConfigError("--image_shape: MNIST from --mnist_dir is held in "
+                        "memory at 28x28x1; convert it (python -m tfdist.data "
+                        "write) and add --data=tfrecord, or drop the flag")
+    return source
+
+  def known_image_shape(self) -> Optional[tuple]:
+    """The model's image shape where the flags tell it without reading
+    any file (None for TFRecord files without --image_shape)."""
+    source = self.source()
+    if source.kind == "synthetic":
+      return self.model_image_shape() or data_lib.SYNTHETIC_SHAPE
+    if source.kind == "idx":
+      return data_lib.MNIST_SHAPE
+    if source.kind == "tfds":
+      return self.model_image_shape() or data_lib.tfds_dataset(self.dataset).image_shape
+    return self.model_image_shape()
 
   @property
   def kind(self) -> str:

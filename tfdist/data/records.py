@@ -1,11 +1,12 @@
-"""Streams sharded TFRecord files of images to every input pipeline.
+"""Streams sharded TFRecord files to every input pipeline.
 
 Owns: listing the files of a pattern, deciding how input pipelines share
 them (by file, or by record when there are fewer files than pipelines), the
-``tf.data`` pipeline from file names to float batches, and turning the
+``tf.data`` pipeline from file names to batches of model inputs (what a
+record holds and how it parses: tfdist.data.parsing), and turning the
 errors TensorFlow raises while reading into one-line ConfigErrors that name
 the file. Imports tfdist.console, tfdist.errors and tfdist.data (framing,
-manifest, window); TensorFlow lazily.
+manifest, parsing, window); TensorFlow lazily.
 
 Every pipeline is built inside ``dataset_fn(input_context)``, on the task
 that reads: under ps the function the coordinator traces carries file names,
@@ -23,6 +24,7 @@ from typing import Callable, List, Optional
 from tfdist import console
 from tfdist.data import framing
 from tfdist.data import manifest as manifest_lib
+from tfdist.data import parsing
 from tfdist.data import window
 from tfdist.errors import ConfigError
 
@@ -31,6 +33,8 @@ from tfdist.errors import ConfigError
 SHUFFLE_BUFFER = 10_000
 # Files one pipeline reads at once.
 CYCLE_LENGTH = 8
+RecordSpec = parsing.RecordSpec
+FromSpec = parsing.FromSpec
 
 
 def list_files(pattern: str, *, flag: str = "files") -> List[str]:
@@ -96,153 +100,24 @@ def plan_shards(files: List[str], num_pipelines: int,
   return ShardPlan("record", list(files), pipeline_id, num_pipelines)
 
 
-@dataclasses.dataclass(frozen=True)
-class RecordSpec:
-  """How to turn a record into a model input.
-
-  Attributes:
-    keys: the feature keys.
-    encoding: ``png``, ``jpeg``, ``raw`` or None (PNG or JPEG, per record).
-    image_shape: (height, width, channels) the model takes.
-    num_classes: labels must be in [0, num_classes).
-    stored_shape: the shape in the files when known (a manifest's): needed
-      for ``raw``; equal to image_shape it skips every resize.
-  """
-  keys: manifest_lib.FeatureKeys
-  encoding: Optional[str]
-  image_shape: tuple
-  num_classes: int
-  stored_shape: Optional[tuple] = None
-
-
-class FromSpec:
-  """``image_shape`` and ``num_classes`` of a source with a ``spec``."""
-  spec: RecordSpec
-
-  @property
-  def image_shape(self) -> tuple:
-    return tuple(self.spec.image_shape)
-
-  @property
-  def num_classes(self) -> int:
-    return self.spec.num_classes
-
-
-def _decode(tf, spec: RecordSpec, encoded):
-  channels = spec.image_shape[2]
-  if spec.encoding == "png":
-    return tf.io.decode_png(encoded, channels=channels)
-  if spec.encoding == "jpeg":
-    return tf.io.decode_jpeg(encoded, channels=channels)
-  if spec.encoding == "raw":
-    return tf.reshape(tf.io.decode_raw(encoded, tf.uint8), spec.stored_shape)
-  image = tf.io.decode_image(encoded, channels=channels,
-                             expand_animations=False)
-  image.set_shape([None, None, channels])
-  return image
-
-
-def _fit(tf, spec: RecordSpec, image, *, augment: bool, seed):
-  """Crops ``image`` to the model's size (upscaled first if it is smaller).
-
-  Centre crop, or a random crop and left-right flip when ``augment``.
-  """
-  height, width, channels = spec.image_shape
-  if tuple(spec.stored_shape or ()) != tuple(spec.image_shape):
-    size = tf.shape(image)[:2]
-    scale = tf.reduce_max(tf.constant([height, width], tf.float32)
-                          / tf.cast(size, tf.float32))
-    image = tf.cond(
-        scale > 1.0,
-        lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
-            image, tf.cast(tf.math.ceil(tf.cast(size, tf.float32) * scale),
-                           tf.int32)), 0, 255)), tf.uint8),
-        lambda: image)
-    if augment:
-      image = tf.image.random_crop(image, [height, width, channels], seed=seed)
-    else:
-      image = tf.image.resize_with_crop_or_pad(image, height, width)
-  if augment:
-    image = tf.image.random_flip_left_right(image, seed=seed)
-  return tf.ensure_shape(image, spec.image_shape)
-
-
-def example_fn(spec: RecordSpec, *, augment: bool = False, seed=None):
-  """``(file name, serialized Example) -> (uint8 image, int64 label)``.
-
-  A label outside the classes fails the pipeline with a message that names
-  the file (see :func:`reading`).
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  features = {spec.keys.image: tf.io.FixedLenFeature([], tf.string),
-              spec.keys.label: tf.io.FixedLenFeature([], tf.int64)}
-
-  def parse(filename, record):
-    example = tf.io.parse_single_example(record, features)
-    label = example[spec.keys.label]
-    in_range = tf.debugging.Assert(
-        tf.logical_and(label >= 0, label < spec.num_classes),
-        [_LABEL_ERROR, label, spec.num_classes, filename],
-        summarize=1)
-    with tf.control_dependencies([in_range]):
-      label = tf.identity(label)
-    image = _decode(tf, spec, example[spec.keys.image])
-    return _fit(tf, spec, image, augment=augment, seed=seed), label
-
-  return parse
-
-
-_LABEL_ERROR = "label out of range:"
-
-
-def _raw_batch_fn(spec: RecordSpec):
-  """``(file names, serialized Examples) -> (uint8 images, labels)`` of a
-  batch of raw-pixel records at the model's size: parsed and decoded as one
-  batch, for small images whose per-example ops would cost more than the
-  training step (softmax MNIST)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  features = {spec.keys.image: tf.io.FixedLenFeature([], tf.string),
-              spec.keys.label: tf.io.FixedLenFeature([], tf.int64)}
-
-  def parse(filenames, batch):
-    examples = tf.io.parse_example(batch, features)
-    labels = examples[spec.keys.label]
-    bad = tf.argmax(tf.cast(tf.logical_or(labels < 0,
-                                          labels >= spec.num_classes),
-                            tf.int32))
-    in_range = tf.debugging.Assert(
-        tf.logical_and(labels[bad] >= 0, labels[bad] < spec.num_classes),
-        [_LABEL_ERROR, labels[bad], spec.num_classes, filenames[bad]],
-        summarize=1)
-    with tf.control_dependencies([in_range]):
-      labels = tf.identity(labels)
-    images = tf.io.decode_raw(examples[spec.keys.image], tf.uint8)
-    return tf.reshape(images, (-1,) + tuple(spec.image_shape)), labels
-
-  return parse
-
-
-def _raw_fast_path(spec: RecordSpec, *, augment: bool) -> bool:
-  """Raw pixels at the model's size: whole batches parse at once."""
-  return (spec.encoding == "raw" and not augment
-          and tuple(spec.stored_shape or ()) == tuple(spec.image_shape))
-
-
 def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
                     drop_remainder: bool, augment: bool = False, seed=None,
                     deterministic: bool = True):
-  """Records -> float32 batches: per example, or per batch for raw pixels
-  that need no crop."""
+  """``(file name, record)`` pairs -> batches of model inputs: per batch
+  where records parse at once (parsing.batch_parses), else per record."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if _raw_fast_path(spec, augment=augment):
+  if parsing.batch_parses(spec, augment=augment):
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
-        _raw_batch_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
+        parsing.batch_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    ds = ds.map(example_fn(spec, augment=augment, seed=seed),
+    ds = ds.map(parsing.example_fn(spec, augment=augment, seed=seed),
                 num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=deterministic).batch(
-                    batch_size, drop_remainder=drop_remainder)
-  return _scaled(ds)
+                deterministic=deterministic)
+    if any(f.ragged for f in spec.features):
+      ds = ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
+    else:
+      ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return parsing.scaled(ds, spec)
 
 
 def fitted_batches(ds, spec: RecordSpec, *, batch_size: int,
@@ -251,26 +126,18 @@ def fitted_batches(ds, spec: RecordSpec, *, batch_size: int,
   """Decoded ``(uint8 image, label)`` examples (a TFDS split's) -> float32
   batches, each image cropped to the model's size as file records are."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  (image,) = spec.features
+  shape = spec.model_features[image.name].shape
 
-  def fit(image, label):
-    return _fit(tf, spec, image, augment=augment, seed=seed), label
+  def fit(value, label):
+    return parsing.fit_image(tf, value, stored_shape=spec.stored_shape(image),
+                             image_shape=shape, augment=augment,
+                             seed=seed), label
 
-  return _scaled(ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=deterministic).batch(
-                            batch_size, drop_remainder=drop_remainder))
-
-
-def _scaled(batches):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return batches.map(_scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-      tf.data.AUTOTUNE)
-
-
-def _scale(images, labels):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # As the in-memory path: uint8 through the pipeline, float32 / 255 once
-  # per batch.
-  return tf.cast(images, tf.float32) / 255.0, labels
+  return parsing.scaled(ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=deterministic).batch(
+                                   batch_size, drop_remainder=drop_remainder),
+                        spec)
 
 
 def records(plan: ShardPlan, *, shuffle_seed=None, shuffle_files=False):
@@ -323,11 +190,11 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
     report(plan.describe())
     batch = input_context.get_per_replica_batch_size(global_batch_size)
     pipeline_seed = None if seed is None else seed + plan.pipeline
-    if plan.by != "record" and _raw_fast_path(spec, augment=augment):
-      return _scaled(window.shuffled_batches(
-          plan.files, _raw_batch_fn(spec), batch_size=batch,
+    if plan.by != "record" and parsing.raw_images(spec, augment=augment):
+      return parsing.scaled(window.shuffled_batches(
+          plan.files, parsing.batch_fn(spec), batch_size=batch,
           window=shuffle_buffer, cycle_length=CYCLE_LENGTH,
-          seed=pipeline_seed, cache=window.small(plan.files)))
+          seed=pipeline_seed, cache=window.small(plan.files)), spec)
     ds = records(plan, shuffle_seed=pipeline_seed, shuffle_files=True)
     # Shuffled before repeat(): each epoch is a whole pass over the share.
     # repeat() before batch(): steps_per_epoch, not the data, ends an epoch,
@@ -350,6 +217,33 @@ def test_dataset(files: List[str], spec: RecordSpec, *, batch_size: int):
                          batch_size=batch_size, drop_remainder=False)
 
 
+def serving_inputs(files: List[str], spec: RecordSpec) -> tuple:
+  """Every record of ``files`` as a served model takes it (the export's
+  serving_default: tfdist.export): ``({feature name: numpy array}, int64
+  labels)``, images as uint8 at the model's size, id lists padded with -1
+  to the longest."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  ds = records(ShardPlan("all", list(files), 0, 1)).map(
+      parsing.example_fn(spec, as_dict=True))
+  batched = ds.ragged_batch(1024) if any(f.ragged for f in spec.features) \
+      else ds.batch(1024)
+  parts, labels = {f.name: [] for f in spec.features}, []
+  for inputs, label in batched:
+    for name, value in inputs.items():
+      parts[name].append(value.to_tensor(default_value=-1).numpy()
+                         if isinstance(value, tf.RaggedTensor)
+                         else value.numpy())
+    labels.append(label.numpy())
+  width = {name: max((p.shape[1] for p in values), default=0)
+           for name, values in parts.items() if spec.model_features[name].ragged}
+  for name in width:
+    parts[name] = [np.pad(p, ((0, 0), (0, width[name] - p.shape[1])),
+                          constant_values=-1) for p in parts[name]]
+  return ({name: np.concatenate(values) for name, values in parts.items()},
+          np.concatenate(labels))
+
+
 def first_record(path: str) -> dict:
   """The features of the first record of ``path``: key -> list of values."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -359,19 +253,30 @@ def first_record(path: str) -> dict:
           for key, f in example.features.feature.items()}
 
 
-def check_keys(path: str, keys: manifest_lib.FeatureKeys) -> dict:
-  """Checks the first record of ``path`` has the image and label features.
+def check_keys(path: str, spec: RecordSpec) -> dict:
+  """Checks the first record of ``path`` has every feature and the label.
 
   Raises:
     ConfigError: naming the missing key and listing the keys it has.
   """
+  wanted = {f"feature {f.name!r}": f.key for f in spec.features}
+  wanted["the label"] = spec.label_key
+  return require_keys(path, wanted, image_flags=spec.has_image)
+
+
+def require_keys(path: str, wanted: dict, *, image_flags: bool) -> dict:
+  """The features of the first record of ``path``, which must have every
+  key of ``wanted`` (what it is for -> key); ``image_flags``: the keys
+  come from --image_key/--label_key, the fix to suggest."""
   features = first_record(path)
-  for flag, key in (("image_key", keys.image), ("label_key", keys.label)):
+  for what, key in wanted.items():
     if key not in features:
+      hint = ("name the right keys with --image_key/--label_key"
+              if image_flags else "write the records and their manifest "
+              "again (python -m tfdist.data write)")
       raise ConfigError(
-          f"{path}: its records have no feature {key!r} (they have "
-          f"{', '.join(sorted(features)) or 'none'}); name the right one "
-          f"with --{flag}")
+          f"{path}: its records have no {key!r} for {what} (they have "
+          f"{', '.join(sorted(features)) or 'none'}); {hint}")
   return features
 
 
@@ -405,14 +310,18 @@ def reading(files: List[str]):
                       "write it again") from None
   except tf.errors.InvalidArgumentError as e:
     message = e.message.replace("\n", " ")
-    # The Assert's data: [marker] [label] [num_classes] [file name].
-    label = re.search(re.escape(_LABEL_ERROR)
-                      + r"\]\s*\[(-?\d+)\]\s*\[(\d+)\]\s*\[([^\]]+)\]", message)
-    if label:
-      raise ConfigError(f"{label.group(3)}: label {label.group(1)} is outside "
-                        f"the {label.group(2)} classes of the manifest or "
-                        "--num_classes; fix the labels or the class count"
-                        ) from None
+    # The Assert's data: [marker] [what] [value] [bound] [file name].
+    found = re.search(re.escape(parsing.RANGE_ERROR) + r"\]\s*\[([^\]]+)\]"
+                      r"\s*\[(-?\d+)\]\s*\[(\d+)\]\s*\[([^\]]*)\]", message)
+    if found:
+      what, value, bound, path = found.groups()
+      if what == "label":
+        raise ConfigError(f"{path}: label {value} is outside the {bound} "
+                          "classes of the manifest or --num_classes; fix the "
+                          "labels or the class count") from None
+      raise ConfigError(f"{path}: {what} {value} is outside [0, {bound}), "
+                        "the ids the manifest gives it; fix the ids or the "
+                        "manifest's num_ids") from None
     if "could not be found" in message or "Feature:" in message:
       raise ConfigError(f"a record of {', '.join(files[:3])} lacks a "
                         f"feature ({message[:200]}); name the keys with "

@@ -21,6 +21,7 @@ import posixpath
 from typing import Callable, Iterator, List, Optional, Union
 
 from tfdist import console
+from tfdist import features as features_lib
 from tfdist import data as data_lib
 from tfdist.data import framing
 from tfdist.data import manifest as manifest_lib
@@ -51,6 +52,10 @@ class InMemorySource:
   @property
   def image_shape(self) -> tuple:
     return self.dataset.image_shape
+
+  @property
+  def features(self) -> dict:
+    return self.dataset.features
 
   @property
   def num_classes(self) -> int:
@@ -131,15 +136,93 @@ def _first_image_shape(path: str, keys: manifest_lib.FeatureKeys) -> tuple:
   """The shape of the first image of ``path``, from its PNG or JPEG header
   (Pillow: TensorFlow's runtime may not start before the strategy)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  features = records.first_record(path)
+  key = keys.image
+  features = records.require_keys(
+      path, {"feature 'images'": key, "the label": keys.label},
+      image_flags=True)
   try:
-    with Image.open(io.BytesIO(features[keys.image][0])) as image:
+    with Image.open(io.BytesIO(features[key][0])) as image:
       channels = len(image.getbands())
       return (image.height, image.width, channels)
   except (OSError, ValueError):
-    raise ConfigError(f"{path}: {keys.image!r} holds no PNG or JPEG image; "
+    raise ConfigError(f"{path}: {key!r} holds no PNG or JPEG image; "
                       "for raw pixels write a manifest (python -m "
                       "tfdist.data write) or pass --image_shape") from None
+
+
+def _spec_without_manifest(path: str, *, num_classes: Optional[int],
+                           image_shape: Optional[tuple],
+                           keys: manifest_lib.FeatureKeys) -> records.RecordSpec:
+  """Image records described by flags: the keys, the classes, the shape of
+  the first image (or --image_shape)."""
+  if num_classes is None:
+    raise ConfigError(f"no {manifest_lib.MANIFEST_NAME} beside {path}: "
+                      "pass --num_classes (or write the files with python -m "
+                      "tfdist.data write)")
+  stored = image_shape or _first_image_shape(path, keys)
+  image = features_lib.image_feature(stored, key=keys.image, encoding="auto")
+  return records.RecordSpec(features=(image,), label_key=keys.label,
+                            num_classes=num_classes,
+                            image_shape=tuple(image_shape or stored))
+
+
+def _spec_of(manifest: manifest_lib.Manifest, path: str, *,
+             num_classes: Optional[int], image_shape: Optional[tuple],
+             keys: Optional[manifest_lib.FeatureKeys] = None
+             ) -> records.RecordSpec:
+  """What the manifest beside ``path`` says, checked against the flags
+  (``keys`` other than the defaults must be the manifest's)."""
+  if num_classes is not None and num_classes != manifest.num_classes:
+    raise ConfigError(f"--num_classes={num_classes} but the manifest "
+                      f"beside {path} says {manifest.num_classes}; "
+                      "drop the flag")
+  image = manifest.image
+  named = {"image_key": (keys.image if keys else None,
+                         image.key if image else None),
+           "label_key": (keys.label if keys else None, manifest.label_key)}
+  for flag, (given, says) in named.items():
+    default = getattr(manifest_lib.FeatureKeys(), flag.split("_")[0])
+    if given not in (None, default, says):
+      raise ConfigError(f"--{flag}={given}: the manifest beside {path} names "
+                        f"the records' keys ({says!r}); drop the flag")
+  if image_shape and image is None:
+    raise ConfigError(f"--image_shape crops an image; the records beside "
+                      f"{path} hold {len(manifest.features)} features that "
+                      "are not one image: drop the flag")
+  if (image is not None and image.encoding == "raw" and image_shape
+      and image_shape[2] != image.shape[2]):
+    raise ConfigError(f"--image_shape={image_shape}: raw pixels have "
+                      f"{image.shape[2]} channels")
+  return records.RecordSpec(features=manifest.features,
+                            label_key=manifest.label_key,
+                            num_classes=manifest.num_classes,
+                            image_shape=image_shape)
+
+
+def open_split(pattern: str, *, flag: str = "records",
+               image_shape: Optional[tuple] = None) -> tuple:
+  """The files of one split, and its RecordSpec, from their manifest.
+
+  Raises:
+    ConfigError: no match, no manifest beside the files, or files that
+      are not one split's.
+  """
+  files = records.list_files(pattern, flag=flag)
+  directory = posixpath.dirname(files[0])
+  manifest = manifest_lib.read(directory)
+  if manifest is None:
+    raise ConfigError(f"--{flag}={pattern}: no {manifest_lib.MANIFEST_NAME} "
+                      f"beside {files[0]}; write the records with python -m "
+                      "tfdist.data write")
+  names = {posixpath.basename(f) for f in files}
+  split = next((name for name, listed in manifest.splits.items()
+                if names <= set(listed.files)), None)
+  if split is None:
+    raise ConfigError(f"--{flag}={pattern}: the files are not all of one "
+                      f"split of {manifest_lib.manifest_path(directory)}; "
+                      "name one split's files, e.g. DIR/test-*")
+  return files, _spec_of(manifest, files[0], num_classes=None,
+                         image_shape=image_shape)
 
 
 def open_files(train_files: str, test_files: str, *,
@@ -150,16 +233,18 @@ def open_files(train_files: str, test_files: str, *,
   """The TFRecord shards of two patterns, checked against their manifest.
 
   With a manifest beside the files (``python -m tfdist.data write`` writes
-  one) no other argument is needed: classes, shape, encoding, keys and
-  counts come from it. Without one, ``num_classes`` is needed, the stored
-  shape is the first image's and the records are counted.
+  one) no other argument is needed: classes, features, keys and counts
+  come from it. Without one the records are images: ``num_classes`` is
+  needed, the stored shape is the first image's and the records are
+  counted.
 
   Args:
     train_files, test_files: globs or comma-separated names.
     num_classes: must agree with the manifest when both are given.
     image_shape: the model's input (height, width, channels), when it
       differs from the stored images: they are cropped (or upscaled) to it.
-    keys: feature keys; default the manifest's, else FeatureKeys().
+    keys: image records without a manifest: their keys (default
+      FeatureKeys()).
     report: receives informational lines.
 
   Raises:
@@ -171,30 +256,17 @@ def open_files(train_files: str, test_files: str, *,
   manifest, train_examples = _split_info(train, "train", report)
   test_manifest, test_examples = _split_info(test, "test", report)
   manifest = manifest or test_manifest
-  keys = keys or (manifest.keys if manifest else manifest_lib.FeatureKeys())
-  for path in (train[0], test[0]):
-    records.check_keys(path, keys)
   if manifest is not None:
-    if num_classes is not None and num_classes != manifest.num_classes:
-      raise ConfigError(f"--num_classes={num_classes} but the manifest "
-                        f"beside {train[0]} says {manifest.num_classes}; "
-                        "drop the flag")
-    num_classes, stored_shape = manifest.num_classes, manifest.image_shape
-    encoding, class_names = manifest.encoding, manifest.class_names
-  elif num_classes is None:
-    raise ConfigError(f"no {manifest_lib.MANIFEST_NAME} beside {train[0]}: "
-                      "pass --num_classes (or write the files with python -m "
-                      "tfdist.data write)")
+    spec = _spec_of(manifest, train[0], num_classes=num_classes,
+                    image_shape=image_shape, keys=keys)
+    class_names = manifest.class_names
   else:
-    stored_shape = image_shape or _first_image_shape(train[0], keys)
-    encoding, class_names = "auto", [str(i) for i in range(num_classes)]
-  if encoding == "raw" and image_shape and image_shape[2] != stored_shape[2]:
-    raise ConfigError(f"--image_shape={image_shape}: raw pixels have "
-                      f"{stored_shape[2]} channels")
-  spec = records.RecordSpec(
-      keys=keys, encoding=None if encoding == "auto" else encoding,
-      image_shape=tuple(image_shape or stored_shape),
-      num_classes=num_classes, stored_shape=tuple(stored_shape))
+    spec = _spec_without_manifest(train[0], num_classes=num_classes,
+                                  image_shape=image_shape,
+                                  keys=keys or manifest_lib.FeatureKeys())
+    class_names = [str(i) for i in range(spec.num_classes)]
+  for path in (train[0], test[0]):
+    records.check_keys(path, spec)
   return FileSource(
       name=(manifest.source if manifest else "") or "tfrecord",
       train_files=train, test_files=test, spec=spec,
@@ -202,16 +274,20 @@ def open_files(train_files: str, test_files: str, *,
       class_names=list(class_names))
 
 
-def open_source(config: options.DataConfig, *, tfds_name: str = "mnist",
-                image_shape: Optional[tuple] = None, seed: int = 0,
+def describe_features(features) -> str:
+  """``of shape 28x28x1`` for one image, else each feature's line."""
+  image = features_lib.single_image(features)
+  if image is not None:
+    return f"of shape {'x'.join(map(str, image.shape))}"
+  return "with " + "; ".join(f.describe() for f in features.values())
+
+
+def open_source(config: options.DataConfig, *, seed: int = 0,
                 report: Callable[[str], None] = console.info):
   """The source ``config`` names, behind one interface.
 
   Args:
     config: the data flags.
-    tfds_name: the dataset a TFDS source streams (a trainer's --dataset).
-    image_shape: the model's input when it differs from the stored images
-      (tfrecord, tfds), or the shape of synthetic images.
     seed: of synthetic images.
     report: receives the line that says which data and how much.
 
@@ -219,9 +295,8 @@ def open_source(config: options.DataConfig, *, tfds_name: str = "mnist",
     A FileSource, a tfds_stream.TfdsSource, or an InMemorySource (idx,
     synthetic: small data's fast path).
   """
-  source = data_lib.resolve_source(
-      config.kind, mnist_dir=config.mnist_dir, tfds_name=tfds_name,
-      tfds_data_dir=config.tfds_data_dir)
+  source = config.source()
+  image_shape = config.model_image_shape()
   if source.kind == "tfrecord":
     opened = dataclasses.replace(open_files(
         config.train_files, config.test_files,
@@ -230,21 +305,22 @@ def open_source(config: options.DataConfig, *, tfds_name: str = "mnist",
     what = (f"{opened.name} from {len(opened.train_files)} training and "
             f"{len(opened.test_files)} test files")
   elif source.kind == "tfds":
-    opened = tfds_stream.open_tfds(tfds_name, data_dir=config.tfds_data_dir,
+    opened = tfds_stream.open_tfds(config.dataset,
+                                   data_dir=config.tfds_data_dir,
                                    image_shape=image_shape,
                                    augment=config.augment)
     what = f"{source.describe()}, streamed"
   else:
-    if config.augment:
-      raise ConfigError(f"--augment crops streamed images; "
-                        f"{source.describe()} is held in memory: use "
-                        "--data=tfrecord or tfds, or drop --augment")
-    opened = InMemorySource(data_lib.load(
-        source, synthetic_shape=image_shape or (28, 28, 1), seed=seed))
-    return opened
+    return InMemorySource(data_lib.load(
+        source, synthetic_shape=image_shape or data_lib.SYNTHETIC_SHAPE,
+        seed=seed))
+  if config.augment and not any(f.kind == "image"
+                                for f in opened.features.values()):
+    raise ConfigError("--augment crops and flips images; these records hold "
+                      "none: drop --augment")
   report(f"data: {what}, {opened.train_examples:,} training and "
-         f"{opened.test_examples:,} test examples of shape "
-         f"{'x'.join(map(str, opened.image_shape))}")
+         f"{opened.test_examples:,} test examples "
+         f"{describe_features(opened.features)}")
   return opened
 
 
@@ -273,15 +349,16 @@ def verify(train_files: str, test_files: str, *,
   """Reads every record of both splits through the decoding pipeline.
 
   Checks what training would find only later: the manifest (file list,
-  sizes, counts), the keys, every label and every image.
+  sizes, counts), the keys, every label, image and id.
 
   Returns:
-    Files and examples per split, classes and the image shape.
+    Files and examples per split, classes and the features (name: kind
+    dtype[shape]).
   """
   source = open_files(train_files, test_files, num_classes=num_classes,
                       keys=keys, report=lambda _: None)
   result = {"num_classes": source.num_classes,
-            "image_shape": list(source.image_shape)}
+            "features": [f.describe() for f in source.features.values()]}
   for split, files in (("train", source.train_files),
                        ("test", source.test_files)):
     with records.reading(files):

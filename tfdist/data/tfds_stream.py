@@ -18,6 +18,7 @@ import dataclasses
 from typing import Callable, Iterator, Optional
 
 from tfdist import console
+from tfdist import features as features_lib
 from tfdist import data as data_lib
 from tfdist.data import records
 from tfdist.errors import ConfigError
@@ -123,9 +124,9 @@ def open_tfds(name: str, *, data_dir: Optional[str] = None,
     raise ConfigError(f"{name}: images of varying size; pass --image_shape")
   splits = info.splits
   spec = records.RecordSpec(
-      keys=None, encoding=None, image_shape=shape,
-      num_classes=info.features[label_key].num_classes,
-      stored_shape=stored if None not in stored else None)
+      features=(features_lib.image_feature(stored, key=image_key),),
+      label_key=label_key, num_classes=info.features[label_key].num_classes,
+      image_shape=shape)
   return TfdsSource(
       name=name, tfds_name=known.tfds_name, data_dir=data_dir,
       test_split=known.test_split, spec=spec,

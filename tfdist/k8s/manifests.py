@@ -81,8 +81,8 @@ def _trainer_command(options: RenderOptions) -> list:
     # NetworkPolicy then admits every port from the job's pods); ring
     # all-reduce runs over the gRPC port.
     args.append(f"--all_reduce={'nccl' if options.nccl else 'ring'}")
-  return ["python", "-m", f"trainers.{options.trainer}", *args,
-          *options.trainer_args]
+  program, flags = options.program()
+  return [*program, *args, *flags]
 
 
 def _container(options: RenderOptions, role: str, command: list, *,

@@ -36,7 +36,10 @@ def trainers() -> list:
   """The trainer modules under ``trainers/`` (without importing them)."""
   spec = importlib.util.find_spec("trainers")
   return sorted(m.name for m in pkgutil.iter_modules(
-      spec.submodule_search_locations) if m.name != "common")
+      spec.submodule_search_locations))
+
+
+_INTERPRETERS = ("python", "python3")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,7 +52,12 @@ class RenderOptions:
     image: the container image, built from the Dockerfile.
     trainer: the module under ``trainers/`` the pods run.
     strategy: ``multiworker`` or ``ps``.
-    trainer_args: extra trainer flags, after the ones the render sets.
+    trainer_args: the words after the render's ``--``: extra flags of the
+      trainer, after the ones the render sets; or a whole command
+      ``python -m MODULE [FLAGS]`` (a user's own program, e.g.
+      ``python -m tfdist.train --model=PACKAGE.MODULE:FUNCTION``), which
+      the pods run instead of ``--trainer``, the render's flags inserted
+      before FLAGS.
     kind: ``job`` (Indexed Jobs), ``tfjob`` (Kubeflow training operator) or
       ``jobset`` (one JobSet, for clusters with the JobSet controller).
     gpus_per_worker: ``nvidia.com/gpu`` per training task; 0 for CPU only.
@@ -120,7 +128,9 @@ class RenderOptions:
     if self.trainer not in trainers():
       raise ConfigError(f"--trainer={self.trainer!r}: no module "
                         f"trainers/{self.trainer}.py; use one of "
-                        f"{', '.join(trainers())}")
+                        f"{', '.join(trainers())}, or give your own command "
+                        "after --: -- python -m MODULE [FLAGS]")
+    self.program()  # checks a command after --
     if self.kind not in KINDS:
       raise ConfigError(f"--kind={self.kind!r}: use one of {', '.join(KINDS)}")
     if self.all_reduce not in ALL_REDUCE:
@@ -150,6 +160,22 @@ class RenderOptions:
     for name in ("data_pvc", "storage_class"):
       if getattr(self, name):
         _check_dns_label(getattr(self, name), f"--{name}")
+
+  def program(self) -> tuple:
+    """``(["python", "-m", MODULE], its flags)`` of what the pods run."""
+    words = list(self.trainer_args)
+    if not words or words[0] not in _INTERPRETERS:
+      return ["python", "-m", f"trainers.{self.trainer}"], words
+    module = words[2] if len(words) > 2 and words[1] == "-m" else ""
+    if not module or not all(p.isidentifier() for p in module.split(".")):
+      raise ConfigError(f"-- {' '.join(words[:3])}: the pods run a Python "
+                        "module: write -- python -m MODULE [FLAGS], e.g. -- "
+                        "python -m tfdist.train --model=PACKAGE.MODULE:"
+                        "FUNCTION")
+    if self.trainer != "mnist":
+      raise ConfigError(f"--trainer={self.trainer} and the command after -- "
+                        "both name what the pods run: drop one of them")
+    return words[:3], words[3:]
 
   @property
   def roles(self) -> list:

@@ -39,8 +39,10 @@ _REQUIRED_HELP = {"job_name": "prefix of every object's name (DNS-1035 label)",
 def render_command(options: RenderOptions, spec_path: str) -> str:
   """The canonical ``render`` command line of ``options`` (no --out_dir)."""
   words = [*PROG.split(), f"--cluster_spec={spec_path}"]
+  own_program = options.program()[0][2] != f"trainers.{options.trainer}"
   for field in dataclasses.fields(RenderOptions):
-    if field.name in ("cluster", "trainer_args"):
+    if field.name in ("cluster", "trainer_args") or (
+        field.name == "trainer" and own_program):
       continue
     words.append(f"--{field.name}={getattr(options, field.name)}")
   if options.trainer_args:

@@ -1,0 +1,67 @@
+"""The command blocks of the guides that are marked runnable, run as tests.
+
+A guide marks a block runnable with the line ``<!-- runnable -->`` (invisible
+once rendered) right before a fenced ``sh`` block; the block then runs in a
+test, in bash with ``set -euo pipefail``, so a guide's command that stops
+working fails the suite. A marker may name replacements that keep a long
+command small in the test, ``<!-- runnable --epochs=5=>--epochs=1 -->``
+(each ``OLD=>NEW``, separated by spaces; the guide shows OLD). The blocks of
+one file run in order, in one working directory, so a later block may use
+what an earlier one wrote.
+"""
+
+import dataclasses
+import os
+import re
+import subprocess
+from typing import List
+
+MARKER = re.compile(r"^<!-- runnable(?P<replacements>( \S+=>\S*)*) -->$")
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """One runnable block: where it is, and the script the test runs."""
+  path: str
+  line: int
+  script: str
+
+  @property
+  def name(self) -> str:
+    return f"{os.path.basename(self.path)}:{self.line}"
+
+
+def blocks(path: str) -> List[Block]:
+  """The runnable blocks of the Markdown file ``path``, in order."""
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  found = []
+  for index, line in enumerate(lines):
+    marker = MARKER.match(line.strip())
+    if not marker:
+      continue
+    fence = FENCE.match(lines[index + 1]) if index + 1 < len(lines) else None
+    if not fence or fence.group(1) not in ("sh", "bash"):
+      raise ValueError(f"{path}:{index + 1}: a runnable marker must stand "
+                       "right before a ```sh block")
+    end = next(i for i in range(index + 2, len(lines))
+               if lines[i].strip() == "```")
+    script = "\n".join(lines[index + 2:end])
+    for replacement in marker.group("replacements").split():
+      old, new = replacement.split("=>", 1)
+      if old not in script:
+        raise ValueError(f"{path}:{index + 1}: the marker replaces {old!r}, "
+                         "which the block does not have")
+      script = script.replace(old, new)
+    found.append(Block(path, index + 3, script))
+  return found
+
+
+def run_block(block: Block, *, cwd: str, env: dict,
+              timeout: float) -> subprocess.CompletedProcess:
+  """Runs one block in bash; the whole process group is killed at the
+  timeout (the test then fails with the output so far)."""
+  from conftest import run  # pylint: disable=g-import-not-at-top
+  return run(["bash", "-c", "set -euo pipefail\n" + block.script],
+             cwd=cwd, env=env, timeout=timeout)

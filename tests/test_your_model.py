@@ -1,0 +1,161 @@
+"""A user's own model on a user's own table: the model-function contract,
+python -m tfdist.train, CSV conversion and the bad input of each.
+
+The table is real: the Breast Cancer Wisconsin (Diagnostic) data of the
+worked example (examples/breast_cancer/data), 569 tumours, 30 measurements,
+diagnosed benign (357) or malignant (212): always guessing benign scores
+0.63. The model functions are tests/user_models.py.
+"""
+
+import csv
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import REPO, json_lines, run
+
+CSV = os.path.join(REPO, "examples", "breast_cancer", "data",
+                   "breast_cancer.csv")
+CANCER = ["--epochs=12", "--batch_size=32", "--optimizer=adam",
+          "--learning_rate=0.05", "--verbose=0"]
+
+
+def write(*flags, timeout=120):
+  return run([sys.executable, "-m", "tfdist.data", "write", *flags],
+             timeout=timeout)
+
+
+def train(model: str, *flags, timeout=180):
+  return run([sys.executable, "-m", "tfdist.train",
+              f"--model=tests.user_models:{model}", *flags], timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cancer(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cancer") / "records"
+  done = write(f"--source={CSV}", "--label=diagnosis", "--test_fraction=0.25",
+               f"--out_dir={out}", "--shards=2")
+  assert done.returncode == 0, done.stderr[-2000:]
+  return [f"--train_files={out}/train-*", f"--test_files={out}/test-*"]
+
+
+def test_the_table_converts_to_numeric_features_and_named_classes(cancer):
+  out = cancer[0].split("=", 1)[1].rsplit("/", 1)[0]
+  with open(os.path.join(out, "manifest.json")) as f:
+    printed = json.load(f)
+  assert printed["class_names"] == ["benign", "malignant"]
+  assert printed["counts"] == {"train": 427, "test": 142}
+  assert len(printed["features"]) == 30
+  radius = printed["features"][0]
+  assert (radius["name"], radius["key"], radius["kind"], radius["shape"]) == (
+      "mean_radius", "mean radius", "numeric", [1])
+  # The training split's statistics (the whole table's mean radius: 14.13).
+  assert 13.5 < radius["mean"][0] < 14.8 and 3.0 < radius["std"][0] < 4.0
+
+
+@pytest.mark.parametrize("model, accuracy", [
+    ("functional", 0.9), ("subclassed", 0.9),
+    # Two measurements only: still well above 0.63.
+    ("two_columns", 0.85)])
+def test_functional_subclassed_and_partial_models_train(cancer, model,
+                                                        accuracy):
+  done = train(model, *cancer, *CANCER)
+  assert done.returncode == 0, done.stderr[-3000:]
+  [result] = json_lines(done.stdout)
+  assert result["model"] == model and result["model_outputs"] == "logits"
+  assert result["test_accuracy"] >= accuracy, result
+  assert "Traceback" not in done.stderr
+
+
+def test_a_model_ending_in_softmax_trains_on_probabilities(mnist_dir):
+  done = train("sequential_probabilities", f"--mnist_dir={mnist_dir}",
+               "--epochs=1", "--verbose=0")
+  assert done.returncode == 0, done.stderr[-3000:]
+  [result] = json_lines(done.stdout)
+  assert result["model_outputs"] == "probabilities"
+  assert result["test_accuracy"] >= 0.88, result
+
+
+@pytest.mark.parametrize("model, message", [
+    ("raises", "the model function raises raised KeyError at "
+               "user_models.py:"),
+    ("not_a_model", "the model function not_a_model returned a builtins.str, "
+                    "not a Keras model"),
+    ("wrong_width", "outputs shape [None, 3], but the data has 2 classes"),
+    ("missing_feature", "takes input 'age', which the records lack"),
+])
+def test_a_broken_model_function_is_one_error_line(cancer, model, message):
+  done = train(model, *cancer, "--epochs=1")
+  assert done.returncode == 2, done.stderr[-3000:]
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, last
+  assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("no_colon", "--model=no_colon: name the model function as "
+                 "PACKAGE.MODULE:FUNCTION"),
+    ("no_such_package.model:build", "no module no_such_package on the "
+                                    "Python path"),
+    ("tfdist.models:no_such_function", "tfdist.models has no "
+                                       "no_such_function"),
+    ("tfdist.models:MIN_IMAGE_SIDE", "MIN_IMAGE_SIDE is a dict, not a "
+                                     "function"),
+])
+def test_a_bad_model_reference_is_one_line_before_tensorflow(reference,
+                                                             message):
+  done = run([sys.executable, "-m", "tfdist.train", f"--model={reference}"],
+             timeout=60)
+  assert done.returncode == 2
+  # Exactly one line: before TensorFlow, whose import would log.
+  assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+  assert done.stderr.startswith("error: ") and message in done.stderr
+
+
+def _table(path, rows):
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows(rows)
+
+
+def test_strings_become_ids_with_their_vocabulary(tmp_path):
+  header = ["city", "size", "label"]
+  _table(tmp_path / "train.csv", [header, ["rome", "1.5", "0"],
+                                  ["oslo", "2", "2"], ["rome", "3", "1"]])
+  _table(tmp_path / "test.csv", [header, ["paris", "1", "007"]])
+  done = write(f"--source={tmp_path}", "--label=label",
+               f"--out_dir={tmp_path / 'out'}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  [printed] = json_lines(done.stdout)
+  # Class ids as they are ("007" is class 7: 8 classes); the unseen city is
+  # id 0, the others 1.. in sorted order.
+  assert printed["num_classes"] == 8
+  assert printed["features"] == ["city: id int64[]",
+                                 "size: numeric float32[1]"]
+  assert "column 'city' -> city: id int64[], 2 strings" in done.stderr
+
+
+@pytest.mark.parametrize("rows, flags, message", [
+    ([["a", "b"], ["1", "x"], ["2"]], ["--label=b"],
+     "t.csv:3: 1 fields, the header has 2; fix the row"),
+    ([["a", "b"], ["1", "x"], ["2", ""]], ["--label=b"],
+     "t.csv:3: column 'b' (the label) is empty"),
+    ([["a", "b"], ["1", "x"], ["", "y"], ["3", "x"]], ["--label=b"],
+     "t.csv:3: column 'a' is empty, and its other values are numbers"),
+    ([["a", "b"], ["1", "x"]], ["--label=c"],
+     "--label=c: {path} has no column 'c' (it has a, b)"),
+    ([["a", "b"], ["1", "x"]], [],
+     "is a table: name its class column with --label=COLUMN"),
+])
+def test_a_bad_table_is_one_line_and_writes_nothing(tmp_path, rows, flags,
+                                                    message):
+  path = tmp_path / "t.csv"
+  _table(path, rows)
+  out = tmp_path / "out"
+  done = write(f"--source={path}", "--test_fraction=0.5", *flags,
+               f"--out_dir={out}")
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+  assert message.format(path=path) in done.stderr, done.stderr
+  assert not out.exists()
