@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -25,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from tfdist import cli
+from tfdist import console
 from tfdist import data as data_lib
 from tfdist import errors
 from tfdist import export as export_lib
@@ -307,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   def predict_and_summarise() -> int:
     summary = predict(model=args.model, inputs=args.inputs,
                       labels=args.labels, signature=args.signature)
-    print(json.dumps(summary), flush=True)
+    console.result(summary)
     return errors.EXIT_OK
 
   return cli.run(predict_and_summarise)

@@ -195,5 +195,5 @@ def _run_task(*, model_fn, model_name: str,
   else:
     result = train.run(config, model_fn=model_fn, dataset=dataset,
                        task=task, model_name=model_name)
-  print(json.dumps(result), flush=True)
+  console.result(result)
   return errors.EXIT_OK

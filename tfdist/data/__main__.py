@@ -15,7 +15,6 @@ line and exit status 2; nothing is written.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=wrong-import-position
 from tfdist import cli
+from tfdist import console
 from tfdist import data as data_lib
 from tfdist.data import convert
 from tfdist.data import manifest as manifest_lib
@@ -80,15 +80,14 @@ def main(argv=None) -> int:
         _source(args), out_dir=args.out_dir, num_shards=args.shards,
         keys=keys, encoding=args.encoding, image_size=args.image_size,
         progress_every=args.progress_every)
-    print(json.dumps({"out_dir": args.out_dir,
-                      "counts": {s: f.total for s, f in manifest.splits.items()},
-                      "image_shape": list(manifest.image_shape),
-                      "encoding": manifest.encoding,
-                      "num_classes": manifest.num_classes}), flush=True)
+    console.result({"out_dir": args.out_dir,
+                    "counts": {s: f.total for s, f in manifest.splits.items()},
+                    "image_shape": list(manifest.image_shape),
+                    "encoding": manifest.encoding,
+                    "num_classes": manifest.num_classes})
   else:
-    print(json.dumps(sources.verify(args.train_files, args.test_files,
-                                    num_classes=args.num_classes, keys=keys)),
-          flush=True)
+    console.result(sources.verify(args.train_files, args.test_files,
+                                  num_classes=args.num_classes, keys=keys))
   return 0
 
 
