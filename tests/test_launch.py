@@ -101,11 +101,16 @@ def test_exit_status_is_the_chiefs_and_the_rest_are_stopped(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_worker_zero_is_primary_without_chief(tmp_path):
+  """Only worker 0 exits (0); worker 1 would wait to be stopped: the job
+  ends because worker 0 is its primary, with worker 0's status, although
+  worker 1 is then ended by SIGTERM (143)."""
   spec = os.path.join(SPECS, "two_workers.json")
-  command, out = _command(tmp_path, {"worker-0": 0, "worker-1": 0}, 2)
-  done = run(_launcher(spec, command), timeout=100)
+  command, out = _command(tmp_path, {"worker-0": 0}, 2)
+  done = run(_launcher(spec, command, "--grace=1"), timeout=30)
   assert done.returncode == 0, done.stdout
-  assert len(_pids(out)) == 2
+  assert "[launch] worker-0 is done; stopping worker-1" in done.stdout
+  pids = _pids(out)
+  assert len(pids) == 2 and not [n for n, p in pids.items() if _alive(p)]
 
 
 @pytest.mark.timeout(120)
@@ -133,6 +138,66 @@ def test_interrupted_launcher_leaves_no_process(tmp_path, how):
   if how == signal.SIGINT:
     assert launcher.returncode == 130, output
     assert "[launch] interrupted (SIGINT); stopping every task" in output
+
+
+# A result line written while the task's stderr holds a partial line (as a
+# traceback another thread is writing; ordered by Events): merged into one
+# pipe, the result would land inside that line. Meanwhile another thread
+# writes whole lines to stdout as fast as it can: a result printed in two
+# writes (text, then newline) could be cut by one of those.
+TORN_TASK = textwrap.dedent("""
+    import os, sys, threading
+    from tfdist import console
+    mid_line, result_written = threading.Event(), threading.Event()
+    chatting, done = threading.Event(), threading.Event()
+    def traceback_lines(count):
+      for _ in range(count):
+        os.write(2, b"    ^^^^^^^^")  # no newline yet
+        mid_line.set()
+        result_written.wait(60)
+        result_written.clear()
+        os.write(2, b"^^^^\\n")
+    def chatter():
+      while not done.is_set():
+        os.write(1, b"chatter\\n")
+        chatting.set()
+    count = int(sys.argv[1])
+    writers = [threading.Thread(target=traceback_lines, args=(count,)),
+               threading.Thread(target=chatter)]
+    for writer in writers:
+      writer.start()
+    for i in range(count):
+      if not (mid_line.wait(60) and chatting.wait(60)):
+        sys.exit(7)
+      mid_line.clear()
+      chatting.clear()
+      console.result({"line": i, "text": "x" * 100})
+      result_written.set()
+    done.set()
+    for writer in writers:
+      writer.join(60)
+    os.write(2, b"last words, unterminated")
+""")
+
+
+@pytest.mark.timeout(120)
+def test_result_lines_are_whole_among_other_output(tmp_path):
+  spec = tmp_path / "spec.json"
+  spec.write_text(json.dumps({"chief": ["127.0.0.1:0"],
+                              "worker": ["127.0.0.1:0"]}))
+  script = tmp_path / "torn.py"
+  script.write_text(TORN_TASK)
+  count = 200
+  done = run(_launcher(str(spec), [sys.executable, str(script), str(count)]),
+             timeout=100)
+  assert done.returncode == 0, done.stdout[-3000:]
+  lines = done.stdout.splitlines()
+  for task in ("chief-0", "worker-0"):
+    results = json_lines(done.stdout, f"[{task}] ")
+    assert [r["line"] for r in results] == list(range(count)), (
+        "\n".join(l for l in lines if "line" in l)[-3000:])
+    assert lines.count(f"[{task}]     ^^^^^^^^^^^^") == count
+    assert lines.count(f"[{task}] last words, unterminated") == 1
 
 
 def test_bad_spec_and_missing_command(tmp_path):

@@ -4,16 +4,24 @@ r"""Runs every task of a cluster spec as a local process.
         -- python -m trainers.mnist --strategy=ps
 
 Each task gets its own TF_CONFIG; port 0 in the spec (or every port, with
-``--free_ports``) becomes a free loopback port. Every output line is prefixed
-with its task (``[worker-1] ...``). When the chief (worker 0 if there is no
-chief) exits 0, the other tasks get ``--grace`` seconds to finish and are then
-stopped. When any task fails, all are stopped and the launcher exits with that
-task's status, naming it (``--max_restarts N`` restarts it, or the whole
-job when training is synchronous, up to N times). Ctrl-C or SIGTERM stops
-everything and exits 130 or 143: the signal handler only records the signal
-in a queue the main loop reads, so a signal can never interrupt the launcher
-inside a lock or a half-done start or stop. No child outlives the launcher:
-each gets SIGKILL from the kernel if the launcher dies.
+``--free_ports``) becomes a free loopback port. When the chief (worker 0 if
+there is no chief) exits 0, the other tasks get ``--grace`` seconds to finish
+and are then stopped. When any task fails, all are stopped and the launcher
+exits with that task's status, naming it (``--max_restarts N`` restarts it,
+or the whole job when training is synchronous, up to N times). Ctrl-C or
+SIGTERM stops everything and exits 130 or 143: the signal handler only
+records the signal in a queue the main loop reads, so a signal can never
+interrupt the launcher inside a lock or a half-done start or stop. No child
+outlives the launcher: each gets SIGKILL from the kernel if the launcher
+dies.
+
+Every line a task writes, on its stdout or its stderr, goes to the
+launcher's stdout whole, prefixed with its task (``[worker-1] ...``), among
+the launcher's own ``[launch] ...`` lines: one log of the job, as ``kubectl
+logs`` shows a pod's, and the one stream the tests and tfdist.bench read. A
+task's two streams are read as two pipes (tfdist.relay), so a partial line
+on its stderr can never cut its JSON result line; a task's result is its
+line that starts with ``{`` after the prefix (``grep '^\[chief-0\] {'``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Optional, Sequence
 
 from tfdist import cli
 from tfdist import cluster as cluster_lib
+from tfdist import relay
 from tfdist.errors import ConfigError
 
 # Start order: servers first, so the chief finds them up.
@@ -50,7 +59,7 @@ def _die_with_parent():
 class _Child:
   name: str
   process: subprocess.Popen
-  reader: threading.Thread
+  readers: list  # the threads relaying its stdout and stderr
 
 
 def exit_status(returncode: int) -> int:
@@ -108,14 +117,6 @@ def primary_task(cluster) -> str:
   return "chief-0" if "chief" in cluster else "worker-0"
 
 
-def _pump(name: str, stream, out, lock: threading.Lock) -> None:
-  for line in iter(stream.readline, b""):
-    with lock:
-      out.write(f"[{name}] {line.decode(errors='replace').rstrip()}\n")
-      out.flush()
-  stream.close()
-
-
 class Launcher:
   """Starts, watches and stops the local processes of one job."""
 
@@ -136,8 +137,7 @@ class Launcher:
     self._grace = grace
     self._stop_timeout = stop_timeout
     self._env = dict(os.environ if env is None else env)
-    self._out = out or sys.stdout
-    self._lock = threading.Lock()
+    self._relay = relay.Relay(out or sys.stdout)
     self._children: list[_Child] = []
     # What the main loop acts on: ("exit", name, process, returncode) from
     # the watcher threads, ("signal", signum) from the signal handler.
@@ -147,9 +147,7 @@ class Launcher:
     self._pending: list = []  # exits taken off the queue to look for signals
 
   def say(self, message: str) -> None:
-    with self._lock:
-      self._out.write(f"[launch] {message}\n")
-      self._out.flush()
+    self._relay.write("launch", message)
 
   def start(self) -> None:
     """Starts one process per task of the cluster; stops early once a
@@ -187,7 +185,7 @@ class Launcher:
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixer at once
     process = subprocess.Popen(
         self._command, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         # Own process group: a stop reaches the task's children too, and
         # the terminal's Ctrl-C reaches only the launcher, which then
         # stops every task in order.
@@ -195,12 +193,11 @@ class Launcher:
     # The pid lets an operator (or a test) signal one task.
     self.say(f"starting {name} at {self._cluster[task_type][index]} "
              f"(pid {process.pid})")
-    reader = threading.Thread(target=_pump, daemon=True, args=(
-        name, process.stdout, self._out, self._lock))
-    reader.start()
+    readers = relay.follow(
+        process, lambda text: self._relay.write(name, text))
     # A restarted task replaces its predecessor.
     self._children = [c for c in self._children if c.name != name]
-    self._children.append(_Child(name, process, reader))
+    self._children.append(_Child(name, process, readers))
     threading.Thread(target=self._watch, args=(name, process),
                      daemon=True).start()
 
@@ -230,8 +227,16 @@ class Launcher:
         except ProcessLookupError:
           pass
         child.process.wait()
+    self._join_readers()
+
+  def _join_readers(self, timeout: float = 5.0) -> None:
+    """Waits until every task's output is relayed (its last lines too),
+    for at most ``timeout`` seconds in all: a process a task left behind may
+    hold its pipes open."""
+    deadline = time.monotonic() + timeout
     for child in self._children:
-      child.reader.join(timeout=5)
+      for reader in child.readers:
+        reader.join(timeout=max(0.0, deadline - time.monotonic()))
 
   def wait(self) -> int:
     """Waits for the job to end; returns the launcher's exit status."""
@@ -276,6 +281,7 @@ class Launcher:
         return status
       if name == primary:
         grace_deadline = time.monotonic() + self._grace
+    self._join_readers()
     return 0
 
   def _restart(self, name: str, status: int) -> bool:

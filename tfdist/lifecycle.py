@@ -15,7 +15,6 @@ only through them, once a task is known to need it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Callable, Mapping, Optional, Sequence
@@ -133,5 +132,5 @@ def _run_task(*, config: TrainConfig, data_config: DataConfig,
   else:
     result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
                       model_name=model_name, optimizer_fn=optimizer_fn)
-  print(json.dumps(result), flush=True)
+  console.result(result)
   return errors.EXIT_OK

@@ -20,7 +20,6 @@ Bad input is one ``error: ...`` line and exit status 2.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import sys
 from typing import Optional, Sequence
@@ -28,6 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfdist import cli
+from tfdist import console
 from tfdist import data as data_lib
 from tfdist import errors
 from tfdist import exported
@@ -226,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = predict(model=args.model, inputs=args.inputs,
                       labels=args.labels, records=args.records,
                       signature=args.signature)
-    print(json.dumps(summary), flush=True)
+    console.result(summary)
     return errors.EXIT_OK
 
   return cli.run(predict_and_summarise)

@@ -2,12 +2,13 @@
 
 Owns: :class:`Job`, which starts every task of a cluster (free loopback
 ports, its own TF_CONFIG each, its own process group) running the MNIST
-trainer, collects each task's output lines and exit time, and sends signals
-to single tasks; the chaos sweep (tfdist.bench.chaos) and the no-hang tests
-use it. Unlike tfdist.launch it never stops the other tasks when one exits:
-what each survivor does on its own is what is measured. Imports
-tfdist.bench.runner (the children's environment), tfdist.cluster,
-tfdist.launch (exit statuses) and tfdist.preflight (is a task up?); no
+trainer, collects each task's output lines (its stdout's and stderr's, each
+whole) and exit time, and sends signals to single tasks; the chaos sweep
+(tfdist.bench.chaos) and the no-hang tests use it. Unlike tfdist.launch it
+never stops the other tasks when one exits: what each survivor does on its
+own is what is measured. Imports tfdist.bench.runner (the children's
+environment), tfdist.cluster, tfdist.launch (exit statuses),
+tfdist.preflight (is a task up?) and tfdist.relay (whole lines); no
 TensorFlow.
 """
 
@@ -24,6 +25,7 @@ from typing import Optional, Sequence
 from tfdist import cluster as cluster_lib
 from tfdist import launch
 from tfdist import preflight
+from tfdist import relay
 from tfdist.bench import runner
 
 # Task counts per strategy: the smallest clusters with every role.
@@ -63,6 +65,7 @@ class Job:
     self.started_at = {}
     self.exited_at = {}
     self._readers = []
+    self._lines_lock = threading.Lock()  # a line and its time go together
 
   def task_names(self) -> list:
     return [f"{job}-{index}" for job, addresses in self.cluster.items()
@@ -81,7 +84,7 @@ class Job:
         process = subprocess.Popen(
             [sys.executable, "-m", "trainers.mnist", *self._flags],
             cwd=runner.REPO, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         self.processes[name] = process
         self.started_at[name] = time.monotonic()
@@ -93,9 +96,12 @@ class Job:
         self._readers.append(reader)
 
   def _read(self, name: str, process: subprocess.Popen) -> None:
-    for line in process.stdout:
-      self.line_times[name].append(time.monotonic())
-      self.output[name].append(line.rstrip("\n"))
+    def add(line: str) -> None:
+      with self._lines_lock:
+        self.line_times[name].append(time.monotonic())
+        self.output[name].append(line)
+    for reader in relay.follow(process, add):
+      reader.join()
     process.wait()
     self.exited_at[name] = time.monotonic()
 

@@ -18,7 +18,6 @@ line and exit status 2; nothing is written.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -27,12 +26,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=wrong-import-position
 from tfdist import cli
+from tfdist import console
 from tfdist import data as data_lib
 from tfdist.data import convert
-from tfdist.data import shards
-from tfdist.data import tables
 from tfdist.data import manifest as manifest_lib
+from tfdist.data import shards
 from tfdist.data import sources
+from tfdist.data import tables
 from tfdist.errors import ConfigError
 
 
@@ -115,14 +115,13 @@ def main(argv=None) -> int:
   keys = manifest_lib.FeatureKeys(image=args.image_key, label=args.label_key)
   if args.command == "write":
     manifest = _write(args, keys)
-    print(json.dumps({"out_dir": args.out_dir,
-                      "counts": {s: f.total for s, f in manifest.splits.items()},
-                      "features": [f.describe() for f in manifest.features],
-                      "num_classes": manifest.num_classes}), flush=True)
+    console.result({"out_dir": args.out_dir,
+                    "counts": {s: f.total for s, f in manifest.splits.items()},
+                    "features": [f.describe() for f in manifest.features],
+                    "num_classes": manifest.num_classes})
   else:
-    print(json.dumps(sources.verify(args.train_files, args.test_files,
-                                    num_classes=args.num_classes, keys=keys)),
-          flush=True)
+    console.result(sources.verify(args.train_files, args.test_files,
+                                  num_classes=args.num_classes, keys=keys))
   return 0
 
 

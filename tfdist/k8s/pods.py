@@ -2,15 +2,16 @@
 
 Each pod runs in its own process group (a stop or a kill reaches the
 trainer under tfdist.k8s.pod too), dies with the exercise (the kernel
-SIGKILLs it if the exercise is killed), and has every output line prefixed
-with its task (``[worker-1] ...``). What happens to a process is reported
-as an event on one queue, which only the exercise's main loop reads:
-``("exit", task, process, status)`` and ``("resumed", task, step)`` (the
-trainer restored a checkpoint).
+SIGKILLs it if the exercise is killed), and has every line of its stdout and
+stderr written whole to the exercise's output, prefixed with its task
+(``[worker-1] ...``), as ``kubectl logs`` shows a pod's. What happens to a
+process is reported as an event on one queue, which only the exercise's main
+loop reads: ``("exit", task, process, status)`` and ``("resumed", task,
+step)`` (the trainer restored a checkpoint).
 
 Owns Pods and Kill (when to SIGKILL one). Imports tfdist.checkpoint (where
-checkpoints are), tfdist.errors and tfdist.launch (exit statuses, and
-children that die with their parent).
+checkpoints are), tfdist.errors, tfdist.launch (exit statuses, and
+children that die with their parent) and tfdist.relay (whole lines).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Optional
 
 from tfdist import checkpoint
 from tfdist import launch
+from tfdist import relay
 from tfdist.errors import ConfigError
 
 # What tfdist.checkpoint prints when a trainer restores a checkpoint.
@@ -38,47 +40,37 @@ class Pods:
   """The running pod processes, by task name (``worker-1``)."""
 
   def __init__(self, *, out, events: queue.SimpleQueue, env: dict):
-    self._out = out
+    self._relay = relay.Relay(out)
     self._events = events
     self._env = env
-    self._lock = threading.Lock()
     self.processes: dict = {}  # task -> the current process
     self.started_at: dict = {}  # task -> time.monotonic() of its start
     self._readers: list = []
 
   def say(self, message: str) -> None:
-    with self._lock:
-      self._out.write(f"[exercise] {message}\n")
-      self._out.flush()
+    self._relay.write("exercise", message)
 
   def start(self, task: str, command: list, env: dict) -> None:
     """Starts ``command`` as the pod of ``task`` (a new pod replaces the
     old one, which must have ended)."""
     process = subprocess.Popen(
         command, env={**self._env, **env}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
         # The kernel kills the pod if the exercise dies.
         preexec_fn=launch._die_with_parent)  # pylint: disable=protected-access
     self.processes[task] = process
     self.started_at[task] = time.monotonic()
-    reader = threading.Thread(target=self._pump, args=(task, process),
-                              daemon=True)
-    reader.start()
-    self._readers.append(reader)
+    self._readers += relay.follow(
+        process, lambda line: self._relay_line(task, line))
     threading.Thread(target=self._watch, args=(task, process),
                      daemon=True).start()
 
-  def _pump(self, task: str, process: subprocess.Popen) -> None:
-    for raw in iter(process.stdout.readline, b""):
-      line = raw.decode(errors="replace").rstrip()
-      with self._lock:
-        self._out.write(f"[{task}] {line}\n")
-        self._out.flush()
-      resumed = _RESUMED.search(line)
-      if resumed:
-        self._events.put(("resumed", task, int(resumed.group(1))))
-    process.stdout.close()
+  def _relay_line(self, task: str, line: str) -> None:
+    self._relay.write(task, line)
+    resumed = _RESUMED.search(line)
+    if resumed:
+      self._events.put(("resumed", task, int(resumed.group(1))))
 
   def _watch(self, task: str, process: subprocess.Popen) -> None:
     self._events.put(("exit", task, process,
