@@ -4,10 +4,11 @@ A guide marks a block runnable with the line ``<!-- runnable -->`` (invisible
 once rendered) right before a fenced ``sh`` block; the block then runs in a
 test, in bash with ``set -euo pipefail``, so a guide's command that stops
 working fails the suite. A marker may name replacements that keep a long
-command small in the test, ``<!-- runnable --epochs=5=>--epochs=1 -->``
-(each ``OLD=>NEW``, separated by spaces; the guide shows OLD). The blocks of
-one file run in order, in one working directory, so a later block may use
-what an earlier one wrote.
+command small in the test: ``<!-- runnable: --epochs=5 => --epochs=1;
+multiworker => multiworker --steps_per_epoch=50 -->`` (``OLD => NEW`` pairs
+separated by ``;``; the guide shows OLD). Every ``/tmp/`` of a block is the
+test's own temporary directory. The blocks of one file run in order, in one
+working directory, so a later block may use what an earlier one wrote.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ import re
 import subprocess
 from typing import List
 
-MARKER = re.compile(r"^<!-- runnable(?P<replacements>( \S+=>\S*)*) -->$")
+MARKER = re.compile(r"^<!-- runnable(: (?P<replacements>.*))? -->$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -48,8 +49,10 @@ def blocks(path: str) -> List[Block]:
     end = next(i for i in range(index + 2, len(lines))
                if lines[i].strip() == "```")
     script = "\n".join(lines[index + 2:end])
-    for replacement in marker.group("replacements").split():
-      old, new = replacement.split("=>", 1)
+    for replacement in (marker.group("replacements") or "").split(";"):
+      if not replacement.strip():
+        continue
+      old, new = (part.strip() for part in replacement.split(" => ", 1))
       if old not in script:
         raise ValueError(f"{path}:{index + 1}: the marker replaces {old!r}, "
                          "which the block does not have")
@@ -58,10 +61,12 @@ def blocks(path: str) -> List[Block]:
   return found
 
 
-def run_block(block: Block, *, cwd: str, env: dict,
-              timeout: float) -> subprocess.CompletedProcess:
-  """Runs one block in bash; the whole process group is killed at the
-  timeout (the test then fails with the output so far)."""
+def run_block(block: Block, *, cwd: str, env: dict, timeout: float,
+              tmp: str = "/tmp") -> subprocess.CompletedProcess:
+  """Runs one block in bash, its ``/tmp/`` in ``tmp``; the whole process
+  group is killed at the timeout (the test then fails with the output so
+  far)."""
   from conftest import run  # pylint: disable=g-import-not-at-top
-  return run(["bash", "-c", "set -euo pipefail\n" + block.script],
+  script = block.script.replace("/tmp/", tmp.rstrip("/") + "/")
+  return run(["bash", "-c", "set -euo pipefail\n" + script],
              cwd=cwd, env=env, timeout=timeout)

@@ -159,3 +159,32 @@ def test_a_bad_table_is_one_line_and_writes_nothing(tmp_path, rows, flags,
   assert done.stderr.strip().splitlines() == [done.stderr.strip()]
   assert message.format(path=path) in done.stderr, done.stderr
   assert not out.exists()
+
+
+def test_a_user_model_resumes_with_the_step_features(cancer, tmp_path):
+  """Through the public entry, a table's model with gradient accumulation,
+  bfloat16 mixed precision and the large-batch recipe: stopped after 2
+  epochs and relaunched with the same --model_dir, it resumes at the saved
+  step and ends at exactly the target, as an uninterrupted run does."""
+  features = ["--accumulate_steps=2", "--mixed_precision",
+              "--lr_scaling=linear", "--base_batch_size=32",
+              "--warmup_epochs=1", "--batch_size=16", "--optimizer=adam",
+              "--learning_rate=0.01", "--verbose=0"]
+
+  def result(model_dir, epochs):
+    done = train("functional", *cancer, *features, f"--epochs={epochs}",
+                 f"--model_dir={model_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json_lines(done.stdout)[-1]
+
+  whole = result(tmp_path / "whole", 4)
+  first = result(tmp_path / "resumed", 2)
+  resumed = result(tmp_path / "resumed", 4)
+  assert (whole["dtype_policy"], whole["accumulate_steps"]) == (
+      "mixed_bfloat16", 2)
+  assert resumed["start_step"] == first["global_step"] == whole["steps"] // 2
+  assert resumed["global_step"] == whole["global_step"] == whole["steps"]
+  # The learning-rate schedule continues from the restored step.
+  assert resumed["learning_rate_history"] == whole["learning_rate_history"][2:]
+  for result in (whole, resumed):
+    assert result["test_accuracy"] >= 0.9, result

@@ -11,7 +11,7 @@ A user's own ``train.py``::
 gets every flag of the shipped trainers, under all three strategies, with
 TF_CONFIG, tfdist.launch and Kubernetes. The flags are generated: one per
 field of tfdist.config.TrainConfig and tfdist.data.options.DataConfig (its
-name, type, default and help), plus ``--eval_timeout``; ``defaults`` only
+name, type, default and help); ``defaults`` only
 changes defaults. This module is the entry-point side: it reads the flags
 and the environment, sets what TensorFlow reads before it starts, and hands
 plain arguments to tfdist.lifecycle. Imports tfdist.cli, cluster, config,
@@ -43,9 +43,6 @@ SETTINGS = (config_lib.TrainConfig, DataConfig)
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            float: flags.DEFINE_float, str: flags.DEFINE_string,
            Optional[str]: flags.DEFINE_string}
-# Not a training setting: the evaluator task's patience.
-_EVAL_TIMEOUT_HELP = ("Evaluator task: seconds without a new checkpoint "
-                      "before it gives up.")
 
 
 def prepare_environment(environ=os.environ) -> None:
@@ -69,13 +66,23 @@ def define_flags() -> None:
     for field in dataclasses.fields(settings_class):
       _DEFINE[types[field.name]](field.name, field.default,
                                  field.metadata["help"])
-  flags.DEFINE_float("eval_timeout", 600.0, _EVAL_TIMEOUT_HELP)
+
+
+def flags_table(settings_class) -> str:
+  """The flags of ``settings_class``'s fields as a Markdown table (name,
+  default, help): the docs' flag reference is generated from this, the
+  fields being the one declaration of each setting."""
+  rows = ["| flag | default | what it sets |", "|---|---|---|"]
+  for field in dataclasses.fields(settings_class):
+    default = "" if field.default is None else f"`{field.default!r}`"
+    text = field.metadata["help"].replace("|", "\\|")
+    rows.append(f"| `--{field.name}` | {default} | {text} |")
+  return "\n".join(rows)
 
 
 def set_defaults(defaults: Mapping[str, object]) -> None:
   """New defaults for tfdist's flags; ConfigError names an unknown one."""
   known = {f.name for s in SETTINGS for f in dataclasses.fields(s)}
-  known.add("eval_timeout")
   for name, value in defaults.items():
     if name not in known:
       raise ConfigError(f"defaults={{{name!r}: ...}}: no such tfdist flag; "
@@ -139,7 +146,7 @@ def run(model_fn: Union[Callable, str], *, name: Name = None,
         model_name=_model_name(function, name), task=task,
         process=lifecycle.Process(sys.executable, tuple(sys.orig_argv),
                                   dict(os.environ)),
-        eval_timeout=FLAGS.eval_timeout, optimizer_fn=optimizer_fn)
+        optimizer_fn=optimizer_fn)
 
   return cli.run(run_checked)
 

@@ -126,6 +126,9 @@ class TrainConfig:
   eval_every_epoch: bool = _setting(
       False, "Evaluate the test set after every epoch (untimed) and report "
       "accuracy against training time.")
+  eval_timeout: float = _setting(
+      600.0, "The evaluator task: seconds without a new checkpoint before it "
+      "gives up.")
 
   def __post_init__(self):
     _check_choices(self)
@@ -185,7 +188,7 @@ def _check_numbers(config: TrainConfig) -> None:
                       "(one pass over the data) or more")
   if not config.learning_rate > 0:
     raise ConfigError(f"--learning_rate={config.learning_rate}: must be > 0")
-  for name in ("peer_timeout", "heartbeat_timeout"):
+  for name in ("peer_timeout", "heartbeat_timeout", "eval_timeout"):
     if not getattr(config, name) > 0:
       raise ConfigError(f"--{name}={getattr(config, name)}: must be > 0")
   if config.stall_timeout < 0:

@@ -68,7 +68,6 @@ def restart_without(process: Process, workers: list) -> None:
 
 def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
         model_name: str, task: Optional[cluster_lib.Task], process: Process,
-        eval_timeout: float = 600.0,
         optimizer_fn: Optional[Callable] = None) -> int:
   """Runs this task's part of the job to its end; returns the exit status.
 
@@ -87,7 +86,6 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
     task: this process's task from TF_CONFIG, or None.
     process: how this process was started (a ps chief restarts itself
       without stalled workers).
-    eval_timeout: the evaluator task's patience for a new checkpoint.
     optimizer_fn: ``optimizer_fn(learning_rate)`` returns the optimizer
       (default: ``config.optimizer``'s).
   """
@@ -96,7 +94,7 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
   try:
     status = _run_task(config=config, data_config=data_config,
                        model_fn=model_fn, model_name=model_name, task=task,
-                       eval_timeout=eval_timeout, optimizer_fn=optimizer_fn)
+                       optimizer_fn=optimizer_fn)
     if task is not None and config.strategy != "multiworker":
       # Done, outputs written: TensorFlow's teardown would wait for any
       # peer's pending remote call, forever for a stopped peer.
@@ -111,7 +109,7 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
 
 def _run_task(*, config: TrainConfig, data_config: DataConfig,
               model_fn: Callable, model_name: str,
-              task: Optional[cluster_lib.Task], eval_timeout: float,
+              task: Optional[cluster_lib.Task],
               optimizer_fn: Optional[Callable]) -> int:
   """This task's part of the job: host, evaluate or train."""
   role = strategy_lib.plan_role(config.strategy, task)
@@ -128,7 +126,7 @@ def _run_task(*, config: TrainConfig, data_config: DataConfig,
     result = evaluator.run(
         model_fn=model_fn, dataset=dataset, model_dir=config.model_dir,
         model_name=model_name, batch_size=config.eval_batch_size,
-        timeout=eval_timeout, task_name=task.name)
+        timeout=config.eval_timeout, task_name=task.name)
   else:
     result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
                       model_name=model_name, optimizer_fn=optimizer_fn)
