@@ -29,6 +29,8 @@ K8S = os.path.join(REPO, "k8s")
 # tfdist.export's owner and tested there).
 RENDERED = {"": "mnist", "ps": "mnist-ps", "inception": "inception",
             "tfjob": "mnist-tfjob", "jobset": "mnist-jobset"}
+# The directories rendered for multiworker on GPUs: NCCL all-reduce.
+NCCL = {"", "inception", "tfjob", "jobset"}
 # The real CustomResourceDefinitions, in the repository (see its README).
 CRD_DIR = os.path.join(REPO, "third_party", "crds")
 CRDS = {"TFJob": "kubeflow.org_tfjobs-v1.9.yaml",
@@ -198,11 +200,15 @@ def test_every_pod_is_secured_and_behind_the_network_policy(name):
   assert policy["spec"]["policyTypes"] == ["Ingress"]
   assert rule["from"] == [{"podSelector": {"matchLabels": selector}}]
   port = 2222
-  assert rule["ports"] in ([{"protocol": "TCP", "port": port}],
-                           [{"protocol": "TCP"}])  # NCCL: any port
+  # Only the gRPC port, but any TCP port between the pods of a job whose
+  # workers all-reduce with NCCL (it picks its ports at run time).
+  assert rule["ports"] == ([{"protocol": "TCP"}] if name in NCCL else
+                           [{"protocol": "TCP", "port": port}])
   roles = []
   for role, template in _pod_templates(objects):
     roles.append(role)
+    nccl = "--all_reduce=nccl" in template["spec"]["containers"][0]["command"]
+    assert nccl == (name in NCCL and role in ("worker", "chief")), role
     labels, spec = template["metadata"]["labels"], template["spec"]
     assert all(labels.get(k) == v for k, v in selector.items()), role
     assert spec["automountServiceAccountToken"] is False
