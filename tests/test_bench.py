@@ -5,8 +5,10 @@ settings); its figures are checked for form, never for speed.
 """
 
 import glob
+import importlib.metadata
 import json
 import os
+import platform
 import sys
 import textwrap
 
@@ -60,9 +62,14 @@ def test_smoke_runs_every_configuration(smoke):
   # Synchronous replicas end bit-identical.
   digests = {t["weights_digest"] for t in runs["multiworker-2"]["tasks"].values()}
   assert len(digests) == 1
+  # Every run learned, well above chance (0.1): the runs at the base batch
+  # per worker reach 0.80 to 0.87, the 4 steps of 8x the global batch 0.53
+  # to 0.72.
+  large = 8 * report["figures"]["large_batch"]["base_global_batch"]
   for row in report["figures"]["throughput"]:
     assert row["examples_per_sec"] > 0, row
-    assert 0.1 < row["test_accuracy"] <= 1.0, row
+    floor = 0.4 if row["global_batch_size"] == large else 0.75
+    assert floor < row["test_accuracy"] <= 1.0, row
 
 
 @pytest.mark.timeout(1260)
@@ -119,13 +126,28 @@ def test_smoke_figures_are_consistent(smoke):
     assert isinstance(target["met"], bool) and target["note"], target
 
 
+def _cpu_model() -> str:
+  """The processor's name as Linux reports it (else as Python does)."""
+  with open("/proc/cpuinfo") as f:
+    return next((line.split(":", 1)[1].strip() for line in f
+                 if line.startswith("model name")), platform.processor())
+
+
+def _memory_gib() -> float:
+  return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+               / 2**30, 1)
+
+
 @pytest.mark.timeout(1260)
 def test_smoke_writes_table_and_plots(smoke):
   out_dir, report, result = smoke
   table = (out_dir / "results.md").read_text()
   for name in report["runs"]:
     assert f"| {name} |" in table
-  assert "AMD" in table or "Intel" in table or "cores" in table
+  # The machine line says what the bench ran on, from the same sources.
+  assert (f" on {_cpu_model()}, {os.cpu_count()} cores, {_memory_gib()} GiB, "
+          f"no GPU; TensorFlow {importlib.metadata.version('tensorflow')}, "
+          f"tf-keras {importlib.metadata.version('tf_keras')}; ") in table
   assert "target:" in result.stdout
   for name in ("throughput.png", "sync_vs_async.png", "large_batch.png"):
     data = (out_dir / name).read_bytes()
@@ -153,8 +175,8 @@ def test_smoke_measures_straggler_and_data_figures(smoke):
   cores = sorted(os.sched_getaffinity(0))
   assert with_["pinned"] == {"worker-0": cores[0],
                              "worker-1": cores[1 % len(cores)]}
-  for run_ in (without, with_):
-    assert run_["examples_per_sec"] > 0 and run_["test_accuracy"] > 0.1
+  for run_ in (without, with_):  # about 0.89 at these settings
+    assert run_["examples_per_sec"] > 0 and run_["test_accuracy"] > 0.75
   assert row["ratio"] == pytest.approx(
       with_["examples_per_sec"] / without["examples_per_sec"], abs=1e-3)
   assert (out_dir / "straggler.png").read_bytes().startswith(PNG_MAGIC)
@@ -205,7 +227,11 @@ def test_inception_smoke_measures_accuracy_and_trainer_vs_plain_keras(
   assert inception["run"] == "inception-1"
   times = [s for s, _ in inception["curve"]]
   assert times == sorted(times) and len(times) == 2  # evaluated every epoch
-  assert 0.0 <= inception["test_accuracy"] <= 1.0
+  # It learned: 200 steps reach 0.82 here (0.28 after the first 100), far
+  # above chance (0.1) and a model that predicts one class (at most 0.1135
+  # of the test split).
+  assert inception["test_accuracy"] == inception["curve"][-1][1]
+  assert inception["test_accuracy"] > 0.5, inception
   assert list(figs["time_to_accuracy"]["inception-1"]) == ["0.98"]
   goals = {t["target"]: t for t in report["targets"]}
   assert isinstance(goals["trainer / plain Keras examples/s, mini-Inception "
@@ -274,9 +300,8 @@ def test_trainer_rejects_float16_under_ps_in_one_line():
   result = run(trainer("mnist", "--strategy=ps", "--data=synthetic",
                        "--all_reduce_dtype=float16"), timeout=60)
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      line for line in result.stderr.strip().splitlines()
-      if line.startswith("error: --all_reduce_dtype=float16")]
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith("error: --all_reduce_dtype=float16"), line
 
 
 _ALL_REDUCE_CHECK = textwrap.dedent("""

@@ -264,46 +264,107 @@ def _tree_digest(directory: str) -> str:
   return digest.hexdigest()
 
 
-_SAVE_LOOP = r"""
-import sys, tensorflow as tf
-big = tf.Variable(tf.zeros([4_000_000]))  # 16 MB: a save takes a while
-manager = tf.train.CheckpointManager(tf.train.Checkpoint(big=big), sys.argv[1],
-                                     max_to_keep=3)
-for i in range(1, 10_000):
-  big.assign(tf.fill([4_000_000], float(i)))
-  manager.save(checkpoint_number=i)
+# tfdist's saver (checkpoint.Checkpointing, as training builds it) on a
+# model of 4 million weights (checkpoints of 32 MB): a save takes a while.
+# "save" sets every weight and the global step to 1, 2, 3, ... and saves
+# each; "restore" restores as a relaunch does and prints the step and the
+# values.
+_CHECKPOINTING = r"""
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+from tfdist import checkpoint
+model = tf.keras.Sequential([tf.keras.Input((2000,)),
+                             tf.keras.layers.Dense(2000)])
+model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="mse")
+saver = checkpoint.Checkpointing(
+    model=model, strategy=tf.distribute.get_strategy(),
+    model_dir=sys.argv[2], write_dir=sys.argv[2],
+    options=checkpoint.CheckpointOptions(keep=3), steps_per_epoch=1,
+    signature={"model": "big"}, workers_agree=False)
+start = saver.restore()
+if sys.argv[1] == "save":
+  for step in range(start + 1, 10_000):
+    for weight in model.weights:
+      weight.assign(tf.fill(weight.shape, float(step)))
+    model.optimizer.iterations.assign(step)
+    saver.save()
+else:
+  values = set()
+  for weight in model.weights:
+    values |= set(weight.numpy().ravel().tolist())
+  print(json.dumps({"start": start, "path": checkpoint.latest(sys.argv[2]),
+                    "values": sorted(values)}))
 """
 
-_RESTORE = r"""
-import sys, tensorflow as tf
-sys.path.insert(0, sys.argv[2])
-from tfdist import checkpoint
-big = tf.Variable(tf.zeros([4_000_000]))
-path = checkpoint.latest(sys.argv[1])
-tf.train.Checkpoint(big=big).read(path).assert_existing_objects_matched()
-number = int(path.rsplit("-", 1)[1])
-values = set(big.numpy().tolist())
-print(number, sorted(values))
-assert values == {float(number)}, (number, values)
-"""
+
+def _save_in_progress(directory: str):
+  """The step of the save in progress in ``directory``, or None.
+
+  TensorFlow writes a checkpoint ``ckpt-N`` into a directory
+  ``ckpt-N_temp``, merges it into ``ckpt-N.index`` and ``.data`` files and
+  removes that directory; only then is it named in the ``checkpoint`` file.
+  """
+  try:
+    names = os.listdir(directory)
+  except FileNotFoundError:
+    return None
+  steps = [int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)_temp$").match,
+                                        names) if m]
+  return max(steps, default=None)
+
+
+def _stopped(process) -> None:
+  """SIGSTOPs ``process`` and returns once the kernel has stopped it."""
+  os.kill(process.pid, signal.SIGSTOP)
+  _, status = os.waitpid(process.pid, os.WUNTRACED)
+  assert os.WIFSTOPPED(status), f"the saver exited ({status})"
+
+
+def _kill_inside_a_save(process, directory: str, *, after: int) -> int:
+  """SIGKILLs ``process`` inside a save of a step above ``after``: stopped
+  while that save's temporary directory exists; returns its step."""
+  def saving() -> bool:
+    assert process.poll() is None, f"the saver exited ({process.returncode})"
+    return (_save_in_progress(directory) or 0) > after
+
+  deadline = time.monotonic() + 120
+  while time.monotonic() < deadline:
+    wait_for(saving, f"a save of a step above {after}", timeout=120)
+    _stopped(process)
+    step = _save_in_progress(directory)
+    if step is not None:  # the save is still in progress, and frozen
+      os.kill(process.pid, signal.SIGKILL)
+      return step
+    os.kill(process.pid, signal.SIGCONT)  # it ended meanwhile: the next
+  pytest.fail("no save caught in progress in 120 s")
 
 
 def test_killed_while_saving_never_leaves_a_half_checkpoint(tmp_path):
+  """SIGKILL inside tfdist's save (its temporary files present, the
+  process frozen by SIGSTOP before the kill): the restore a relaunch does
+  picks the last complete checkpoint, every weight as saved."""
   model_dir = tmp_path / "model"
-  ckpt_dir = model_dir / "checkpoints"
-  process = subprocess.Popen([sys.executable, "-c", _SAVE_LOOP, str(ckpt_dir)],
-                             env=child_env(), start_new_session=True,
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  # Saves follow each other back to back: once the 5th index exists the
-  # writer is inside a later save, whose files are incomplete when killed
-  # (at the end of the block).
+  directory = os.path.join(model_dir, "checkpoints")
+  process = subprocess.Popen(
+      [sys.executable, "-c", _CHECKPOINTING, "save", str(model_dir)],
+      env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
   with _killed_at_exit(process):
-    _wait_for(lambda: max(_checkpoint_steps(str(model_dir)), default=0) >= 5,
-              "a 5th checkpoint", timeout=60)
-  done = run([sys.executable, "-c", _RESTORE, str(model_dir), REPO],
-             timeout=120)
+    # Past the first saves: complete checkpoints to fall back on.
+    killed_in = _kill_inside_a_save(process, directory, after=3)
+  complete = _checkpoint_steps(str(model_dir))
+  assert complete and max(complete) == killed_in - 1, (complete, killed_in)
+  assert os.path.isdir(os.path.join(directory, f"ckpt-{killed_in}_temp"))
+  done = run([sys.executable, "-c", _CHECKPOINTING, "restore",
+              str(model_dir)], timeout=120)
   assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+  (restored,) = json_lines(done.stdout)
+  assert restored["start"] == killed_in - 1, restored
+  assert restored["path"].endswith(f"ckpt-{killed_in - 1}"), restored
+  assert restored["values"] == [float(killed_in - 1)], restored
+  print(f"\nkilled inside the save of step {killed_in}; restored step "
+        f"{restored['start']}")
 
 
 # --- preemption and lost tasks: multiworker -----------------------------------

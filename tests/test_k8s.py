@@ -3,7 +3,7 @@
 The exercise tests run every pod of k8s/, k8s/ps/ and k8s/jobset/ as a local
 process with the pod's own command and environment, restarted or failed by
 the Job and JobSet controllers' rules, training on the real MNIST files.
-Custom resources are validated against the real CRDs in ../shared/schemas.
+Custom resources are validated against the real CRDs in third_party/crds.
 """
 
 import json
@@ -29,8 +29,10 @@ K8S = os.path.join(REPO, "k8s")
 # tfdist.export's owner and tested there).
 RENDERED = {"": "mnist", "ps": "mnist-ps", "inception": "inception",
             "tfjob": "mnist-tfjob", "jobset": "mnist-jobset"}
-# The real CustomResourceDefinitions, beside the repo as the test data is.
-SCHEMAS = os.path.abspath(os.path.join(REPO, "..", "shared", "schemas"))
+# The directories rendered for multiworker on GPUs: NCCL all-reduce.
+NCCL = {"", "inception", "tfjob", "jobset"}
+# The real CustomResourceDefinitions, in the repository (see its README).
+CRD_DIR = os.path.join(REPO, "third_party", "crds")
 CRDS = {"TFJob": "kubeflow.org_tfjobs-v1.9.yaml",
         "JobSet": "jobset.x-k8s.io_jobsets-v0.12.0.yaml"}
 # The exercise trains 300 steps with a checkpoint every 50 instead of the
@@ -132,17 +134,21 @@ def test_committed_manifests_pass_strict_schema_validation():
       CRDS), output
 
 
+def _crd_path(kind):
+  """The CRD file of ``kind``; a missing one fails the test."""
+  path = os.path.join(CRD_DIR, CRDS[kind])
+  if not os.path.isfile(path):
+    pytest.fail(f"the {kind} CRD is expected at {path} (third_party/crds)")
+  return path
+
+
 def _validate_custom_resources(objects):
   """Validates every TFJob and JobSet against its real CRD, and their pod
   templates against core/v1; returns how many were validated."""
   import kubernetes_validate  # pylint: disable=g-import-not-at-top
   validated = 0
   for o in (o for o in objects if o["kind"] in CRDS):
-    path = os.path.join(SCHEMAS, CRDS[o["kind"]])
-    if not os.path.isfile(path):
-      pytest.fail(f"the {o['kind']} CRD is expected at {path} "
-                  "(shared/schemas beside the repo)")
-    crd.validate(o, path)
+    crd.validate(o, _crd_path(o["kind"]))
     validated += 1
   for _, template in _pod_templates(objects):
     kubernetes_validate.validate(
@@ -180,8 +186,9 @@ def test_crd_validation_rejects_a_misspelt_field(kind, path, field):
   for key in path:
     place = place[key]
   place[field] = 1
+  crd_path = _crd_path(kind)
   with pytest.raises(jsonschema.ValidationError, match=field):
-    crd.validate(resource, os.path.join(SCHEMAS, CRDS[kind]))
+    crd.validate(resource, crd_path)
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
@@ -193,11 +200,15 @@ def test_every_pod_is_secured_and_behind_the_network_policy(name):
   assert policy["spec"]["policyTypes"] == ["Ingress"]
   assert rule["from"] == [{"podSelector": {"matchLabels": selector}}]
   port = 2222
-  assert rule["ports"] in ([{"protocol": "TCP", "port": port}],
-                           [{"protocol": "TCP"}])  # NCCL: any port
+  # Only the gRPC port, but any TCP port between the pods of a job whose
+  # workers all-reduce with NCCL (it picks its ports at run time).
+  assert rule["ports"] == ([{"protocol": "TCP"}] if name in NCCL else
+                           [{"protocol": "TCP", "port": port}])
   roles = []
   for role, template in _pod_templates(objects):
     roles.append(role)
+    nccl = "--all_reduce=nccl" in template["spec"]["containers"][0]["command"]
+    assert nccl == (name in NCCL and role in ("worker", "chief")), role
     labels, spec = template["metadata"]["labels"], template["spec"]
     assert all(labels.get(k) == v for k, v in selector.items()), role
     assert spec["automountServiceAccountToken"] is False
@@ -684,7 +695,7 @@ def test_gpu_renders_use_nccl_and_cpu_renders_ring(strategy, kind, gpus,
     else:
       assert not shm and "/dev/shm" not in mounts, role
   for o in (o for o in objects if o["kind"] in CRDS):
-    crd.validate(o, os.path.join(SCHEMAS, CRDS[o["kind"]]))
+    crd.validate(o, _crd_path(o["kind"]))
   # Back to ring on GPUs: the gRPC port only, no /dev/shm.
   if nccl:
     ring = _render(tmp_path, spec, "--job_name=g", "--image=img:1",

@@ -28,6 +28,14 @@ from tfdist.errors import ConfigError
 STUCK_TASK = os.path.join(REPO, "tests", "stuck_task.py")
 
 
+@pytest.fixture(autouse=True)
+def _bundled_mnist_only(tmp_path, monkeypatch):
+  """The trainers started here without a data flag train on the bundled
+  sample: their TFDS data dir is empty, never an MNIST prepared in the
+  user's ~/tensorflow_datasets or $TFDS_DATA_DIR."""
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no-tfds"))
+
+
 def _start(mode: str, ready, deadline: float, arg: str):
   return subprocess.Popen(
       [sys.executable, STUCK_TASK, mode, str(ready), str(deadline), arg],

@@ -21,8 +21,11 @@ counts the jobs that finished without them, in place.
 
 Prints one line per trial and a summary table (per strategy and phase:
 trials, hangs, seconds until every other task exited); ``--out`` writes
-every trial as a JSON line as it ends. Imports tfdist.bench.jobs, tfdist.checkpoint, tfdist.errors and
-tfdist.cli; TensorFlow (to read checkpoints) inside functions.
+every trial as a JSON line as it ends. Every trial trains on the MNIST
+sample bundled with tfdist, whatever is on this machine. Imports
+tfdist.bench.jobs, tfdist.checkpoint, tfdist.data (where the sample is),
+tfdist.errors and tfdist.cli; TensorFlow (to read checkpoints) inside
+functions.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Optional
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cli
+from tfdist import data as data_lib
 from tfdist.bench import jobs as jobs_lib
 from tfdist.errors import ConfigError
 
@@ -73,9 +77,11 @@ class Settings:
   # How long a task may take to start (TensorFlow's import, the data) before
   # it waits for its peers; minutes on a loaded machine.
   startup_limit_s: float = 180.0
+  # The data, named: never an MNIST prepared in ~/tensorflow_datasets.
+  mnist_dir: str = data_lib.BUNDLED_MNIST_DIR
 
   def flags(self, model_dir: str) -> list:
-    return [f"--epochs={self.epochs}",
+    return [f"--mnist_dir={self.mnist_dir}", f"--epochs={self.epochs}",
             f"--steps_per_epoch={self.steps_per_epoch}",
             f"--model_dir={model_dir}", "--checkpoint_every_epochs=0",
             f"--checkpoint_every_steps={self.checkpoint_every_steps}",

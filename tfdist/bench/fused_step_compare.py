@@ -1,10 +1,10 @@
 r"""Trains one model with Keras' step and with the fused step, and compares.
 
     python -m tfdist.bench.fused_step_compare --strategy=mirrored \
-        --mnist_dir=../shared/data/mnist --steps=50 --epochs=3
+        --mnist_dir=tfdist/datasets/mnist --steps=50 --epochs=3
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json \
         --free_ports -- python -m tfdist.bench.fused_step_compare \
-        --strategy=multiworker --mnist_dir=../shared/data/mnist
+        --strategy=multiworker --mnist_dir=tfdist/datasets/mnist
 
 Softmax regression on real MNIST, the same seed, data order and SGD for both
 steps (``--accumulate_steps=K``: the fused step takes K micro-batches of

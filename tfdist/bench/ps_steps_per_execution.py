@@ -1,7 +1,7 @@
 r"""Measures what ``steps_per_execution`` buys under ParameterServerStrategy.
 
     python -m tfdist.bench.ps_steps_per_execution \
-        --mnist_dir=../shared/data/mnist --steps_per_execution=10
+        --mnist_dir=tfdist/datasets/mnist --steps_per_execution=10
 
 Under ps, tf-keras' ``fit`` schedules each training function on a worker
 through the ClusterCoordinator: one RPC per call. With

@@ -3,7 +3,8 @@
 ``write --source=SOURCE --out_dir=DIR --shards=N`` writes sharded TFRecords
 and a manifest.json from SOURCE, one of:
 
-  * a directory with the four MNIST IDX files (e.g. tfdist/datasets/mnist);
+  * a directory with the four MNIST IDX files (e.g. tfdist/datasets/mnist,
+    the sample bundled with tfdist);
   * a folder of images, ``CLASS_NAME/*.png|jpg`` (or ``train/`` and
     ``test/`` folders in that layout);
   * ``tfds:NAME`` for a TFDS dataset prepared in --tfds_data_dir;

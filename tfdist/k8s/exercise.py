@@ -157,7 +157,7 @@ def _parse_pvcs(values: list) -> dict:
     claim, sep, path = value.partition("=")
     if not sep or not claim or not path:
       raise ConfigError(f"--pvc={value!r}: write CLAIM=DIR, e.g. "
-                        "mnist-data=../shared/data")
+                        "mnist-data=tfdist/datasets")
     if not os.path.isdir(path):
       raise ConfigError(f"--pvc={value}: {path} is not a directory")
     pvcs[claim] = os.path.abspath(path)
