@@ -298,7 +298,11 @@ def test_trainer_commands_parse(name):
     commands.append(command)
   for command in {tuple(c) for c in commands}:
     assert command[:2] == ("python", "-m")
-    code = (f"import sys; from absl import flags; import {command[2]}; "
+    # tfdist.main defines tfdist's flags, a trainer its own (define_flags)
+    # when it runs.
+    code = ("import sys; from absl import flags; from tfdist import app; "
+            f"app.define_flags(); import {command[2]} as trainer; "
+            "getattr(trainer, 'define_flags', lambda: None)(); "
             "flags.FLAGS(sys.argv); print('parsed')")
     result = run([sys.executable, "-c", code, *command[3:]], timeout=60)
     assert result.returncode == 0 and "parsed" in result.stdout, result.stderr
