@@ -14,10 +14,11 @@ on preemption, and what happens when the job is preempted or done. The three imp
   ps tasks host (tfdist.hosting).
 
 Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
-vanished peer into one-line :class:`~tfdist.errors.TaskLost`, around the
+vanished peer into one-line :class:`~tfdist.errors.PeerLost`, around the
 ``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
-communication, config, deadlines, errors, fused_step, hosting and strategy;
-TensorFlow only inside methods.
+communication, config, console, coordination, coordinator, deadlines,
+errors, fused_step, hosting, strategy and watchdog; TensorFlow only inside
+methods.
 """
 
 from __future__ import annotations
@@ -29,18 +30,24 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from typing import Callable, Optional
 
 from tfdist import barrier
 from tfdist import cluster as cluster_lib
 from tfdist import collectives
 from tfdist import communication
+from tfdist import console
+from tfdist import coordination
+from tfdist import coordinator
 from tfdist import deadlines
+from tfdist import errors
 from tfdist import fused_step as fused_step_lib
 from tfdist import hosting
 from tfdist import strategy as strategy_lib
+from tfdist import watchdog
 from tfdist.config import TrainConfig
-from tfdist.errors import Preempted, TaskLost
+from tfdist.errors import PeerLost, Preempted
 
 _PEER_RE = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 _REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
@@ -50,7 +57,7 @@ _REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
 @contextlib.contextmanager
 def lost_peers(*, own_task: Optional[str], resume_hint: str,
                phase: str = "training"):
-  """Turns TensorFlow's errors about a lost peer into one-line TaskLost.
+  """Turns TensorFlow's errors about a lost peer into one-line PeerLost.
 
   A killed worker or ps shows up as UnavailableError (connection reset,
   socket closed), AbortedError or CancelledError from a collective or an
@@ -74,8 +81,8 @@ def lost_peers(*, own_task: Optional[str], resume_hint: str,
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = next((line for line in lines if _REASON_RE.search(line)),
                   lines[0] if lines else "")
-    raise TaskLost(f"lost {who} during {phase} ({type(e).__name__}: "
-                   f"{reason[:150]}); {resume_hint}") from None
+    raise PeerLost(f"lost {who} during {phase} ({type(e).__name__}: "
+                   f"{reason[:150]})", what_next=resume_hint) from None
 
 
 class Runtime(abc.ABC):
@@ -328,6 +335,18 @@ class MultiWorkerRuntime(_AllReduceRuntime):
         barrier.wait_for_peers(f"tfdist/{point}",
                                timeout=self.config.peer_timeout,
                                task_name=self.task.name)
+      if point == "start":
+        self._stop_if_sigterm_taken()
+
+  def _stop_if_sigterm_taken(self) -> None:
+    """A SIGTERM that TensorFlow took in strategy creation (see
+    tfdist.coordination.sigterm_taken) ends every worker that learns of it
+    before training: 143, nothing to save yet."""
+    signalled = coordination.sigterm_taken()
+    if signalled:
+      console.info(f"SIGTERM to {signalled} during strategy creation "
+                   "(TensorFlow took it); nothing to save yet; exiting (143)")
+      watchdog.exit_now(errors.EXIT_PREEMPTED)
 
   def finish(self) -> None:
     # The coordination service's leader (worker 0) must not exit while
@@ -387,9 +406,15 @@ class ParameterServerRuntime(Runtime):
     hosting.signal_done(self.task, preempted=True)
 
   def finish(self) -> None:
-    # A worker killed near the end may be restarting: told within the
-    # peers' deadline.
-    hosting.signal_done(self.task, restart_timeout=self.config.peer_timeout)
+    # In order: nothing may act on a worker stopped from now on; a worker
+    # killed near the end may be restarting: its recovery ends, then it
+    # is told, within the peers' deadline; the others are told last.
+    if self.stall_watch is not None:
+      self.stall_watch.disarm()
+    until = time.monotonic() + self.config.peer_timeout
+    coordinator.stop(self.strategy, timeout=self.config.peer_timeout)
+    hosting.signal_done(self.task,
+                        restart_timeout=max(0.0, until - time.monotonic()))
 
 
 _RUNTIMES = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,

@@ -196,6 +196,21 @@ class _Guard:
         f"after {self.grace_s:.0f} s; exiting ({_STATUS[signum]})"))
 
 
+def acknowledge() -> None:
+  """Says that the main thread's own SIGINT/SIGTERM handler ran, to every
+  active guard (a save or first-step phase nested in training too): the
+  main thread acts on the signal (saves, then stops), none of them. Call
+  it from that handler; the one acknowledgement for every guard."""
+  for guard in list(_stack):
+    guard.acknowledge()
+
+
+def disarm_alarm() -> None:
+  """Cancels a phase's SIGALRM timer: before ``execve``, which keeps
+  interval timers, so that the new program is not ended by this one's."""
+  signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def exit_now(status: int) -> None:
   """Ends the process at once, without TensorFlow's teardown.
 

@@ -6,9 +6,9 @@ trainer, collects each task's output lines and exit time, and sends signals
 to single tasks; the chaos sweep (tfdist.bench.chaos) and the no-hang tests
 use it. Unlike tfdist.launch it never stops the other tasks when one exits:
 what each survivor does on its own is what is measured. Imports
-tfdist.bench.runner (the children's environment), tfdist.cluster,
-tfdist.launch (exit statuses) and tfdist.preflight (is a task up?); no
-TensorFlow.
+tfdist.bench.log_noise, tfdist.bench.runner (the children's environment),
+tfdist.cluster, tfdist.launch (exit statuses) and tfdist.preflight (is a
+task up?); no TensorFlow.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from tfdist import cluster as cluster_lib
 from tfdist import launch
 from tfdist import preflight
+from tfdist.bench import log_noise
 from tfdist.bench import runner
 
 # Task counts per strategy: the smallest clusters with every role.
@@ -121,6 +122,26 @@ class Job:
     """The result JSON line a training task printed, if any."""
     return next((line for line in self.output[name]
                  if line.startswith("{")), None)
+
+  def done_at(self, name: str) -> float:
+    """When task ``name`` said its work was done (its result line, or a
+    hosting task's "finished training" line); infinity if it never did."""
+    for line, at in zip(self.output[name], self.line_times[name]):
+      if line.startswith("{") or "chief-0 finished training" in line:
+        return at
+    return float("inf")
+
+  def noise_after_training(self) -> Optional[list]:
+    """Every task's E-level lines and tracebacks after the primary task's
+    last epoch (tfdist.bench.log_noise: it must run at ``--verbose=2``),
+    each prefixed ``[task] ``; None if it never ended an epoch."""
+    end = log_noise.training_end(self.output[self.primary])
+    if end is None:
+      return None
+    ended_at = self.line_times[self.primary][end]
+    return [f"[{name}] {line}" for name in self.processes
+            for line, at in zip(self.output[name], self.line_times[name])
+            if at > ended_at and log_noise.is_noise(line)]
 
   def error_lines(self, name: str) -> list:
     return [line for line in self.output[name] if line.startswith("error:")]
