@@ -606,7 +606,10 @@ def test_tasks_from_different_specs_refused(mnist_dir):
         os.killpg(p.pid, signal.SIGKILL)
       except ProcessLookupError:
         pass
-  assert [p.returncode for p in processes] == [2, 2], outputs
+  # The one that met the other's spec: 2 (bad input); the other may time
+  # out first on the third worker it waits for: 200 (retried).
+  statuses = sorted(p.returncode for p in processes)
+  assert statuses in ([2, 2], [2, 200]), outputs
   lines = [_error_lines(err) for _, err in outputs]
   assert any("was started from a different cluster spec" in l[0]
              for l in lines), lines

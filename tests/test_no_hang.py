@@ -466,7 +466,6 @@ def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
     assert not record["hangs"], record
     assert not record["unexplained"], record
     assert record["checkpoints_readable"], record
-    assert not record.get("noise_after_training"), record  # ended clean
 
 
 # --- a stalled ps worker -------------------------------------------------------

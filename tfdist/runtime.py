@@ -385,7 +385,11 @@ class ParameterServerRuntime(Runtime):
 
   def progress_watches(self) -> list:
     # A stalled worker fails no step: the epoch's end would wait forever.
-    return [self.stall_watch.callback()] if self.stall_watch else []
+    # A worker lost near the end is back before fit's end (tfdist.
+    # coordinator), or the chief goes on after the peers' deadline.
+    watches = [self.stall_watch.callback()] if self.stall_watch else []
+    return [*watches, coordinator.recovered_at_fit_end(
+        self.strategy, timeout=self.config.peer_timeout)]
 
   def save_deadline(self):
     # A save waits for the steps in flight: a stalled worker's is the stall

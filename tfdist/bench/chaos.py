@@ -191,7 +191,7 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     _wait_for_phase(job, phase, model_dir, rng, settings)
     record["acted_in"] = _phase_now(job, model_dir)
     acted_at = time.monotonic()
-    target_worked = job.alive(target)
+    target_worked = job.status(target) is None  # not exited yet
     job.signal(target, ACTIONS[action])
     watched = [n for n in job.processes
                if n != target or action == "SIGTERM"]
@@ -210,8 +210,8 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     others = [n for n in watched if n != target]
     record.update(_outcome(job, acted_at, others, hung))
     if (action == "SIGTERM" and target_worked and job.status(target) == 0
-        and job.done_at(target) > acted_at):  # the notice was swallowed
-      record["unexplained"].append(target)
+        and min(job.done_at(target), job.done_at(job.primary)) > acted_at):
+      record["unexplained"].append(target)  # swallowed while it worked
     if record["statuses"].get(job.primary) == 0:
       noise = job.noise_after_training() or []
       record.update(noise_after_training=len(noise), noise=noise[:3])
