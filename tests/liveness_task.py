@@ -1,4 +1,4 @@
-"""A ps chief's liveness pieces driven one at a time, for tests/test_liveness.py.
+"""A ps chief's liveness pieces, one at a time, for tests/test_liveness.py.
 
 python tests/liveness_task.py reexec WORKDIR
   re-executes itself from a thread (tfdist.lifecycle.restart_without, as

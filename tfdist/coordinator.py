@@ -101,15 +101,17 @@ def stop(strategy, *, timeout: float) -> None:
 
 def recovered_at_fit_end(strategy, *, timeout: float):
   """A Keras callback of ``fit`` whose ``on_train_end`` waits for a lost
-  worker's recovery (:func:`wait_for_recovery`)."""
+  worker's recovery (:func:`wait_for_recovery`); its ``recovered`` says
+  whether none was left then."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   class _RecoveredAtFitEnd(tf.keras.callbacks.Callback):
     # Reads no batch logs (RemoteValues under ps).
     _supports_tf_logs = True
+    recovered = True
 
     def on_train_end(self, logs=None):
       del logs
-      wait_for_recovery(strategy, timeout=timeout)
+      self.recovered = wait_for_recovery(strategy, timeout=timeout)
 
   return _RecoveredAtFitEnd()

@@ -29,7 +29,7 @@ a peer silent mid-training        heartbeat_timeout      heartbeats
 ================================  =====================  ==================
 
 Every expiry is one line naming the phase and the peers not heard from,
-and exit status 200 (tfdist.errors.EXIT_PEER_LOST), or 142 when
+and PeerLost's exit status, or SIGALRM's (tfdist.errors) when
 TensorFlow held the main thread (under ps it registers each new function
 with every task, holding the GIL, and waits for a stopped one; the
 tfdist.sentinel process says the line then).
@@ -121,7 +121,7 @@ def checkpoint_save(task: Optional[cluster_lib.Task], *,
   the save's own deadline is ``peer_timeout`` after the stall deadline.
   Such a save may also hold the GIL (TensorFlow registers its function
   with every worker, the stopped one too), where no thread acts: SIGALRM
-  ends the process at the deadline then (tfdist.watchdog, status 142).
+  ends the process at the deadline then (tfdist.watchdog).
   """
   if task is None:
     yield
@@ -190,12 +190,12 @@ class TrainingSignals:
   blocks it.
 
   SIGTERM normally stops the job at a step boundary (tfdist.checkpoint
-  records it, the workers agree, save and exit 143) and SIGINT raises
+  records it, the workers agree, save and stop) and SIGINT raises
   KeyboardInterrupt; both need the main thread back in Python. A collective
   waiting for a stopped peer keeps it in C++ until TensorFlow's heartbeat
   deadline. A watchdog phase around ``fit`` (the first step and the saves
-  are phases of their own inside it) ends the task with 143 or 130 and one
-  line when the main thread's handler did not run within the grace
+  are phases of their own inside it) ends the task (the signal's status)
+  with one line when the main thread's handler did not run within the grace
   (tfdist.watchdog.acknowledge): no checkpoint, as a save would wait for
   the same peer. The grace is ``grace_s``, or 3 x the measured step time
   if longer (a step ends before the handler can run). Use
@@ -245,7 +245,7 @@ def on_stalled_workers(handler: Callable[[list], None]) -> None:
   some other worker still answers, and must not return: the trainers'
   entry point re-executes the chief with a cluster that leaves them out,
   which resumes from the last checkpoint (a library never re-executes a
-  process). Without a handler, a stall ends the chief with status 200.
+  process). Without a handler, a stall ends the chief (PeerLost).
   """
   global _on_stalled_workers  # pylint: disable=global-statement
   _on_stalled_workers = handler
@@ -263,7 +263,7 @@ class StallWatch:
   answer (tfdist.preflight.probe_all, all at once: a stopped process
   accepts connections but says nothing). When only some workers stalled
   and an entry point said how (:func:`on_stalled_workers`), the chief goes
-  on without them; otherwise the process ends with status 200. In the
+  on without them; otherwise the process ends (PeerLost). In the
   first step (tracing; its own deadline) and at an epoch's end
   (evaluation, summaries: slow, but they may also wait for a stopped
   worker's step) it acts only on a stopped peer

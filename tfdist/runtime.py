@@ -357,6 +357,7 @@ class MultiWorkerRuntime(_AllReduceRuntime):
 class ParameterServerRuntime(Runtime):
   """The chief coordinates; workers run its steps, ps tasks hold variables."""
   may_hold_gil = True
+  _fit_end = None  # the callback that waited for a lost worker at fit's end
 
   @property
   def num_replicas(self) -> int:
@@ -388,8 +389,9 @@ class ParameterServerRuntime(Runtime):
     # A worker lost near the end is back before fit's end (tfdist.
     # coordinator), or the chief goes on after the peers' deadline.
     watches = [self.stall_watch.callback()] if self.stall_watch else []
-    return [*watches, coordinator.recovered_at_fit_end(
-        self.strategy, timeout=self.config.peer_timeout)]
+    self._fit_end = coordinator.recovered_at_fit_end(
+        self.strategy, timeout=self.config.peer_timeout)
+    return [*watches, self._fit_end]
 
   def save_deadline(self):
     # A save waits for the steps in flight: a stalled worker's is the stall
@@ -416,7 +418,10 @@ class ParameterServerRuntime(Runtime):
     if self.stall_watch is not None:
       self.stall_watch.disarm()
     until = time.monotonic() + self.config.peer_timeout
-    coordinator.stop(self.strategy, timeout=self.config.peer_timeout)
+    # A worker not back by fit's end is not waited for twice.
+    recovered = self._fit_end is None or self._fit_end.recovered
+    coordinator.stop(self.strategy, timeout=self.config.peer_timeout
+                     if recovered else 0.0)
     hosting.signal_done(self.task,
                         restart_timeout=max(0.0, until - time.monotonic()))
 
