@@ -23,8 +23,8 @@ import time
 import portpicker
 import pytest
 
-from conftest import (REPO, SPECS, child_env, json_lines, launch, run, trainer,
-                      wait_for)
+from conftest import (REPO, SPECS, child_env, json_lines, kill_groups, launch,
+                      run, trainer, wait_for)
 from tfdist import cluster as cluster_lib
 from tfdist import launch as launch_lib
 from tfdist import preflight
@@ -601,11 +601,7 @@ def test_tasks_from_different_specs_refused(mnist_dir):
   try:
     outputs = [p.communicate(timeout=90) for p in processes]
   finally:
-    for p in processes:
-      try:
-        os.killpg(p.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
+    kill_groups(processes)
   # The one that met the other's spec: 2 (bad input); the other may time
   # out first on the third worker it waits for: 200 (retried).
   statuses = sorted(p.returncode for p in processes)

@@ -104,18 +104,19 @@ def peer_lost(error: Exception, phase: str, addresses: dict) -> errors.PeerLost:
 _PREEMPTION_NOTICE_KEY = "TF_DEFAULT_PREEMPTION_NOTICE_KEY"
 
 
-def sigterm_taken() -> str:
+def sigterm_taken(*, timeout_s: float) -> str:
   """The task (``worker-0``) whose SIGTERM TensorFlow's own handler took,
-  or "": while MultiWorkerMirroredStrategy's constructor runs, that
-  handler replaces the process's (tfdist.watchdog restores it after), so
-  such a SIGTERM never reaches the task. Call after the strategy exists;
-  TensorFlow records the signal within about a second.
+  or "" if none within ``timeout_s`` seconds (at least a millisecond):
+  MultiWorkerMirroredStrategy's constructor replaces the process's SIGTERM
+  handler with one that only records the signal, so such a SIGTERM never
+  reaches the task. Call after the strategy exists; TensorFlow records the
+  signal within about a second.
   """
   from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
   from tensorflow.python.framework import errors as tf_errors  # pylint: disable=g-import-not-at-top
   try:
-    value = context.context().get_config_key_value(_PREEMPTION_NOTICE_KEY,
-                                                   timeout_in_ms=100)
+    value = context.context().get_config_key_value(
+        _PREEMPTION_NOTICE_KEY, timeout_in_ms=max(1, int(timeout_s * 1000)))
   except tf_errors.OpError:
     return ""  # not recorded (a deadline, or no coordination service)
   found = re.search(r"/job:(\w+)/task:(\d+)", value)

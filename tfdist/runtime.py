@@ -29,6 +29,7 @@ import functools
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from typing import Callable, Optional
@@ -49,6 +50,9 @@ from tfdist import watchdog
 from tfdist.config import TrainConfig
 from tfdist.errors import PeerLost, Preempted
 
+# TensorFlow records a SIGTERM its own handler took within this long (its
+# listener looks once a second).
+_SIGTERM_RECORDED_S = 1.5
 _PEER_RE = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 _REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
                         r"aborted|deadline|heartbeat)", re.IGNORECASE)
@@ -304,6 +308,7 @@ class MirroredRuntime(_AllReduceRuntime):
 class MultiWorkerRuntime(_AllReduceRuntime):
   """Every worker trains in sync; the chief (or worker 0) writes."""
   workers_agree = True
+  _created_at = 0.0  # when the strategy was created (time.monotonic())
 
   def configure_compiled(self, model) -> None:
     # Keras's default ("auto", i.e. "sum") all-reduces every log value across
@@ -338,11 +343,22 @@ class MultiWorkerRuntime(_AllReduceRuntime):
       if point == "start":
         self._stop_if_sigterm_taken()
 
+  def start(self):
+    strategy = super().start()
+    self._created_at = time.monotonic()
+    # The constructor set up TensorFlow's own SIGTERM handler, which would
+    # swallow every later SIGTERM: the task's own again.
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:
+      signal.signal(signal.SIGTERM, handler)
+    return strategy
+
   def _stop_if_sigterm_taken(self) -> None:
     """A SIGTERM that TensorFlow took in strategy creation (see
-    tfdist.coordination.sigterm_taken) ends every worker that learns of it
-    before training: 143, nothing to save yet."""
-    signalled = coordination.sigterm_taken()
+    tfdist.coordination.sigterm_taken, which records it within a second
+    and a half) ends this worker before training: 143, nothing to save."""
+    signalled = coordination.sigterm_taken(
+        timeout_s=self._created_at + _SIGTERM_RECORDED_S - time.monotonic())
     if signalled:
       console.info(f"SIGTERM to {signalled} during strategy creation "
                    "(TensorFlow took it); nothing to save yet; exiting (143)")
