@@ -433,11 +433,12 @@ class ParameterServerRuntime(Runtime):
     # is told, within the peers' deadline; the others are told last.
     if self.stall_watch is not None:
       self.stall_watch.disarm()
-    until = time.monotonic() + self.config.peer_timeout
-    # A worker not back by fit's end is not waited for twice.
+    # A worker not back by fit's end (it had the peers' deadline) is not
+    # waited for again.
     recovered = self._fit_end is None or self._fit_end.recovered
-    coordinator.stop(self.strategy, timeout=self.config.peer_timeout
-                     if recovered else 0.0)
+    until = time.monotonic() + (self.config.peer_timeout if recovered
+                                else 0.0)
+    coordinator.stop(self.strategy, timeout=until - time.monotonic())
     hosting.signal_done(self.task,
                         restart_timeout=max(0.0, until - time.monotonic()))
 
