@@ -54,6 +54,15 @@ def run(args, *, timeout: float, env=None, cwd=REPO) -> subprocess.CompletedProc
   return subprocess.CompletedProcess(args, process.returncode, out, err)
 
 
+def kill_groups(processes) -> None:
+  """SIGKILLs each process's group (it and anything it left behind)."""
+  for process in processes:
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
 def wait_for(predicate, what: str, timeout: float = 60) -> None:
   """Polls ``predicate`` until it holds; fails the test after ``timeout`` s.
 

@@ -23,11 +23,12 @@ import time
 import portpicker
 import pytest
 
-from conftest import (REPO, SPECS, child_env, json_lines, launch, run, trainer,
-                      wait_for)
+from conftest import (REPO, SPECS, child_env, json_lines, kill_groups, launch,
+                      run, trainer, wait_for)
 from tfdist import cluster as cluster_lib
 from tfdist import launch as launch_lib
 from tfdist import preflight
+from tfdist.bench import log_noise
 from tfdist.errors import ConfigError
 
 # Small and quick: a few hundred steps of softmax regression.
@@ -57,6 +58,16 @@ def _checkpoint_steps(model_dir: str) -> list:
 
 def _error_lines(text: str) -> list:
   return [l for l in text.splitlines() if l.startswith("error: ")]
+
+
+def _assert_ends_clean(text: str, prefix: str = "") -> None:
+  """No E-level line and no traceback after the last epoch's line (of the
+  lines with ``prefix``, e.g. the launcher's ``[chief-0] ``) in ``text``:
+  a job that healed ends as quietly as one that did not need to."""
+  lines = text.splitlines()
+  assert log_noise.training_end(lines, prefix) is not None, text[-3000:]
+  noise = log_noise.after_training(lines, prefix)
+  assert not noise, "\n".join(noise[:10])
 
 
 @contextlib.contextmanager
@@ -395,6 +406,7 @@ def test_multiworker_sigterm_saves_exits_143_and_resumes_exactly(
     assert result["start_step"] == saved  # nothing redone
     assert result["global_step"] == target  # exactly the target
   assert results[0]["weights_digest"] == results[1]["weights_digest"]
+  _assert_ends_clean(job.log("worker-0"))
   print(f"\nmultiworker SIGTERM: all tasks exited 143 in {stopped:.1f} s, "
         f"saved step {saved}, 0 steps redone; relaunch to end "
         f"{time.monotonic() - relaunched:.1f} s; checkpoint "
@@ -456,6 +468,7 @@ def test_launcher_restarts_whole_multiworker_job_which_resumes(
   results = json_lines(text, "[worker-0] ")
   assert results[-1]["start_step"] >= 40
   assert results[-1]["global_step"] == target
+  _assert_ends_clean(text, "[worker-0] ")
   print(f"\nlauncher restart of a multiworker job: kill to end "
         f"{recovery:.1f} s, resumed at step {results[-1]['start_step']}")
 
@@ -472,10 +485,13 @@ def test_ps_worker_killed_job_finishes_worker_restarted(
                                             epochs=3, every_steps=50)),
                    "--max_restarts=1", "--grace=90")
   with _launched(command, out_path) as process:
-    _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
+    # As the chief's last epoch starts: worker-1 is back after its end.
+    _wait_for(lambda: 2 * STEPS_PER_EPOCH in _checkpoint_steps(model_dir),
+              "the checkpoint that ends epoch 2")
     _kill_worker_1(out_path)
     assert process.wait(timeout=DEADLINE) == 0, out_path.read_text()[-4000:]
   text = out_path.read_text()
+  _assert_ends_clean(text, "[chief-0] ")
   assert "worker-1 failed with exit status 137; restarting it" in text
   assert len(re.findall(r"starting worker-1 at", text)) == 2
   # The restarted worker rejoined and was told that training is over, even
@@ -524,6 +540,7 @@ def test_ps_killed_ps_fails_the_chief_fast_then_a_killed_chief_resumes(
   result = again.result("chief-0")
   assert result["start_step"] == resumed > saved
   assert result["global_step"] == target
+  _assert_ends_clean(again.log("chief-0"))
   for name in ("ps-0", "worker-0", "worker-1"):
     assert again.wait(name, timeout=30) == 0, again.log(name)[-3000:]
   print(f"\nps SIGKILL ps-0: chief failed after {seconds:.1f} s; relaunch "
@@ -571,6 +588,7 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
   result = again.result("chief-0")
   assert result["start_step"] == saved  # nothing redone
   assert result["global_step"] == target  # exactly the target
+  _assert_ends_clean(again.log("chief-0"))
   print(f"\nps SIGTERM to {signalled}, steps_per_execution={per_execution}: "
         f"all 4 tasks exited 143 in {stopped:.1f} s, checkpoints at {steps}; "
         f"relaunch resumed at {saved}, ended at exactly {target}")
@@ -622,7 +640,8 @@ def test_unreachable_peer_named_with_deadline(mnist_dir):
                      f"--mnist_dir={mnist_dir}", "--peer_timeout=6"),
              env=child_env(TF_CONFIG=cluster_lib.make_tf_config(
                  cluster, "worker", 0)), timeout=60)
-  assert done.returncode == 2, done.stderr[-3000:]
+  # Retried (a pod may wait for a node, or be preempted while starting).
+  assert done.returncode == 200, done.stderr[-3000:]
   assert time.monotonic() - started < 40
   assert f"waiting for worker-1 at 127.0.0.1:{ports[1]}, 5/6 s" in done.stderr
   (line,) = _error_lines(done.stderr)
@@ -643,12 +662,11 @@ def test_tasks_from_different_specs_refused(mnist_dir):
   try:
     outputs = [p.communicate(timeout=90) for p in processes]
   finally:
-    for p in processes:
-      try:
-        os.killpg(p.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-  assert [p.returncode for p in processes] == [2, 2], outputs
+    kill_groups(processes)
+  # The one that met the other's spec: 2 (bad input); the other may time
+  # out first on the third worker it waits for: 200 (retried).
+  statuses = sorted(p.returncode for p in processes)
+  assert statuses in ([2, 2], [2, 200]), outputs
   lines = [_error_lines(err) for _, err in outputs]
   assert any("was started from a different cluster spec" in l[0]
              for l in lines), lines

@@ -17,7 +17,7 @@ Two points need one:
 
 from __future__ import annotations
 
-from tfdist.errors import TaskLost
+from tfdist.errors import PeerLost
 
 
 def wait_for_peers(barrier_id: str, *, timeout: float,
@@ -29,7 +29,7 @@ def wait_for_peers(barrier_id: str, *, timeout: float,
   cluster); each id serves once.
 
   Raises:
-    TaskLost: a task did not arrive within ``timeout`` seconds, or failed.
+    PeerLost: a task did not arrive within ``timeout`` seconds, or failed.
   """
   from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
   from tensorflow.python.framework import errors as tf_errors  # pylint: disable=g-import-not-at-top
@@ -38,6 +38,6 @@ def wait_for_peers(barrier_id: str, *, timeout: float,
   except (tf_errors.DeadlineExceededError, tf_errors.UnavailableError,
           tf_errors.AbortedError, tf_errors.InternalError) as e:
     first = (e.message or type(e).__name__).splitlines()[0][:200]
-    raise TaskLost(f"{task_name or 'this task'}: not every task reached "
-                   f"{barrier_id!r} within {timeout:g} s ({first}); relaunch "
-                   "the job") from None
+    raise PeerLost(f"{task_name or 'this task'}: not every task reached "
+                   f"{barrier_id!r} within {timeout:g} s ({first})",
+                   what_next="relaunch the job") from None

@@ -47,6 +47,7 @@ from typing import Callable, Optional
 
 from tfdist import console
 from tfdist import features as features_lib
+from tfdist import watchdog
 from tfdist.errors import ConfigError, Preempted
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -316,6 +317,14 @@ class Checkpointing:
     self.saves += 1
     return path if self._is_writer else None
 
+  def _on_sigterm(self, signum, frame) -> None:
+    """The SIGTERM handler during ``fit``: the main thread runs and acts,
+    at the next step boundary, whatever phase (a save, the first step) it
+    is in; every watchdog guard learns it (tfdist.watchdog.acknowledge)."""
+    del signum, frame
+    self._preempt_requested.set()
+    watchdog.acknowledge()
+
   def _preemption_agreed(self) -> bool:
     local = self._preempt_requested.is_set()
     if not self._workers_agree:
@@ -351,8 +360,7 @@ class Checkpointing:
         # SIGTERM only sets a flag; the save happens at a step boundary,
         # where the state is consistent.
         owner._previous_handler = signal.signal(  # pylint: disable=protected-access
-            signal.SIGTERM,
-            lambda signum, frame: owner._preempt_requested.set())  # pylint: disable=protected-access
+            signal.SIGTERM, owner._on_sigterm)  # pylint: disable=protected-access
 
       def on_epoch_begin(self, epoch, logs=None):
         del logs

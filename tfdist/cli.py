@@ -40,7 +40,7 @@ def report(error: BaseException) -> int:
   print(f"error: {error}", file=sys.stderr, flush=True)
   if isinstance(error, errors.ConfigError):
     return errors.EXIT_CONFIG
-  if isinstance(error, errors.TaskLost):  # PeerLost included
+  if isinstance(error, errors.PeerLost):
     return errors.EXIT_PEER_LOST
   return errors.EXIT_FAILED
 
@@ -49,6 +49,6 @@ def run(main: Callable[[], int]) -> int:
   """Calls ``main()``; a tfdist error becomes one line and its status."""
   try:
     return main()
-  except (errors.ConfigError, errors.TaskLost, errors.Stalled,
+  except (errors.ConfigError, errors.PeerLost, errors.Stalled,
           errors.Preempted) as e:
     return report(e)

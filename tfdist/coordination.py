@@ -96,3 +96,28 @@ def peer_lost(error: Exception, phase: str, addresses: dict) -> errors.PeerLost:
       f"{phase}: TensorFlow's coordination service gave up waiting",
       [f"{name} at {addresses[name]}" if name in addresses else name
        for name in names] or list(addresses))
+
+
+# Where TensorFlow's coordination service records a SIGTERM that its own
+# handler took (tsl's PreemptionNotifier, set up inside the strategy's
+# constructor), as "/job:worker/task:0".
+_PREEMPTION_NOTICE_KEY = "TF_DEFAULT_PREEMPTION_NOTICE_KEY"
+
+
+def sigterm_taken(*, timeout_s: float) -> str:
+  """The task (``worker-0``) whose SIGTERM TensorFlow's own handler took,
+  or "" if none within ``timeout_s`` seconds (at least a millisecond):
+  MultiWorkerMirroredStrategy's constructor replaces the process's SIGTERM
+  handler with one that only records the signal, so such a SIGTERM never
+  reaches the task. Call after the strategy exists; TensorFlow records the
+  signal within about a second.
+  """
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import errors as tf_errors  # pylint: disable=g-import-not-at-top
+  try:
+    value = context.context().get_config_key_value(
+        _PREEMPTION_NOTICE_KEY, timeout_in_ms=max(1, int(timeout_s * 1000)))
+  except tf_errors.OpError:
+    return ""  # not recorded (a deadline, or no coordination service)
+  found = re.search(r"/job:(\w+)/task:(\d+)", value)
+  return f"{found.group(1)}-{found.group(2)}" if found else value

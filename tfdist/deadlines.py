@@ -29,7 +29,7 @@ a peer silent mid-training        heartbeat_timeout      heartbeats
 ================================  =====================  ==================
 
 Every expiry is one line naming the phase and the peers not heard from,
-and exit status 200 (tfdist.errors.EXIT_PEER_LOST), or 142 when
+and PeerLost's exit status, or SIGALRM's (tfdist.errors) when
 TensorFlow held the main thread (under ps it registers each new function
 with every task, holding the GIL, and waits for a stopped one; the
 tfdist.sentinel process says the line then).
@@ -38,7 +38,6 @@ tfdist.sentinel process says the line then).
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from typing import Callable, Optional
@@ -122,7 +121,7 @@ def checkpoint_save(task: Optional[cluster_lib.Task], *,
   the save's own deadline is ``peer_timeout`` after the stall deadline.
   Such a save may also hold the GIL (TensorFlow registers its function
   with every worker, the stopped one too), where no thread acts: SIGALRM
-  ends the process at the deadline then (tfdist.watchdog, status 142).
+  ends the process at the deadline then (tfdist.watchdog).
   """
   if task is None:
     yield
@@ -191,17 +190,16 @@ class TrainingSignals:
   blocks it.
 
   SIGTERM normally stops the job at a step boundary (tfdist.checkpoint
-  records it, the workers agree, save and exit 143) and SIGINT raises
+  records it, the workers agree, save and stop) and SIGINT raises
   KeyboardInterrupt; both need the main thread back in Python. A collective
   waiting for a stopped peer keeps it in C++ until TensorFlow's heartbeat
   deadline. A watchdog phase around ``fit`` (the first step and the saves
-  are phases of their own inside it) ends the task with 143 or 130 and one
-  line when the main thread's handler did not run within the grace: no
-  checkpoint, as a save would wait for the same peer. The grace is
-  ``grace_s``, or 3 x the measured step time if longer (a step ends before
-  the handler can run). Use :meth:`around_fit` around ``fit`` and
-  :meth:`callback` last in its callbacks (after the one that installs the
-  SIGTERM handler).
+  are phases of their own inside it) ends the task (the signal's status)
+  with one line when the main thread's handler did not run within the grace
+  (tfdist.watchdog.acknowledge): no checkpoint, as a save would wait for
+  the same peer. The grace is ``grace_s``, or 3 x the measured step time
+  if longer (a step ends before the handler can run). Use
+  :meth:`around_fit` around ``fit`` and :meth:`callback` in its callbacks.
   """
   _STEPS = 3
 
@@ -209,7 +207,6 @@ class TrainingSignals:
     self._task = task
     self._grace_s = grace_s
     self._guard = None
-    self._handler = None  # the SIGTERM handler installed over fit's
     self._step_began = None
     self._step_s = 0.0
 
@@ -223,22 +220,6 @@ class TrainingSignals:
       finally:
         self._guard = None
 
-  def _on_train_begin(self) -> None:
-    handler, guard = signal.getsignal(signal.SIGTERM), self._guard
-    if not callable(handler) or guard is None:
-      return  # the default action ends the process at once
-
-    def acknowledging(signum, frame):
-      guard.acknowledge()  # the main thread runs: fit's handler acts
-      handler(signum, frame)
-    self._handler = (acknowledging, handler)
-    signal.signal(signal.SIGTERM, acknowledging)
-
-  def _on_train_end(self) -> None:
-    # Unless fit's own callbacks restored theirs already.
-    if self._handler and signal.getsignal(signal.SIGTERM) is self._handler[0]:
-      signal.signal(signal.SIGTERM, self._handler[1])
-
   def _on_batch_end(self) -> None:
     if self._step_began is None or self._guard is None:
       return
@@ -249,11 +230,9 @@ class TrainingSignals:
 
   def callback(self):
     return _keras_callback(
-        on_train_begin=lambda callback: self._on_train_begin(),
         on_train_batch_begin=lambda callback: setattr(
             self, "_step_began", time.monotonic()),
-        on_train_batch_end=lambda callback: self._on_batch_end(),
-        on_train_end=lambda callback: self._on_train_end())
+        on_train_batch_end=lambda callback: self._on_batch_end())
 
 
 _on_stalled_workers = None
@@ -266,7 +245,7 @@ def on_stalled_workers(handler: Callable[[list], None]) -> None:
   some other worker still answers, and must not return: the trainers'
   entry point re-executes the chief with a cluster that leaves them out,
   which resumes from the last checkpoint (a library never re-executes a
-  process). Without a handler, a stall ends the chief with status 200.
+  process). Without a handler, a stall ends the chief (PeerLost).
   """
   global _on_stalled_workers  # pylint: disable=global-statement
   _on_stalled_workers = handler
@@ -284,13 +263,17 @@ class StallWatch:
   answer (tfdist.preflight.probe_all, all at once: a stopped process
   accepts connections but says nothing). When only some workers stalled
   and an entry point said how (:func:`on_stalled_workers`), the chief goes
-  on without them; otherwise the process ends with status 200. In the
+  on without them; otherwise the process ends (PeerLost). In the
   first step (tracing; its own deadline) and at an epoch's end
   (evaluation, summaries: slow, but they may also wait for a stopped
   worker's step) it acts only on a stopped peer
-  (one that accepts connections and says nothing), and so after ``fit``
-  until the process ends; a save is watched fully (see
-  :func:`checkpoint_save`).
+  (one that accepts connections and says nothing); a save is watched
+  fully (see :func:`checkpoint_save`). After ``fit`` (the final save, the
+  test accuracy) only a stopped ps ends the chief: it needs no worker any
+  more, so it never goes on without one; :meth:`disarm` stops every action
+  once the job is told that it is done. A ClusterCoordinator whose private
+  attributes it cannot read (another TensorFlow) turns the watch off with
+  one line; it never ends a healthy task.
 
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
   measured time between two signs of progress (about a step), at least
@@ -314,6 +297,9 @@ class StallWatch:
     self._step_s = 0.0  # measured seconds between signs of progress
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
+    # What a stall may end in: "workers" (go on without them, or end the
+    # chief), "ps" (after fit: end the chief) or "nothing" (disarmed).
+    self._acts_on = "workers"
     self._sentinel = None  # beaten by the thread: it ran
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name="watchdog: stalled peers")
@@ -323,10 +309,26 @@ class StallWatch:
       return self._stall_timeout
     return max(self._MIN_STALL_S, self._STEPS * self._step_s)
 
-  def _progress(self) -> tuple:
+  def _progress(self) -> Optional[tuple]:
+    """(steps pending, batch hooks called), or None when the coordinator
+    cannot be read (the watch turned itself off)."""
     queue = self._queue
-    pending = queue._queue.qsize() + queue.inflight_closure_count  # pylint: disable=protected-access
+    if queue is None:
+      return None
+    try:
+      pending = queue._queue.qsize() + queue.inflight_closure_count  # pylint: disable=protected-access
+    except Exception as e:  # pylint: disable=broad-except
+      self._turn_off(f"{type(e).__name__}: {e}")
+      return None
     return pending, self._beats
+
+  def _turn_off(self, why: str) -> None:
+    self._acts_on, self._queue = "nothing", None
+    if self._sentinel is not None:
+      self._sentinel.stop()  # no beat comes any more: it must not act
+    console.info(f"the stall watch is off: this TensorFlow's "
+                 f"ClusterCoordinator cannot be read ({why[:150]}); a "
+                 "stalled ps worker is not survived")
 
   def silent_peers(self, *, stopped_only: bool = False) -> dict:
     """The peers (name -> address) that do not answer as a TensorFlow
@@ -352,6 +354,10 @@ class StallWatch:
       self._sentinel.beat()
       now, progress, watching = (time.monotonic(), self._progress(),
                                  self._watching)
+      if progress is None:
+        return
+      if self._acts_on == "nothing":
+        continue  # beats only: TensorFlow may still hold the GIL
       if progress != seen:
         if watching:
           self._measure(now - since)
@@ -360,9 +366,12 @@ class StallWatch:
       if now - since < self.deadline_s():
         continue
       silent = self.silent_peers(stopped_only=not watching)
-      if self._progress() != seen:
-        continue  # a step completed meanwhile
-      if silent or watching:
+      if self._progress() != seen or self._acts_on == "nothing":
+        continue  # a step completed meanwhile, or the job is done
+      if self._acts_on == "ps":
+        if any(name.startswith("ps-") for name in silent):
+          self._stalled(silent, now - since)
+      elif silent or watching:
         self._stalled(silent, now - since)
 
   def _beat(self, watching: bool = True) -> None:
@@ -395,11 +404,23 @@ class StallWatch:
     finally:
       self._watching = before
 
+  def _fit_ended(self) -> None:
+    self._beat(watching=False)
+    if self._acts_on == "workers":
+      self._acts_on = "ps"
+
+  def disarm(self) -> None:
+    """Stops every action: the chief tells the others that the job is
+    done (a worker stopped meanwhile must not make it restart)."""
+    self._acts_on = "nothing"
+
   def _start(self, model) -> None:
     coordinator = getattr(model, "_cluster_coordinator", None)
     cluster = getattr(coordinator, "_cluster", None)
     self._queue = getattr(cluster, "closure_queue", None)
-    if self._queue is not None:
+    if self._queue is None:
+      self._turn_off("no model._cluster_coordinator._cluster.closure_queue")
+    else:
       # Ends with the process (its pipe closes, on exec too).
       self._sentinel = sentinel_lib.Sentinel(
           name="training", deadline_s=max(self._FROZEN_S,
@@ -413,6 +434,6 @@ class StallWatch:
         on_train_batch_begin=lambda callback: self._beat(self._watching),
         on_train_batch_end=lambda callback: self._beat(),
         on_epoch_end=lambda callback: self._beat(watching=False),
-        # After fit too (the final save, the test accuracy, telling the
-        # others: each may wait for a stopped worker's step), until exit.
-        on_train_end=lambda callback: self._beat(watching=False))
+        # After fit: the final save and the test accuracy read the
+        # variables on the ps tasks.
+        on_train_end=lambda callback: self._fit_ended())

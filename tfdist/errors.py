@@ -9,19 +9,30 @@ status    meaning                                     on Kubernetes
 ========  ==========================================  ==============
 0         done                                        complete
 1         the program failed                          fails the job
-2         bad input (:class:`ConfigError`)            fails the job
+2         bad input (:class:`ConfigError`): a flag,   fails the job
+          a spec, data; a peer that answered from a
+          different cluster spec, or something else
+          at its address
 130       interrupted (SIGINT, Ctrl-C)                retried
 142       TensorFlow held the task's main thread past retried
           a deadline or a signal's grace; ended by
           tfdist.sentinel's SIGALRM, after its line
-143       preempted (SIGTERM; a checkpoint was saved) retried
-200       a peer was lost, or a phase's peer deadline retried
-          expired (:class:`PeerLost`)
+143       preempted (SIGTERM, at any moment; a        retried
+          checkpoint was saved if one was due)
+200       a peer was lost, or did not answer within   retried
+          a phase's deadline (:class:`PeerLost`),
+          preflight's ``--peer_timeout`` included
 ========  ==========================================  ==============
 
 Statuses 1-127 are the program's own verdict: a retry would fail again, so
 the rendered ``podFailurePolicy`` fails the job at once. 128 and above mean
-the task was stopped from outside and a new pod may succeed.
+the task was stopped from outside, or a peer was missing, and a new pod may
+succeed. A peer that never answers preflight is retried, not a bad input: a
+pod may wait minutes for a node (a cluster autoscaler adding one) or be
+preempted while it starts; each retry counts against ``--max_restarts``
+(the Job's ``backoffLimit``), so a peer address that is simply wrong still
+ends the job, after those retries, each with the line that names the peer.
+Every other docstring points here instead of restating a status.
 """
 
 EXIT_OK = 0
@@ -45,10 +56,6 @@ class ConfigError(ValueError):
   """
 
 
-class TaskLost(RuntimeError):
-  """A peer task vanished during training; the job must be relaunched."""
-
-
 class Stalled(RuntimeError):
   """What this task waits for made no progress before its deadline.
 
@@ -57,18 +64,22 @@ class Stalled(RuntimeError):
   """
 
 
-class PeerLost(TaskLost):
-  """A peer stopped answering, or a blocking phase outlived its deadline.
+class PeerLost(RuntimeError):
+  """A peer was lost or did not answer within a phase's deadline.
 
-  The message is one line naming the phase and the peers not heard from;
-  the task exits with :data:`EXIT_PEER_LOST` so that a relaunch may succeed.
+  The one exception type for a missing peer (exit status
+  :data:`EXIT_PEER_LOST`, retried: see the table above). The message is
+  one line: ``what`` and then either ``what_next`` or, by default, the
+  peers not heard from and that the job is retried.
   """
 
-  def __init__(self, phase: str, peers=()):
-    names = ", ".join(peers) or "any peer"
-    super().__init__(f"{phase}; not heard from {names}; the job is retried "
-                     "once every task is back")
-    self.phase = phase
+  def __init__(self, what: str, peers=(), *, what_next: str = ""):
+    if not what_next:
+      names = ", ".join(peers) or "any peer"
+      what_next = (f"not heard from {names}; the job is retried once every "
+                   "task is back")
+    super().__init__(f"{what}; {what_next}")
+    self.phase = what
     self.peers = tuple(peers)
 
 

@@ -317,12 +317,13 @@ def host_until_done(task: cluster_lib.Task, *,
   143 when it signalled that the job was preempted (see :func:`signal_done`)
   or when this task got SIGTERM and the chief did not stop the job within
   ``preempt_grace`` seconds (Kubernetes kills a pod 30 s after SIGTERM by
-  default). Raises PeerLost (status 200, retried) when the chief did not
-  answer (killed, or stopped) for longer than ``chief_grace`` seconds
-  without finishing, counted from this task's preflight, which it answered
-  (so that no task is left behind waiting forever; a chief that said it
-  restarts gets ``RESTART_S`` for it); ConfigError when a peer is not up
-  within ``peer_timeout`` seconds or was started from another spec.
+  default). Raises PeerLost when the chief did not answer (killed, or
+  stopped) for longer than ``chief_grace`` seconds without finishing,
+  counted from this task's preflight, which it answered (so that no task
+  is left behind waiting forever; a chief that said it restarts gets
+  ``RESTART_S`` for it), or when a peer is not up within ``peer_timeout``
+  seconds; ConfigError when a peer was started from another spec (statuses:
+  tfdist.errors).
   ``chief_grace`` defaults to ``peer_timeout``.
   """
   marker, request = done_marker(task.address), preempt_marker(task.address)

@@ -63,6 +63,9 @@ def restart_without(process: Process, workers: list) -> None:
       dict(task.cluster, worker=kept), task.type, task.index))
   sys.stdout.flush()
   sys.stderr.flush()
+  # Called from the stall watch's thread, maybe inside a save's or the
+  # first step's phase: its SIGALRM timer would outlive execve.
+  watchdog.disarm_alarm()
   os.execve(process.executable, list(process.argv), env)
 
 
@@ -100,7 +103,7 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
       # peer's pending remote call, forever for a stopped peer.
       watchdog.exit_now(status)
     return status
-  except errors.TaskLost as e:
+  except errors.PeerLost as e:
     watchdog.exit_now(cli.report(e))
   except KeyboardInterrupt:
     console.info("interrupted (SIGINT); exiting")

@@ -265,21 +265,24 @@ def _answered(name: str, address: str, answer, *, task, digest: str,
 
 
 def _missing(name: str, address: str, *, timeout: float, stale: set,
-             silent: set) -> Exception:
-  """The one-line error for a peer not found within ``timeout``."""
+             silent: set) -> errors.PeerLost:
+  """The one-line error for a peer not found within ``timeout``: retried
+  (a pod still scheduled, or preempted while it started; see
+  tfdist.errors)."""
   if name in stale:
     return errors.PeerLost(
         f"preflight: {name} at {address} still ran a TensorFlow server of an "
         f"earlier run after {timeout:.0f} s", [name])
   if name in silent:
-    return ConfigError(
-        f"{name} at {address} accepted connections but never answered "
-        f"within {timeout:.0f} s (neither a tfdist task nor a TensorFlow "
-        "server: a stopped process, or the wrong address?); fix the address "
-        "in the cluster spec or restart that task")
-  return ConfigError(f"{name} at {address} did not answer within "
-                     f"{timeout:.0f} s; start it (same cluster spec), fix its "
-                     "address, or raise --peer_timeout")
+    return errors.PeerLost(
+        f"preflight: {name} at {address} accepted connections but never "
+        f"answered within {timeout:.0f} s (a stopped process, or the wrong "
+        "address?)", what_next="the job is retried; if it fails again, fix "
+        "the address in the cluster spec")
+  return errors.PeerLost(
+      f"preflight: {name} at {address} did not answer within {timeout:.0f} "
+      "s", what_next="the job is retried; if it fails again, start it (same "
+      "cluster spec), fix its address or raise --peer_timeout")
 
 
 def check_peers(task: cluster_lib.Task, *, timeout: float,
@@ -298,10 +301,11 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
       peer before training began; some may have finished since).
 
   Raises:
-    ConfigError: a peer did not answer within ``timeout``, or was started
-      from a different cluster spec.
-    PeerLost: under multiworker, a peer still ran its earlier run's
-      TensorFlow server at the deadline (a gang restart that did not meet).
+    ConfigError: a peer was started from a different cluster spec, or
+      something else answers at its address.
+    PeerLost: a peer did not answer within ``timeout`` (or, under
+      multiworker, still ran its earlier run's TensorFlow server: a gang
+      restart that did not meet).
   """
   digest = cluster_lib.spec_digest(task.cluster)
   pending = dict(peers_of(task) if peers is None else peers)

@@ -14,10 +14,11 @@ on preemption, and what happens when the job is preempted or done. The three imp
   ps tasks host (tfdist.hosting).
 
 Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
-vanished peer into one-line :class:`~tfdist.errors.TaskLost`, around the
+vanished peer into one-line :class:`~tfdist.errors.PeerLost`, around the
 ``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
-communication, config, deadlines, errors, fused_step, hosting and strategy;
-TensorFlow only inside methods.
+communication, config, console, coordination, coordinator, deadlines,
+errors, fused_step, hosting, strategy and watchdog; TensorFlow only inside
+methods.
 """
 
 from __future__ import annotations
@@ -28,20 +29,30 @@ import functools
 import os
 import re
 import shutil
+import signal
 import tempfile
+import time
 from typing import Callable, Optional
 
 from tfdist import barrier
 from tfdist import cluster as cluster_lib
 from tfdist import collectives
 from tfdist import communication
+from tfdist import console
+from tfdist import coordination
+from tfdist import coordinator
 from tfdist import deadlines
+from tfdist import errors
 from tfdist import fused_step as fused_step_lib
 from tfdist import hosting
 from tfdist import strategy as strategy_lib
+from tfdist import watchdog
 from tfdist.config import TrainConfig
-from tfdist.errors import Preempted, TaskLost
+from tfdist.errors import PeerLost, Preempted
 
+# TensorFlow records a SIGTERM its own handler took within this long (its
+# listener looks once a second).
+_SIGTERM_RECORDED_S = 1.5
 _PEER_RE = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 _REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
                         r"aborted|deadline|heartbeat)", re.IGNORECASE)
@@ -50,7 +61,7 @@ _REASON_RE = re.compile(r"(connection|socket|reset|refused|unavailable|"
 @contextlib.contextmanager
 def lost_peers(*, own_task: Optional[str], resume_hint: str,
                phase: str = "training"):
-  """Turns TensorFlow's errors about a lost peer into one-line TaskLost.
+  """Turns TensorFlow's errors about a lost peer into one-line PeerLost.
 
   A killed worker or ps shows up as UnavailableError (connection reset,
   socket closed), AbortedError or CancelledError from a collective or an
@@ -74,8 +85,8 @@ def lost_peers(*, own_task: Optional[str], resume_hint: str,
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = next((line for line in lines if _REASON_RE.search(line)),
                   lines[0] if lines else "")
-    raise TaskLost(f"lost {who} during {phase} ({type(e).__name__}: "
-                   f"{reason[:150]}); {resume_hint}") from None
+    raise PeerLost(f"lost {who} during {phase} ({type(e).__name__}: "
+                   f"{reason[:150]})", what_next=resume_hint) from None
 
 
 class Runtime(abc.ABC):
@@ -297,6 +308,7 @@ class MirroredRuntime(_AllReduceRuntime):
 class MultiWorkerRuntime(_AllReduceRuntime):
   """Every worker trains in sync; the chief (or worker 0) writes."""
   workers_agree = True
+  _created_at = 0.0  # when the strategy was created (time.monotonic())
 
   def configure_compiled(self, model) -> None:
     # Keras's default ("auto", i.e. "sum") all-reduces every log value across
@@ -328,6 +340,29 @@ class MultiWorkerRuntime(_AllReduceRuntime):
         barrier.wait_for_peers(f"tfdist/{point}",
                                timeout=self.config.peer_timeout,
                                task_name=self.task.name)
+      if point == "start":
+        self._stop_if_sigterm_taken()
+
+  def start(self):
+    strategy = super().start()
+    self._created_at = time.monotonic()
+    # The constructor set up TensorFlow's own SIGTERM handler, which would
+    # swallow every later SIGTERM: the task's own again.
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:
+      signal.signal(signal.SIGTERM, handler)
+    return strategy
+
+  def _stop_if_sigterm_taken(self) -> None:
+    """A SIGTERM that TensorFlow took in strategy creation (see
+    tfdist.coordination.sigterm_taken, which records it within a second
+    and a half) ends this worker before training: 143, nothing to save."""
+    signalled = coordination.sigterm_taken(
+        timeout_s=self._created_at + _SIGTERM_RECORDED_S - time.monotonic())
+    if signalled:
+      console.info(f"SIGTERM to {signalled} during strategy creation "
+                   "(TensorFlow took it); nothing to save yet; exiting (143)")
+      watchdog.exit_now(errors.EXIT_PREEMPTED)
 
   def finish(self) -> None:
     # The coordination service's leader (worker 0) must not exit while
@@ -338,6 +373,7 @@ class MultiWorkerRuntime(_AllReduceRuntime):
 class ParameterServerRuntime(Runtime):
   """The chief coordinates; workers run its steps, ps tasks hold variables."""
   may_hold_gil = True
+  _fit_end = None  # the callback that waited for a lost worker at fit's end
 
   @property
   def num_replicas(self) -> int:
@@ -366,7 +402,12 @@ class ParameterServerRuntime(Runtime):
 
   def progress_watches(self) -> list:
     # A stalled worker fails no step: the epoch's end would wait forever.
-    return [self.stall_watch.callback()] if self.stall_watch else []
+    # A worker lost near the end is back before fit's end (tfdist.
+    # coordinator), or the chief goes on after the peers' deadline.
+    watches = [self.stall_watch.callback()] if self.stall_watch else []
+    self._fit_end = coordinator.recovered_at_fit_end(
+        self.strategy, timeout=self.config.peer_timeout)
+    return [*watches, self._fit_end]
 
   def save_deadline(self):
     # A save waits for the steps in flight: a stalled worker's is the stall
@@ -387,9 +428,19 @@ class ParameterServerRuntime(Runtime):
     hosting.signal_done(self.task, preempted=True)
 
   def finish(self) -> None:
-    # A worker killed near the end may be restarting: told within the
-    # peers' deadline.
-    hosting.signal_done(self.task, restart_timeout=self.config.peer_timeout)
+    # In order: nothing may act on a worker stopped from now on; a worker
+    # killed near the end may be restarting: its recovery ends, then it
+    # is told, within the peers' deadline; the others are told last.
+    if self.stall_watch is not None:
+      self.stall_watch.disarm()
+    # A worker not back by fit's end (it had the peers' deadline) is not
+    # waited for again.
+    recovered = self._fit_end is None or self._fit_end.recovered
+    until = time.monotonic() + (self.config.peer_timeout if recovered
+                                else 0.0)
+    coordinator.stop(self.strategy, timeout=until - time.monotonic())
+    hosting.signal_done(self.task,
+                        restart_timeout=max(0.0, until - time.monotonic()))
 
 
 _RUNTIMES = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,

@@ -5,7 +5,8 @@ TensorFlow may hold the GIL (registering a function with every remote
 task, which waits for a stopped one): no thread of the task runs then, so
 neither the watchdog's thread nor a Python signal handler can say anything.
 The sentinel is another process: it prints the phase's one line and sends
-the task SIGALRM, whose default action (set by the phase) ends it with 142.
+the task SIGALRM, whose default action (set by the phase) ends it (its
+status: tfdist.errors).
 Imports tfdist.errors and tfdist.preflight (child side); no TensorFlow.
 
 How it learns of signals: the phase makes the sentinel's stdin the task's
@@ -19,8 +20,8 @@ the task's death): the sentinel then exits without a word.
 ===========================================  =============================
 what happened in the phase                   the sentinel
 ===========================================  =============================
-deadline + grace passed                      ``error:`` line, SIGALRM (142)
-SIGINT / SIGTERM not acknowledged in grace   a line, SIGALRM (142)
+deadline + grace passed                      ``error:`` line, SIGALRM
+SIGINT / SIGTERM not acknowledged in grace   a line, SIGALRM
 the phase ended (the pipe closed)            exits 0, silent
 ===========================================  =============================
 """

@@ -18,20 +18,22 @@ collectives, saves, the ClusterCoordinator's waits) but holds it in
 ``TFE_EnableCollectiveOps`` (inside MultiWorkerMirroredStrategy's
 constructor), where no Python thread runs. For such a phase pass
 ``holds_gil=True``: SIGINT and SIGTERM then keep their default action (the
-kernel ends the process; a shell, tfdist.launch and Kubernetes report 130
-and 143). In such a phase (and one that ``may_hold_gil``) with a deadline,
-a tfdist.sentinel process, which needs no GIL, says the phase's line at
-deadline + grace and ends the task by SIGALRM (reported as 142): the
-backstop behind TensorFlow's own deadline (tfdist.coordination) and the
-watchdog's thread. SIGALRM's timer, 10 s later, is the sentinel's backstop.
+kernel ends the process, with the signal's status: tfdist.errors). In such
+a phase (and one that ``may_hold_gil``) with a deadline, a tfdist.sentinel
+process, which needs no GIL, says the phase's line at deadline + grace and
+ends the task by SIGALRM (SIGALRM's status): the backstop behind
+TensorFlow's own deadline (tfdist.coordination) and the watchdog's thread.
+SIGALRM's timer, 10 s later, is the sentinel's backstop.
 
 =========================================  ================================
 what happened in the phase                 the process
 =========================================  ================================
-deadline passed                            one line, exit 200 (PeerLost)
-SIGINT / SIGTERM, phase not left in grace  one line, exit 130 / 143
-either, and TensorFlow holds the GIL       the sentinel's line, 142
+deadline passed                            one line, PeerLost's status
+SIGINT / SIGTERM, phase not left in grace  one line, the signal's status
+either, and TensorFlow holds the GIL       the sentinel's line, SIGALRM's
 =========================================  ================================
+
+Exit statuses: tfdist.errors.
 """
 
 from __future__ import annotations
@@ -196,6 +198,21 @@ class _Guard:
         f"after {self.grace_s:.0f} s; exiting ({_STATUS[signum]})"))
 
 
+def acknowledge() -> None:
+  """Says that the main thread's own SIGINT/SIGTERM handler ran, to every
+  active guard (a save or first-step phase nested in training too): the
+  main thread acts on the signal (saves, then stops), none of them. Call
+  it from that handler; the one acknowledgement for every guard."""
+  for guard in list(_stack):
+    guard.acknowledge()
+
+
+def disarm_alarm() -> None:
+  """Cancels a phase's SIGALRM timer: before ``execve``, which keeps
+  interval timers, so that the new program is not ended by this one's."""
+  signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def exit_now(status: int) -> None:
   """Ends the process at once, without TensorFlow's teardown.
 
@@ -230,22 +247,22 @@ def phase(name: str, *, deadline_s: float = math.inf,
 
   Args:
     name: what the phase does, for the line ("strategy creation").
-    deadline_s: seconds after which the process ends with status 200
-      (none by default: only signals are watched).
+    deadline_s: seconds after which the process ends (PeerLost; none by
+      default: only signals are watched).
     peers: the peers the phase waits for (names, or name -> address),
       named in the line when the deadline passes (of a mapping, those
       that do not answer then).
     grace_s: how long after SIGINT/SIGTERM the main thread may take to
       leave the phase (a KeyboardInterrupt, or finishing a save) before
-      the process ends with 130/143 (unless the guard's ``acknowledge()``
-      said the main thread's own handler ran).
+      the process ends with the signal's status (unless
+      :func:`acknowledge` said the main thread's own handler ran).
     holds_gil: the phase blocks in C++ that holds the GIL (see the module
       docstring): SIGINT and SIGTERM keep their default actions; a
       sentinel acts at the deadline.
     may_hold_gil: it may (under ps, registering a function with every
       task, which waits for a stopped one: a save, the first step): the
       watchdog's thread acts when it can, the sentinel when it cannot
-      (status 142).
+      (by SIGALRM).
 
   Must be entered from the main thread (``signal.set_wakeup_fd``). A phase
   entered inside another one watches alone until it ends.

@@ -12,8 +12,10 @@ kills it if it does not exit), relaunches an unfinished job that left a
 checkpoint on the same --model_dir to see whether it resumes, and reads
 every checkpoint left. A *hang* is a task still alive past its deadline
 (:func:`deadline_s`, counted from the action, or from the end of the task's
-own start-up if it was still starting): killed, and counted. Every status must be explained
-(:data:`MEANINGS`).
+own start-up if it was still starting): killed, and counted. Every status
+must be explained (:data:`MEANINGS`; not a 0 after a SIGTERM that came
+while the task worked), and a finished job must end clean (no E-level line
+or traceback after the chief's last epoch: tfdist.bench.log_noise).
 
 ``--strategies``, ``--phases``, ``--actions`` and ``--targets`` narrow
 the sweep, e.g. to ps workers stopped in training: the summary then also
@@ -51,10 +53,9 @@ from tfdist.errors import ConfigError
 PHASES = ("start-up", "training", "shutdown")
 ACTIONS = {"SIGKILL": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP,
            "SIGTERM": signal.SIGTERM}
-# What each exit status means; a status outside these is unexplained.
+# What each exit status means; any other (2 too) is unexplained.
 MEANINGS = {
-    0: "finished",
-    2: "preflight: a peer never answered within --peer_timeout",
+    0: "finished (not after a SIGTERM that came while the task worked)",
     130: "interrupted",
     137: "SIGKILL (the target, or a stopped target killed at trial end)",
     142: "the sentinel's SIGALRM: TensorFlow held the main thread (under "
@@ -86,7 +87,7 @@ class Settings:
             f"--model_dir={model_dir}", "--checkpoint_every_epochs=0",
             f"--checkpoint_every_steps={self.checkpoint_every_steps}",
             f"--peer_timeout={self.peer_timeout:g}",
-            f"--heartbeat_timeout={self.heartbeat_timeout:g}", "--verbose=0"]
+            f"--heartbeat_timeout={self.heartbeat_timeout:g}", "--verbose=2"]
 
 
 def deadline_s(strategy: str, settings: Settings) -> float:
@@ -164,12 +165,8 @@ def _wait_for_exits(job: jobs_lib.Job, names: list, acted_at: float,
 def _explained(status: Optional[int], errors: list) -> bool:
   if status not in MEANINGS:
     return False
-  if status in (142, 200) and not errors:
-    return False  # a lost peer or a deadline is told in one error line
-  # 2 is only a peer that never answered preflight, never other bad input.
-  return status != 2 or any("did not answer within" in line
-                            or "never answered within" in line
-                            for line in errors)
+  # A lost peer or a deadline is told in one error line.
+  return status not in (142, 200) or bool(errors)
 
 
 def _end_stopped_target(job: jobs_lib.Job, target: str) -> None:
@@ -199,6 +196,7 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     _wait_for_phase(job, phase, model_dir, rng, settings)
     record["acted_in"] = _phase_now(job, model_dir)
     acted_at = time.monotonic()
+    target_worked = job.status(target) is None  # not exited yet
     job.signal(target, ACTIONS[action])
     watched = [n for n in job.processes
                if n != target or action == "SIGTERM"]
@@ -216,6 +214,12 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     job.wait(list(job.processes), time.monotonic() + 10)
     others = [n for n in watched if n != target]
     record.update(_outcome(job, acted_at, others, hung))
+    if (action == "SIGTERM" and target_worked and job.status(target) == 0
+        and min(job.done_at(target), job.done_at(job.primary)) > acted_at):
+      record["unexplained"].append(target)  # swallowed while it worked
+    if record["statuses"].get(job.primary) == 0:
+      noise = job.noise_after_training() or []
+      record.update(noise_after_training=len(noise), noise=noise[:3])
     # A ps job that went on without a stopped worker (no relaunch).
     record["healed"] = (strategy == "ps" and action == "SIGSTOP"
                         and target.startswith("worker-")
@@ -296,9 +300,10 @@ def plan(trials: int, seed: int, strategies=tuple(jobs_lib.SHAPES),
 def summary(records: list) -> str:
   """The Markdown table: per strategy and phase, trials, hangs, the
   seconds until every other task exited (median, max), unexplained
-  statuses, relaunches that resumed."""
+  statuses, finished jobs that ended clean, relaunches that resumed."""
   rows = ["| strategy | phase | trials | hangs | exit s (median / max) | "
-          "unexplained | resumed / relaunched |", "|---|---|---|---|---|---|---|"]
+          "unexplained | clean / finished | resumed / relaunched |",
+          "|---|---|---|---|---|---|---|---|"]
   groups = {}
   for r in records:
     groups.setdefault((r["strategy"], r["acted_in"]), []).append(r)
@@ -310,6 +315,7 @@ def summary(records: list) -> str:
         f"{sum(len(r['hangs']) for r in group)} | "
         f"{statistics.median(times):.1f} / {max(times):.1f} | "
         f"{sum(len(r['unexplained']) for r in group)} | "
+        f"{_clean(group)} | "
         f"{sum(r['resumed'] for r in relaunched)} / {len(relaunched)} |")
   stalled = [r for r in records
              if r["acted_in"] == "training" and "healed" in r
@@ -320,6 +326,13 @@ def summary(records: list) -> str:
                 f"{sum(r['healed'] for r in stalled)} of {len(stalled)} jobs "
                 "finished without them, in place")
   return "\n".join(rows)
+
+
+def _clean(records: list) -> str:
+  """"clean / finished": finished jobs with no noise after training."""
+  finished = [r for r in records if "noise_after_training" in r]
+  clean = sum(r["noise_after_training"] == 0 for r in finished)
+  return f"{clean} / {len(finished)}"
 
 
 def sweep(trials: int, *, seed: int, settings: Settings = Settings(),
@@ -348,13 +361,16 @@ def _one_line(r: dict) -> str:
   statuses = " ".join(f"{n}={s}" for n, s in r["statuses"].items())
   relaunched = (f" relaunch={r['relaunch_status']} resumed={r['resumed']}"
                 if "resumed" in r else "")
+  noise = (f" noise_after_training={r['noise_after_training']}"
+           if "noise_after_training" in r else "")
   startup = "".join(f" ({n} was still starting for {s} s)"
                     for n, s in r.get("startup_s", {}).items())
   return (f"trial {r['trial']}: {r['strategy']} {r['action']} {r['target']} "
           f"in {r['acted_in']}: others exited in {r['seconds_to_exit']} s"
           f"{startup} "
           f"[{statuses}] hangs={len(r['hangs'])} "
-          f"checkpoints_readable={r['checkpoints_readable']}{relaunched}")
+          f"checkpoints_readable={r['checkpoints_readable']}{relaunched}"
+          f"{noise}")
 
 
 # What a sweep may be narrowed to (flags of main(), arguments of sweep()).
@@ -427,7 +443,8 @@ def main(argv=None) -> int:
         f"{hangs} hangs, "
         f"{sum(len(r['unexplained']) for r in records)} unexplained "
         f"statuses, {sum(not r['checkpoints_readable'] for r in records)} "
-        "with an unreadable checkpoint")
+        f"with an unreadable checkpoint, {_clean(records)} finished jobs "
+        "ended clean")
   if out:
     out.close()
   return 0 if hangs == 0 else 1

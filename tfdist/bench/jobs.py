@@ -6,10 +6,10 @@ trainer, collects each task's output lines (its stdout's and stderr's, each
 whole) and exit time, and sends signals to single tasks; the chaos sweep
 (tfdist.bench.chaos) and the no-hang tests use it. Unlike tfdist.launch it
 never stops the other tasks when one exits: what each survivor does on its
-own is what is measured. Imports tfdist.bench.runner (the children's
-environment), tfdist.cluster, tfdist.launch (exit statuses),
-tfdist.preflight (is a task up?) and tfdist.relay (whole lines); no
-TensorFlow.
+own is what is measured. Imports tfdist.bench.log_noise, tfdist.bench.runner
+(the children's environment), tfdist.cluster, tfdist.launch (exit
+statuses), tfdist.preflight (is a task up?) and tfdist.relay (whole lines);
+no TensorFlow.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tfdist import cluster as cluster_lib
 from tfdist import launch
 from tfdist import preflight
 from tfdist import relay
+from tfdist.bench import log_noise
 from tfdist.bench import runner
 
 # Task counts per strategy: the smallest clusters with every role.
@@ -127,6 +128,26 @@ class Job:
     """The result JSON line a training task printed, if any."""
     return next((line for line in self.output[name]
                  if line.startswith("{")), None)
+
+  def done_at(self, name: str) -> float:
+    """When task ``name`` said its work was done (its result line, or a
+    hosting task's "finished training" line); infinity if it never did."""
+    for line, at in zip(self.output[name], self.line_times[name]):
+      if line.startswith("{") or "chief-0 finished training" in line:
+        return at
+    return float("inf")
+
+  def noise_after_training(self) -> Optional[list]:
+    """Every task's E-level lines and tracebacks after the primary task's
+    last epoch (tfdist.bench.log_noise: it must run at ``--verbose=2``),
+    each prefixed ``[task] ``; None if it never ended an epoch."""
+    end = log_noise.training_end(self.output[self.primary])
+    if end is None:
+      return None
+    ended_at = self.line_times[self.primary][end]
+    return [f"[{name}] {line}" for name in self.processes
+            for line, at in zip(self.output[name], self.line_times[name])
+            if at > ended_at and log_noise.is_noise(line)]
 
   def error_lines(self, name: str) -> list:
     return [line for line in self.output[name] if line.startswith("error:")]

@@ -1,0 +1,171 @@
+"""A ps chief's liveness pieces, one at a time, for tests/test_liveness.py.
+
+python tests/liveness_task.py reexec WORKDIR
+  re-executes itself from a thread (tfdist.lifecycle.restart_without, as
+  the stall watch does) inside a save's phase; the new program prints the
+  SIGALRM timer it inherited.
+python tests/liveness_task.py save WORKDIR
+  gets SIGTERM (sent to itself) inside a save nested in training that runs
+  Python for 5 s (the task's handler runs); then reaches the next step
+  boundary of tfdist.checkpoint's callback, which saves to WORKDIR.
+python tests/liveness_task.py unreadable WORKDIR
+  starts a stall watch on a ClusterCoordinator whose private attributes
+  differ from TensorFlow's, then waits for its child processes to end.
+python tests/liveness_task.py after_fit WORKDIR
+  ends fit with worker-1 stopped (a socket that never speaks) and worker-0
+  answering; the stall watch must not go on without worker-1.
+The ps cluster's peers are free loopback ports (nobody there) unless said.
+"""
+
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import types
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+# pylint: disable=g-import-not-at-top,protected-access
+import portpicker
+
+from tfdist import cli
+from tfdist import cluster as cluster_lib
+from tfdist import deadlines
+from tfdist import lifecycle
+from tfdist import preflight
+from tfdist import watchdog
+from tfdist.errors import Preempted
+
+_REEXECUTED = "LIVENESS_TASK_REEXECUTED"
+
+
+def _cluster(worker_0: str = "", worker_1: str = "") -> dict:
+  free = [f"127.0.0.1:{portpicker.pick_unused_port()}" for _ in range(4)]
+  return {"chief": [free[0]], "worker": [worker_0 or free[1],
+                                         worker_1 or free[2]],
+          "ps": [free[3]]}
+
+
+def reexec_in_a_save(workdir: str) -> int:
+  if os.environ.get(_REEXECUTED):
+    print(f"timer {signal.getitimer(signal.ITIMER_REAL)[0]:.1f}", flush=True)
+    return 0
+  del workdir
+  cluster = _cluster()
+  environ = dict(os.environ, **{_REEXECUTED: "1"}, TF_CONFIG=(
+      cluster_lib.make_tf_config(cluster, "chief", 0)))
+  process = lifecycle.Process(sys.executable, sys.orig_argv, environ)
+  task = cluster_lib.task_from_environ(environ)
+  with deadlines.checkpoint_save(task, peer_timeout=60,
+                                 stall_watch=deadlines.StallWatch(task)):
+    restart = threading.Thread(
+        target=lifecycle.restart_without, args=(process, ["worker-1"]))
+    restart.start()
+    restart.join(60)
+  return 1  # not re-executed
+
+
+def sigterm_in_a_save(workdir: str) -> int:
+  import tensorflow as tf
+  from tfdist import checkpoint
+  task = cluster_lib.make_task(_cluster(), "chief", 0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+  model.compile(optimizer="sgd", loss="mse")
+  saving = checkpoint.Checkpointing(
+      model=model, strategy=tf.distribute.get_strategy(), model_dir=workdir,
+      write_dir=workdir, options=checkpoint.CheckpointOptions(),
+      steps_per_epoch=10, signature={}, workers_agree=False)
+  callback = saving.callback()
+  callback.set_model(model)
+  callback.on_train_begin()  # installs the SIGTERM handler of fit
+  callback.on_epoch_begin(0)
+  with watchdog.phase("training", peers=preflight.peers_of(task),
+                      grace_s=1):
+    with deadlines.checkpoint_save(task, peer_timeout=60):
+      os.kill(os.getpid(), signal.SIGTERM)  # as Kubernetes would
+      for _ in range(100):  # a save that runs Python between its ops
+        time.sleep(0.05)
+    try:
+      callback.on_train_batch_end(0)  # the next step boundary
+    except Preempted as e:
+      return cli.report(e)
+  return 0
+
+
+def _start_watch(coordinator_queue, **watch_args):
+  """A stall watch's callback, begun on a model whose coordinator has
+  ``coordinator_queue`` as its closure queue."""
+  task = cluster_lib.make_task(watch_args.pop("cluster", _cluster()),
+                               "chief", 0)
+  watch = deadlines.StallWatch(task, **watch_args)
+  callback = watch.callback()
+  callback.set_model(types.SimpleNamespace(
+      _cluster_coordinator=types.SimpleNamespace(
+          _cluster=types.SimpleNamespace(closure_queue=coordinator_queue))))
+  callback.on_train_begin()
+  return callback
+
+
+def _children() -> list:
+  """This process's children that have not exited (zombies left out)."""
+  pid = os.getpid()
+  with open(f"/proc/{pid}/task/{pid}/children") as f:
+    children = f.read().split()
+  alive = []
+  for child in children:
+    try:
+      with open(f"/proc/{child}/stat") as f:
+        if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+          alive.append(child)
+    except FileNotFoundError:
+      pass
+  return alive
+
+
+def unreadable_coordinator(workdir: str) -> int:
+  del workdir
+  # Another TensorFlow: no _queue, no inflight_closure_count.
+  _start_watch(types.SimpleNamespace(pending=0))
+  deadline = time.monotonic() + 120
+  while _children() and time.monotonic() < deadline:
+    time.sleep(0.2)  # the sentinel ends, or ends this process (142)
+  print("no child left", flush=True)
+  return 0
+
+
+def stopped_worker_after_fit(workdir: str) -> int:
+  del workdir
+  stopped = socket.socket()
+  stopped.bind(("127.0.0.1", 0))
+  stopped.listen(16)  # the kernel accepts; nothing ever answers
+  worker_0 = socket.socket()
+  worker_0.bind(("127.0.0.1", 0))
+  cluster = _cluster(worker_0=f"127.0.0.1:{worker_0.getsockname()[1]}",
+                     worker_1=f"127.0.0.1:{stopped.getsockname()[1]}")
+  worker_0.close()
+  answering = preflight._Listener(  # worker-0 answers its handshake
+      cluster_lib.make_task(cluster, "worker", 0),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      "worker-0\n".encode())
+  deadlines.on_stalled_workers(
+      lambda names: (print(f"goes on without {names}", flush=True),
+                     watchdog.exit_now(2)))
+  callback = _start_watch(types.SimpleNamespace(_queue=queue.Queue(),
+                                                inflight_closure_count=0),
+                          cluster=cluster, stall_timeout=1)
+  callback.on_train_batch_begin(0)
+  callback.on_train_batch_end(0)
+  callback.on_train_end()  # the final save, the test accuracy, ...
+  time.sleep(6)  # 6 stall deadlines: the watch probed several times
+  answering.close()
+  return 0
+
+
+if __name__ == "__main__":
+  mode, work = sys.argv[1:]
+  sys.exit({"reexec": reexec_in_a_save, "save": sigterm_in_a_save,
+            "unreadable": unreadable_coordinator,
+            "after_fit": stopped_worker_after_fit}[mode](work))

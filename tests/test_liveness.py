@@ -1,0 +1,108 @@
+"""The liveness layer's latent defects, each driven in a real process.
+
+tests/liveness_task.py runs one piece of a ps chief (a save's phase, the
+stall watch, the re-execution without a stalled worker) at the moment a
+defect needs; the last test signals a real multiworker trainer in strategy
+creation. Each test failed before its fix.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import portpicker
+import pytest
+
+from conftest import REPO, child_env, kill_groups, run, trainer, wait_for
+from tfdist import cluster as cluster_lib
+from tfdist import launch
+from tfdist import preflight
+
+LIVENESS_TASK = os.path.join(REPO, "tests", "liveness_task.py")
+
+
+def _run(mode: str, workdir, timeout: float):
+  done = run([sys.executable, LIVENESS_TASK, mode, str(workdir)],
+             timeout=timeout)
+  return launch.exit_status(done.returncode), done.stdout, done.stderr
+
+
+def test_reexecuted_chief_inherits_no_alarm(tmp_path):
+  """A save's phase arms SIGALRM; re-executing from the stall watch's
+  thread inside it must not hand the timer to the new program."""
+  status, out, err = _run("reexec", tmp_path, timeout=120)
+  assert status == 0, err[-3000:]
+  assert out.strip() == "timer 0.0", out + err[-3000:]
+
+
+def test_sigterm_in_a_save_nested_in_training_keeps_the_checkpoint(
+    tmp_path):
+  """The task's SIGTERM handler ran: every guard (the save's too) learns
+  it; the save ends and the next step boundary saves and stops (143)."""
+  status, _, err = _run("save", tmp_path, timeout=120)
+  assert status == 143, err[-3000:]
+  assert "still blocks" not in err, err[-3000:]
+  assert "preempted (SIGTERM): saved step 0" in err, err[-3000:]
+  assert (tmp_path / "checkpoints" / "checkpoint").exists()
+
+
+def test_unreadable_coordinator_turns_the_stall_watch_off(tmp_path):
+  """Another TensorFlow's coordinator: one line, the watch and its
+  heartbeat sentinel end, the healthy task goes on (was: 142 after 60 s)."""
+  status, out, err = _run("unreadable", tmp_path, timeout=150)
+  assert status == 0, err[-3000:]
+  assert out.strip() == "no child left", out
+  lines = [l for l in err.splitlines() if "stall watch is off" in l]
+  assert len(lines) == 1, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+
+
+def test_worker_stopped_after_fit_does_not_restart_the_chief(tmp_path):
+  """After fit the chief needs no worker: a stopped one is left alone
+  (was: the finished chief re-executed itself, and failed)."""
+  status, out, err = _run("after_fit", tmp_path, timeout=120)
+  assert status == 0, out + err[-3000:]
+  assert "goes on without" not in out, out
+
+
+def _probe_kind(address: str) -> str:
+  return (preflight.probe(address, timeout=0.2) or ("",))[0]
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_in_strategy_creation_ends_the_job_with_143(mnist_dir,
+                                                            tmp_path):
+  """TensorFlow's own SIGTERM handler rules while it creates the strategy
+  (worker-0 waits there for worker-1, stopped as it left preflight): the
+  signal must still end the job with 143 (was: both trained to the end
+  and exited 0)."""
+  cluster = {"worker": [f"127.0.0.1:{portpicker.pick_unused_port()}"
+                        for _ in range(2)]}
+  processes = []
+  try:
+    for index in (1, 0):
+      processes.insert(0, subprocess.Popen(
+          trainer("mnist", "--strategy=multiworker", f"--mnist_dir={mnist_dir}",
+                  "--epochs=1", "--steps_per_epoch=50", "--peer_timeout=60",
+                  f"--model_dir={tmp_path / f'model-{index}'}"),
+          cwd=REPO, env=child_env(TF_CONFIG=cluster_lib.make_tf_config(
+              cluster, "worker", index)),
+          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True, start_new_session=True))
+      if index == 1:  # worker-1 in preflight before worker-0 starts
+        wait_for(lambda: _probe_kind(cluster["worker"][1]) == "tfdist",
+                 "worker-1's preflight", timeout=120)
+    # worker-0 left preflight (its server answers): worker-1 is stopped
+    # before it registers, so worker-0 waits in strategy creation.
+    wait_for(lambda: _probe_kind(cluster["worker"][0]) == "server",
+             "worker-0's TensorFlow server", timeout=120)
+    os.killpg(processes[1].pid, signal.SIGSTOP)
+    os.killpg(processes[0].pid, signal.SIGTERM)
+    os.killpg(processes[1].pid, signal.SIGCONT)
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+  finally:
+    kill_groups(processes)
+  statuses = [launch.exit_status(p.returncode) for p in processes]
+  assert statuses[0] == 143, outputs[0][-3000:]
+  assert statuses[1] in (143, 200), outputs[1][-3000:]
