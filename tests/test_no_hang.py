@@ -474,6 +474,8 @@ def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
     assert not record["hangs"], record
     assert not record["unexplained"], record
     assert record["checkpoints_readable"], record
+    # A job that finished ended clean: no E-level line, no traceback.
+    assert not record.get("noise"), record
 
 
 # --- a stalled ps worker -------------------------------------------------------

@@ -99,6 +99,16 @@ def stop(strategy, *, timeout: float) -> None:
     thread.join(max(0.0, deadline - time.monotonic()))
 
 
+def lost_workers(strategy) -> list:
+  """The names (``worker-1``) of the workers the coordinator holds lost
+  (private state; none when it cannot be read)."""
+  cluster = _cluster(strategy)
+  if cluster is None:
+    return []
+  return [f"worker-{worker.worker_index}" for worker in cluster.workers
+          if worker._is_dead_with_error]  # pylint: disable=protected-access
+
+
 def recovered_at_fit_end(strategy, *, timeout: float):
   """A Keras callback of ``fit`` whose ``on_train_end`` waits for a lost
   worker's recovery (:func:`wait_for_recovery`); its ``recovered`` says

@@ -251,6 +251,14 @@ def on_stalled_workers(handler: Callable[[list], None]) -> None:
   _on_stalled_workers = handler
 
 
+def go_on_without(workers: list) -> None:
+  """Goes on without ``workers`` (names) as for stalled workers (see
+  :func:`on_stalled_workers`): does not return when an entry point said
+  how; returns when none did."""
+  if _on_stalled_workers is not None and workers:
+    _on_stalled_workers(sorted(workers))
+
+
 class StallWatch:
   """Under ps: ends the chief when its training stops making progress.
 

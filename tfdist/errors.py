@@ -4,25 +4,23 @@ Owns: the exceptions that entry points turn into one line (never a
 traceback) and the exit statuses every task, the launcher and the Kubernetes
 manifests agree on. Imports nothing from tfdist.
 
-========  ==========================================  ==============
-status    meaning                                     on Kubernetes
-========  ==========================================  ==============
-0         done                                        complete
-1         the program failed                          fails the job
-2         bad input (:class:`ConfigError`): a flag,   fails the job
-          a spec, data; a peer that answered from a
-          different cluster spec, or something else
-          at its address
-130       interrupted (SIGINT, Ctrl-C)                retried
-142       TensorFlow held the task's main thread past retried
-          a deadline or a signal's grace; ended by
-          tfdist.sentinel's SIGALRM, after its line
-143       preempted (SIGTERM, at any moment; a        retried
-          checkpoint was saved if one was due)
-200       a peer was lost, or did not answer within   retried
-          a phase's deadline (:class:`PeerLost`),
-          preflight's ``--peer_timeout`` included
-========  ==========================================  ==============
+| status | meaning | on Kubernetes |
+|---|---|---|
+| 0 | done | complete |
+| 1 | the program failed | fails the job |
+| 2 | bad input (`ConfigError`) | fails the job |
+| 130 | interrupted (SIGINT, Ctrl-C) | retried |
+| 142 | TensorFlow froze the task (tfdist.sentinel's SIGALRM) | retried |
+| 143 | preempted (SIGTERM) | retried |
+| 200 | a peer was lost, or silent past a deadline (`PeerLost`) | retried |
+
+Bad input (2) is a flag, a spec or data that cannot work, a peer that
+answered from a different cluster spec, or something else at a peer's
+address. 142: TensorFlow held the task's main thread past a deadline or a
+signal's grace; the sentinel said the phase's line, then ended it. 143:
+SIGTERM at any moment; a checkpoint was saved if one was due. 200: a peer
+was lost, or did not answer within a phase's deadline, preflight's
+``--peer_timeout`` included.
 
 Statuses 1-127 are the program's own verdict: a retry would fail again, so
 the rendered ``podFailurePolicy`` fails the job at once. 128 and above mean

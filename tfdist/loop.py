@@ -92,6 +92,9 @@ def run(config: TrainConfig, *, model_fn: Callable,
                      *callbacks, *runtime.signal_watches()],
           verbose=_verbosity(runtime))
     train_seconds = time.perf_counter() - start
+    runtime.after_fit(
+        saved_step=checkpointing.saved_step if checkpointing else -1,
+        target_step=steps_per_epoch * config.epochs)
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
       with (runtime.save_deadline(),

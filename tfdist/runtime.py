@@ -273,6 +273,10 @@ class Runtime(abc.ABC):
     """Returns once every training task has reached ``point`` (a barrier
     with a deadline where several tasks train in sync)."""
 
+  def after_fit(self, *, saved_step: int, target_step: int) -> None:
+    """What the task does once ``fit`` returned, before the final save
+    (``saved_step``: the last checkpoint's step, -1 without one)."""
+
   def on_preempted(self) -> None:
     """What else must stop when this task was preempted."""
 
@@ -408,6 +412,22 @@ class ParameterServerRuntime(Runtime):
     self._fit_end = coordinator.recovered_at_fit_end(
         self.strategy, timeout=self.config.peer_timeout)
     return [*watches, self._fit_end]
+
+  def after_fit(self, *, saved_step: int, target_step: int) -> None:
+    # A worker that was not back by fit's end would fail the registration
+    # of every function the final save and the test accuracy make (E-level
+    # lines after a successful training): with the target step saved, the
+    # chief finishes without it, as without a stalled worker (it resumes
+    # from that checkpoint at once). Without that checkpoint it goes on.
+    if (self._fit_end is None or self._fit_end.recovered
+        or saved_step != target_step):
+      return
+    lost = coordinator.lost_workers(self.strategy)
+    if lost:
+      console.info(f"{', '.join(lost)} did not come back by the end of "
+                   "training; chief-0 finishes without it from the "
+                   f"checkpoint of step {saved_step}")
+      deadlines.go_on_without(lost)
 
   def save_deadline(self):
     # A save waits for the steps in flight: a stalled worker's is the stall
