@@ -137,10 +137,10 @@ def run(model_fn: Union[Callable, str], *, name: Name = None,
                 else model_fn)
     task = cluster_lib.task_from_environ(os.environ)
     config = train_config(task)
+    if check_flags is not None:
+      check_flags()  # may point the data flags at data it prepared
     data = data_config()  # every flag checked before any task starts
     data.source()  # where the data is, checked without TensorFlow
-    if check_flags is not None:
-      check_flags()
     return lifecycle.run(
         config=config, data_config=data, model_fn=function,
         model_name=_model_name(function, name), task=task,
@@ -215,9 +215,11 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
     optimizer_fn: ``optimizer_fn(learning_rate)`` returns a tf.keras
       optimizer (``learning_rate`` a float or a schedule: --learning_rate
       after the large-batch recipe); default: --optimizer's.
-    check_flags: called once the flags are parsed, before TensorFlow
-      starts: checks a program's own flags; a ``tfdist.ConfigError`` it
-      raises is the program's one ``error:`` line (status 2).
+    check_flags: called once the flags are parsed and tfdist's training
+      flags checked, before the data flags are read and the task starts:
+      checks a program's own flags, and may set tfdist's data flags (e.g.
+      to data it prepared); a ``tfdist.ConfigError`` it raises is the
+      program's one ``error:`` line (status 2).
     argv: the command line (default ``sys.argv``).
   """
   prepare_environment()

@@ -19,7 +19,10 @@ Per strategy:
   fail in one line if they differ.
 * ``ps``: only the chief saves and restores; the variables it writes live on
   the ps tasks. Before a save it waits for the scheduled steps
-  (``ClusterCoordinator.join``), so the saved step counter is exact.
+  (``ClusterCoordinator.join``), so the saved step counter is exact; the
+  save runs op by op on the ps tasks (tfdist.ps_save), and a variable
+  sharded over several of them (tfdist.sharding) is saved as one, in
+  slices, so it restores whole (the evaluator, the export) or in shards.
 
 Preemption: SIGTERM (what Kubernetes sends before evicting a pod) sets a flag;
 at the next step boundary the workers agree (one tiny all-reduce under
@@ -47,6 +50,7 @@ from typing import Callable, Optional
 
 from tfdist import console
 from tfdist import features as features_lib
+from tfdist import ps_save
 from tfdist import watchdog
 from tfdist.errors import ConfigError, Preempted
 
@@ -173,29 +177,6 @@ class _InitialCounters:
     return divmod(self.start_step, steps_per_epoch)
 
 
-def on_variables_task(model):
-  """A device scope for saving ``model`` (and its optimizer) under ps,
-  where every variable lives on one ps task.
-
-  TensorFlow's saver puts the checkpoint's object graph on the current
-  scope's CPU, by default the chief's: the save's tensors then span two
-  tasks, so its functional_saver traces the save into a new function on
-  every save and registers it with every task of the cluster, a stopped
-  worker too, which blocks the chief while holding the GIL. With every
-  tensor on the variables' task the save runs op by op there. Elsewhere
-  (one process, several ps tasks, multiworker) no scope.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  variables = list(model.variables)
-  if model.optimizer is not None:
-    variables += model.optimizer.variables
-  tasks = {tf.DeviceSpec.from_string(v.device).replace(
-      device_type=None, device_index=None).to_string() for v in variables}
-  if len(tasks) != 1 or "/job:ps" not in next(iter(tasks)):
-    return contextlib.nullcontext()
-  return tf.device(tasks.pop())
-
-
 class Checkpointing:
   """Saves and restores the training state of one compiled Keras model.
 
@@ -308,7 +289,9 @@ class Checkpointing:
         # counter agree.
         coordinator.join()
       step = self.step
-      with on_variables_task(self._model):
+      # Under ps: op by op on the ps tasks (no function registered with
+      # a worker, a stopped one too).
+      with ps_save.op_by_op(self._model):
         path = self._manager.save(checkpoint_number=step)
     if self._is_writer:
       _write_meta(self._manager.directory, self._signature)

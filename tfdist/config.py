@@ -4,8 +4,8 @@ Each field is one training setting: its name, type, default and help (the
 field's ``metadata["help"]``) are all there is; the trainers generate their
 absl flags from the fields (tfdist.app) and only override defaults.
 Everything here is checked without TensorFlow. Imports tfdist.checkpoint,
-communication, errors, fused_step, precision, schedules and strategy (their
-plain-Python checks and constants).
+communication, errors, fused_step, precision, schedules, sharding and
+strategy (their plain-Python checks and constants).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from tfdist import communication
 from tfdist import fused_step as fused_step_lib
 from tfdist import precision as precision_lib
 from tfdist import schedules
+from tfdist import sharding
 from tfdist import strategy as strategy_lib
 from tfdist.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad")
 # --verbose=-1: a progress bar on a terminal, one line per epoch in logs
 # (where the bar's carriage returns would be noise); see keras_verbosity.
 AUTO_VERBOSE = -1
@@ -45,7 +46,9 @@ class TrainConfig:
       0, "Steps per epoch; 0 = one pass over the training split.")
   learning_rate: float = _setting(0.5, "Learning rate.")
   optimizer: str = _setting(
-      "sgd", f"Optimizer: {', '.join(OPTIMIZERS)} (momentum is SGD with 0.9).")
+      "sgd", f"Optimizer: {', '.join(OPTIMIZERS)} (momentum is SGD with "
+      "0.9; adagrad updates only the looked-up rows of a table, adam every "
+      "row each step).")
   model_dir: Optional[str] = _setting(
       None, "Where the chief writes checkpoints and result.json; unset "
       "writes nothing.")
@@ -129,6 +132,19 @@ class TrainConfig:
   eval_timeout: float = _setting(
       600.0, "The evaluator task: seconds without a new checkpoint before it "
       "gives up.")
+  # Variables split over the ps tasks (tfdist.sharding).
+  variable_partitioner: str = _setting(
+      sharding.DEFAULT_PARTITIONER,
+      "ps: how variables are split over the ps tasks: min_size (a variable "
+      "of at least 2 x --min_shard_bytes into shards of at least that size, "
+      "at most one per ps task: big tables split, small variables stay "
+      "whole), fixed (every variable into --variable_shards shards), none.")
+  min_shard_bytes: int = _setting(
+      sharding.DEFAULT_MIN_SHARD_BYTES,
+      "--variable_partitioner=min_size: the smallest shard, in bytes.")
+  variable_shards: int = _setting(
+      0, "--variable_partitioner=fixed: shards per variable, up to the "
+      "number of ps tasks; 0 = one per ps task.")
 
   def __post_init__(self):
     _check_choices(self)
@@ -153,6 +169,10 @@ class TrainConfig:
     communication.check(all_reduce_dtype=self.all_reduce_dtype,
                         strategy=self.strategy)
     self.fuses_step()  # validates --fused_step with --accumulate_steps
+    sharding.check(strategy=self.strategy,
+                   variable_partitioner=self.variable_partitioner,
+                   min_shard_bytes=self.min_shard_bytes,
+                   variable_shards=self.variable_shards)
 
   def fuses_step(self) -> bool:
     """Whether the training step is tfdist.fused_step's."""

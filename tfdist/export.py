@@ -28,13 +28,14 @@ The TFLite models carry ``serving_default`` (not for id lists: TFLite takes
 no ragged ids).
 
 The export is built from a plain copy of the trained model, made outside any
-distribution strategy: ``get_weights`` reads every variable wherever it lives
+distribution strategy, with every variable read wherever it lives
 (mirrored on each replica, or on the ps tasks under ``ps``; a variable
-sharded over several ps tasks is read whole), so one function exports from
-every strategy, without collectives, on the chief alone, and the
-SavedModel holds whole variables that ``tf.saved_model.load`` and
-TensorFlow Serving read. Imports tfdist.console, contract and features;
-TensorFlow lazily.
+sharded over several ps tasks is read shard by shard and copied whole:
+tfdist.sharding.whole_weights), so one function exports from every
+strategy, without collectives, on the chief alone, and the SavedModel
+holds whole variables that ``tf.saved_model.load`` and TensorFlow Serving
+read (neither loads partitioned ones). Imports tfdist.console, contract,
+features and sharding; TensorFlow lazily.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Callable, Optional
 from tfdist import console
 from tfdist import contract
 from tfdist import features as features_lib
+from tfdist import sharding
 
 SAVED_MODEL_FILE = "saved_model.pb"
 TFLITE_FILE = "model.tflite"
@@ -79,9 +81,9 @@ def plain_copy(model, *, model_fn: Callable, features, num_classes: int):
                      "the copy has to hold ordinary, local variables")
   copy = contract.build(model_fn, features, num_classes)
   # Reads mirrored variables locally and ps variables over RPC (a sharded
-  # one from each of its ps tasks, concatenated): the trained values,
-  # whichever strategy trained them.
-  copy.set_weights(model.get_weights())
+  # one from each of its ps tasks, concatenated into one whole variable):
+  # the trained values, whichever strategy trained them.
+  copy.set_weights(sharding.whole_weights(model))
   return copy
 
 

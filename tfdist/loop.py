@@ -7,7 +7,8 @@ line. Whatever differs between the strategies it asks of a
 :class:`tfdist.runtime.Runtime`. TensorFlow is imported only once a task is
 known to train, after every input was checked. Imports tfdist.checkpoint,
 cluster, config, console, data.sources, evaluation, export, models,
-precision, runtime and schedules (tfdist.monitor once TensorFlow is loaded).
+precision, ps_save, runtime, schedules and sharding (tfdist.monitor once
+TensorFlow is loaded).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from tfdist import contract
 from tfdist import export as export_lib
 from tfdist import models as models_lib
 from tfdist import precision as precision_lib
+from tfdist import ps_save
 from tfdist import runtime as runtime_lib
 from tfdist import schedules
+from tfdist import sharding
 from tfdist.data import sources
 from tfdist.config import TrainConfig, keras_verbosity
 from tfdist.errors import ConfigError
-from tfdist.evaluation import accuracy, weights_digest
+from tfdist.evaluation import accuracy, optimizer_digest, weights_digest
 
 
 def run(config: TrainConfig, *, model_fn: Callable,
@@ -97,8 +100,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
         target_step=steps_per_epoch * config.epochs)
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
-      with (runtime.save_deadline(),
-            checkpoint_lib.on_variables_task(model)):
+      with runtime.save_deadline(), ps_save.op_by_op(model):
         tf.train.Checkpoint(model=model).write(
             os.path.join(out_dir, "final", "ckpt"))
 
@@ -137,6 +139,10 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
     checkpoint_lib.check_model_dir(config.model_dir, signature=signature)
   if runtime.task is not None:
     cluster_lib.check_port_free(runtime.task)
+  if config.strategy == "ps":
+    sharding.check_cluster(variable_partitioner=config.variable_partitioner,
+                           variable_shards=config.variable_shards,
+                           ps_tasks=sharding.num_ps(runtime.task))
   if config.tflite or config.tflite_quantize:
     lists = [f.name for f in features.values() if f.ragged]
     if lists:
@@ -179,14 +185,13 @@ def make_optimizer(runtime: runtime_lib.Runtime, learning_rate,
     # The runtime's subclass only changes how gradients are all-reduced.
     optimizer.__class__ = runtime.optimizer_class(type(optimizer))
     return optimizer
-  sgd, adam = (runtime.optimizer_class(c)
-               for c in (keras.optimizers.SGD, keras.optimizers.Adam))
   name = runtime.config.optimizer
-  if name == "sgd":
-    return sgd(learning_rate)
-  if name == "momentum":
-    return sgd(learning_rate, momentum=0.9)
-  return adam(learning_rate)
+  if name in ("sgd", "momentum"):
+    return runtime.optimizer_class(keras.optimizers.SGD)(
+        learning_rate, momentum=0.9 if name == "momentum" else 0.0)
+  base = {"adam": keras.optimizers.Adam,
+          "adagrad": keras.optimizers.Adagrad}[name]
+  return runtime.optimizer_class(base)(learning_rate)
 
 
 def build_model(runtime: runtime_lib.Runtime, *, model_fn: Callable,
@@ -322,7 +327,10 @@ def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
       # continues the schedule (a function of the restored global step).
       "learning_rate_history": _rounded(history.get("learning_rate", []), 6),
       "weights_digest": weights_digest(model),
+      "optimizer_digest": optimizer_digest(model),
       "variable_devices": sorted({v.device for v in model.variables}),
+      # Under ps: the sharded variables and the bytes each ps task holds.
+      **sharding.result_fields(model),
       "start_step": start_step,
       "global_step": int(model.optimizer.iterations.numpy()),
       "checkpoint_seconds": round(checkpointing.save_seconds, 3)

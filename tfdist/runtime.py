@@ -17,8 +17,8 @@ Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
 vanished peer into one-line :class:`~tfdist.errors.PeerLost`, around the
 ``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
 communication, config, console, coordination, coordinator, deadlines,
-errors, fused_step, hosting, strategy and watchdog; TensorFlow only inside
-methods.
+errors, fused_step, hosting, sharding, strategy and watchdog; TensorFlow
+only inside methods.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from tfdist import deadlines
 from tfdist import errors
 from tfdist import fused_step as fused_step_lib
 from tfdist import hosting
+from tfdist import sharding
 from tfdist import strategy as strategy_lib
 from tfdist import watchdog
 from tfdist.config import TrainConfig
@@ -128,8 +129,13 @@ class Runtime(abc.ABC):
         num_cpu_devices=config.num_cpu_devices, all_reduce=config.all_reduce,
         local_ps_workers=config.local_ps_workers,
         peer_timeout=config.peer_timeout,
-        heartbeat_timeout=config.heartbeat_timeout)
+        heartbeat_timeout=config.heartbeat_timeout,
+        variable_partitioner=self.variable_partitioner())
     return self.strategy
+
+  def variable_partitioner(self):
+    """How the strategy splits variables (tfdist.sharding); None: whole."""
+    return None
 
   @property
   def num_replicas(self) -> int:
@@ -395,6 +401,14 @@ class ParameterServerRuntime(Runtime):
   def shuffle_seed(self) -> Optional[int]:
     # The workers' pipelines cannot tell each other apart: a fresh seed each.
     return None
+
+  def variable_partitioner(self):
+    config = self.config
+    return sharding.partitioner(
+        variable_partitioner=config.variable_partitioner,
+        min_shard_bytes=config.min_shard_bytes,
+        variable_shards=config.variable_shards,
+        ps_tasks=sharding.num_ps(self.task))
 
   @functools.cached_property
   def stall_watch(self) -> Optional[deadlines.StallWatch]:

@@ -135,7 +135,7 @@ def _communication(all_reduce: str):
 def create(strategy: str, *, task: Optional[cluster_lib.Task],
            num_cpu_devices: int = 1, all_reduce: str = "auto",
            local_ps_workers: int = 2, peer_timeout: float = 120.0,
-           heartbeat_timeout: float = 10.0):
+           heartbeat_timeout: float = 10.0, variable_partitioner=None):
   """Builds the tf.distribute strategy for a task whose role is TRAIN.
 
   Args:
@@ -150,6 +150,8 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
       before and while the strategy is created (tfdist.deadlines).
     heartbeat_timeout: ``multiworker``: seconds of silence after which a
       peer counts as lost.
+    variable_partitioner: ``ps``: splits variables over the ps tasks
+      (tfdist.sharding.partitioner); None places them whole.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   check_keras(strategy)
@@ -201,4 +203,5 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
   with (deadlines.ps_creation(task, peer_timeout=peer_timeout) if task
         else contextlib.nullcontext()):
     return tf.distribute.ParameterServerStrategy(
-        _resolver(cluster, "chief", 0))
+        _resolver(cluster, "chief", 0),
+        variable_partitioner=variable_partitioner)

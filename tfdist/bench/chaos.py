@@ -3,7 +3,9 @@ r"""The chaos sweep: real jobs, one task killed, stopped or signalled.
     python -m tfdist.bench.chaos --trials=50 --out=chaos.json
 
 Each trial starts a real job on loopback (tfdist.bench.jobs: multiworker
-with 2 workers, or ps with a chief, 2 workers and 1 ps) training MNIST with
+with 2 workers, ps with a chief, 2 workers and 1 ps, or ps-2ps, the same
+with 2 ps tasks: the command's default; sweep() defaults to the first
+two) training MNIST with
 a --model_dir and frequent checkpoints, and at a random moment of start-up,
 training or shutdown sends SIGKILL, SIGSTOP or SIGTERM to a random task.
 It then measures how long every other task takes to exit and with which
@@ -221,7 +223,8 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
       noise = job.noise_after_training() or []
       record.update(noise_after_training=len(noise), noise=noise[:3])
     # A ps job that went on without a stopped worker (no relaunch).
-    record["healed"] = (strategy == "ps" and action == "SIGSTOP"
+    record["healed"] = (jobs_lib.strategy_of(strategy) == "ps"
+                        and action == "SIGSTOP"
                         and target.startswith("worker-")
                         and record["statuses"].get(job.primary) == 0)
   finally:
@@ -319,7 +322,8 @@ def summary(records: list) -> str:
         f"{sum(r['resumed'] for r in relaunched)} / {len(relaunched)} |")
   stalled = [r for r in records
              if r["acted_in"] == "training" and "healed" in r
-             and r["strategy"] == "ps" and r["action"] == "SIGSTOP"
+             and jobs_lib.strategy_of(r["strategy"]) == "ps"
+             and r["action"] == "SIGSTOP"
              and r["target"].startswith("worker-")]
   if stalled:
     rows.append(f"\nps workers stopped in training: "
@@ -374,7 +378,8 @@ def _one_line(r: dict) -> str:
 
 
 # What a sweep may be narrowed to (flags of main(), arguments of sweep()).
-_NARROWING = {"strategies": tuple(jobs_lib.SHAPES), "phases": PHASES,
+_NARROWING = {"strategies": (*jobs_lib.SHAPES, *jobs_lib.MORE_SHAPES),
+              "phases": PHASES,
               "actions": tuple(ACTIONS),
               "targets": ("chief", "worker", "ps")}
 

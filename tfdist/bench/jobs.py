@@ -1,8 +1,8 @@
 """One training job as real task processes on loopback, each watched alone.
 
 Owns: :class:`Job`, which starts every task of a cluster (free loopback
-ports, its own TF_CONFIG each, its own process group) running the MNIST
-trainer, collects each task's output lines (its stdout's and stderr's, each
+ports, its own TF_CONFIG each, its own process group) running a trainer
+(MNIST's by default), collects each task's output lines (its stdout's and stderr's, each
 whole) and exit time, and sends signals to single tasks; the chaos sweep
 (tfdist.bench.chaos) and the no-hang tests use it. Unlike tfdist.launch it
 never stops the other tasks when one exits: what each survivor does on its
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from tfdist import cluster as cluster_lib
 from tfdist import launch
@@ -32,19 +32,30 @@ from tfdist.bench import runner
 # Task counts per strategy: the smallest clusters with every role.
 SHAPES = {"multiworker": {"worker": 2},
           "ps": {"chief": 1, "worker": 2, "ps": 1}}
-_START_ORDER = ("ps", "worker", "chief")  # servers first, as tfdist.launch
+# More shapes, each named ``STRATEGY-...``: its tasks run --strategy=STRATEGY.
+# ps-2ps: the variables over two ps tasks (tfdist.sharding).
+MORE_SHAPES = {"ps-2ps": {"chief": 1, "worker": 2, "ps": 2}}
+_START_ORDER = ("ps", "worker", "chief", "evaluator")  # servers first
 
 
-def free_cluster(strategy: str) -> dict:
-  """A cluster of ``strategy``'s shape on free loopback ports."""
+def strategy_of(shape: str) -> str:
+  """The --strategy of a shape's tasks: ``ps`` for ``ps-2ps``."""
+  return shape.split("-", 1)[0]
+
+
+def free_cluster(shape: str) -> dict:
+  """A cluster of ``shape`` (a key of SHAPES or MORE_SHAPES) on free
+  loopback ports."""
   import portpicker  # pylint: disable=g-import-not-at-top
+  counts = {**SHAPES, **MORE_SHAPES}[shape]
   return {job: [f"127.0.0.1:{portpicker.pick_unused_port()}"
                 for _ in range(count)]
-          for job, count in SHAPES[strategy].items()}
+          for job, count in counts.items()}
 
 
 class Job:
-  """Every task of ``cluster`` running ``trainers.mnist`` with ``flags``.
+  """Every task of ``cluster`` (default: ``shape``'s, a key of SHAPES or
+  MORE_SHAPES) running ``trainers.<trainer>`` with ``flags``.
 
   Attributes:
     output: task name -> its output lines (stdout and stderr) so far.
@@ -53,11 +64,17 @@ class Job:
     exited_at: task name -> time.monotonic() when it exited.
   """
 
-  def __init__(self, strategy: str, flags: Sequence[str], *,
-               cluster: Optional[dict] = None, environ=None):
-    self.strategy = strategy
-    self.cluster = cluster or free_cluster(strategy)
-    self._flags = [f"--strategy={strategy}", *flags]
+  def __init__(self, shape: str, flags: Sequence[str], *,
+               cluster: Optional[dict] = None, environ=None,
+               trainer: str = "mnist",
+               prefix: Callable[[str], list] = lambda name: []):
+    """``prefix(task name)``: words run before that task's command (e.g.
+    tfdist.bench.capped's)."""
+    self.strategy = strategy_of(shape)
+    self.cluster = cluster or free_cluster(shape)
+    self._flags = [f"--strategy={self.strategy}", *flags]
+    self._module = f"trainers.{trainer}"
+    self._prefix = prefix
     self._env = runner.child_env(dict(os.environ if environ is None
                                       else environ))
     self.processes = {}
@@ -83,7 +100,8 @@ class Job:
         env = dict(self._env, TF_CONFIG=cluster_lib.make_tf_config(
             self.cluster, job, index))
         process = subprocess.Popen(
-            [sys.executable, "-m", "trainers.mnist", *self._flags],
+            [*self._prefix(name), sys.executable, "-m", self._module,
+             *self._flags],
             cwd=runner.REPO, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)

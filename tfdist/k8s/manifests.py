@@ -87,8 +87,9 @@ def _trainer_command(options: RenderOptions) -> list:
 
 def _container(options: RenderOptions, role: str, command: list, *,
                name: str, port_name: str, mounts: list) -> dict:
-  resources = {"requests": {"cpu": options.cpu, "memory": options.memory},
-               "limits": {"memory": options.memory}}
+  memory = options.memory_of(role)
+  resources = {"requests": {"cpu": options.cpu, "memory": memory},
+               "limits": {"memory": memory}}
   if options.gpus(role):
     resources["limits"]["nvidia.com/gpu"] = options.gpus(role)
   return {

@@ -70,6 +70,10 @@ class RenderOptions:
     gpu_node_selector: ``key=value`` label of GPU nodes; empty for none.
     port: the gRPC port of every task.
     cpu, memory: requests of every task (memory is also the limit).
+    ps_memory: the memory of each ps task instead (request and limit), or
+      empty for ``memory``: a ps holds its share of the variables, about
+      1/N of a sharded table with N ps tasks (tfdist.sharding; the
+      trainer's result line says the bytes each holds).
     data_pvc: an existing PersistentVolumeClaim mounted read-only at /data;
       empty for none.
     model_storage: size of the PersistentVolumeClaim for /model.
@@ -95,6 +99,7 @@ class RenderOptions:
   port: int = 2222
   cpu: str = "2"
   memory: str = "8Gi"
+  ps_memory: str = ""
   data_pvc: str = ""
   model_storage: str = "10Gi"
   storage_class: str = ""
@@ -147,7 +152,11 @@ class RenderOptions:
                         f"{self.active_deadline_seconds}: must be at least 1")
     if not 1 <= self.port <= 65535:
       raise ConfigError(f"--port={self.port}: pick a port from 1 to 65535")
-    for name in ("cpu", "memory", "model_storage", "shm_size"):
+    if self.ps_memory and "ps" not in self.cluster:
+      raise ConfigError(f"--ps_memory={self.ps_memory}: the cluster spec has "
+                        "no ps task; drop it (--memory sizes every task)")
+    for name in ("cpu", "memory", "model_storage", "shm_size") + (
+        ("ps_memory",) if self.ps_memory else ()):
       if not _QUANTITY.match(getattr(self, name)):
         raise ConfigError(f"--{name}={getattr(self, name)!r} is not a "
                           "Kubernetes quantity; write e.g. 2, 500m, 8Gi")
@@ -187,6 +196,10 @@ class RenderOptions:
     return self.strategy == "multiworker" and (
         self.all_reduce == "nccl" or
         (self.all_reduce == "auto" and self.gpus_per_worker > 0))
+
+  def memory_of(self, role: str) -> str:
+    """The memory request (and limit) of one task of ``role``."""
+    return self.ps_memory if role == "ps" and self.ps_memory else self.memory
 
   def gpus(self, role: str) -> int:
     """GPUs of one task of ``role``: none for the ps tasks, which only hold

@@ -31,6 +31,8 @@ from tfdist.k8s.options import RenderOptions
 PROG = "python -m tfdist.k8s render"
 # The flags that are no RenderOptions field, or that it takes otherwise.
 _PATH_FLAGS = ("cluster_spec", "out_dir")
+# Fields the command names only when set (an override of another field).
+_UNLESS_SET = ("ps_memory",)
 # Help of the fields without a default (see RenderOptions for all).
 _REQUIRED_HELP = {"job_name": "prefix of every object's name (DNS-1035 label)",
                   "image": "container image"}
@@ -42,7 +44,8 @@ def render_command(options: RenderOptions, spec_path: str) -> str:
   own_program = options.program()[0][2] != f"trainers.{options.trainer}"
   for field in dataclasses.fields(RenderOptions):
     if field.name in ("cluster", "trainer_args") or (
-        field.name == "trainer" and own_program):
+        field.name == "trainer" and own_program) or (
+            field.name in _UNLESS_SET and not getattr(options, field.name)):
       continue
     words.append(f"--{field.name}={getattr(options, field.name)}")
   if options.trainer_args:
