@@ -305,6 +305,10 @@ class StallWatch:
     self._step_s = 0.0  # measured seconds between signs of progress
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
+    # Turns of the watch (on, off, a save begun or ended): an interval
+    # across one is no step's (the first step's tracing, an epoch's end,
+    # a save), so it is not measured (see _watch).
+    self._turns = 0
     # What a stall may end in: "workers" (go on without them, or end the
     # chief), "ps" (after fit: end the chief) or "nothing" (disarmed).
     self._acts_on = "workers"
@@ -356,7 +360,7 @@ class StallWatch:
         0.9 * self._step_s + 0.1 * seconds)
 
   def _watch(self) -> None:
-    seen, since = (0, 0), time.monotonic()
+    seen, since, turns = (0, 0), time.monotonic(), 0
     while True:  # until the process ends (a daemon thread)
       time.sleep(self._SAMPLE_S)  # a sampling interval
       self._sentinel.beat()
@@ -367,9 +371,11 @@ class StallWatch:
       if self._acts_on == "nothing":
         continue  # beats only: TensorFlow may still hold the GIL
       if progress != seen:
-        if watching:
+        # Only intervals between steps: one slow first step or save would
+        # stretch the deadline many times.
+        if watching and turns == self._turns:
           self._measure(now - since)
-        seen, since = progress, now
+        seen, since, turns = progress, now, self._turns
         continue
       if now - since < self.deadline_s():
         continue
@@ -384,6 +390,8 @@ class StallWatch:
 
   def _beat(self, watching: bool = True) -> None:
     self._beats += 1
+    if watching != self._watching:
+      self._turns += 1
     self._watching = watching
 
   def _stalled(self, silent: dict, seconds: float) -> None:
@@ -407,10 +415,12 @@ class StallWatch:
     """Watches a wait outside the steps too (a save's wait for the steps
     in flight, even at an epoch's end)."""
     before, self._watching = self._watching, True
+    self._turns += 1
     try:
       yield
     finally:
       self._watching = before
+      self._turns += 1
 
   def _fit_ended(self) -> None:
     self._beat(watching=False)
