@@ -28,9 +28,15 @@ K8S = os.path.join(REPO, "k8s")
 # Every directory of rendered manifests (k8s/serving is written by hand by
 # tfdist.export's owner and tested there).
 RENDERED = {"": "mnist", "ps": "mnist-ps", "inception": "inception",
-            "tfjob": "mnist-tfjob", "jobset": "mnist-jobset"}
+            "tfjob": "mnist-tfjob", "jobset": "mnist-jobset",
+            "sparse-ps": "sparse-ps"}
 # The directories rendered for multiworker on GPUs: NCCL all-reduce.
 NCCL = {"", "inception", "tfjob", "jobset"}
+# The directories of ps jobs; the sparse one is rendered for CPU pods, each
+# ps task with the memory of its share of the sharded table.
+PS = {"ps", "sparse-ps"}
+CPU_ONLY = {"sparse-ps"}
+PS_MEMORY = {"sparse-ps": "3Gi"}
 # The real CustomResourceDefinitions, in the repository (see its README).
 CRD_DIR = os.path.join(REPO, "third_party", "crds")
 CRDS = {"TFJob": "kubeflow.org_tfjobs-v1.9.yaml",
@@ -230,16 +236,19 @@ def test_every_pod_is_secured_and_behind_the_network_policy(name):
     resources = container["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}
     gpus = resources["limits"].get("nvidia.com/gpu", 0)
-    trains = role == "worker" or (role == "chief" and name != "ps")
-    assert gpus == (1 if trains else 0), role
+    trains = role == "worker" or (role == "chief" and name not in PS)
+    assert gpus == (1 if trains and name not in CPU_ONLY else 0), role
+    memory = PS_MEMORY.get(name, "8Gi") if role == "ps" else "8Gi"
+    assert resources["requests"]["memory"] == memory, role
+    assert resources["limits"]["memory"] == memory, role
     if gpus:
       assert {"key": "nvidia.com/gpu", "operator": "Exists",
               "effect": "NoSchedule"} in spec["tolerations"]
       assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     else:
       assert "tolerations" not in spec and "nodeSelector" not in spec
-  assert sorted(roles) == sorted(
-      {"ps": ["chief", "ps", "worker"]}.get(name, ["worker"]))
+  assert sorted(roles) == (["chief", "ps", "worker"] if name in PS
+                           else ["worker"])
   for service in (o for o in objects if o["kind"] == "Service"):
     assert service["spec"]["clusterIP"] == "None"  # headless, never exposed
     assert "type" not in service["spec"]

@@ -2,7 +2,8 @@
 
 The public names, kept stable (everything else is internal):
 
-``tfdist.main(model_fn, *, name=None, defaults=None, optimizer_fn=None, check_flags=None)``
+``tfdist.main(model_fn, *, name=None, defaults=None, optimizer_fn=None,
+check_flags=None)``
   A training program's whole entry point: parses the flags, runs this
   process's task of the job (train, host or evaluate) and exits
   (tfdist.app.main).

@@ -102,6 +102,8 @@ def _ps_memory(pid: int) -> Optional[dict]:
       fields = dict(line.split(":", 1) for line in f if ":" in line)
   except OSError:
     return None
+  if "VmPeak" not in fields or "VmHWM" not in fields:
+    return None  # exited meanwhile (a zombie's status has no memory)
   return {name: int(fields[key].split()[0]) / 1024
           for name, key in (("vm_peak_mib", "VmPeak"),
                             ("rss_peak_mib", "VmHWM"))}
