@@ -438,9 +438,10 @@ class ParameterServerRuntime(Runtime):
     # writers' close, the final save, the test accuracy, the garbage
     # collector's) is registered with every task, a lost worker too: an
     # E-level line each after a successful training. With the target step
-    # saved, the chief finishes without it, as without a stalled worker
-    # (it resumes from that checkpoint at once); else it goes on.
-    if saved_step == target_step:
+    # saved (or past it: a lost worker's step may be applied and retried),
+    # the chief finishes without it, as without a stalled worker (it
+    # resumes from that checkpoint at once); else it goes on.
+    if saved_step >= target_step:
       console.info(f"{', '.join(lost)} did not come back by the end of "
                    "training; chief-0 finishes without it from the "
                    f"checkpoint of step {saved_step}")
