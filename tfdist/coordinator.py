@@ -10,24 +10,31 @@ against tasks that have exited: E-level lines ("Failed to register function
 remotely", "Cluster update failed ... Retrying") and a closure thread's
 traceback after a successful training. At ``fit``'s end the chief waits,
 with a deadline, until no recovery is pending or running
-(:func:`recovered_at_fit_end`: the final save and the test accuracy
-register new functions with every task); :func:`stop` then stops the
-coordinator's threads; only then may the chief tell the others
-(tfdist.hosting). A worker that is not back by the deadline still fails
-those registrations (E-level lines that name it).
+(:func:`recovered_at_fit_end`: TensorFlow runs each new eager op as a
+function, and registers every new function with every task: the summary
+writers' close, the final save, the test accuracy do); :func:`stop`
+then stops the coordinator's threads; only then may the chief tell the
+others (tfdist.hosting). A worker that is not back by the deadline still fails
+those registrations (E-level lines that name it), and so does a worker
+killed or stopped after its last step (the coordinator never learns of
+it): :func:`recovered_at_fit_end` names both to the chief, which then
+finishes without them (tfdist.runtime).
 
 It reads private attributes of the coordinator (TensorFlow has no public
 way): where they differ it stops nothing and says so in one line. Imports
-tfdist.console; TensorFlow inside a function, its coordinator only through
-the strategy given.
+tfdist.console and tfdist.preflight (is a worker's server up?);
+TensorFlow inside a function, its coordinator only through the strategy
+given.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Callable, Mapping
 
 from tfdist import console
+from tfdist import preflight
 
 # How often the recovery's state is read: a polling interval.
 _POLL_S = 0.1
@@ -99,20 +106,28 @@ def stop(strategy, *, timeout: float) -> None:
     thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def lost_workers(strategy) -> list:
-  """The names (``worker-1``) of the workers the coordinator holds lost
-  (private state; none when it cannot be read)."""
+def lost_workers(strategy, workers: Mapping[str, str]) -> list:
+  """The names (``worker-1``) of the workers the coordinator holds lost,
+  and of those of ``workers`` (name -> address) whose TensorFlow server
+  does not answer now: killed or stopped after their last step, which the
+  coordinator never sees (private state; none of the first kind when it
+  cannot be read)."""
   cluster = _cluster(strategy)
-  if cluster is None:
-    return []
-  return [f"worker-{worker.worker_index}" for worker in cluster.workers
-          if worker._is_dead_with_error]  # pylint: disable=protected-access
+  lost = {f"worker-{worker.worker_index}" for worker in
+          (cluster.workers if cluster is not None else ())
+          if worker._is_dead_with_error}  # pylint: disable=protected-access
+  lost.update(preflight.not_answering(workers))
+  return sorted(lost)
 
 
-def recovered_at_fit_end(strategy, *, timeout: float):
+def recovered_at_fit_end(strategy, *, timeout: float,
+                         workers: Mapping[str, str],
+                         on_lost: Callable[[list], None]):
   """A Keras callback of ``fit`` whose ``on_train_end`` waits for a lost
-  worker's recovery (:func:`wait_for_recovery`); its ``recovered`` says
-  whether none was left then."""
+  worker's recovery (:func:`wait_for_recovery`; its ``recovered`` says
+  whether none was left then), then calls ``on_lost`` with the workers
+  still lost (:func:`lost_workers` of ``workers``), if any. Put it before
+  every callback that runs an op at ``on_train_end`` (TensorBoard's)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   class _RecoveredAtFitEnd(tf.keras.callbacks.Callback):
@@ -123,5 +138,8 @@ def recovered_at_fit_end(strategy, *, timeout: float):
     def on_train_end(self, logs=None):
       del logs
       self.recovered = wait_for_recovery(strategy, timeout=timeout)
+      lost = lost_workers(strategy, workers)
+      if lost:
+        on_lost(lost)
 
   return _RecoveredAtFitEnd()

@@ -88,16 +88,16 @@ def run(config: TrainConfig, *, model_fn: Callable,
       runtime.wait_for_peers("start")
     start = time.perf_counter()
     first_step = runtime.first_step()
+    watches = runtime.progress_watches(
+        saved_step=lambda: checkpointing.saved_step if checkpointing else -1,
+        target_step=steps_per_epoch * config.epochs)
     with runtime.fitting(), first_step.around_fit(), dataset.reading():
       history = model.fit(
           train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-          callbacks=[first_step.callback(), *runtime.progress_watches(),
+          callbacks=[first_step.callback(), *watches,
                      *callbacks, *runtime.signal_watches()],
           verbose=_verbosity(runtime))
     train_seconds = time.perf_counter() - start
-    runtime.after_fit(
-        saved_step=checkpointing.saved_step if checkpointing else -1,
-        target_step=steps_per_epoch * config.epochs)
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
       with runtime.save_deadline(), ps_save.op_by_op(model):

@@ -266,8 +266,12 @@ class Runtime(abc.ABC):
                                peer_timeout=self.config.peer_timeout,
                                may_hold_gil=self.may_hold_gil)
 
-  def progress_watches(self) -> list:
-    """Callbacks of ``fit`` that end the task when training stalls."""
+  def progress_watches(self, *, saved_step: Callable[[], int],
+                       target_step: int) -> list:
+    """Callbacks of ``fit`` that end the task when training stalls, or
+    when a peer was lost by its end (``saved_step()``: the last
+    checkpoint's step then, -1 without one)."""
+    del saved_step, target_step
     return []
 
   def signal_watches(self) -> list:
@@ -278,10 +282,6 @@ class Runtime(abc.ABC):
   def wait_for_peers(self, point: str) -> None:
     """Returns once every training task has reached ``point`` (a barrier
     with a deadline where several tasks train in sync)."""
-
-  def after_fit(self, *, saved_step: int, target_step: int) -> None:
-    """What the task does once ``fit`` returned, before the final save
-    (``saved_step``: the last checkpoint's step, -1 without one)."""
 
   def on_preempted(self) -> None:
     """What else must stop when this task was preempted."""
@@ -418,26 +418,30 @@ class ParameterServerRuntime(Runtime):
     return deadlines.StallWatch(self.task,
                                 stall_timeout=self.config.stall_timeout)
 
-  def progress_watches(self) -> list:
+  def progress_watches(self, *, saved_step: Callable[[], int],
+                       target_step: int) -> list:
     # A stalled worker fails no step: the epoch's end would wait forever.
     # A worker lost near the end is back before fit's end (tfdist.
-    # coordinator), or the chief goes on after the peers' deadline.
+    # coordinator), or the chief goes on without it.
     watches = [self.stall_watch.callback()] if self.stall_watch else []
+    workers = {f"worker-{index}": address for index, address
+               in enumerate(self.task.cluster["worker"])} if self.task else {}
     self._fit_end = coordinator.recovered_at_fit_end(
-        self.strategy, timeout=self.config.peer_timeout)
+        self.strategy, timeout=self.config.peer_timeout, workers=workers,
+        on_lost=lambda lost: self._finish_without(lost, saved_step(),
+                                                  target_step))
     return [*watches, self._fit_end]
 
-  def after_fit(self, *, saved_step: int, target_step: int) -> None:
-    # A worker that was not back by fit's end would fail the registration
-    # of every function the final save and the test accuracy make (E-level
-    # lines after a successful training): with the target step saved, the
-    # chief finishes without it, as without a stalled worker (it resumes
-    # from that checkpoint at once). Without that checkpoint it goes on.
-    if (self._fit_end is None or self._fit_end.recovered
-        or saved_step != target_step):
-      return
-    lost = coordinator.lost_workers(self.strategy)
-    if lost:
+  def _finish_without(self, lost: list, saved_step: int,
+                      target_step: int) -> None:
+    # Every new op or function of the chief from now on (the summary
+    # writers' close, the final save, the test accuracy, the garbage
+    # collector's) is registered with every task, a lost worker too: an
+    # E-level line each after a successful training. With the target step
+    # saved (or past it: a lost worker's step may be applied and retried),
+    # the chief finishes without it, as without a stalled worker (it
+    # resumes from that checkpoint at once); else it goes on.
+    if saved_step >= target_step:
       console.info(f"{', '.join(lost)} did not come back by the end of "
                    "training; chief-0 finishes without it from the "
                    f"checkpoint of step {saved_step}")
