@@ -36,6 +36,7 @@ from tfdist import cluster as cluster_lib
 from tfdist import deadlines
 from tfdist import lifecycle
 from tfdist import preflight
+from tfdist import stall_watch
 from tfdist import watchdog
 from tfdist.errors import Preempted
 
@@ -60,7 +61,7 @@ def reexec_in_a_save(workdir: str) -> int:
   process = lifecycle.Process(sys.executable, sys.orig_argv, environ)
   task = cluster_lib.task_from_environ(environ)
   with deadlines.checkpoint_save(task, peer_timeout=60,
-                                 stall_watch=deadlines.StallWatch(task)):
+                                 stall_watch=stall_watch.StallWatch(task)):
     restart = threading.Thread(
         target=lifecycle.restart_without, args=(process, ["worker-1"]))
     restart.start()
@@ -100,7 +101,7 @@ def _start_watch(coordinator_queue, **watch_args):
   ``coordinator_queue`` as its closure queue."""
   task = cluster_lib.make_task(watch_args.pop("cluster", _cluster()),
                                "chief", 0)
-  watch = deadlines.StallWatch(task, **watch_args)
+  watch = stall_watch.StallWatch(task, **watch_args)
   callback = watch.callback()
   callback.set_model(types.SimpleNamespace(
       _cluster_coordinator=types.SimpleNamespace(
@@ -150,7 +151,7 @@ def stopped_worker_after_fit(workdir: str) -> int:
       cluster_lib.make_task(cluster, "worker", 0),
       f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
       "worker-0\n".encode())
-  deadlines.on_stalled_workers(
+  stall_watch.on_stalled_workers(
       lambda names: (print(f"goes on without {names}", flush=True),
                      watchdog.exit_now(2)))
   callback = _start_watch(types.SimpleNamespace(_queue=queue.Queue(),

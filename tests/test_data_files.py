@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import json_lines, run
+from conftest import run
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position

@@ -17,8 +17,6 @@ import pytest
 from conftest import REPO, child_env, run
 import runnable
 
-pytestmark = pytest.mark.slow
-
 GUIDES = [os.path.join(REPO, "README.md"),
           *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
 # What the README's and the guides' blocks may take each (a training run of
@@ -37,6 +35,7 @@ def test_the_site_builds_strictly(tmp_path):
     assert flag in flags
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in GUIDES if runnable.blocks(p)],
                          ids=os.path.basename)
 def test_the_runnable_blocks_run(path, tmp_path):

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, run, trainer, wait_for
+from conftest import run, trainer, wait_for
 from tfdist import sharding
 from tfdist.config import TrainConfig
 from tfdist.data import planted as planted_lib

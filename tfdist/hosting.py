@@ -91,7 +91,7 @@ def preempt_marker(address: str) -> str:
 
 def restart_marker(address: str) -> str:
   """Where the chief marks a worker or ps task before it re-executes itself
-  (it goes on without a stalled worker: tfdist.deadlines.StallWatch): the
+  (it goes on without a stalled worker: tfdist.stall_watch.StallWatch): the
   task then gives the chief's restart ``RESTART_S`` more seconds."""
   return _marker("restart", address)
 

@@ -7,9 +7,9 @@ as one JSON line; go on without stalled ps workers by re-executing the ps
 chief (:func:`restart_without`); and end the process past TensorFlow's
 teardown where that would wait for a peer. Every argument is plain: the
 entry point (tfdist.app) reads the flags and the environment and hands
-them over. Imports tfdist.cluster, config, console, data, deadlines,
-errors, evaluator, hosting, loop, monitor, strategy and watchdog; TensorFlow
-only through them, once a task is known to need it.
+them over. Imports tfdist.cluster, config, console, data, errors,
+evaluator, hosting, loop, monitor, stall_watch, strategy and watchdog;
+TensorFlow only through them, once a task is known to need it.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Callable, Mapping, Optional, Sequence
 from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist import console
-from tfdist import deadlines
 from tfdist import errors
 from tfdist import evaluator
 from tfdist import hosting
 from tfdist import loop
+from tfdist import stall_watch
 from tfdist import strategy as strategy_lib
 from tfdist import watchdog
 from tfdist.config import TrainConfig
@@ -50,7 +50,7 @@ class Process:
 
 def restart_without(process: Process, workers: list) -> None:
   """Re-executes this ps chief with a cluster that leaves out ``workers``
-  (stalled: see tfdist.deadlines.StallWatch); it resumes from the last
+  (stalled: see tfdist.stall_watch.StallWatch); it resumes from the last
   checkpoint in --model_dir and trains with the other workers. Does not
   return."""
   task = cluster_lib.task_from_environ(process.environ)
@@ -92,7 +92,7 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
     optimizer_fn: ``optimizer_fn(learning_rate)`` returns the optimizer
       (default: ``config.optimizer``'s).
   """
-  deadlines.on_stalled_workers(
+  stall_watch.on_stalled_workers(
       lambda workers: restart_without(process, workers))
   try:
     status = _run_task(config=config, data_config=data_config,

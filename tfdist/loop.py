@@ -112,6 +112,9 @@ def run(config: TrainConfig, *, model_fn: Callable,
     if runtime.is_chief:
       _write_outputs(runtime, model, result, model_fn=model_fn,
                      dataset=dataset, out_dir=out_dir)
+  # Nothing made here may be freed once the others are told (freeing runs
+  # ops, which under ps reach every task).
+  runtime_lib.hold_until_exit(dict(locals()))
   runtime.finish()
   return result
 

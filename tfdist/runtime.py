@@ -10,15 +10,15 @@ on preemption, and what happens when the job is preempted or done. The three imp
 
 * :class:`MirroredRuntime`: one process, replicas on its devices;
 * :class:`MultiWorkerRuntime`: every worker trains in sync (all-reduce);
-* :class:`ParameterServerRuntime`: the chief coordinates, the workers and
-  ps tasks host (tfdist.hosting).
+* tfdist.ps_runtime's ``ParameterServerRuntime``: the chief coordinates,
+  the workers and ps tasks host (tfdist.hosting).
 
 Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
 vanished peer into one-line :class:`~tfdist.errors.PeerLost`, around the
 ``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
-communication, config, console, coordination, coordinator, deadlines,
-errors, fused_step, hosting, sharding, strategy and watchdog; TensorFlow
-only inside methods.
+communication, config, console, coordination, deadlines, errors,
+fused_step, strategy and watchdog (tfdist.ps_runtime when it creates a
+ps runtime); TensorFlow only inside methods.
 """
 
 from __future__ import annotations
@@ -40,12 +40,9 @@ from tfdist import collectives
 from tfdist import communication
 from tfdist import console
 from tfdist import coordination
-from tfdist import coordinator
 from tfdist import deadlines
 from tfdist import errors
 from tfdist import fused_step as fused_step_lib
-from tfdist import hosting
-from tfdist import sharding
 from tfdist import strategy as strategy_lib
 from tfdist import watchdog
 from tfdist.config import TrainConfig
@@ -380,115 +377,30 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     self.wait_for_peers("done")
 
 
-class ParameterServerRuntime(Runtime):
-  """The chief coordinates; workers run its steps, ps tasks hold variables."""
-  may_hold_gil = True
-  _fit_end = None  # the callback that waited for a lost worker at fit's end
-
-  @property
-  def num_replicas(self) -> int:
-    # The coordinator dispatches whole steps to whichever worker is free.
-    if self.task is None:
-      return self.config.local_ps_workers
-    return len(self.task.cluster["worker"])
-
-  @property
-  def global_batch(self) -> int:
-    # Each step is one worker's batch.
-    return self.config.batch_size
-
-  @property
-  def shuffle_seed(self) -> Optional[int]:
-    # The workers' pipelines cannot tell each other apart: a fresh seed each.
-    return None
-
-  def variable_partitioner(self):
-    config = self.config
-    return sharding.partitioner(
-        variable_partitioner=config.variable_partitioner,
-        min_shard_bytes=config.min_shard_bytes,
-        variable_shards=config.variable_shards,
-        ps_tasks=sharding.num_ps(self.task))
-
-  @functools.cached_property
-  def stall_watch(self) -> Optional[deadlines.StallWatch]:
-    """The chief's watch for stalled workers (None without a cluster)."""
-    if self.task is None:
-      return None
-    return deadlines.StallWatch(self.task,
-                                stall_timeout=self.config.stall_timeout)
-
-  def progress_watches(self, *, saved_step: Callable[[], int],
-                       target_step: int) -> list:
-    # A stalled worker fails no step: the epoch's end would wait forever.
-    # A worker lost near the end is back before fit's end (tfdist.
-    # coordinator), or the chief goes on without it.
-    watches = [self.stall_watch.callback()] if self.stall_watch else []
-    workers = {f"worker-{index}": address for index, address
-               in enumerate(self.task.cluster["worker"])} if self.task else {}
-    self._fit_end = coordinator.recovered_at_fit_end(
-        self.strategy, timeout=self.config.peer_timeout, workers=workers,
-        on_lost=lambda lost: self._finish_without(lost, saved_step(),
-                                                  target_step))
-    return [*watches, self._fit_end]
-
-  def _finish_without(self, lost: list, saved_step: int,
-                      target_step: int) -> None:
-    # Every new op or function of the chief from now on (the summary
-    # writers' close, the final save, the test accuracy, the garbage
-    # collector's) is registered with every task, a lost worker too: an
-    # E-level line each after a successful training. With the target step
-    # saved (or past it: a lost worker's step may be applied and retried),
-    # the chief finishes without it, as without a stalled worker (it
-    # resumes from that checkpoint at once); else it goes on.
-    if saved_step >= target_step:
-      console.info(f"{', '.join(lost)} did not come back by the end of "
-                   "training; chief-0 finishes without it from the "
-                   f"checkpoint of step {saved_step}")
-      deadlines.go_on_without(lost)
-
-  def save_deadline(self):
-    # A save waits for the steps in flight: a stalled worker's is the stall
-    # watch's to handle (it goes on without the worker), not the save's.
-    return deadlines.checkpoint_save(self.task,
-                                     peer_timeout=self.config.peer_timeout,
-                                     stall_watch=self.stall_watch)
-
-  def peer_preemption(self):
-    # A worker or ps task that gets SIGTERM asks the chief to save and stop
-    # the job (they cannot save: the chief drives).
-    if self.task is None:
-      return None
-    return functools.partial(hosting.preemption_requested, self.task)
-
-  def on_preempted(self) -> None:
-    # The workers and ps exit 143 with the chief, not a minute later.
-    hosting.signal_done(self.task, preempted=True)
-
-  def finish(self) -> None:
-    # In order: nothing may act on a worker stopped from now on; a worker
-    # killed near the end may be restarting: its recovery ends, then it
-    # is told, within the peers' deadline; the others are told last.
-    if self.stall_watch is not None:
-      self.stall_watch.disarm()
-    # A worker not back by fit's end (it had the peers' deadline) is not
-    # waited for again.
-    recovered = self._fit_end is None or self._fit_end.recovered
-    until = time.monotonic() + (self.config.peer_timeout if recovered
-                                else 0.0)
-    coordinator.stop(self.strategy, timeout=until - time.monotonic())
-    hosting.signal_done(self.task,
-                        restart_timeout=max(0.0, until - time.monotonic()))
+# Objects of a finished run, held until the process exits (hold_until_exit).
+_HELD = []
 
 
-_RUNTIMES = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,
-             "ps": ParameterServerRuntime}
+def hold_until_exit(objects) -> None:
+  """Keeps ``objects`` alive until the process exits.
+
+  Freeing a TensorFlow object (a model's variables, a dataset's iterator)
+  runs ops, and under ps a new op kind is registered with every task of
+  the cluster: after the chief told the others that the job is done, an
+  E-level line for each task that has exited. The loop hands over what it
+  made before the others are told; the process then exits without freeing
+  it (tfdist.watchdog.exit_now).
+  """
+  _HELD.append(objects)
 
 
 def create(config: TrainConfig, task: Optional[cluster_lib.Task]) -> Runtime:
   """The runtime of a task whose role (strategy.plan_role) is TRAIN."""
+  from tfdist.ps_runtime import ParameterServerRuntime  # pylint: disable=g-import-not-at-top
+  runtimes = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,
+              "ps": ParameterServerRuntime}
   if strategy_lib.plan_role(config.strategy, task) != strategy_lib.TRAIN:
     raise ValueError(f"task {task.name} does not train under "
                      f"{config.strategy}; call hosting.host_until_done "
                      "instead")
-  return _RUNTIMES[config.strategy](config, task)
+  return runtimes[config.strategy](config, task)

@@ -13,7 +13,6 @@ Imports tfdist.cli and tfdist.errors only.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys

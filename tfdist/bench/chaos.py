@@ -3,21 +3,18 @@ r"""The chaos sweep: real jobs, one task killed, stopped or signalled.
     python -m tfdist.bench.chaos --trials=50 --out=chaos.json
 
 Each trial starts a real job on loopback (tfdist.bench.jobs: multiworker
-with 2 workers, ps with a chief, 2 workers and 1 ps, or ps-2ps, the same
-with 2 ps tasks: the command's default; sweep() defaults to the first
-two) training MNIST with
-a --model_dir and frequent checkpoints, and at a random moment of start-up,
+with 2 workers; ps with a chief, 2 workers and 1 ps; ps-2ps, the same with
+2 ps tasks; sweep() defaults to the first two) training MNIST with a
+--model_dir and frequent checkpoints, and at a random moment of start-up,
 training or shutdown sends SIGKILL, SIGSTOP or SIGTERM to a random task.
-It then measures how long every other task takes to exit and with which
-status, continues (SIGCONT) a stopped task once the others are gone (and
-kills it if it does not exit), relaunches an unfinished job that left a
-checkpoint on the same --model_dir to see whether it resumes, and reads
-every checkpoint left. A *hang* is a task still alive past its deadline
-(:func:`deadline_s`, counted from the action, or from the end of the task's
-own start-up if it was still starting): killed, and counted. Every status
-must be explained (:data:`MEANINGS`; not a 0 after a SIGTERM that came
-while the task worked), and a finished job must end clean (no E-level line
-or traceback after the chief's last epoch: tfdist.bench.log_noise).
+It measures how long every other task takes to exit and with which
+status, continues (SIGCONT) a stopped task once the others are gone,
+relaunches an unfinished job that left a checkpoint to see whether it
+resumes, and reads every checkpoint left. A *hang* is a task alive past
+its deadline (:func:`deadline_s`, from the action or the end of the
+task's own start-up): killed, and counted. Every status must be explained
+(:data:`MEANINGS`), and a finished job must end clean (no E-level line or
+traceback after the chief's last epoch: tfdist.bench.log_noise).
 
 ``--strategies``, ``--phases``, ``--actions`` and ``--targets`` narrow
 the sweep, e.g. to ps workers stopped in training: the summary then also
@@ -28,8 +25,7 @@ trials, hangs, seconds until every other task exited); ``--out`` writes
 every trial as a JSON line as it ends. Every trial trains on the MNIST
 sample bundled with tfdist, whatever is on this machine. Imports
 tfdist.bench.jobs, tfdist.checkpoint, tfdist.data (where the sample is),
-tfdist.errors and tfdist.cli; TensorFlow (to read checkpoints) inside
-functions.
+tfdist.errors and tfdist.cli; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -232,7 +228,7 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
   if (relaunch and record["statuses"].get(job.primary) != 0
       and _has_checkpoint(model_dir)):
     record.update(_relaunch(strategy, settings, model_dir))
-  record["checkpoints_readable"] = checkpoints_readable(model_dir)
+  record["checkpoints_readable"] = jobs_lib.checkpoints_readable(model_dir)
   shutil.rmtree(model_dir, ignore_errors=True)
   return record
 
@@ -269,25 +265,6 @@ def _relaunch(strategy: str, settings: Settings, model_dir: str) -> dict:
             "resumed": bool(had_checkpoint and start_step)}
   finally:
     job.kill()
-
-
-def checkpoints_readable(model_dir: str) -> bool:
-  """Whether every checkpoint in ``model_dir`` reads back completely."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  directory = checkpoint_lib.checkpoint_dir(model_dir)
-  if not os.path.isdir(directory):
-    return True
-  prefixes = {name.rsplit(".", 1)[0] for name in os.listdir(directory)
-              if name.endswith(".index")}
-  try:
-    for prefix in prefixes:
-      reader = tf.train.load_checkpoint(os.path.join(directory, prefix))
-      for name in reader.get_variable_to_shape_map():
-        reader.get_tensor(name)
-  except (tf.errors.OpError, ValueError) as e:
-    print(f"unreadable checkpoint in {directory}: {e}", file=sys.stderr)
-    return False
-  return True
 
 
 def plan(trials: int, seed: int, strategies=tuple(jobs_lib.SHAPES),

@@ -2,14 +2,16 @@
 
 Owns: :class:`Job`, which starts every task of a cluster (free loopback
 ports, its own TF_CONFIG each, its own process group) running a trainer
-(MNIST's by default), collects each task's output lines (its stdout's and stderr's, each
-whole) and exit time, and sends signals to single tasks; the chaos sweep
-(tfdist.bench.chaos) and the no-hang tests use it. Unlike tfdist.launch it
-never stops the other tasks when one exits: what each survivor does on its
-own is what is measured. Imports tfdist.bench.log_noise, tfdist.bench.runner
-(the children's environment), tfdist.cluster, tfdist.launch (exit
-statuses), tfdist.preflight (is a task up?) and tfdist.relay (whole lines);
-no TensorFlow.
+(MNIST's by default), collects each task's output lines (its stdout's and
+stderr's, each whole) and exit time, and sends signals to single tasks;
+the chaos sweep (tfdist.bench.chaos) and the no-hang tests use it. Unlike
+tfdist.launch it never stops the other tasks when one exits: what each
+survivor does on its own is what is measured. Also
+:func:`checkpoints_readable`, what a job left. Imports
+tfdist.bench.log_noise, tfdist.bench.runner (the children's environment),
+tfdist.checkpoint, tfdist.cluster, tfdist.launch (exit statuses),
+tfdist.preflight (is a task up?) and tfdist.relay (whole lines);
+TensorFlow only to read checkpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 import time
 from typing import Callable, Optional, Sequence
 
+from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import launch
 from tfdist import preflight
@@ -194,3 +197,22 @@ class Job:
         pass
     for reader in self._readers:
       reader.join(timeout=10)
+
+
+def checkpoints_readable(model_dir: str) -> bool:
+  """Whether every checkpoint in ``model_dir`` reads back completely."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  directory = checkpoint_lib.checkpoint_dir(model_dir)
+  if not os.path.isdir(directory):
+    return True
+  prefixes = {name.rsplit(".", 1)[0] for name in os.listdir(directory)
+              if name.endswith(".index")}
+  try:
+    for prefix in prefixes:
+      reader = tf.train.load_checkpoint(os.path.join(directory, prefix))
+      for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+  except (tf.errors.OpError, ValueError) as e:
+    print(f"unreadable checkpoint in {directory}: {e}", file=sys.stderr)
+    return False
+  return True
