@@ -2,6 +2,11 @@
 
 Every child process runs with a hard timeout and is killed (its whole
 process group) when the test ends, passed or not.
+
+The fast tier (``python -m pytest tests -m "not slow"``) leaves out every
+test marked ``slow``: those that start TensorFlow jobs or train, marked
+where they are defined, and every test that uses a fixture of
+SLOW_FIXTURES (a job shared by several tests).
 """
 
 import json
@@ -18,6 +23,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # outside the repository.
 MNIST_DIR = os.path.join(REPO, "tfdist", "datasets", "mnist")
 SPECS = os.path.join(REPO, "cluster_specs")
+# Fixtures that start TensorFlow jobs or train, shared by the tests of a
+# module: a test that uses one is slow.
+SLOW_FIXTURES = frozenset({
+    "mnist_records", "mirrored_run", "multiworker_launched", "ps_launched",
+    # test_bench, test_data_window, test_examples, test_export
+    "smoke", "raw_shards", "example", "ps_job", "multiworker_job",
+    # test_fault_tolerance, test_fused_step, test_inception
+    "resumed_mirrored", "mirrored_runs", "mirrored", "multiworker", "ps",
+    "model_checks",
+    # test_launch, test_sharding, test_your_model
+    "cpu_load", "stalled_job", "cancer"})
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if SLOW_FIXTURES & set(item.fixturenames):
+      item.add_marker(pytest.mark.slow)
 
 
 def child_env(**extra) -> dict:

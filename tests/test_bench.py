@@ -43,6 +43,7 @@ def smoke(tmp_path_factory, mnist_dir):
   return out_dir, report, result
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1260)
 def test_smoke_runs_every_configuration(smoke):
   _, report, _ = smoke
@@ -198,6 +199,7 @@ def test_smoke_measures_straggler_and_data_figures(smoke):
   assert "| data: ps dataset function bytes" in table
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_inception_smoke_measures_accuracy_and_trainer_vs_plain_keras(
     tmp_path, mnist_dir):
@@ -266,6 +268,7 @@ def test_linear_scaling_formula():
       global_batch_size=800, steps_per_epoch=10) == pytest.approx(0.8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lr_scaling", ["linear", "none"])
 def test_warmup_schedule_follows_formula(lr_scaling):
   lr, base, global_batch, steps_per_epoch, warmup_epochs = 0.1, 100, 800, 30, 2
@@ -340,6 +343,7 @@ _ALL_REDUCE_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_float16_all_reduce_equals_float32_within_tolerance():
   result = run([sys.executable, "-c", _ALL_REDUCE_CHECK], timeout=100)
@@ -356,6 +360,7 @@ def test_float16_all_reduce_equals_float32_within_tolerance():
   assert out["float32"]["bytes"] == 4000 and out["float16"]["bytes"] == 2000
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_chief_writes_tensorboard_scalars(tmp_path, mnist_dir):
   model_dir = tmp_path / "model"

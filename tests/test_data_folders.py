@@ -12,6 +12,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import json_lines, run
 from test_data_files import fingerprints, write
@@ -69,6 +70,7 @@ def test_png_folder_converts_and_reads(mnist_dir, tmp_path):
       [(images, [label] * len(images)) for label, images in train.items()])
 
 
+@pytest.mark.slow
 def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
   rng = np.random.default_rng(0)
   prototypes = rng.integers(0, 256, (4, 40, 40, 3))
@@ -108,6 +110,7 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
   assert np.isfinite(history.history["loss"][-1])
 
 
+@pytest.mark.slow
 def test_images_of_several_sizes_need_image_size(tmp_path):
   rng = np.random.default_rng(1)
   for label, shape in enumerate([(40, 40, 3), (48, 40, 3)]):
@@ -130,6 +133,7 @@ def test_images_of_several_sizes_need_image_size(tmp_path):
   assert sum(len(y) for _, y in source.test_batches(4)) == 2
 
 
+@pytest.mark.slow
 def test_prepared_tfds_dataset_converts(tmp_path):
   data_dir = str(tmp_path / "tfds")
   prepared = run([sys.executable, os.path.join(HERE, "tiny_tfds.py"),

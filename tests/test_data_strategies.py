@@ -39,6 +39,7 @@ def _launched(out, spec, strategy):
   return done
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_mirrored_from_shards(mnist_records):
   out, _, _ = mnist_records
@@ -52,6 +53,7 @@ def test_mirrored_from_shards(mnist_records):
          "and 10,000 test examples" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_multiworker_workers_read_disjoint_files_covering_all(mnist_records):
   out, _, _ = mnist_records
@@ -67,6 +69,7 @@ def test_multiworker_workers_read_disjoint_files_covering_all(mnist_records):
   assert results[0]["weights_digest"] == results[1]["weights_digest"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_ps_chief_two_workers_one_ps_from_shards(mnist_records):
   out, _, _ = mnist_records
@@ -91,6 +94,7 @@ def test_no_file_matches_is_one_error_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_evaluator_and_epoch_evaluations_read_every_test_record(
     mnist_records, tmp_path):

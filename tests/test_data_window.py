@@ -46,6 +46,7 @@ def raw_shards(mnist_dir, tmp_path_factory):
 
 # Small files are parsed once and kept in memory; a limit of 0 bytes makes
 # the same files stream every epoch.
+@pytest.mark.slow
 @pytest.mark.parametrize("small_bytes", [window.SMALL_BYTES, 0])
 def test_each_pipeline_reads_its_files_once_per_epoch_shuffled(
     raw_shards, monkeypatch, small_bytes):

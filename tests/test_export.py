@@ -118,6 +118,7 @@ def test_multiworker_only_the_chief_exports(multiworker_job, mnist_dir):
   assert os.listdir(multiworker_job["tmp"]) == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_float_signature_predicts_the_same(ps_job, mnist_dir):
   summary, classes = _predict_test_split(
@@ -126,6 +127,7 @@ def test_float_signature_predicts_the_same(ps_job, mnist_dir):
   assert np.array_equal(classes, ps_job["saved_model"][1])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_png_files_predict_as_their_idx_images(ps_job, mnist_dir, tmp_path):
   images = data_lib.read_idx(os.path.join(mnist_dir, TEST_IMAGES),
@@ -146,6 +148,7 @@ def test_png_files_predict_as_their_idx_images(ps_job, mnist_dir, tmp_path):
     assert list(classes[:-1]) == list(ps_job["saved_model"][1][indices])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_second_export_is_the_next_version(ps_job, mnist_dir, tmp_path):
   export_dir = tmp_path / "export"
@@ -178,6 +181,7 @@ def bad_files(tmp_path):
   return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,inputs,message", [
     ("tflite", ["notes.txt"], "notes.txt is neither a PNG image nor an IDX"),
     ("tflite", ["big.png"], "big.png is 32x32 pixels, the model takes 28x28"),

@@ -199,6 +199,7 @@ def resumed_mirrored(tmp_path_factory, mnist_dir):
           "second": json_lines(second.stdout)[-1], "stderr": second.stderr}
 
 
+@pytest.mark.slow
 def test_checkpoints_on_schedule_bounded(resumed_mirrored):
   first = resumed_mirrored["first"]
   # Steps 3, 6, 9, 10 (epoch end), 12, 15, 18, 20: 8 saves, newest 2 kept.
@@ -225,6 +226,7 @@ def test_relaunch_continues_learning_rate_schedule(resumed_mirrored):
   assert resumed_mirrored["second"]["learning_rate_history"] == [0.3625]
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_one_line_nothing_overwritten(resumed_mirrored,
                                                          mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
@@ -243,6 +245,7 @@ def test_corrupt_checkpoint_one_line_nothing_overwritten(resumed_mirrored,
   assert _tree_digest(model_dir) == before
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(resumed_mirrored, tmp_path):
   model_dir = str(tmp_path / "model")
   shutil.copytree(resumed_mirrored["dir"], model_dir)
@@ -351,6 +354,7 @@ def _kill_inside_a_save(process, directory: str, *, after: int) -> int:
   pytest.fail("no save caught in progress in 120 s")
 
 
+@pytest.mark.slow
 def test_killed_while_saving_never_leaves_a_half_checkpoint(tmp_path):
   """SIGKILL inside tfdist's save (its temporary files present, the
   process frozen by SIGSTOP before the kill): the restore a relaunch does
@@ -380,6 +384,7 @@ def test_killed_while_saving_never_leaves_a_half_checkpoint(tmp_path):
 
 # --- preemption and lost tasks: multiworker -----------------------------------
 
+@pytest.mark.slow
 def test_multiworker_sigterm_saves_exits_143_and_resumes_exactly(
     job_factory, mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
@@ -414,6 +419,7 @@ def test_multiworker_sigterm_saves_exits_143_and_resumes_exactly(
         f"{results[0]['train_seconds']} s training")
 
 
+@pytest.mark.slow
 def test_multiworker_worker_killed_others_fail_in_one_line(
     job_factory, mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
@@ -447,6 +453,7 @@ def _kill_worker_1(out_path) -> None:
   os.killpg(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_launcher_restarts_whole_multiworker_job_which_resumes(
     mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
@@ -475,6 +482,7 @@ def test_launcher_restarts_whole_multiworker_job_which_resumes(
 
 # --- parameter-server training ------------------------------------------------
 
+@pytest.mark.slow
 def test_ps_worker_killed_job_finishes_worker_restarted(
     mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
@@ -506,6 +514,7 @@ def test_ps_worker_killed_job_finishes_worker_restarted(
   assert result["test_accuracy"] >= 0.85
 
 
+@pytest.mark.slow
 def test_ps_killed_ps_fails_the_chief_fast_then_a_killed_chief_resumes(
     job_factory, mnist_dir, tmp_path):
   """ps-0 SIGKILLed: the chief fails in one line naming it, and the whole
@@ -554,6 +563,7 @@ def test_ps_killed_ps_fails_the_chief_fast_then_a_killed_chief_resumes(
 # 5 steps per scheduled function (one RPC to a worker): checkpoints and the
 # preemption check happen between functions, so a save due at step 48
 # happens at step 50, and the relaunch still ends exactly.
+@pytest.mark.slow
 @pytest.mark.parametrize("signalled, every_steps, per_execution", [
     ("chief-0", 48, 5), ("worker-1", 50, 1), ("ps-0", 50, 1)])
 def test_ps_sigterm_every_task_143_relaunch_exact(
@@ -596,6 +606,7 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
 
 # --- evaluator ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluator_scores_each_checkpoint_and_exits(mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
   done = run(launch(os.path.join(SPECS, "chief_two_workers_evaluator.json"),
@@ -614,6 +625,7 @@ def test_evaluator_scores_each_checkpoint_and_exits(mnist_dir, tmp_path):
   assert glob.glob(os.path.join(model_dir, "eval", "events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_evaluator_without_checkpoints_gives_up_in_one_line(mnist_dir,
                                                             tmp_path):
   cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"],
@@ -632,6 +644,7 @@ def test_evaluator_without_checkpoints_gives_up_in_one_line(mnist_dir,
 
 # --- preflight ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_unreachable_peer_named_with_deadline(mnist_dir):
   ports = [portpicker.pick_unused_port() for _ in range(2)]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -648,6 +661,7 @@ def test_unreachable_peer_named_with_deadline(mnist_dir):
   assert f"worker-1 at 127.0.0.1:{ports[1]} did not answer within 6 s" in line
 
 
+@pytest.mark.slow
 def test_tasks_from_different_specs_refused(mnist_dir):
   ports = [portpicker.pick_unused_port() for _ in range(3)]
   addresses = [f"127.0.0.1:{p}" for p in ports]

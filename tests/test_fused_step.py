@@ -50,6 +50,7 @@ def _check_same_training(result):
   assert result["fused_checkpoint_restores"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_mirrored_two_devices_one_collective(mnist_dir):
   result = compare_result(mnist_dir, "--strategy=mirrored")
@@ -62,6 +63,7 @@ def test_mirrored_two_devices_one_collective(mnist_dir):
         result["fused"]["collectives_per_replica"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_multiworker_two_processes_identical_replicas(mnist_dir):
   done = run(launch(f"{SPECS}/two_workers.json",
@@ -84,6 +86,7 @@ def test_multiworker_two_processes_identical_replicas(mnist_dir):
         results[0]["fused"]["collectives_per_replica"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_accumulation_equals_one_step_at_four_times_the_batch(mnist_dir):
   # Fused: 4 micro-batches of 25 per replica per update; Keras: one batch
@@ -94,6 +97,7 @@ def test_accumulation_equals_one_step_at_four_times_the_batch(mnist_dir):
   assert result["fused"]["collectives_per_replica"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_default_strategy_one_replica_no_collective(mnist_dir):
   result = compare_result(mnist_dir, "--strategy=default",
@@ -104,6 +108,7 @@ def test_default_strategy_one_replica_no_collective(mnist_dir):
   assert result["fused"]["all_reduce_bytes"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_float16_wire_with_loss_scaling(mnist_dir):
   # Gradients in float16, the metric sums in an exact float32 tail: two
@@ -211,6 +216,7 @@ def _multiworker_results(mnist_dir, *flags) -> list:
   return results
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_trainer_multiworker_one_collective_per_step(mnist_dir):
   fused = _multiworker_results(mnist_dir)

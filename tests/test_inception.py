@@ -152,6 +152,7 @@ def model_checks():
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_inception_v3_takes_a_training_step(model_checks):
   assert math.isfinite(model_checks["v3_loss"])

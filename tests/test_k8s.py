@@ -484,6 +484,7 @@ def _resumed_at(stdout):
   return int(line.split()[5]), line
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_exercise_of_k8s_recovers_a_killed_worker_by_gang_restart(
     mnist_dir, tmp_path):
@@ -524,6 +525,7 @@ def test_exercise_of_k8s_recovers_a_killed_worker_by_gang_restart(
   print(f"\ngang restart: {line[len('[exercise] '):]}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_exercise_of_k8s_ps_restarts_a_killed_worker_alone(mnist_dir,
                                                            tmp_path):
@@ -553,6 +555,7 @@ def test_exercise_of_k8s_ps_restarts_a_killed_worker_alone(mnist_dir,
             "Complete") in out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_exercise_of_k8s_jobset_restarts_the_set(mnist_dir, tmp_path):
   del mnist_dir

@@ -351,6 +351,7 @@ STRESS_PHASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("phase", sorted(STRESS_PHASES))
 def test_signal_at_a_random_moment_stops_everything(tmp_path, cpu_load,
@@ -369,6 +370,7 @@ def test_signal_at_a_random_moment_stops_everything(tmp_path, cpu_load,
            rng.uniform(0, max_delay))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("after,max_delay", [
     ("[launch] starting worker-1", 4.0),  # TensorFlow starting, connecting

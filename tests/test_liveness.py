@@ -36,6 +36,7 @@ def test_reexecuted_chief_inherits_no_alarm(tmp_path):
   assert out.strip() == "timer 0.0", out + err[-3000:]
 
 
+@pytest.mark.slow
 def test_sigterm_in_a_save_nested_in_training_keeps_the_checkpoint(
     tmp_path):
   """The task's SIGTERM handler ran: every guard (the save's too) learns
@@ -47,6 +48,7 @@ def test_sigterm_in_a_save_nested_in_training_keeps_the_checkpoint(
   assert (tmp_path / "checkpoints" / "checkpoint").exists()
 
 
+@pytest.mark.slow
 def test_unreadable_coordinator_turns_the_stall_watch_off(tmp_path):
   """Another TensorFlow's coordinator: one line, the watch and its
   heartbeat sentinel end, the healthy task goes on (was: 142 after 60 s)."""
@@ -58,6 +60,7 @@ def test_unreadable_coordinator_turns_the_stall_watch_off(tmp_path):
   assert "Traceback" not in err, err[-3000:]
 
 
+@pytest.mark.slow
 def test_worker_stopped_after_fit_does_not_restart_the_chief(tmp_path):
   """After fit the chief needs no worker: a stopped one is left alone
   (was: the finished chief re-executed itself, and failed)."""
@@ -70,6 +73,7 @@ def _probe_kind(address: str) -> str:
   return (preflight.probe(address, timeout=0.2) or ("",))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_in_strategy_creation_ends_the_job_with_143(mnist_dir,
                                                             tmp_path):

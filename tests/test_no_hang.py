@@ -72,6 +72,7 @@ def _error_lines(stderr: str) -> list:
 
 # --- a main thread blocked in an op (C++, GIL released) -----------------------
 
+@pytest.mark.slow
 def test_expired_deadline_in_a_blocked_op_names_phase_and_peer(tmp_path):
   peer = f"127.0.0.1:{portpicker.pick_unused_port()}"
   process = _start("op", tmp_path / "ready", 3, peer)
@@ -82,6 +83,7 @@ def test_expired_deadline_in_a_blocked_op_names_phase_and_peer(tmp_path):
   assert f"not heard from worker-1 at {peer}" in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [
     (signal.SIGINT, errors.EXIT_INTERRUPTED),
     (signal.SIGTERM, errors.EXIT_PREEMPTED)])
@@ -100,6 +102,7 @@ def test_signal_ends_a_blocked_op(tmp_path, signum, status):
 # --- C code that holds the GIL (TensorFlow registering a function with a ----
 # --- stopped task): no Python thread runs, the sentinel process acts -------
 
+@pytest.mark.slow
 def test_sentinel_says_the_line_when_tensorflow_holds_the_gil(tmp_path):
   peer = f"127.0.0.1:{portpicker.pick_unused_port()}"
   process = _start("gil", tmp_path / "ready", 3, peer)
@@ -124,6 +127,7 @@ def test_sigterm_ends_a_task_whose_main_thread_tensorflow_holds(tmp_path):
   assert not _error_lines(err), err[-3000:]
 
 
+@pytest.mark.slow
 def test_heartbeat_sentinel_ends_a_task_whose_threads_stopped_running(
     tmp_path):
   """The ps chief's stall watch beats a sentinel; when TensorFlow holds
@@ -173,6 +177,7 @@ def test_sigint_ends_strategy_creation_blocked_on_a_vanished_peer(tmp_path):
   assert status == errors.EXIT_INTERRUPTED, err[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", [0, 1], ids=["leader", "not-leader"])
 def test_strategy_creation_names_the_vanished_peer(tmp_path, index):
   """worker-0 leads TensorFlow's coordination service: it names the task
@@ -195,6 +200,7 @@ def _cluster_with_peer_at(port: int):
   return cluster_lib.make_task(cluster, "worker", 0)
 
 
+@pytest.mark.slow
 def test_tensorflow_server_is_recognised():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   port = portpicker.pick_unused_port()
@@ -233,6 +239,7 @@ def test_http_server_at_a_peer_address_refused_in_one_line():
   assert f"worker-1 at 127.0.0.1:{port} is an HTTP/1.x server" in message
 
 
+@pytest.mark.slow
 def test_silent_listener_at_a_peer_address_fails_at_the_deadline():
   with socket.socket() as silent:
     silent.bind(("127.0.0.1", 0))
@@ -247,6 +254,7 @@ def test_silent_listener_at_a_peer_address_fails_at_the_deadline():
 
 # --- a multiworker peer stopped (SIGSTOP) mid-training ------------------------
 
+@pytest.mark.slow
 def test_stalled_multiworker_peer_named_by_the_heartbeat(tmp_path):
   ports = [portpicker.pick_unused_port() for _ in range(2)]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -333,6 +341,7 @@ def _ps_cluster() -> dict:
           "ps": [f"127.0.0.1:{ports[2]}"]}
 
 
+@pytest.mark.slow
 def test_trainer_names_the_peer_that_vanished_after_preflight():
   """The issue's first repro: worker-0 exits within --peer_timeout + 10 s
   with one line naming worker-1, status 200."""
@@ -352,6 +361,7 @@ def test_sigint_ends_a_trainer_blocked_in_strategy_creation():
   assert status == errors.EXIT_INTERRUPTED, err[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [
     (signal.SIGINT, errors.EXIT_INTERRUPTED),
     (signal.SIGTERM, errors.EXIT_PREEMPTED)])
@@ -385,6 +395,7 @@ def _answer_once(cluster: dict, name: str) -> threading.Thread:
   return thread
 
 
+@pytest.mark.slow
 def test_ps_worker_whose_chief_vanished_after_preflight_exits():
   """The chief answered worker-0's preflight and died before its server
   started (SIGTERM in start-up, in the chaos sweep): worker-0 exits 200
@@ -406,6 +417,7 @@ def test_ps_worker_whose_chief_vanished_after_preflight_exits():
       f"not heard from chief-0 at {cluster['chief'][0]}"), err[-3000:]
 
 
+@pytest.mark.slow
 def test_ps_chief_names_its_vanished_peers_at_the_deadline():
   cluster = _ps_cluster()
   process = _past_preflight(cluster, "chief-0", "ps", 8)
@@ -417,6 +429,7 @@ def test_ps_chief_names_its_vanished_peers_at_the_deadline():
     assert f"{job}-0 at {cluster[job][0]}" in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
   """ps-0 stopped (SIGSTOP) once the chief announced its model: set-up or
@@ -452,6 +465,7 @@ def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
 
 # --- the quick chaos sweep -----------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
   """10 seeded trials of tfdist.bench.chaos (its full sweep: 50 in the
@@ -480,6 +494,7 @@ def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
 
 # --- a stalled ps worker -------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ps_job_finishes_while_a_worker_stays_stopped(tmp_path):
   """The issue's third repro: worker-1 stopped (SIGSTOP) mid-epoch; the
@@ -540,6 +555,7 @@ def _blocked(pid: int):
   return predicate
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_ends_a_worker_whose_collective_waits_for_a_stopped_peer(
     tmp_path):

@@ -24,6 +24,7 @@ def _state(pid: int) -> str:
     return f.read().rsplit(")", 1)[1].split()[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_duty_cycle_slows_a_process_and_leaves_it_running():
   busy = subprocess.Popen([sys.executable, "-c", _BUSY], env=child_env(),

@@ -71,6 +71,7 @@ def test_ps_chief_two_workers_one_ps(ps_launched):
   assert _only_tfdist_leftovers(ps_launched["tmp"]) == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_ps_without_tf_config_trains_in_process(mnist_dir):
   # Three epochs, as every other ps accuracy test: asynchronous updates make
@@ -85,6 +86,7 @@ def test_ps_without_tf_config_trains_in_process(mnist_dir):
   assert result["test_accuracy"] >= MIN_ACCURACY
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_multiworker_without_tf_config_says_single_worker():
   done = run(trainer("mnist", "--strategy=multiworker", "--data=synthetic",

@@ -69,6 +69,7 @@ def test_functional_subclassed_and_partial_models_train(cancer, model,
   assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_model_ending_in_softmax_trains_on_probabilities(mnist_dir):
   done = train("sequential_probabilities", f"--mnist_dir={mnist_dir}",
                "--epochs=1", "--verbose=0")
