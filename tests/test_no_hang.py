@@ -468,22 +468,25 @@ def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
-  """10 seeded trials of tfdist.bench.chaos (its full sweep: 50 in the
-  README): a task of a real multiworker or ps job killed, stopped or
-  signalled at a random moment; every other task exits within its deadline
-  with an explained status, and every checkpoint left reads back."""
+  """6 seeded trials of tfdist.bench.chaos (its full sweep: 50 in
+  docs/reliability.md): a task of a real multiworker or ps job killed,
+  stopped or signalled at a random moment; every other task exits within
+  its deadline with an explained status, every checkpoint left reads back,
+  and every job that finished ended clean."""
   from tfdist.bench import chaos  # pylint: disable=g-import-not-at-top
+  # Training lasts longer than the random moment in it (up to 2 s after
+  # the first checkpoint).
   settings = chaos.Settings(peer_timeout=8, heartbeat_timeout=5, epochs=2,
-                            steps_per_epoch=20, checkpoint_every_steps=5,
+                            steps_per_epoch=100, checkpoint_every_steps=5,
                             startup_s=6)
   # The seed draws, among others, a ps worker stopped during training (its
-  # save waits for the stalled worker's step) and SIGTERM to a worker during
-  # multiworker start-up.
-  assert {("ps", "training", "SIGSTOP"),
-          ("multiworker", "start-up", "SIGTERM")} <= set(chaos.plan(10, 16))
-  records = chaos.sweep(10, seed=16, settings=settings, relaunch=False)
+  # save waits for the stalled worker's step), a task of a ps job killed
+  # during training and SIGTERM to a worker during multiworker start-up.
+  assert {("ps", "training", "SIGSTOP"), ("ps", "training", "SIGKILL"),
+          ("multiworker", "start-up", "SIGTERM")} <= set(chaos.plan(6, 43))
+  records = chaos.sweep(6, seed=43, settings=settings, relaunch=False)
   print(chaos.summary(records))
-  assert len(records) == 10
+  assert len(records) == 6
   for record in records:
     assert not record["hangs"], record
     assert not record["unexplained"], record
@@ -493,50 +496,6 @@ def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
 
 
 # --- a stalled ps worker -------------------------------------------------------
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_ps_job_finishes_while_a_worker_stays_stopped(tmp_path):
-  """The issue's third repro: worker-1 stopped (SIGSTOP) mid-epoch; the
-  chief goes on without it from the last checkpoint and the job finishes
-  with the test accuracy of a normal run, worker-1 stopped all along.
-
-  With a save every 5 steps the stall meets the chief in a save, which
-  waits for the stopped worker's step: the stall watch (15 s) acts there,
-  not the save's deadline (10 s after it). A save that finds no step in
-  flight runs op by op on ps-0 (tfdist.checkpoint.on_variables_task): it
-  registers no function with the stopped worker, which would freeze the
-  chief (2 runs in 9 before that).
-  """
-  from tfdist.bench import jobs  # pylint: disable=g-import-not-at-top
-  model_dir = tmp_path / "model"
-  job = jobs.Job("ps", ["--epochs=3", f"--model_dir={model_dir}",
-                        "--checkpoint_every_steps=5", "--peer_timeout=10",
-                        "--stall_timeout=15", "--verbose=2"])
-  try:
-    job.start()
-    wait_for((model_dir / "checkpoints" / "checkpoint").exists,
-             "the first checkpoint", timeout=180)
-    job.signal("worker-1", signal.SIGSTOP)
-    still = job.wait(["chief-0", "worker-0", "ps-0"],
-                     time.monotonic() + 300)
-    assert not still, "\n".join(job.output["chief-0"][-20:])
-    assert job.alive("worker-1")  # stopped all along
-  finally:
-    job.kill()
-  chief = "\n".join(job.output["chief-0"])
-  assert "worker-1 at" in chief and "goes on without it" in chief, chief
-  # The others waited for the chief's restart, not just its usual grace.
-  for name in ("worker-0", "ps-0"):
-    assert any("chief-0 restarts" in line for line in job.output[name])
-  for name in ("chief-0", "worker-0", "ps-0"):
-    assert job.status(name) == 0, "\n".join(job.output[name][-20:])
-  result = json.loads(job.result("chief-0"))
-  assert result["start_step"] > 0, result  # resumed from a checkpoint
-  assert result["num_replicas"] == 1, result  # without worker-1
-  assert result["test_accuracy"] >= 0.90, result
-  assert job.noise_after_training() == [], chief  # ended clean
-
 
 # --- SIGTERM while a collective waits for a stopped peer -----------------------
 

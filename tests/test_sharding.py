@@ -3,12 +3,14 @@
 One real job on loopback (tfdist.bench.jobs): a chief, 2 workers, 2 ps
 tasks and an evaluator run trainers.sparse on its generated id lists (every
 task but the ps generates them at once, into one directory), its default
-table of 100,000 rows split in 2 shards. Mid-training worker-1 is stopped (SIGSTOP) and
-stays stopped: the chief goes on without it from its last checkpoint,
-within the stall deadline, and the job finishes. The tests below read that
-one job: the accuracy against the data's known best, the shards in the
-result, the evaluator, the export; then a relaunch on the same
---model_dir resumes bit for bit. The bad flags of the partitioner are one
+table of 100,000 rows split in 2 shards. Right after the first checkpoint
+worker-1 is stopped (SIGSTOP) and stays stopped: the stall meets the chief
+in its next save, which waits for the stopped worker's step; the chief
+goes on without it from its last checkpoint, within the stall deadline,
+and the job finishes, clean (the suite's stalled-worker test). The tests
+below read that one job: the accuracy against the data's known best, the
+shards in the result, the evaluator, the export; then a relaunch on the
+same --model_dir resumes bit for bit. The bad flags of the partitioner are one
 line each, before TensorFlow.
 """
 
@@ -100,6 +102,10 @@ def test_sharded_job_survives_a_stalled_worker_in_place(stalled_job):
   assert seconds <= no_step_s + PROBE_S + SLACK_S, timeline
   # No save froze the chief: it never needed the sentinel or a deadline.
   assert not job.error_lines("chief-0"), job.error_lines("chief-0")
+  # The others waited for the chief's restart, not just its usual grace.
+  for name in ("worker-0", "ps-0", "ps-1"):
+    assert any("chief-0 restarts" in line for line in job.output[name]), name
+  assert job.noise_after_training() == [], timeline  # ended clean
   chief = stalled_job["chief"]
   assert chief["start_step"] > 0 and chief["num_replicas"] == 1, chief
 
