@@ -6,7 +6,6 @@ tf.distribute.Server, a real HTTP server and a socket that never speaks.
 """
 
 import http.server
-import json
 import os
 import signal
 import socket
@@ -468,25 +467,23 @@ def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
-  """6 seeded trials of tfdist.bench.chaos (its full sweep: 50 in
+  """10 seeded trials of tfdist.bench.chaos (its full sweep: 50 in
   docs/reliability.md): a task of a real multiworker or ps job killed,
   stopped or signalled at a random moment; every other task exits within
   its deadline with an explained status, every checkpoint left reads back,
   and every job that finished ended clean."""
   from tfdist.bench import chaos  # pylint: disable=g-import-not-at-top
-  # Training lasts longer than the random moment in it (up to 2 s after
-  # the first checkpoint).
   settings = chaos.Settings(peer_timeout=8, heartbeat_timeout=5, epochs=2,
-                            steps_per_epoch=100, checkpoint_every_steps=5,
+                            steps_per_epoch=20, checkpoint_every_steps=5,
                             startup_s=6)
   # The seed draws, among others, a ps worker stopped during training (its
-  # save waits for the stalled worker's step), a task of a ps job killed
-  # during training and SIGTERM to a worker during multiworker start-up.
+  # save waits for the stalled worker's step), a ps worker killed during
+  # training and SIGTERM to a worker during multiworker start-up.
   assert {("ps", "training", "SIGSTOP"), ("ps", "training", "SIGKILL"),
-          ("multiworker", "start-up", "SIGTERM")} <= set(chaos.plan(6, 43))
-  records = chaos.sweep(6, seed=43, settings=settings, relaunch=False)
+          ("multiworker", "start-up", "SIGTERM")} <= set(chaos.plan(10, 16))
+  records = chaos.sweep(10, seed=16, settings=settings, relaunch=False)
   print(chaos.summary(records))
-  assert len(records) == 6
+  assert len(records) == 10
   for record in records:
     assert not record["hangs"], record
     assert not record["unexplained"], record

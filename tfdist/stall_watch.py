@@ -9,7 +9,9 @@ sentinel and watchdog; TensorFlow only inside methods.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import statistics
 import threading
 import time
 from typing import Callable, Optional
@@ -72,8 +74,10 @@ class StallWatch:
   one line; it never ends a healthy task.
 
   The deadline: ``stall_timeout`` seconds, or with 0, ``_STEPS`` times the
-  measured time between two signs of progress (about a step), at least
-  ``_MIN_STALL_S``.
+  measured time between two signs of progress (about a step: the median
+  of the last ``_STEPS`` intervals, so that one long wait, such as the
+  workers still preparing their data while the first steps are queued,
+  does not stretch it), at least ``_MIN_STALL_S``.
 
   TensorFlow may also hold the GIL (registering a new function with every
   task, a stopped worker too: with several ps tasks, each save's), where
@@ -91,6 +95,7 @@ class StallWatch:
     self._stall_timeout = stall_timeout
     self._queue = None  # the coordinator's closure queue, once fit began
     self._step_s = 0.0  # measured seconds between signs of progress
+    self._intervals = collections.deque(maxlen=self._STEPS)
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
     # Turns of the watch (on, off, a save begun or ended): an interval
@@ -143,9 +148,9 @@ class StallWatch:
     return silent
 
   def _measure(self, seconds: float) -> None:
-    # A moving average of the time between two changes of the progress.
-    self._step_s = seconds if not self._step_s else (
-        0.9 * self._step_s + 0.1 * seconds)
+    # The median of the recent times between two changes of the progress.
+    self._intervals.append(seconds)
+    self._step_s = statistics.median(self._intervals)
 
   def _watch(self) -> None:
     seen, since, turns = (0, 0), time.monotonic(), 0
