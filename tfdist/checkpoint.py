@@ -29,8 +29,9 @@ at the next step boundary the workers agree (one tiny all-reduce under
 multiworker) to save, and every one raises :class:`Preempted`, which the
 entry point turns into exit status 143, the status Kubernetes retries. Under
 ps, a worker or ps task that gets SIGTERM asks the chief instead (see
-tfdist.hosting.host_until_done); the chief looks for such requests about once a
-second (``peer_preempted``), saves, and stops every task with 143.
+tfdist.hosting.host_until_done); a thread of the chief looks for such
+requests about once a second (``peer_preempted``), and at the next step
+boundary the chief saves and stops every task with 143.
 
 A save interrupted half-way is never picked up: TensorFlow writes the data
 files, then the index, and only then renames the ``checkpoint`` state file
@@ -177,6 +178,50 @@ class _InitialCounters:
     return divmod(self.start_step, steps_per_epoch)
 
 
+class _PeerWatch:
+  """Asks ``ask()`` (which task asked to stop) every PEER_CHECK_SECONDS
+  from a thread of its own, until it finds one or :meth:`stop`.
+
+  The asking costs a probe and a remote op per task, and a stopped peer
+  answers nothing until the probe's timeout: asked from the batch hooks,
+  it slowed the chief's steps to one per timeout, which read as progress
+  to the stall watch (tfdist.stall_watch), so a stalled worker was gone
+  on without only after minutes. Here the training loop only reads
+  :meth:`found`; an error of ``ask`` is raised there too.
+  """
+  _STOP_S = 3.0  # waited at most for a question in flight
+
+  def __init__(self, ask: Callable[[], Optional[str]]):
+    self._ask = ask
+    self._stopped = threading.Event()
+    self._found = None  # a task's name, or the error of ask
+    self._thread = threading.Thread(target=self._run, daemon=True,
+                                    name="peer preemption")
+    self._thread.start()
+
+  def _run(self) -> None:
+    while not self._stopped.wait(PEER_CHECK_SECONDS):
+      try:
+        found = self._ask()
+      except Exception as e:  # pylint: disable=broad-except
+        found = e  # the training loop raises it
+      if found is not None and not self._stopped.is_set():
+        self._found = found
+        return
+
+  def found(self) -> Optional[str]:
+    if isinstance(self._found, Exception):
+      raise self._found
+    return self._found
+
+  def stop(self) -> None:
+    """No question after this one returns (a peer may exit as the job
+    ends); waits a little for one in flight (never for a stopped peer)."""
+    self._stopped.set()
+    if self._thread is not threading.current_thread():
+      self._thread.join(self._STOP_S)
+
+
 class Checkpointing:
   """Saves and restores the training state of one compiled Keras model.
 
@@ -201,8 +246,9 @@ class Checkpointing:
       workers_agree: the workers step in sync (multiworker), so they agree
         by all-reduce on preemption and on the step they restored.
       peer_preempted: returns the name of another task that got SIGTERM,
-        or None (ps: tfdist.hosting.preemption_requested); called at most
-        every PEER_CHECK_SECONDS, as it may cost remote calls.
+        or None (ps: tfdist.hosting.preemption_requested); called every
+        PEER_CHECK_SECONDS during ``fit`` from a thread of its own
+        (:class:`_PeerWatch`), as it costs remote calls.
       save_deadline: returns a context that guards one save with a deadline
         (tfdist.deadlines: a save waits for the peers).
     """
@@ -228,8 +274,8 @@ class Checkpointing:
     self._previous_handler = signal.SIG_DFL
     self._replica_sum = _replica_sum_fn(strategy) if workers_agree else None
     self._peer_preempted = peer_preempted
+    self._peer_watch = None  # asks peer_preempted during fit
     self._save_deadline = save_deadline
-    self._next_peer_check = 0.0
     self.saved_step = -1
     self.save_seconds = 0.0
     self.saves = 0
@@ -318,11 +364,8 @@ class Checkpointing:
     return int(self._replica_sum(tf.constant(int(local), tf.int64))) > 0
 
   def _peer_preemption(self) -> Optional[str]:
-    """Another task that asked to stop, looked for once a second at most."""
-    if self._peer_preempted is None or time.monotonic() < self._next_peer_check:
-      return None
-    self._next_peer_check = time.monotonic() + PEER_CHECK_SECONDS
-    return self._peer_preempted()
+    """Another task that asked to stop, as the peer watch last found."""
+    return None if self._peer_watch is None else self._peer_watch.found()
 
   def callback(self):
     """The Keras callback that saves on schedule and on SIGTERM."""
@@ -344,6 +387,8 @@ class Checkpointing:
         # where the state is consistent.
         owner._previous_handler = signal.signal(  # pylint: disable=protected-access
             signal.SIGTERM, owner._on_sigterm)  # pylint: disable=protected-access
+        if owner._peer_preempted is not None:  # pylint: disable=protected-access
+          owner._peer_watch = _PeerWatch(owner._peer_preempted)  # pylint: disable=protected-access
 
       def on_epoch_begin(self, epoch, logs=None):
         del logs
@@ -383,5 +428,7 @@ class Checkpointing:
         del logs
         signal.signal(signal.SIGTERM, owner._previous_handler)  # pylint: disable=protected-access
         owner._model._training_state = None  # pylint: disable=protected-access
+        if owner._peer_watch is not None:  # pylint: disable=protected-access
+          owner._peer_watch.stop()  # pylint: disable=protected-access
 
     return _Callback()
