@@ -36,10 +36,22 @@ SLOW_FIXTURES = frozenset({
     "cpu_load", "stalled_job", "cancer"})
 
 
+# Modules whose tests time deadlines, stalls and signals: run one at a time
+# (pytest-xdist: one group), so two of their clusters never share the cores.
+DEADLINE_MODULES = frozenset({
+    "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
+    "test_launch", "test_straggler", "test_peer_watch"})
+
+
 def pytest_collection_modifyitems(items):
   for item in items:
     if SLOW_FIXTURES & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
+    # -n 2 --dist loadgroup (setup.cfg): a module's tests stay together
+    # (its shared jobs are made once), the deadline modules in one group.
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    item.add_marker(pytest.mark.xdist_group(
+        "deadlines" if module in DEADLINE_MODULES else module))
 
 
 def child_env(**extra) -> dict:

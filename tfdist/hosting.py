@@ -151,7 +151,8 @@ def _write_on(job: str, index: int, path: str, text: str) -> None:
 def preemption_requested(task: Optional[cluster_lib.Task]) -> Optional[str]:
   """The name of a worker or ps task that asked to stop (SIGTERM), or None.
 
-  Run by a ps-strategy chief between steps: one small remote op per task.
+  Run by a ps-strategy chief's peer watch (tfdist.checkpoint), about once
+  a second during ``fit``: one probe and one small remote op per task.
   A task that cannot be asked (dead, restarting, stopped) is skipped; the
   coordinator deals with lost workers, and a lost ps fails the chief.
   """
