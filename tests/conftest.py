@@ -43,6 +43,7 @@ DEADLINE_MODULES = frozenset({
     "test_launch", "test_straggler", "test_peer_watch"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
   for item in items:
     if SLOW_FIXTURES & set(item.fixturenames):
