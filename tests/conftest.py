@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+import machine_share
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real MNIST sample bundled in the package: the suite needs nothing
 # outside the repository.
@@ -41,6 +43,16 @@ SLOW_FIXTURES = frozenset({
 DEADLINE_MODULES = frozenset({
     "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
     "test_launch", "test_straggler", "test_peer_watch"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  """Setup, call and teardown of a test, on a machine shared with the other
+  test process (tests/machine_share.py)."""
+  del nextitem
+  exclusive = item.get_closest_marker("exclusive") is not None
+  with machine_share.held(exclusive=exclusive):
+    yield
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

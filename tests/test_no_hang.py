@@ -465,6 +465,7 @@ def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
 # --- the quick chaos sweep -----------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.exclusive  # random moments: alone, as users run it
 @pytest.mark.timeout(900)
 def test_quick_chaos_sweep_has_no_hang_and_explains_every_status():
   """10 seeded trials of tfdist.bench.chaos (its full sweep: 50 in
