@@ -38,11 +38,11 @@ SLOW_FIXTURES = frozenset({
     "cpu_load", "stalled_job", "cancer"})
 
 
-# Modules whose tests time deadlines, stalls and signals: run one at a time
-# (pytest-xdist: one group), so two of their clusters never share the cores.
+# Modules whose jobs time deadlines and stalls to the second: run one at a
+# time (pytest-xdist: one group), so two of their clusters never share the
+# cores (the others' deadlines are minutes, or they time one process).
 DEADLINE_MODULES = frozenset({
-    "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
-    "test_launch", "test_straggler", "test_peer_watch"})
+    "test_no_hang", "test_fault_tolerance", "test_sharding"})
 
 
 @pytest.hookimpl(hookwrapper=True)
