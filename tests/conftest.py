@@ -38,11 +38,14 @@ SLOW_FIXTURES = frozenset({
     "cpu_load", "stalled_job", "cancer"})
 
 
-# Modules whose jobs time deadlines and stalls to the second: run one at a
-# time (pytest-xdist: one group), so two of their clusters never share the
-# cores (the others' deadlines are minutes, or they time one process).
+# Modules whose jobs time deadlines, stalls and signals to the second: run
+# one at a time (pytest-xdist: one group), so two of their clusters never
+# share the cores. (test_liveness beside another test's training: a SIGTERM
+# in strategy creation was recorded by TensorFlow too late for tfdist to
+# see it, and the job trained on: a defect left open, see the issues.)
 DEADLINE_MODULES = frozenset({
-    "test_no_hang", "test_fault_tolerance", "test_sharding"})
+    "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
+    "test_launch", "test_straggler", "test_peer_watch"})
 
 
 @pytest.hookimpl(hookwrapper=True)
