@@ -1,7 +1,8 @@
 """A task whose main thread blocks inside TensorFlow, for the watchdog tests.
 
 python tests/stuck_task.py op READY DEADLINE PEER_ADDRESS
-  blocks in an op (a dequeue from an empty queue: C++ with the GIL free).
+  blocks in an op (a dequeue from an empty queue: C++ with the GIL free);
+  READY is written by an op of the same function, once C++ runs.
 python tests/stuck_task.py gil READY DEADLINE PEER_ADDRESS
   blocks in C code that holds the GIL (libc's sleep called through
   ctypes.PyDLL), as TensorFlow does while it registers a function with a
@@ -15,7 +16,8 @@ python tests/stuck_task.py strategy READY DEADLINE TF_CONFIG
 python tests/stuck_task.py allreduce READY HEARTBEAT TF_CONFIG
   all-reduces in a loop with its peers (for up to 2 minutes); a peer that
   stops sending heartbeats for HEARTBEAT seconds ends it with status 200.
-READY is a file written just before the blocking call (the loop).
+READY is a file written just before the blocking call (the loop); in op
+mode, from inside it.
 """
 
 import os
@@ -40,12 +42,22 @@ def _ready(path: str) -> None:
 def block_in_op(ready: str, deadline_s: float, peer: str) -> int:
   import tensorflow as tf
   queue = tf.queue.FIFOQueue(1, tf.int32)
+
+  @tf.function
+  def ready_then_dequeue():
+    # READY is written by an op of the running function, so the main thread
+    # is already inside TensorFlow's C++ (the GIL free) when it appears: a
+    # signal sent then cannot reach Python before the dequeue.
+    written = tf.py_function(lambda: _ready(ready) or 0, [], tf.int32)
+    with tf.control_dependencies([written]):
+      return queue.dequeue()
+
+  ready_then_dequeue.get_concrete_function()  # traced before the phase
   # Like the trainers: SIGTERM only recorded, for the training loop to act.
   signal.signal(signal.SIGTERM, lambda signum, frame: None)
   with watchdog.phase("first step", deadline_s=deadline_s,
                       peers={"worker-1": peer}, grace_s=2):
-    _ready(ready)
-    queue.dequeue()
+    ready_then_dequeue()
   return 0
 
 
