@@ -103,7 +103,8 @@ class Job:
   Unlike the launcher, a test can signal, wait for or restart any one task.
   """
 
-  def __init__(self, tmp_path, layout: dict, flags):
+  def __init__(self, tmp_path, layout: dict, flags, program=None):
+    self.program = program or trainer("mnist")  # the command before flags
     self.cluster = {t: tuple(f"127.0.0.1:{portpicker.pick_unused_port()}"
                              for _ in range(n)) for t, n in layout.items()}
     self.flags = list(flags)
@@ -122,7 +123,7 @@ class Job:
       self.log_paths[(name, count)] = path
       with open(path, "w") as log:
         self.processes[name] = subprocess.Popen(
-            trainer("mnist", *self.flags, *extra), cwd=REPO, env=env,
+            [*self.program, *self.flags, *extra], cwd=REPO, env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
       self.started_at[name] = time.monotonic()
@@ -161,8 +162,8 @@ class Job:
 def job_factory(tmp_path):
   jobs = []
 
-  def make(layout, flags):
-    jobs.append(Job(tmp_path, layout, flags))
+  def make(layout, flags, program=None):
+    jobs.append(Job(tmp_path, layout, flags, program))
     return jobs[-1]
 
   yield make
@@ -432,6 +433,24 @@ def test_multiworker_worker_killed_others_fail_in_one_line(
   assert "--model_dir" in line, line
   print(f"\nmultiworker SIGKILL worker-1: worker-0 failed after {seconds:.1f} "
         f"s; last checkpoint step {max(_checkpoint_steps(model_dir))}")
+
+
+@pytest.mark.slow
+def test_multiworker_worker_killed_in_set_up_is_a_lost_peer(job_factory,
+                                                           mnist_dir):
+  """worker-1 dies as its model is built; worker-0's model function then
+  fails in the variables' broadcast: a lost peer (200, retried), not the
+  function's error (was: 2, which fails a Kubernetes job for good)."""
+  job = job_factory({"worker": 2}, [
+      "--strategy=multiworker", f"--mnist_dir={mnist_dir}", "--epochs=1",
+      "--steps_per_epoch=5", "--peer_timeout=60",
+      "--model=tests.user_models:killed_on_worker_1"],
+      program=[sys.executable, "-m", "tfdist.train"])
+  job.start("worker-0", "worker-1")
+  assert job.wait("worker-1") == 137, job.log("worker-1")[-3000:]
+  assert job.wait("worker-0", timeout=90) == 200, job.log("worker-0")[-3000:]
+  (line,) = _error_lines(job.log("worker-0"))
+  assert "lost worker-1 during set-up" in line, line
 
 
 @contextlib.contextmanager

@@ -2,6 +2,10 @@
 the model-function contract (tfdist.contract): each is named on the command
 line as --model=tests.user_models:NAME."""
 
+import json
+import os
+import signal
+
 import tensorflow as tf
 
 import tfdist
@@ -61,6 +65,16 @@ class _Subclassed(tf.keras.Model):
 def subclassed(features, num_classes):
   """A subclassed model, called with the dict of features."""
   return _Subclassed(features, num_classes)
+
+
+def killed_on_worker_1(features, num_classes):
+  """On worker-1 (TF_CONFIG) the process is SIGKILLed as it starts to build,
+  as a pod evicted during set-up; worker-0 builds the model and loses it
+  while its variables are created and broadcast."""
+  task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+  if task.get("type") == "worker" and task.get("index") == 1:
+    os.kill(os.getpid(), signal.SIGKILL)
+  return sequential_probabilities(features, num_classes)
 
 
 def raises(features, num_classes):

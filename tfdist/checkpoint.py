@@ -31,7 +31,9 @@ entry point turns into exit status 143, the status Kubernetes retries. Under
 ps, a worker or ps task that gets SIGTERM asks the chief instead (see
 tfdist.hosting.host_until_done); a thread of the chief looks for such
 requests about once a second (``peer_preempted``), and at the next step
-boundary the chief saves and stops every task with 143.
+boundary the chief saves and stops every task with 143. Under multiworker
+the same thread looks for a SIGTERM that TensorFlow's own handler took
+(tfdist.coordination.sigterm_taken), which the next agreement acts on.
 
 A save interrupted half-way is never picked up: TensorFlow writes the data
 files, then the index, and only then renames the ``checkpoint`` state file
@@ -179,8 +181,9 @@ class _InitialCounters:
 
 
 class _PeerWatch:
-  """Asks ``ask()`` (which task asked to stop) every PEER_CHECK_SECONDS
-  from a thread of its own, until it finds one or :meth:`stop`.
+  """Asks ``ask()`` (which task asked to stop) at once and then every
+  PEER_CHECK_SECONDS from a thread of its own, until it finds one or
+  :meth:`stop`.
 
   The asking costs a probe and a remote op per task, and a stopped peer
   answers nothing until the probe's timeout: asked from the batch hooks,
@@ -200,13 +203,15 @@ class _PeerWatch:
     self._thread.start()
 
   def _run(self) -> None:
-    while not self._stopped.wait(PEER_CHECK_SECONDS):
+    while True:  # at once (fit begins), then every PEER_CHECK_SECONDS
       try:
         found = self._ask()
       except Exception as e:  # pylint: disable=broad-except
         found = e  # the training loop raises it
       if found is not None and not self._stopped.is_set():
         self._found = found
+        return
+      if self._stopped.wait(PEER_CHECK_SECONDS):
         return
 
   def found(self) -> Optional[str]:
@@ -246,9 +251,11 @@ class Checkpointing:
       workers_agree: the workers step in sync (multiworker), so they agree
         by all-reduce on preemption and on the step they restored.
       peer_preempted: returns the name of another task that got SIGTERM,
-        or None (ps: tfdist.hosting.preemption_requested); called every
-        PEER_CHECK_SECONDS during ``fit`` from a thread of its own
-        (:class:`_PeerWatch`), as it costs remote calls.
+        or None (ps: tfdist.hosting.preemption_requested; multiworker: a
+        SIGTERM TensorFlow's own handler took, which then counts as this
+        worker's at the next agreement); called every PEER_CHECK_SECONDS
+        during ``fit`` from a thread of its own (:class:`_PeerWatch`), as
+        it costs remote calls.
       save_deadline: returns a context that guards one save with a deadline
         (tfdist.deadlines: a save waits for the peers).
     """
@@ -358,6 +365,9 @@ class Checkpointing:
     local = self._preempt_requested.is_set()
     if not self._workers_agree:
       return local
+    # multiworker: a SIGTERM that TensorFlow's handler took (peer_preempted)
+    # counts as this worker's own; the all-reduce makes every worker stop.
+    local = local or self._peer_preemption() is not None
     # Synchronous training: all workers must stop at the same step, or the
     # ones still stepping wait in a collective for the one that left.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -408,7 +418,11 @@ class Checkpointing:
                 and owner._preemption_agreed())  # pylint: disable=protected-access
         self.last_check = step
         # ps: a worker or ps task may have asked the chief to stop.
-        peer = None if here else owner._peer_preemption()  # pylint: disable=protected-access
+        # (multiworker: only through the agreement above, and named there)
+        if owner._workers_agree:  # pylint: disable=protected-access
+          peer = owner._peer_preemption() if here else None  # pylint: disable=protected-access
+        else:
+          peer = None if here else owner._peer_preemption()  # pylint: disable=protected-access
         if here or peer is not None:
           path = owner.save()
           self.on_train_end()

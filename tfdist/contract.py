@@ -19,8 +19,9 @@ tfdist owns the rest: the optimizer (``--optimizer``, or a user's factory),
 the loss (sparse categorical cross-entropy), the accuracy metric and the
 training step. :func:`build` calls the function and checks the model; every
 task builds through it (training, the evaluator, the export), so all build
-the same model. A broken function is one ConfigError line. Imports
-tfdist.errors and tfdist.features; TensorFlow lazily.
+the same model. A broken function is one ConfigError line (a peer lost
+while it runs is not: see tfdist.coordination.peer_loss_errors). Imports
+tfdist.coordination, errors and features; TensorFlow lazily.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from tfdist import coordination
 from tfdist import features as features_lib
 from tfdist.errors import ConfigError
 
@@ -47,6 +49,11 @@ def _call(model_fn: Callable, features, num_classes: int, name: str):
   try:
     return model_fn(dict(features), num_classes)
   except ConfigError:
+    raise
+  except coordination.peer_loss_errors():
+    # Not the function's fault: a peer died while its variables were
+    # created and broadcast (the caller's tfdist.runtime.lost_peers: 200,
+    # retried; a ConfigError's 2 would fail the job for good).
     raise
   except Exception as e:  # pylint: disable=broad-except
     message = (str(e).splitlines() or [""])[0][:200]

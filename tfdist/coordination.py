@@ -3,7 +3,8 @@
 Owns: configuring TensorFlow's coordination service (the one that
 MultiWorkerMirroredStrategy's constructor starts on the chief, or worker-0)
 with deadlines, and turning the error it raises when one passes into
-:class:`tfdist.errors.PeerLost` naming the missing peers. Imports
+:class:`tfdist.errors.PeerLost` naming the missing peers, and which of
+TensorFlow's errors mean a lost peer (:func:`peer_loss_errors`). Imports
 tfdist.errors and (lazily) TensorFlow.
 
 Left alone, TensorFlow waits an hour for a peer that passed preflight and
@@ -20,6 +21,15 @@ import re
 from tfdist import errors
 
 _TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def peer_loss_errors() -> tuple:
+  """TensorFlow's error types for a peer that is gone: a collective or an
+  RPC to a killed task fails with one of these (tfdist.runtime.lost_peers
+  turns them into PeerLost), wherever it runs, a model function too."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return (tf.errors.UnavailableError, tf.errors.AbortedError,
+          tf.errors.CancelledError, tf.errors.DeadlineExceededError)
 
 
 def configure(cluster: dict, *, register_timeout_s: float,

@@ -71,11 +71,9 @@ def lost_peers(*, own_task: Optional[str], resume_hint: str,
     resume_hint: what to do next, appended to the message.
     phase: what the task was doing, for the message.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     yield
-  except (tf.errors.UnavailableError, tf.errors.AbortedError,
-          tf.errors.CancelledError, tf.errors.DeadlineExceededError) as e:
+  except coordination.peer_loss_errors() as e:
     text = str(e)
     peers = [f"{job}-{index}" for job, index in _PEER_RE.findall(text)]
     peers = [p for p in peers if p != own_task]
@@ -370,6 +368,14 @@ class MultiWorkerRuntime(_AllReduceRuntime):
       console.info(f"SIGTERM to {signalled} during strategy creation "
                    "(TensorFlow took it); nothing to save yet; exiting (143)")
       watchdog.exit_now(errors.EXIT_PREEMPTED)
+
+  def peer_preemption(self):
+    # A SIGTERM TensorFlow's handler took in strategy creation and recorded
+    # after the start barrier looked (under load it can take seconds):
+    # read again during fit, and acted on at the next agreement.
+    if self.task is None:
+      return None
+    return lambda: coordination.sigterm_taken(timeout_s=0) or None
 
   def finish(self) -> None:
     # The coordination service's leader (worker 0) must not exit while
