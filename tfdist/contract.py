@@ -45,17 +45,24 @@ def _where(error: BaseException) -> str:
   return f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
 
 
+def _lost_a_peer(error: Exception) -> bool:
+  """Not the function's fault: a peer died while the variables were created
+  and broadcast under a distribution strategy. The caller's
+  tfdist.runtime.lost_peers makes it 200 (retried); a ConfigError's 2
+  would fail a Kubernetes job for good."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return (isinstance(error, coordination.peer_loss_errors())
+          and tf.distribute.has_strategy())
+
+
 def _call(model_fn: Callable, features, num_classes: int, name: str):
   try:
     return model_fn(dict(features), num_classes)
   except ConfigError:
     raise
-  except coordination.peer_loss_errors():
-    # Not the function's fault: a peer died while its variables were
-    # created and broadcast (the caller's tfdist.runtime.lost_peers: 200,
-    # retried; a ConfigError's 2 would fail the job for good).
-    raise
   except Exception as e:  # pylint: disable=broad-except
+    if _lost_a_peer(e):
+      raise
     message = (str(e).splitlines() or [""])[0][:200]
     raise ConfigError(f"the model function {name} raised {type(e).__name__}"
                       f"{_where(e)}: {message}; it is called as "
