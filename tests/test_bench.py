@@ -63,13 +63,17 @@ def test_smoke_runs_every_configuration(smoke):
   # Synchronous replicas end bit-identical.
   digests = {t["weights_digest"] for t in runs["multiworker-2"]["tasks"].values()}
   assert len(digests) == 1
-  # Every run learned, well above chance (0.1): the runs at the base batch
-  # per worker reach 0.80 to 0.87, the 4 steps of 8x the global batch 0.53
-  # to 0.72.
+  # Every run learned, well above chance (0.1): the synchronous runs at the
+  # base batch per worker reach 0.80 to 0.87, the 4 steps of 8x the global
+  # batch 0.53 to 0.72. Asynchronous ps with 2 workers (32 steps at learning
+  # rate 0.5, stale gradients) depends on how the workers interleave: 0.85
+  # to 0.87 on an idle machine, 0.77 to 0.87 with both cores busy (8 runs
+  # each, 2026-12-05), 0.69 once in the suite beside another test's jobs.
   large = 8 * report["figures"]["large_batch"]["base_global_batch"]
   for row in report["figures"]["throughput"]:
     assert row["examples_per_sec"] > 0, row
-    floor = 0.4 if row["global_batch_size"] == large else 0.75
+    floor = (0.4 if row["global_batch_size"] == large
+             else 0.5 if row["strategy"] == "ps" else 0.75)
     assert floor < row["test_accuracy"] <= 1.0, row
 
 
