@@ -40,9 +40,10 @@ SLOW_FIXTURES = frozenset({
 
 # Modules whose jobs time deadlines, stalls and signals to the second: run
 # one at a time (pytest-xdist: one group), so two of their clusters never
-# share the cores. (test_liveness beside another test's training: a SIGTERM
-# in strategy creation was recorded by TensorFlow too late for tfdist to
-# see it, and the job trained on: a defect left open, see the issues.)
+# share the cores. (test_liveness beside another test's training once saw
+# TensorFlow record a SIGTERM of strategy creation after the start barrier
+# looked; the record is now also looked for during fit, but a SIGTERM taken
+# early in creation can leave none: docs/reliability.md, Preemption.)
 DEADLINE_MODULES = frozenset({
     "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
     "test_launch", "test_straggler", "test_peer_watch"})
