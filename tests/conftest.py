@@ -72,8 +72,15 @@ def pytest_collection_modifyitems(items):
 
 
 def child_env(**extra) -> dict:
-  """The environment of a child: ours, minus TF_CONFIG, plus ``extra``."""
+  """The environment of a child: ours, minus TF_CONFIG, plus ``extra``.
+
+  The interpreter running the suite comes first on PATH, so ``python`` and
+  the tools installed beside it (kubernetes-validate) are its own, also
+  from a virtual environment that was never activated.
+  """
   env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+  env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable),
+                                 env.get("PATH", "")])
   env["PYTHONUNBUFFERED"] = "1"
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   env.update({k: str(v) for k, v in extra.items()})

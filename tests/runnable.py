@@ -9,6 +9,10 @@ multiworker => multiworker --steps_per_epoch=50 -->`` (``OLD => NEW`` pairs
 separated by ``;``; the guide shows OLD). Every ``/tmp/`` of a block is the
 test's own temporary directory. The blocks of one file run in order, in one
 working directory, so a later block may use what an earlier one wrote.
+
+A block that launches a shipped cluster spec (``tfdist.launch
+--cluster_spec=...``) runs with ``--free_ports`` added: the specs' fixed
+ports are the reader's, and two test processes run at once.
 """
 
 import dataclasses
@@ -19,6 +23,7 @@ from typing import List
 
 MARKER = re.compile(r"^<!-- runnable(: (?P<replacements>.*))? -->$")
 FENCE = re.compile(r"^```(\w*)\s*$")
+LAUNCH = re.compile(r"(tfdist\.launch\s+--cluster_spec=\S+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,7 @@ def run_block(block: Block, *, cwd: str, env: dict, timeout: float,
   group is killed at the timeout (the test then fails with the output so
   far)."""
   from conftest import run  # pylint: disable=g-import-not-at-top
-  script = block.script.replace("/tmp/", tmp.rstrip("/") + "/")
+  script = LAUNCH.sub(r"\1 --free_ports",
+                      block.script.replace("/tmp/", tmp.rstrip("/") + "/"))
   return run(["bash", "-c", "set -euo pipefail\n" + script],
              cwd=cwd, env=env, timeout=timeout)
