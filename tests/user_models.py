@@ -11,20 +11,68 @@ import tensorflow as tf
 import tfdist
 
 
+def _inputs(features):
+  """A Keras input per feature, by name (what tfdist.keras_inputs gives)."""
+  return {name: f.keras_input() for name, f in features.items()}
+
+
 def _columns(features, inputs):
   numeric = [f for f in features.values()
              if f.kind == "numeric" and f.name in inputs]
-  x = tf.keras.layers.Concatenate()([inputs[f.name] for f in numeric])
+  tensors = [inputs[f.name] for f in numeric]
+  x = tensors[0] if len(tensors) == 1 else tf.keras.layers.Concatenate()(
+      tensors)
   return tf.keras.layers.Normalization(
-      mean=[f.mean[0] for f in numeric],
-      variance=[f.std[0] ** 2 for f in numeric])(x)
+      mean=[m for f in numeric for m in f.mean],
+      variance=[s ** 2 for f in numeric for s in f.std])(x)
 
 
 def functional(features, num_classes):
-  """Functional, every feature an input (tfdist.keras_inputs)."""
-  inputs = tfdist.keras_inputs(features)
+  """Functional, every feature an input."""
+  inputs = _inputs(features)
   x = tf.keras.layers.Dense(8, activation="relu")(_columns(features, inputs))
   return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(x))
+
+
+def regressor(features, num_outputs):
+  """A small regression network: one value per label column."""
+  inputs = _inputs(features)
+  x = tf.keras.layers.Dense(16, activation="relu")(_columns(features, inputs))
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_outputs)(x))
+
+
+def multilabel_sigmoid(features, num_outputs):
+  """Independent yes/no labels, each its own sigmoid: probabilities."""
+  inputs = _inputs(features)
+  x = tf.keras.layers.Dense(16, activation="relu")(_columns(features, inputs))
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(
+      num_outputs, activation="sigmoid")(x))
+
+
+def _at_least_1000(labels, logits):
+  """A loss that cannot be below 1000: cross-entropy plus 1000."""
+  return 1000.0 + tf.keras.losses.sparse_categorical_crossentropy(
+      labels, logits, from_logits=True)
+
+
+def _confidence(labels, logits):
+  """A metric of its own: the probability of the predicted class."""
+  del labels
+  return tf.reduce_max(tf.nn.softmax(logits), axis=-1)
+
+
+def compiled_own(features, num_outputs):
+  """Returned compiled with its own loss (at least 1000), metric and
+  optimizer, and with an add_metric of its own."""
+  inputs = _inputs(features)
+  x = tf.keras.layers.Dense(8, activation="relu")(_columns(features, inputs))
+  logits = tf.keras.layers.Dense(num_outputs)(x)
+  model = tf.keras.Model(inputs, logits)
+  model.add_metric(tf.reduce_mean(tf.nn.softmax(logits)[:, -1]),
+                   name="mean_last_class")
+  model.compile(optimizer=tf.keras.optimizers.Adam(0.02),
+                loss=_at_least_1000, metrics=[_confidence])
+  return model
 
 
 def two_columns(features, num_classes):
@@ -98,3 +146,28 @@ def missing_feature(features, num_classes):
             **{n: f.keras_input() for n, f in list(features.items())[:1]}}
   x = tf.keras.layers.Concatenate()(list(inputs.values()))
   return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(x))
+
+
+def raises_in_layer(features, num_outputs):
+  """A mistake inside a Keras layer: the Lambda indexes a tensor by name."""
+  x = _columns(features, _inputs(features))
+  x = tf.keras.layers.Lambda(lambda t: t["radius"])(x)
+  return tf.keras.Model(_inputs(features), tf.keras.layers.Dense(
+      num_outputs)(x))
+
+
+def softmax_with_logits_loss(features, num_outputs):
+  """Ends in a softmax, but compiled with a loss that takes logits."""
+  inputs = _inputs(features)
+  model = tf.keras.Model(inputs, tf.keras.layers.Dense(
+      num_outputs, activation="softmax")(_columns(features, inputs)))
+  model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True))
+  return model
+
+
+def sigmoid_classifier(features, num_outputs):
+  """A sigmoid per class: not probabilities of exclusive classes."""
+  inputs = _inputs(features)
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(
+      num_outputs, activation="sigmoid")(_columns(features, inputs)))
