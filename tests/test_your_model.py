@@ -14,11 +14,13 @@ are tests/user_models.py; a user's own train.py is tests/user_program.py.
 import csv
 import json
 import os
+import re
+import shutil
 import sys
 
 import pytest
 
-from conftest import REPO, SPECS, json_lines, launch, run
+from conftest import REPO, SPECS, child_env, json_lines, launch, run
 from tfdist.errors import ConfigError
 
 CSV = os.path.join(REPO, "examples", "breast_cancer", "data",
@@ -425,6 +427,36 @@ def test_fit_raises_config_error_for_bad_settings():
       "ConfigError: fit(..., no_such_setting=...): no such setting; the "
       "settings are tfdist's flags (python -m tfdist.train --helpfull)",
       "ConfigError: --epochs=0: must be at least 1"]
+
+
+def _readme_example() -> tuple:
+  """The README's own-model example: (the model file, the commands)."""
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    text = f.read()
+  section = text[text.index("## Your own model"):]
+  python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  commands = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+  return python, commands
+
+
+@pytest.mark.slow
+def test_the_readme_example_trains_iris_verbatim(tmp_path):
+  python, commands = _readme_example()
+  assert python.startswith("# my_project/model.py\n")
+  (tmp_path / "my_project").mkdir()
+  (tmp_path / "my_project" / "model.py").write_text(python)
+  (tmp_path / "tests" / "data").mkdir(parents=True)
+  shutil.copy(os.path.join(REPO, "tests", "data", "iris.csv"),
+              tmp_path / "tests" / "data")
+  done = run(["bash", "-c", "set -euo pipefail\n" + commands],
+             cwd=str(tmp_path), env=child_env(), timeout=240)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json_lines(done.stdout)[-1]
+  assert result["test_accuracy"] >= 0.9, result
+  # The default batch is larger than the 120 training flowers: one line.
+  assert ("--batch_size=100 x 2 replicas is more than the 120 training "
+          "examples: batch 60 instead") in done.stderr
+  assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("settings, flag", [
