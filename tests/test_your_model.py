@@ -352,7 +352,7 @@ def multilabel():
 @pytest.fixture(scope="module")
 def weighted():
   """Iris, mirrored (fused step), every setosa weighing 0 in training."""
-  return _table_job("--job=weighted")
+  return _table_job("--job=weighted", "--learning_rate=0.05")
 
 
 @pytest.mark.slow
@@ -385,7 +385,8 @@ def test_a_sigmoid_head_trains_as_probabilities(multilabel):
 @pytest.mark.slow
 def test_the_step_trains_with_the_example_weights(weighted):
   # Setosa weighs nothing: the model never learns it, about a third of the
-  # test flowers. (Without the weights it scores above 0.9.)
+  # test flowers (0.73). The same job with the weights dropped in the step
+  # scores 0.95.
   assert weighted["fused_step"]
   assert weighted["test_metrics"]["accuracy"] < 0.8, weighted
 
