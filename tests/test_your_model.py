@@ -326,6 +326,44 @@ def test_fit_returns_the_result_in_process(own_mirrored):
   assert "Traceback" not in log
 
 
+@pytest.mark.slow
+def test_fit_in_a_process_where_tensorflow_already_ran(cancer):
+  """A notebook: TensorFlow started (a metric object made) before fit, which
+  cannot split the CPU into 2 replicas then: one ConfigError; on the one
+  device there is, fit trains and returns, twice in the process."""
+  settings = dict(arg.lstrip("-").split("=", 1) for arg in cancer)
+  script = (
+      "import os, json\n"
+      "os.environ['TF_USE_LEGACY_KERAS'] = '1'\n"
+      "import tensorflow as tf\n"
+      "import tfdist\n"
+      "xent = tf.keras.metrics.SparseCategoricalCrossentropy(\n"
+      "    from_logits=True, name='xent')\n"
+      f"settings = dict({settings!r}, epochs=1, steps_per_epoch=3, "
+      "verbose=0)\n"
+      "try:\n"
+      "  tfdist.fit('tests.user_models:functional', metrics=[xent], "
+      "**settings)\n"
+      "except tfdist.ConfigError as e:\n"
+      "  print('ConfigError:', e)\n"
+      "for _ in range(2):\n"
+      "  result = tfdist.fit('tests.user_models:functional', metrics=[xent],"
+      " num_cpu_devices=1, **settings)\n"
+      "  print(json.dumps(result))\n")
+  done = run([sys.executable, "-c", script], timeout=180)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.startswith(
+      "ConfigError: TensorFlow was started before tfdist could set up "
+      "--num_cpu_devices=2 replicas"), done.stdout
+  assert "train on the 1 CPU device it has (--num_cpu_devices=1)" in (
+      done.stdout)
+  results = json_lines(done.stdout)
+  assert len(results) == 2
+  for result in results:
+    assert result["num_replicas"] == 1 and result["global_step"] == 3
+    assert set(result["test_metrics"]) == {"accuracy", "xent"}
+
+
 # --- the tasks, and weights ---------------------------------------------------
 
 

@@ -170,13 +170,16 @@ def _start(runtime: runtime_lib.Runtime) -> None:
   except RuntimeError as e:
     if "after being initialized" not in str(e):
       raise
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    found = len(tf.config.list_logical_devices("CPU"))
     raise ConfigError(
-        "TensorFlow was started before tfdist could set up the "
-        f"--strategy={runtime.config.strategy} replicas (a tf.keras metric or "
+        "TensorFlow was started before tfdist could set up --num_cpu_devices="
+        f"{runtime.config.num_cpu_devices} replicas (a tf.keras metric or "
         "layer made before tfdist.main/fit starts it, e.g. metrics=[tf.keras."
         "metrics.AUC()]): pass the class or a function making it (metrics="
         "[tf.keras.metrics.AUC] or [lambda: tf.keras.metrics.AUC(...)]), or "
-        "compile it in the model function") from None
+        f"train on the {found} CPU device{'s' if found > 1 else ''} it has "
+        f"(--num_cpu_devices={found})") from None
 
 
 def _cap_batch(runtime: runtime_lib.Runtime, num_examples: int) -> None:

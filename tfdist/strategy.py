@@ -97,14 +97,23 @@ def configure_cpu_devices(count: int) -> None:
   """Splits the CPU into ``count`` logical devices (before TF initialises).
 
   MirroredStrategy on a machine without GPUs then has ``count`` replicas:
-  the same code path as several GPUs, testable on a laptop.
+  the same code path as several GPUs, testable on a laptop. Once
+  TensorFlow has started (tfdist.fit in a notebook that ran TensorFlow
+  already), the devices it has stand when they are ``count``.
+
+  Raises:
+    RuntimeError: TensorFlow started with another number of CPU devices.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if count < 1:
     raise ConfigError(f"--num_cpu_devices={count}: need at least 1")
   cpu = tf.config.list_physical_devices("CPU")[0]
-  tf.config.set_logical_device_configuration(
-      cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+  except RuntimeError:
+    if len(tf.config.list_logical_devices("CPU")) != count:
+      raise
 
 
 def _resolver(cluster: dict, task_type: str, task_index: int):
