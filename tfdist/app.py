@@ -172,14 +172,17 @@ def run(model_fn: Union[Callable, str], *, name: Name = None,
   from tfdist import lifecycle  # pylint: disable=g-import-not-at-top
 
   def run_checked() -> int:
-    user = _user_model(model_fn, name=name, loss=loss, metrics=metrics,
-                       callbacks=callbacks, optimizer_fn=optimizer_fn)
+    function = (import_model(model_fn) if isinstance(model_fn, str)
+                else model_fn)
     task = cluster_lib.task_from_environ(os.environ)
     config = train_config(task)
     if check_flags is not None:
       check_flags()  # may point the data flags at data it prepared
     data = data_config()  # every flag checked before any task starts
     data.source()  # where the data is, checked without TensorFlow
+    # The name may read the program's flags, checked now.
+    user = _user_model(function, name=name, loss=loss, metrics=metrics,
+                       callbacks=callbacks, optimizer_fn=optimizer_fn)
     return lifecycle.run(
         config=config, data_config=data, user=user, task=task,
         process=lifecycle.Process(sys.executable, tuple(sys.orig_argv),
