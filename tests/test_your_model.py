@@ -222,8 +222,9 @@ def test_a_user_model_resumes_with_the_step_features(cancer, tmp_path):
 # multiworker): tests/user_program.py trains user_models.compiled_own,
 # compiled with a loss that cannot be below 1000 (cross-entropy + 1000), a
 # metric function and Adam, with an add_metric, and given a metric (the
-# plain cross-entropy, "xent") and a callback: under mirrored through
-# tfdist.fit in-process, under multiworker and ps through tfdist.main.
+# plain cross-entropy, "xent") and a callback: under mirrored and
+# multiworker (each worker its task as tf_config=) through tfdist.fit,
+# which returns the result in-process; under ps through tfdist.main.
 
 OWN = ["--epochs=4", "--batch_size=32", "--verbose=0"]
 OWN_METRICS = {"accuracy", "_confidence", "xent", "mean_last_class"}
@@ -234,29 +235,35 @@ def _program(*args):
           *args]
 
 
+def _fit_settings(cancer, **settings) -> str:
+  return json.dumps({**dict(arg.lstrip("-").split("=", 1) for arg in cancer),
+                     "epochs": 4, "batch_size": 32, "verbose": 0,
+                     **settings})
+
+
+def _fit_results(stdout: str, prefix: str = "") -> list:
+  lines = [line[len(prefix):] for line in stdout.splitlines()
+           if line.startswith(prefix + "fit returned: ")]
+  return [json.loads(line.split(": ", 1)[1]) for line in lines]
+
+
 @pytest.fixture(scope="module")
 def own_mirrored(cancer):
   """tfdist.fit in a Python program: (its result, stderr)."""
-  settings = dict(arg.lstrip("-").split("=", 1) for arg in cancer)
-  done = run(_program("fit", json.dumps(
-      {**settings, "epochs": 4, "batch_size": 32, "verbose": 0})),
-             timeout=180)
+  done = run(_program("fit", _fit_settings(cancer)), timeout=180)
   assert done.returncode == 0, done.stderr[-3000:]
-  [returned] = [line for line in done.stdout.splitlines()
-                if line.startswith("fit returned: ")]
-  return [json.loads(returned.split(": ", 1)[1])], done.stderr
+  return _fit_results(done.stdout), done.stderr
 
 
 @pytest.fixture(scope="module")
 def own_multiworker(cancer):
-  """tfdist.main on two workers through the launcher: (both results,
-  stderr)."""
-  done = run(launch(f"{SPECS}/two_workers.json",
-                    _program("--strategy=multiworker", *cancer, *OWN)),
-             timeout=240)
+  """tfdist.fit on two workers through the launcher, each given its task
+  as tf_config=: (both results, the output)."""
+  done = run(launch(f"{SPECS}/two_workers.json", _program(
+      "fit", _fit_settings(cancer, strategy="multiworker"))), timeout=240)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  return [json_lines(done.stdout, prefix=f"[worker-{i}] ")[-1]
-          for i in range(2)], done.stdout + done.stderr
+  results = [_fit_results(done.stdout, f"[worker-{i}] ") for i in range(2)]
+  return [r for worker in results for r in worker], done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -317,9 +324,11 @@ def test_the_fused_step_carries_them_in_one_all_reduce(own_mirrored,
 
 
 @pytest.mark.slow
-def test_fit_returns_the_result_in_process(own_mirrored):
+def test_fit_returns_the_result_in_process(own_mirrored, own_multiworker):
   [result], log = own_mirrored
   assert result["strategy"] == "mirrored" and result["num_replicas"] == 2
+  # As a task of a cluster given as tf_config=: each worker its own.
+  assert [r["task"] for r in own_multiworker[0]] == ["worker-0", "worker-1"]
   assert result["model"] == "compiled_own" and result["ml_task"] == (
       "classification")
   assert not [line for line in log.splitlines() if line.startswith("error")]

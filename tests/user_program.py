@@ -6,7 +6,9 @@ started).
     python tests/user_program.py --strategy=ps ...        # tfdist.main
     python tests/user_program.py fit '{"epochs": 2, ...}'  # tfdist.fit
 
-``fit`` prints ``fit returned: RESULT`` (JSON) when tfdist.fit returns.
+``fit`` hands this process's TF_CONFIG (the launcher's) to tfdist.fit as
+``tf_config=`` (tfdist.fit reads no environment variable) and prints
+``fit returned: RESULT`` (JSON) when it returns.
 """
 
 import json
@@ -44,6 +46,7 @@ def recorder():
 if __name__ == "__main__":
   if sys.argv[1:2] == ["fit"]:
     result = tfdist.fit(MODEL, metrics=[cross_entropy], callbacks=[recorder],
+                        tf_config=os.environ.get("TF_CONFIG"),
                         **json.loads(sys.argv[2]))
     print("fit returned: " + json.dumps(result), flush=True)
   else:
