@@ -376,30 +376,38 @@ def test_fit_in_a_process_where_tensorflow_already_ran(cancer):
 # --- the tasks, and weights ---------------------------------------------------
 
 
-def _table_job(*flags) -> dict:
+def _table_jobs(*names) -> dict:
+  """tests/table_job.py's jobs, one after another in one process: their
+  results by name."""
   done = run([sys.executable, os.path.join(REPO, "tests", "table_job.py"),
-              *flags], timeout=200)
+              *names], timeout=240)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "Traceback" not in done.stderr
-  return json_lines(done.stdout)[-1]
+  return {r["model"]: r for r in json_lines(done.stdout)}
 
 
 @pytest.fixture(scope="module")
-def regression():
-  """Diabetes progression, mirrored (fused step), with the user's RMSE."""
-  return _table_job("--job=regression", "--learning_rate=0.1")
+def mirrored_tables():
+  """Diabetes progression (with the user's RMSE), then iris with every
+  setosa weighing 0 in training: mirrored, the fused step, one process
+  (two strategies one after the other, as tfdist.fit in a sweep)."""
+  return _table_jobs("regression", "weighted")
+
+
+@pytest.fixture(scope="module")
+def regression(mirrored_tables):
+  return mirrored_tables["regression"]
+
+
+@pytest.fixture(scope="module")
+def weighted(mirrored_tables):
+  return mirrored_tables["weighted"]
 
 
 @pytest.fixture(scope="module")
 def multilabel():
   """Two yes/no columns of diabetes, a sigmoid each, under ps."""
-  return _table_job("--job=multilabel", "--strategy=ps", "--epochs=10")
-
-
-@pytest.fixture(scope="module")
-def weighted():
-  """Iris, mirrored (fused step), every setosa weighing 0 in training."""
-  return _table_job("--job=weighted", "--learning_rate=0.05")
+  return _table_jobs("multilabel")["multilabel"]
 
 
 @pytest.mark.slow

@@ -176,6 +176,11 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
       # (tfdist.bench: 0.63x plain Keras). The default strategy is plain
       # Keras, with the same scope/run/reduce API.
       return tf.distribute.get_strategy()
+    # A strategy made after another in this process (tfdist.fit in a sweep)
+    # must not reuse its collective keys: TensorFlow keeps each collective's
+    # shapes by key. (TensorFlow's own tests move the base the same way:
+    # tensorflow/python/distribute/strategy_combinations.py.)
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000  # pylint: disable=protected-access
     return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
 
   if strategy == "multiworker":
