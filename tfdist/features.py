@@ -13,6 +13,8 @@ kind        in a record (tf.train.Example)   the model gets  shape
 ``numeric`` ``n`` floats                      float32        (n,)
 ``id``      one int64 in [0, num_ids)         int64          ()
 ``id_list`` any number of int64 ids           int64, ragged  (None,)
+``category`` one raw string                   string         ()
+``text``    one raw string                    string         ()
 ==========  ===============================  =============  ===============
 
 A model receives the tensor itself when its dataset has one feature, and a
@@ -26,10 +28,10 @@ from typing import Mapping, Optional, Tuple
 
 from tfdist.errors import ConfigError
 
-KINDS = ("image", "numeric", "id", "id_list")
+KINDS = ("image", "numeric", "id", "id_list", "category", "text")
 IMAGE_ENCODINGS = ("png", "jpeg", "raw", "auto")
 _DTYPES = {"image": "float32", "numeric": "float32", "id": "int64",
-           "id_list": "int64"}
+           "id_list": "int64", "category": "string", "text": "string"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,9 @@ class Feature:
     encoding: ``image``: png, jpeg, raw or auto (PNG or JPEG per record).
     mean, std: ``numeric``: each value's mean and standard deviation over
       the training split, when known (for a normalisation layer).
+    fill: ``numeric``: "" (no value may be missing) or "mean" (a missing
+      value, NaN, is filled with the mean inside the model).
+    columns: ``numeric``: the CSV columns grouped into this feature.
   """
   name: str
   kind: str
@@ -60,6 +65,8 @@ class Feature:
   encoding: str = ""
   mean: Tuple[float, ...] = ()
   std: Tuple[float, ...] = ()
+  fill: str = ""
+  columns: Tuple[str, ...] = ()
 
   def __post_init__(self):
     where = f"feature {self.name!r}"
@@ -71,7 +78,8 @@ class Feature:
                         f"{', '.join(KINDS)}")
     object.__setattr__(self, "shape", tuple(self.shape))
     object.__setattr__(self, "key", self.key or self.name)
-    expected = {"image": 3, "numeric": 1, "id": 0, "id_list": 1}[self.kind]
+    expected = {"image": 3, "numeric": 1, "id": 0, "id_list": 1,
+                "category": 0, "text": 0}[self.kind]
     if len(self.shape) != expected:
       raise ConfigError(f"{where}: a {self.kind} has {expected} dimensions, "
                         f"not shape {list(self.shape)}")
@@ -91,7 +99,7 @@ class Feature:
 
   @property
   def dtype(self) -> str:
-    """The dtype the model gets (float32 or int64)."""
+    """The dtype the model gets (float32, int64 or string)."""
     return _DTYPES[self.kind]
 
   @property
@@ -120,7 +128,7 @@ class Feature:
   @classmethod
   def from_json(cls, body: Mapping) -> "Feature":
     body = dict(body)
-    for name in ("shape", "vocabulary", "mean", "std"):
+    for name in ("shape", "vocabulary", "mean", "std", "columns"):
       if name in body:
         body[name] = tuple(body[name])
     return cls(**body)
