@@ -7,8 +7,17 @@ then checked by running ``python -m tfdist.predict`` on the real 10,000-image
 test split: the SavedModel must score the trainer's own test accuracy, and the
 TFLite model must agree with it image by image. Each training run is shared by
 the tests of its strategy (module-scoped fixtures).
+
+A table end to end (the breast-cancer CSV split into train.csv and
+test.csv, converted, trained by ``python -m tfdist.train``, exported, its
+test.csv predicted) must score the trainer's accuracy, one shared job;
+other rows of it are then predicted in this process. Exports made in this
+process (category inputs, image folders): tests/test_serving.py.
 """
 
+import csv
+import io
+import json
 import os
 import shutil
 import sys
@@ -19,6 +28,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, json_lines, run, trainer
+from test_your_model import CANCER, CSV as CANCER_CSV
 # One `error:` line, exit 2, no traceback, no result: the project's rule.
 from test_bad_input import _fails_with  # pylint: disable=g-bad-import-order
 from tfdist import data as data_lib
@@ -64,10 +74,19 @@ def multiworker_job(multiworker_launched, mnist_dir):
 
 
 def _check_export_layout(export_dir):
-  # One SavedModel version, both TFLite models, no half-written leftovers.
+  # One SavedModel version, both TFLite models with their descriptions, no
+  # half-written leftovers.
   assert sorted(os.listdir(export_dir)) == [
-      "1", "model.tflite", "model_quant.tflite"]
+      "1", "model.tflite", "model.tflite.json", "model_quant.tflite",
+      "model_quant.tflite.json"]
   assert (export_dir / "1" / "saved_model.pb").is_file()
+  description = json.loads(
+      (export_dir / "1" / "assets.extra" / "tfdist.json").read_text())
+  assert (description["task"], description["class_names"]) == (
+      "classification", [str(i) for i in range(10)])
+  [image] = description["features"]
+  assert (image["name"], image["kind"], image["shape"]) == (
+      "images", "image", [28, 28, 1])
   # Dynamic-range quantisation stores int8 weights: clearly smaller.
   assert (export_dir / "model_quant.tflite").stat().st_size < \
       0.6 * (export_dir / "model.tflite").stat().st_size
@@ -161,7 +180,8 @@ def test_a_second_export_is_the_next_version(ps_job, mnist_dir, tmp_path):
   assert result["export"]["version"] == 2
   assert result["export"]["tflite"] is None
   assert sorted(os.listdir(export_dir)) == [
-      "1", "2", "model.tflite", "model_quant.tflite"]
+      "1", "2", "model.tflite", "model.tflite.json", "model_quant.tflite",
+      "model_quant.tflite.json"]
   # The newest version is what TensorFlow Serving and predict pick.
   summary, _ = _predict_test_split(mnist_dir, export_dir)
   assert summary["model"] == str(export_dir / "2")
@@ -183,7 +203,8 @@ def bad_files(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,inputs,message", [
-    ("tflite", ["notes.txt"], "notes.txt is neither a PNG image nor an IDX"),
+    ("tflite", ["notes.txt"], "notes.txt is neither a PNG or JPEG image nor "
+     "an IDX"),
     ("tflite", ["big.png"], "big.png is 32x32 pixels, the model takes 28x28"),
     ("tflite", ["rgb.png"], "rgb.png has 3 channels, the model takes 1 "
      "(grayscale)"),
@@ -267,3 +288,205 @@ def test_serving_manifests_are_valid_and_locked_down():
   assert mount["readOnly"] is True
   assert container["readinessProbe"]["httpGet"]["path"] == \
       f"/v1/models/{args['model_name']}"
+
+
+# ---- A table end to end: CSV rows in, class names out ---------------------
+
+
+def write_csv(path, header, rows):
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows([header, *rows])
+
+
+def cancer_rows():
+  """(header, rows) of the breast-cancer table."""
+  with open(CANCER_CSV, newline="") as f:
+    header, *rows = csv.reader(f)
+  return header, rows
+
+
+@pytest.fixture(scope="module")
+def table_job(tmp_path_factory):
+  """The breast-cancer table as train.csv and test.csv (every 4th row a
+  test row), converted, trained by python -m tfdist.train with a model
+  function of tests/user_models.py and exported; then predict on test.csv.
+  Returns the directories, the trainer's result and predict's run."""
+  base = tmp_path_factory.mktemp("table")
+  header, rows = cancer_rows()
+  (base / "table").mkdir()
+  write_csv(base / "table" / "train.csv", header,
+            [r for i, r in enumerate(rows) if i % 4 != 3])
+  write_csv(base / "table" / "test.csv", header,
+            [r for i, r in enumerate(rows) if i % 4 == 3])
+  records, export_dir = base / "records", base / "export"
+  done = run([sys.executable, "-m", "tfdist.data", "write",
+              f"--source={base / 'table'}", "--label=diagnosis",
+              f"--out_dir={records}", "--shards=2"], timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  done = run([sys.executable, "-m", "tfdist.train",
+              "--model=tests.user_models:functional",
+              f"--train_files={records}/train-*",
+              f"--test_files={records}/test-*",
+              f"--export_dir={export_dir}", *CANCER], timeout=180)
+  assert done.returncode == 0, done.stderr[-3000:]
+  # In this process (TensorFlow is loaded here already): the command line
+  # is test_a_bad_row_fails_before_tensorflow's.
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  out = io.StringIO()
+  summary = predict.predict(model=str(export_dir), out=out,
+                            inputs=[str(base / "table" / "test.csv")])
+  return {"base": base, "records": records, "export_dir": export_dir,
+          "result": json_lines(done.stdout)[-1], "summary": summary,
+          "lines": out.getvalue()}
+
+
+def _lines(text):
+  """``{row: (prediction, probability)}`` of predict's example lines."""
+  return {name.rsplit(":", 1)[-1]: rest for name, *rest in
+          (line.split("\t") for line in text.splitlines() if "\t" in line)}
+
+
+def test_csv_rows_predict_class_names_at_the_trainers_accuracy(table_job):
+  summary, result = table_job["summary"], table_job["result"]
+  assert (summary["task"], summary["rows"]) == ("classification", 142)
+  assert abs(summary["accuracy"] - result["test_accuracy"]) <= 0.005, (
+      summary, result["test_accuracy"])
+  assert summary["accuracy"] >= 0.9  # always "benign" scores 0.63
+  lines = _lines(table_job["lines"])
+  assert len(lines) == 142
+  assert {name for name, _ in lines.values()} == {"benign", "malignant"}
+
+
+def test_the_export_describes_its_columns_task_and_classes(table_job):
+  version = table_job["export_dir"] / "1"
+  description = json.loads((version / "assets.extra" / "tfdist.json")
+                           .read_text())
+  assert description["task"] == "classification"
+  assert description["label_names"] == ["diagnosis"]
+  assert description["class_names"] == ["benign", "malignant"]
+  assert description["outputs"] == ["probabilities", "classes",
+                                    "class_names"]
+  header, _ = cancer_rows()
+  assert description["columns"] == {
+      column.replace(" ", "_"): [column] for column in header[:-1]}
+  radius = description["features"][0]
+  assert (radius["name"], radius["kind"], radius["key"]) == (
+      "mean_radius", "numeric", "mean radius")
+
+
+def test_rows_without_labels_in_any_column_order_predict_the_same(
+    table_job, tmp_path):
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  header, rows = cancer_rows()
+  test = [r for i, r in enumerate(rows) if i % 4 == 3]
+  # Columns reversed, the label gone, a column the model does not read.
+  write_csv(tmp_path / "new.csv", ["patient"] + header[-2::-1],
+            [[f"p{i}"] + r[-2::-1] for i, r in enumerate(test)])
+  out = io.StringIO()
+  summary = predict.predict(model=str(table_job["export_dir"]),
+                            inputs=[str(tmp_path / "new.csv")], out=out)
+  assert summary["rows"] == 142 and "accuracy" not in summary
+  assert _lines(out.getvalue()) == _lines(table_job["lines"])
+
+
+def test_an_older_export_predicts_records_and_says_how_to_read_rows(
+    table_job, tmp_path, capsys):
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  older = tmp_path / "export"
+  shutil.copytree(table_job["export_dir"], older)
+  os.remove(older / "1" / "assets.extra" / "tfdist.json")
+  # Its records (with their manifest) still predict, with class names.
+  out = io.StringIO()
+  summary = predict.predict(model=str(older), out=out,
+                            records=f"{table_job['records']}/test-*")
+  assert summary["accuracy"] == table_job["result"]["test_accuracy"]
+  assert {line.split("\t")[1] for line in out.getvalue().splitlines()} == {
+      "benign", "malignant"}
+  status = predict.main([f"--model={older}",
+                         str(table_job["base"] / "table" / "test.csv")])
+  assert status == 2
+  assert capsys.readouterr().err.splitlines() == [
+      f"error: {older / '1'} is an export of an older tfdist, without the "
+      "description of the CSV columns it reads; export the model again "
+      "(train with --export_dir), or predict on --records=PATTERN"]
+
+
+def _bad_rows(path, change):
+  header, rows = cancer_rows()
+  test = [list(r) for i, r in enumerate(rows) if i % 4 == 3][:5]
+  header, test = change(list(header), test)
+  write_csv(path, header, test)
+
+
+def _without(column):
+  def change(header, rows):
+    index = header.index(column)
+    return (header[:index] + header[index + 1:],
+            [r[:index] + r[index + 1:] for r in rows])
+  return change
+
+
+def _cell(line, column, value):
+  def change(header, rows):
+    rows[line - 2][header.index(column)] = value
+    return header, rows
+  return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_without("mean texture"), "no column 'mean texture', which the model "
+     "reads (feature 'mean_texture'); the model reads 30 columns: mean "
+     "radius, mean texture,"),
+    (_cell(3, "mean area", "n/a"), "{csv}:3: column 'mean area' (feature "
+     "'mean_area') holds 'n/a', not a number; fix the row"),
+    (_cell(4, "mean area", "NA"), "{csv}:4: column 'mean area' is missing a "
+     "value, and the model was trained with none missing there"),
+    (_cell(2, "diagnosis", ""), "{csv}:2: column 'diagnosis' (the label) is "
+     "empty"),
+    (lambda header, rows: (header, []), "{csv}: a header and no row"),
+    (lambda header, rows: (header + ["mean area"], [r + ["1"] for r in rows]),
+     "{csv}:1: column 'mean area' is named twice"),
+])
+def test_bad_rows_are_one_line(table_job, tmp_path, capsys, change, message):
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "rows.csv"
+  _bad_rows(path, change)
+  status = predict.main([f"--model={table_job['export_dir']}", str(path)])
+  assert status == 2
+  [line] = capsys.readouterr().err.splitlines()
+  assert line.startswith("error: ") and message.format(csv=path) in line, line
+
+
+def test_a_bad_row_fails_before_tensorflow(table_job, tmp_path):
+  path = tmp_path / "rows.csv"
+  _bad_rows(path, _cell(3, "mean area", "n/a"))
+  done = _predict(f"--model={table_job['export_dir']}", str(path))
+  _fails_with(done, f"{path}:3: column 'mean area'")
+  # One line and nothing else: TensorFlow, which logs as it starts, never
+  # started.
+  assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+  # The rows fixed, the command predicts them: lines, then the summary
+  # line, written once, whole, last.
+  _bad_rows(path, lambda header, rows: (header, rows))
+  done = _predict(f"--model={table_job['export_dir']}", str(path))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert _lines(done.stdout) == {
+      row: line for row, line in _lines(table_job["lines"]).items()
+      if int(row) <= 6}
+  assert [json.loads(line) for line in done.stdout.splitlines()
+          if line.startswith("{")] == [json_lines(done.stdout)[-1]]
+  assert done.stdout.splitlines()[-1].startswith("{")
+
+
+def test_a_label_no_class_has_counts_as_wrong_and_is_said(
+    table_job, tmp_path, capsys):
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "rows.csv"
+  _bad_rows(path, _cell(2, "diagnosis", "unsure"))
+  summary = predict.predict(model=str(table_job["export_dir"]),
+                            inputs=[str(path)], out=io.StringIO())
+  assert summary["unknown_labels"] == 1
+  assert summary["correct"] <= 4 and summary["rows"] == 5
+  assert (f"1 row(s) have a label that is no class of the model (first: "
+          f"{path}:2, 'unsure'); they count as wrong"
+          in capsys.readouterr().err)
