@@ -319,18 +319,19 @@ def table_job(tmp_path_factory):
   write_csv(base / "table" / "test.csv", header,
             [r for i, r in enumerate(rows) if i % 4 == 3])
   records, export_dir = base / "records", base / "export"
-  done = run([sys.executable, "-m", "tfdist.data", "write",
-              f"--source={base / 'table'}", "--label=diagnosis",
-              f"--out_dir={records}", "--shards=2"], timeout=120)
-  assert done.returncode == 0, done.stderr[-2000:]
+  # Converted in this process (TensorFlow is loaded here already), as
+  # python -m tfdist.data write does.
+  from tfdist.data import tables  # pylint: disable=g-import-not-at-top
+  tables.write(tables.open_table(str(base / "table"), label="diagnosis"),
+               out_dir=str(records), num_shards=2, report=lambda _: None)
   done = run([sys.executable, "-m", "tfdist.train",
               "--model=tests.user_models:functional",
               f"--train_files={records}/train-*",
               f"--test_files={records}/test-*",
               f"--export_dir={export_dir}", *CANCER], timeout=180)
   assert done.returncode == 0, done.stderr[-3000:]
-  # In this process (TensorFlow is loaded here already): the command line
-  # is test_a_bad_row_fails_before_tensorflow's.
+  # In this process too: the command line is
+  # test_a_bad_row_fails_before_tensorflow's.
   from tfdist import predict  # pylint: disable=g-import-not-at-top
   out = io.StringIO()
   summary = predict.predict(model=str(export_dir), out=out,
@@ -348,7 +349,7 @@ def _lines(text):
 
 def test_csv_rows_predict_class_names_at_the_trainers_accuracy(table_job):
   summary, result = table_job["summary"], table_job["result"]
-  assert (summary["task"], summary["rows"]) == ("classification", 142)
+  assert (summary["ml_task"], summary["rows"]) == ("classification", 142)
   assert abs(summary["accuracy"] - result["test_accuracy"]) <= 0.005, (
       summary, result["test_accuracy"])
   assert summary["accuracy"] >= 0.9  # always "benign" scores 0.63

@@ -252,7 +252,7 @@ def test_regression_serves_values_and_predict_scores_them(table_exports):
   assert set(served) == {"values"} and served["values"].shape == (142, 2)
   np.testing.assert_allclose(served["values"], keras, rtol=1e-5)
   summary, lines = _predicted(export_dir, table_exports["base"] / "test.csv")
-  assert summary["task"] == "regression"
+  assert summary["ml_task"] == "regression"
   assert [line[1] for line in lines] == [
       ",".join(f"{v:.6g}" for v in row) for row in served["values"]]
   truth = np.array([[float(r[header.index(c)]) for c in

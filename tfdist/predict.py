@@ -177,7 +177,7 @@ def predict(*, model: str, inputs: Sequence[str] = (),
   for line in scoring.lines(names, outputs, target):
     out.write(line + "\n")
   summary = {"model": found.path, "format": found.format,
-             "signature": signature, "task": target.task,
+             "signature": signature, "ml_task": target.task,
              {"records": "examples", "csv": "rows",
               "images": "images"}[kind]: len(names)}
   if truth is not None:
