@@ -328,7 +328,8 @@ def table_job(tmp_path_factory):
               "--model=tests.user_models:functional",
               f"--train_files={records}/train-*",
               f"--test_files={records}/test-*",
-              f"--export_dir={export_dir}", *CANCER], timeout=180)
+              f"--export_dir={export_dir}", "--tflite", *CANCER],
+             timeout=180)
   assert done.returncode == 0, done.stderr[-3000:]
   # In this process too: the command line is
   # test_a_bad_row_fails_before_tensorflow's.
@@ -388,6 +389,23 @@ def test_rows_without_labels_in_any_column_order_predict_the_same(
                             inputs=[str(tmp_path / "new.csv")], out=out)
   assert summary["rows"] == 142 and "accuracy" not in summary
   assert _lines(out.getvalue()) == _lines(table_job["lines"])
+
+
+def test_the_tflite_model_reads_rows_by_its_own_description(table_job):
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  tflite = table_job["export_dir"] / "model.tflite"
+  assert json.loads((table_job["export_dir"] / "model.tflite.json")
+                    .read_text())["columns"]["mean_radius"] == ["mean radius"]
+  out = io.StringIO()
+  summary = predict.predict(model=str(tflite), out=out, inputs=[
+      str(table_job["base"] / "table" / "test.csv")])
+  assert summary["format"] == "tflite"
+  assert summary["accuracy"] == table_job["summary"]["accuracy"]
+  lines, saved = _lines(out.getvalue()), _lines(table_job["lines"])
+  assert [name for name, _ in lines.values()] == [
+      name for name, _ in saved.values()]
+  np.testing.assert_allclose([float(p) for _, p in lines.values()],
+                             [float(p) for _, p in saved.values()], atol=2e-4)
 
 
 def test_an_older_export_predicts_records_and_says_how_to_read_rows(

@@ -194,7 +194,6 @@ def _predicted(export_dir, *paths):
   return summary, [line.split("\t") for line in out.getvalue().splitlines()]
 
 
-@pytest.mark.slow
 def test_class_names_and_probabilities_are_the_keras_models(table_exports):
   # The model ends in a softmax: its outputs are the probabilities.
   export_dir, header, test, keras, served = _both(table_exports,
@@ -209,7 +208,6 @@ def test_class_names_and_probabilities_are_the_keras_models(table_exports):
   assert summary["accuracy"] >= 0.85  # always "benign" scores 0.63
 
 
-@pytest.mark.slow
 def test_an_unseen_category_is_the_models_unknown_id(table_exports):
   export_dir, model, features = table_exports["exports"]["classification"]
   header, test = table_exports["header"], table_exports["test"][:20]
@@ -225,7 +223,6 @@ def test_an_unseen_category_is_the_models_unknown_id(table_exports):
     previous = outputs
 
 
-@pytest.mark.slow
 def test_rows_of_another_file_with_other_categories_predict_the_same(
     table_exports, tmp_path):
   export_dir, _, _ = table_exports["exports"]["classification"]
@@ -245,7 +242,6 @@ def test_rows_of_another_file_with_other_categories_predict_the_same(
       by_row[tuple(r)] for r in kept[::-1]]
 
 
-@pytest.mark.slow
 def test_regression_serves_values_and_predict_scores_them(table_exports):
   export_dir, header, test, keras, served = _both(table_exports,
                                                   "regression")
@@ -265,7 +261,6 @@ def test_regression_serves_values_and_predict_scores_them(table_exports):
   assert summary["r2"] == pytest.approx(r2, rel=1e-4, abs=1e-5)
 
 
-@pytest.mark.slow
 def test_multilabel_serves_probabilities_and_labels(table_exports):
   export_dir, header, test, logits, served = _both(table_exports,
                                                    "multilabel")
@@ -367,7 +362,6 @@ def digit_folder(mnist_dir, tmp_path_factory):
           "test_files": test_files}
 
 
-@pytest.mark.slow
 def test_images_are_read_as_their_records_hold_them(digit_folder):
   # The folder mixes grayscale and colour: RGB records, said in one line.
   source = digit_folder["source"]
@@ -386,7 +380,6 @@ def test_images_are_read_as_their_records_hold_them(digit_folder):
                           for f in files]
 
 
-@pytest.mark.slow
 def test_images_print_class_names(digit_folder):
   export_dir = digit_folder["base"] / "export"
   files = digit_folder["test_files"]
@@ -406,7 +399,6 @@ def test_images_print_class_names(digit_folder):
       np.array(names) == truth)), 5)
 
 
-@pytest.mark.slow
 def test_an_older_export_prints_class_ids_and_says_so(digit_folder, tmp_path,
                                                       capsys):
   older = tmp_path / "export"

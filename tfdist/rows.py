@@ -172,7 +172,7 @@ def read(paths, description: serving.Description) -> Rows:
   """
   for name, feature in description.features.items():
     if feature.kind not in serving.TABLE_KINDS:
-      raise ConfigError(f"the model takes {name!r}, a {feature.kind} "
+      raise ConfigError(f"the model takes {name!r}, an {feature.kind} "
                         "feature, which no CSV row holds; pass images or "
                         "--records=PATTERN")
   names, values, labels, unknown = [], [], [], []
