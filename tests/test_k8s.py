@@ -685,7 +685,7 @@ def test_exercise_of_k8s_jobset_restarts_the_set(mnist_dir, tmp_path):
   assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
   assert _admitted(out) == ["JobSet mnist-kueue"]
   # backoffLimit 0: the kill fails the Job, and the JobSet recreates every
-  # pod at once (still admitted: Kueue keeps a restarted set's quota).
+  # pod at once (admitted once: a restart is no new admission here).
   assert _restarts(out) == [
       "[exercise] JobSet mnist-kueue: RestartJobSet (1/3 of maxRestarts): "
       "recreating every pod"]
