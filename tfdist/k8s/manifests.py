@@ -214,10 +214,10 @@ def _job_spec(options: RenderOptions, role: str, *,
       "activeDeadlineSeconds": options.active_deadline_seconds,
       "podFailurePolicy": _pod_failure_policy(),
       # A replacement only once the old pod has terminated (phase Failed),
-      # not while it still terminates (a lost node's pod may for minutes):
-      # TensorFlow's servers and coordination service must never see two
-      # pods of one task, nor Kueue's quota both. The only value Kubernetes
-      # allows beside a podFailurePolicy; GA since Kubernetes 1.34.
+      # not while it is still terminating (a lost node's pod may be, for
+      # minutes): TensorFlow's servers and coordination service must never
+      # see two pods of one task, nor Kueue's quota both. The only value
+      # Kubernetes allows beside a podFailurePolicy; GA since Kubernetes 1.34.
       "podReplacementPolicy": "Failed",
       "template": _pod_template(options, role, command,
                                 container_name=CONTAINER,
