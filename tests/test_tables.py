@@ -31,9 +31,11 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 import tfdist  # pylint: disable=wrong-import-position
 from tfdist import cli  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
+from tfdist import evaluation  # pylint: disable=wrong-import-position
 from tfdist import preprocessing  # pylint: disable=wrong-import-position
 from tfdist.data import __main__ as data_main  # pylint: disable=wrong-import-position
 from tfdist.data import csv_files  # pylint: disable=wrong-import-position
+from tfdist.data import manifest as manifest_lib  # pylint: disable=wrong-import-position
 from tfdist.data import options  # pylint: disable=wrong-import-position
 from tfdist.data import rows as rows_lib  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
@@ -250,13 +252,14 @@ def test_statistics_are_float64_as_computed(diabetes):
 
 
 def test_tiny_units_keep_their_statistics(iris, tmp_path):
-  """Issue 28, silent wrong result 2: the same table in units a million
-  times larger (iris' centimetres times 1e-6, generated from iris.csv):
-  rounded statistics made every column's mean 0 and its std 1e-6 or 1."""
+  """Issue 28, silent wrong result 2: the same table in units a billion
+  times larger (iris' values times 1e-9, generated from iris.csv): rounded
+  statistics made every mean 0 and every std 1; and Keras' Normalization
+  divides by at least 1e-7, which these standard deviations are below."""
   rows = csv_rows(os.path.join(DATA, "iris.csv"))
   numbers = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
   source = table(tmp_path / "tiny.csv", [[*numbers, "species"]] + [
-      [repr(float(r[c]) * 1e-6) for c in numbers] + [r["species"]]
+      [repr(float(r[c]) * 1e-9) for c in numbers] + [r["species"]]
       for r in rows])
   out = str(tmp_path / "records")
   convert(source, out, "--label=species", "--test_fraction=0.2")
@@ -292,6 +295,23 @@ def test_whole_number_labels_are_their_distinct_values(tmp_path):
   assert collections.Counter(labels) == collections.Counter(expected)
 
 
+def test_wine_whole_number_classes_and_renamed_columns(tmp_path):
+  out = str(tmp_path / "records")
+  _, log = convert(os.path.join(DATA, "wine.csv"), out, "--label=class",
+                   "--test_fraction=0.2")
+  described = manifest(out)
+  assert (described["task"], described["class_names"]) == (
+      "classification", ["0", "1", "2"])
+  rows = csv_rows(os.path.join(DATA, "wine.csv"))
+  columns = [c for c in rows[0] if c != "class"]
+  assert same_rows(records_as_rows(out), rows, columns, strings=["class"])
+  assert [f["key"] for f in described["features"]] == columns
+  assert ("column 'od280/od315_of_diluted_wines' -> "
+          "od280_od315_of_diluted_wines: numeric float32[1]") in log
+  assert ("label 'class': whole numbers, 3 classes (0, 1, 2) -> "
+          "classification (--task=regression to predict the number)") in log
+
+
 def test_several_labels_of_0_and_1_are_multilabel(tmp_path):
   """Labels are never features (silent wrong result 4's leakage); a UTF-8
   byte-order mark is no part of the first column's name. Generated."""
@@ -321,7 +341,7 @@ def test_several_labels_of_0_and_1_are_multilabel(tmp_path):
 def test_text_is_tokenised_by_the_manifests_vocabulary(mixed):
   """Issue 28, silent wrong result 6: a text column became one id per
   distinct string, so every test review was unknown."""
-  source_csv, out, _, log = mixed
+  _, out, _, log = mixed
   features = sources.open_files(f"{out}/train-*", f"{out}/test-*").features
   review = features["review"]
   assert review.kind == "text"
@@ -340,7 +360,6 @@ def test_text_is_tokenised_by_the_manifests_vocabulary(mixed):
   # Every unseen review still has its known words: 4 of its 5.
   assert ((ids > 1).sum(axis=1) >= 4).all()
   assert "column 'review' -> review: text string[]" in log
-  del source_csv
 
 
 def test_categories_keep_their_strings_across_conversions(mixed, tmp_path):
@@ -466,7 +485,6 @@ def test_a_model_of_encoded_iris_learns(iris):
       source.train_dataset_fn(16, seed=0))
   model.fit(data, epochs=15, steps_per_epoch=source.train_examples // 16,
             verbose=0)
-  from tfdist import evaluation  # pylint: disable=g-import-not-at-top
   assert evaluation.accuracy(model, source.test_batches(30)) >= 0.9
 
 
@@ -577,7 +595,6 @@ def test_a_bad_table_directory_is_one_line(tmp_path, train, test, message):
 def test_old_table_manifests_ask_to_be_rewritten(tmp_path):
   """Issue 28's old records: string ids and standardised numbers; image and
   id records of the earlier layouts still read."""
-  from tfdist.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   splits = {"train": {"files": ["train-0"], "examples": [1], "sizes": [9]},
             "test": {"files": ["test-0"], "examples": [1], "sizes": [9]}}
   old = {"format": 2, "num_classes": 2, "class_names": ["a", "b"],

@@ -145,6 +145,12 @@ def _split_rows(path: str, width: int, fraction: float, seed: int) -> dict:
           "test": [l for i, l in enumerate(lines) if i in test]}
 
 
+def line_order(where: str) -> tuple:
+  """``FILE:LINE`` as a key that sorts a file's lines in order."""
+  path, _, line = where.rpartition(":")
+  return (path, int(line))
+
+
 def rows(table: Table, split: str) -> Iterator[Tuple[str, dict]]:
   """``("FILE:LINE", {column: text})`` of the split's rows."""
   wanted = table.rows[split]

@@ -20,7 +20,7 @@ A classification needs two classes or more, and every test class in the
 training split. A label is never a feature: a label column named in
 ``--columns`` or ``--drop`` is a ConfigError. The weight column holds a
 number >= 0 in every row. Imports tfdist.errors and tfdist.data (columns,
-manifest, rows); no TensorFlow.
+csv_files, manifest, rows); no TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
 from tfdist.data import columns as columns_lib
+from tfdist.data import csv_files
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import rows as rows_lib
 from tfdist.errors import ConfigError
@@ -123,13 +124,8 @@ class LabelScan:
     """``(FILE:LINE, text)`` of the first value ``test`` refuses, or
     ("", "")."""
     bad = [(self.where[t], t) for t in self.texts() if not test(t)]
-    return min(bad, key=lambda pair: _line_order(pair[0])) if bad else ("",
-                                                                        "")
-
-
-def _line_order(where: str) -> tuple:
-  path, _, line = where.rpartition(":")
-  return (path, int(line))
+    return (min(bad, key=lambda pair: csv_files.line_order(pair[0])) if bad
+            else ("", ""))
 
 
 def visitor(choices: Choices, scans: Dict[str, LabelScan]):
