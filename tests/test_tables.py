@@ -37,6 +37,7 @@ from tfdist.data import __main__ as data_main  # pylint: disable=wrong-import-po
 from tfdist.data import csv_files  # pylint: disable=wrong-import-position
 from tfdist.data import manifest as manifest_lib  # pylint: disable=wrong-import-position
 from tfdist.data import options  # pylint: disable=wrong-import-position
+from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import rows as rows_lib  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 
@@ -425,12 +426,30 @@ def test_weights_ride_with_training_batches_only(mixed):
   assert source.has_weights and source.spec.class_weights == (1.0, 3.0)
   inputs, labels, weights = next(iter(source.train_dataset_fn(
       512, seed=0)(tf.distribute.InputContext())))
-  records = raw_records(out, "train")
-  by_review = {r["review"][0]: r["w"][0] for r in records}
+  by_review = {r["review"][0]: r["w"][0] for r in raw_records(out, "train")}
   expected = [by_review[t] * (3.0 if l == 1 else 1.0)
               for t, l in zip(inputs["review"].numpy(), labels.numpy())]
   assert np.allclose(weights.numpy(), expected)
   assert all(len(batch) == 2 for batch in source.test_batches(64))
+
+
+def test_serving_inputs_are_the_raw_values(mixed):
+  """What predict --records feeds a served model: every record's raw
+  values by feature name, strings as bytes, NaN where missing."""
+  _, out, _, _ = mixed
+  source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
+  inputs, labels = records.serving_inputs(source.test_files, source.spec)
+  assert (inputs["city"].dtype, inputs["size"].shape,
+          inputs["x"].shape) == (object, (40, 1), (40, 3))
+  got = collections.Counter(
+      (c, r, "nan" if np.isnan(s[0]) else s[0], l)
+      for c, r, s, l in zip(inputs["city"], inputs["review"], inputs["size"],
+                            labels))
+  want = collections.Counter(
+      (r["city"][0], r["review"][0],
+       "nan" if np.isnan(r["size"][0]) else np.float32(r["size"][0]),
+       r["label"][0]) for r in raw_records(out, "test"))
+  assert got == want
 
 
 # --- the model side ---------------------------------------------------------

@@ -81,7 +81,8 @@ class Choices:
     """ConfigError for a column the header lacks, or a label or weight
     that would also be a feature."""
     named = [("label", n) for n in self.labels] + [
-        ("columns", n) for n in self.columns] + (
+        ("columns/--drop" if kind == "drop" else "columns", n)
+        for n, kind in self.columns.items()] + (
             [("weight", self.weight)] if self.weight else [])
     for flag, name in named:
       if name not in header:
@@ -115,7 +116,10 @@ class LabelScan:
 
   def add(self, text: str, *, split: str, where: str) -> None:
     getattr(self, split)[text] += 1
-    self.where.setdefault(text, where)
+    first = self.where.get(text)
+    if first is None or (csv_files.line_order(where)
+                         < csv_files.line_order(first)):
+      self.where[text] = where
 
   def texts(self):
     return list(self.train) + [t for t in self.test if t not in self.train]
