@@ -73,6 +73,20 @@ def pytest_collection_modifyitems(items):
         "deadlines" if module in DEADLINE_MODULES else module))
 
 
+def pytest_xdist_node_collection_finished(node, ids):
+  """The groups above keep a module's shared jobs made once and the
+  deadline modules one at a time; every test has one, so a test process
+  whose test ids carry none lost them (pytest 9.2 with pytest-xdist 3.8,
+  pytest-xdist#1386): the run stops at once instead of running ungrouped."""
+  if node.config.getvalue("dist") == "loadgroup" and ids and not any(
+      "@" in test_id for test_id in ids):
+    node.config.pluginmanager.get_plugin("terminalreporter").write_line(
+        f"error: pytest {pytest.__version__} drops pytest-xdist's --dist "
+        f"loadgroup groups (pytest-xdist#1386): install the test extras' "
+        "pytest (pip install -e '.[test]'), or run with -n 0")
+    pytest.exit("the tests' groups were lost", returncode=3)
+
+
 def child_env(**extra) -> dict:
   """The environment of a child: ours, minus TF_CONFIG, plus ``extra``.
 

@@ -106,8 +106,8 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
   dataset = dataclasses.replace(source, augment=True).train_dataset_fn(
       8, seed=0)(
       tf.distribute.InputContext())
-  images, labels = next(iter(dataset))
-  assert images.shape == (8, 32, 32, 3) and labels.shape == (8,)
+  inputs, labels = next(iter(dataset))
+  assert inputs["images"].shape == (8, 32, 32, 3) and labels.shape == (8,)
   model = models.softmax_regression(source.features, source.num_classes)
   model.compile(optimizer="sgd", loss=tf.keras.losses.
                 SparseCategoricalCrossentropy(from_logits=True))

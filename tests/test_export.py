@@ -8,11 +8,15 @@ test split: the SavedModel must score the trainer's own test accuracy, and the
 TFLite model must agree with it image by image. Each training run is shared by
 the tests of its strategy (module-scoped fixtures).
 
-A table end to end (the breast-cancer CSV split into train.csv and
-test.csv, converted, trained by ``python -m tfdist.train``, exported, its
-test.csv predicted) must score the trainer's accuracy, one shared job;
-other rows of it are then predicted in this process. Exports made in this
-process (category inputs, image folders): tests/test_serving.py.
+A table end to end (the breast-cancer CSV with a category and a text
+column made of its measurements, split into train.csv and test.csv,
+converted, trained by ``python -m tfdist.train`` with a model of
+``tfdist.encoded``, exported, its test.csv predicted) must score the
+trainer's accuracy, one shared job; other rows of it (another file without
+one category, other columns) are then predicted in this process and must
+predict as the same rows of test.csv and as their records. Exports made in
+this process (every task, TFLite of a table, image folders):
+tests/test_serving.py.
 """
 
 import csv
@@ -28,6 +32,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, json_lines, run, trainer
+from test_tables import convert, table
 from test_your_model import CANCER, CSV as CANCER_CSV
 # One `error:` line, exit 2, no traceback, no result: the project's rule.
 from test_bad_input import _fails_with  # pylint: disable=g-bad-import-order
@@ -292,44 +297,60 @@ def test_serving_manifests_are_valid_and_locked_down():
 
 # ---- A table end to end: CSV rows in, class names out ---------------------
 
-
-def write_csv(path, header, rows):
-  with open(path, "w", newline="") as f:
-    csv.writer(f).writerows([header, *rows])
+BANDS = ("low", "mid", "high")
 
 
-def cancer_rows():
-  """(header, rows) of the breast-cancer table."""
+def cancer_table():
+  """(header, training rows, test rows) of the breast-cancer table, every
+  4th row a test row, with two columns made of its measurements: in the
+  stead of ``worst concave points``, ``concavity``, a category (the
+  training rows' terciles: low, mid, high); and ``notes``, a text
+  (``large tumour with irregular outline``: the terciles of worst area,
+  and worst concavity above the training median or not). The label,
+  ``diagnosis``, stays last."""
   with open(CANCER_CSV, newline="") as f:
     header, *rows = csv.reader(f)
-  return header, rows
+  column = {name: i for i, name in enumerate(header)}
+  train = [r for i, r in enumerate(rows) if i % 4 != 3]
+
+  def band(name, names):
+    cuts = np.quantile([float(r[column[name]]) for r in train],
+                       np.arange(1, len(names)) / len(names))
+    return lambda r: names[int(np.searchsorted(cuts, float(r[column[name]])))]
+
+  concavity = band("worst concave points", BANDS)
+  size = band("worst area", ("small", "medium", "large"))
+  outline = band("worst concavity", ("regular", "irregular"))
+  gone = column["worst concave points"]
+  header = header[:gone] + header[gone + 1:-1] + [
+      "concavity", "notes", header[-1]]
+  table = [r[:gone] + r[gone + 1:-1] + [
+      concavity(r), f"{size(r)} tumour with {outline(r)} outline", r[-1]]
+           for r in rows]
+  return (header, [r for i, r in enumerate(table) if i % 4 != 3],
+          [r for i, r in enumerate(table) if i % 4 == 3])
 
 
 @pytest.fixture(scope="module")
 def table_job(tmp_path_factory):
-  """The breast-cancer table as train.csv and test.csv (every 4th row a
-  test row), converted, trained by python -m tfdist.train with a model
-  function of tests/user_models.py and exported; then predict on test.csv.
+  """The table of cancer_table as train.csv and test.csv, converted (one
+  shard per split: the test records in test.csv's order), trained by
+  python -m tfdist.train with tests/user_models.py's ``encoded`` (every
+  feature through tfdist.encoded) and exported; then predict on test.csv.
   Returns the directories, the trainer's result and predict's run."""
   base = tmp_path_factory.mktemp("table")
-  header, rows = cancer_rows()
+  header, train, test = cancer_table()
   (base / "table").mkdir()
-  write_csv(base / "table" / "train.csv", header,
-            [r for i, r in enumerate(rows) if i % 4 != 3])
-  write_csv(base / "table" / "test.csv", header,
-            [r for i, r in enumerate(rows) if i % 4 == 3])
+  table(base / "table" / "train.csv", [header, *train])
+  table(base / "table" / "test.csv", [header, *test])
   records, export_dir = base / "records", base / "export"
-  # Converted in this process (TensorFlow is loaded here already), as
-  # python -m tfdist.data write does.
-  from tfdist.data import tables  # pylint: disable=g-import-not-at-top
-  tables.write(tables.open_table(str(base / "table"), label="diagnosis"),
-               out_dir=str(records), num_shards=2, report=lambda _: None)
+  # Converted in this process (TensorFlow is loaded here already).
+  convert(base / "table", records, "--label=diagnosis", "--shards=1")
   done = run([sys.executable, "-m", "tfdist.train",
-              "--model=tests.user_models:functional",
+              "--model=tests.user_models:encoded",
               f"--train_files={records}/train-*",
               f"--test_files={records}/test-*",
-              f"--export_dir={export_dir}", "--tflite", *CANCER],
-             timeout=180)
+              f"--export_dir={export_dir}", *CANCER], timeout=180)
   assert done.returncode == 0, done.stderr[-3000:]
   # In this process too: the command line is
   # test_a_bad_row_fails_before_tensorflow's.
@@ -338,8 +359,16 @@ def table_job(tmp_path_factory):
   summary = predict.predict(model=str(export_dir), out=out,
                             inputs=[str(base / "table" / "test.csv")])
   return {"base": base, "records": records, "export_dir": export_dir,
-          "result": json_lines(done.stdout)[-1], "summary": summary,
-          "lines": out.getvalue()}
+          "result": json_lines(done.stdout)[-1],
+          "summary": summary, "lines": out.getvalue()}
+
+
+def _predicted(export_dir, **inputs):
+  """(summary, predict's output) of predict in this process."""
+  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  out = io.StringIO()
+  summary = predict.predict(model=str(export_dir), out=out, **inputs)
+  return summary, out.getvalue()
 
 
 def _lines(text):
@@ -368,44 +397,58 @@ def test_the_export_describes_its_columns_task_and_classes(table_job):
   assert description["class_names"] == ["benign", "malignant"]
   assert description["outputs"] == ["probabilities", "classes",
                                     "class_names"]
-  header, _ = cancer_rows()
+  header, _, _ = cancer_table()
   assert description["columns"] == {
       column.replace(" ", "_"): [column] for column in header[:-1]}
-  radius = description["features"][0]
-  assert (radius["name"], radius["kind"], radius["key"]) == (
-      "mean_radius", "numeric", "mean radius")
+  features = {f["name"]: f for f in description["features"]}
+  assert (features["mean_radius"]["kind"], features["mean_radius"]["key"]) \
+      == ("numeric", "mean radius")
+  assert features["concavity"]["vocabulary"] == sorted(BANDS)
+  assert features["concavity"]["kind"] == "category"
+  assert features["notes"]["kind"] == "text"
+
+
+def test_rows_predict_as_their_records(table_job):
+  # The same test rows, read by predict from test.csv and by the training
+  # pipeline from their records: the same lines, in the same order.
+  _, by_records = _predicted(table_job["export_dir"],
+                             records=f"{table_job['records']}/test-*")
+  assert [line.split("\t")[1:] for line in by_records.splitlines()] == list(
+      _lines(table_job["lines"]).values())
+
+
+def test_rows_of_another_file_with_a_category_absent_predict_the_same(
+    table_job, tmp_path):
+  """Issue 28, silent wrong result 1: rows of another file, whose
+  categories were not the training file's, shifted every id."""
+  header, _, test = cancer_table()
+  band = header.index("concavity")
+  # Next month's file: no "low" row, the rows in reverse, the columns in
+  # another order, the label gone.
+  kept = [(line, r) for line, r in enumerate(test, start=2)
+          if r[band] != "low"][::-1]
+  assert 0 < len(kept) < len(test)
+  order = list(range(len(header) - 1))[::-1]
+  table(tmp_path / "next.csv", [[header[i] for i in order]] +
+        [[r[i] for i in order] for _, r in kept])
+  summary, next_lines = _predicted(table_job["export_dir"],
+                                   inputs=[str(tmp_path / "next.csv")])
+  assert summary["rows"] == len(kept) and "accuracy" not in summary
+  before = _lines(table_job["lines"])
+  assert list(_lines(next_lines).values()) == [
+      before[str(line)] for line, _ in kept]
 
 
 def test_rows_without_labels_in_any_column_order_predict_the_same(
     table_job, tmp_path):
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
-  header, rows = cancer_rows()
-  test = [r for i, r in enumerate(rows) if i % 4 == 3]
+  header, _, test = cancer_table()
   # Columns reversed, the label gone, a column the model does not read.
-  write_csv(tmp_path / "new.csv", ["patient"] + header[-2::-1],
-            [[f"p{i}"] + r[-2::-1] for i, r in enumerate(test)])
-  out = io.StringIO()
-  summary = predict.predict(model=str(table_job["export_dir"]),
-                            inputs=[str(tmp_path / "new.csv")], out=out)
+  table(tmp_path / "new.csv", [["patient"] + header[-2::-1]] +
+        [[f"p{i}"] + r[-2::-1] for i, r in enumerate(test)])
+  summary, lines = _predicted(table_job["export_dir"],
+                              inputs=[str(tmp_path / "new.csv")])
   assert summary["rows"] == 142 and "accuracy" not in summary
-  assert _lines(out.getvalue()) == _lines(table_job["lines"])
-
-
-def test_the_tflite_model_reads_rows_by_its_own_description(table_job):
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
-  tflite = table_job["export_dir"] / "model.tflite"
-  assert json.loads((table_job["export_dir"] / "model.tflite.json")
-                    .read_text())["columns"]["mean_radius"] == ["mean radius"]
-  out = io.StringIO()
-  summary = predict.predict(model=str(tflite), out=out, inputs=[
-      str(table_job["base"] / "table" / "test.csv")])
-  assert summary["format"] == "tflite"
-  assert summary["accuracy"] == table_job["summary"]["accuracy"]
-  lines, saved = _lines(out.getvalue()), _lines(table_job["lines"])
-  assert [name for name, _ in lines.values()] == [
-      name for name, _ in saved.values()]
-  np.testing.assert_allclose([float(p) for _, p in lines.values()],
-                             [float(p) for _, p in saved.values()], atol=2e-4)
+  assert _lines(lines) == _lines(table_job["lines"])
 
 
 def test_an_older_export_predicts_records_and_says_how_to_read_rows(
@@ -415,11 +458,9 @@ def test_an_older_export_predicts_records_and_says_how_to_read_rows(
   shutil.copytree(table_job["export_dir"], older)
   os.remove(older / "1" / "assets.extra" / "tfdist.json")
   # Its records (with their manifest) still predict, with class names.
-  out = io.StringIO()
-  summary = predict.predict(model=str(older), out=out,
-                            records=f"{table_job['records']}/test-*")
+  summary, lines = _predicted(older, records=f"{table_job['records']}/test-*")
   assert summary["accuracy"] == table_job["result"]["test_accuracy"]
-  assert {line.split("\t")[1] for line in out.getvalue().splitlines()} == {
+  assert {line.split("\t")[1] for line in lines.splitlines()} == {
       "benign", "malignant"}
   status = predict.main([f"--model={older}",
                          str(table_job["base"] / "table" / "test.csv")])
@@ -431,10 +472,9 @@ def test_an_older_export_predicts_records_and_says_how_to_read_rows(
 
 
 def _bad_rows(path, change):
-  header, rows = cancer_rows()
-  test = [list(r) for i, r in enumerate(rows) if i % 4 == 3][:5]
-  header, test = change(list(header), test)
-  write_csv(path, header, test)
+  header, _, test = cancer_table()
+  header, test = change(list(header), [list(r) for r in test[:5]])
+  table(path, [header, *test])
 
 
 def _without(column):
@@ -453,16 +493,22 @@ def _cell(line, column, value):
 
 
 @pytest.mark.parametrize("change, message", [
-    (_without("mean texture"), "no column 'mean texture', which the model "
-     "reads (feature 'mean_texture'); the model reads 30 columns: mean "
-     "radius, mean texture,"),
-    (_cell(3, "mean area", "n/a"), "{csv}:3: column 'mean area' (feature "
-     "'mean_area') holds 'n/a', not a number; fix the row"),
-    (_cell(4, "mean area", "NA"), "{csv}:4: column 'mean area' is missing a "
-     "value, and the model was trained with none missing there"),
-    (_cell(2, "diagnosis", ""), "{csv}:2: column 'diagnosis' (the label) is "
-     "empty"),
-    (lambda header, rows: (header, []), "{csv}: a header and no row"),
+    (_without("mean texture"), "{csv}:2: no column 'mean texture' (feature "
+     "'mean_texture' reads it); give the rows every column the model was "
+     "trained on"),
+    (_cell(3, "mean area", "abc"), "{csv}:3: column 'mean area' holds "
+     "numbers (feature 'mean_area'), not 'abc'; correct the value"),
+    (_cell(4, "mean area", "NA"), "{csv}:4: column 'mean area' is missing "
+     "('NA') and feature 'mean_area' was written without missing values"),
+    (_cell(5, "concavity", "n/a"), "{csv}:5: column 'concavity' is missing "
+     "('n/a') and feature 'concavity' was written without missing values"),
+    (_cell(2, "diagnosis", ""), "{csv}:2: the label 'diagnosis' is missing "
+     "(''); fill it in or remove the row; or remove the label column(s) to "
+     "predict without scoring"),
+    (_cell(2, "diagnosis", "unsure"), "{csv}:2: label 'unsure' is not one of "
+     "the 2 classes (benign, malignant); or remove the label column(s)"),
+    (lambda header, rows: (header, []), "{csv}: a header and no rows; give "
+     "it the rows to predict"),
     (lambda header, rows: (header + ["mean area"], [r + ["1"] for r in rows]),
      "{csv}:1: column 'mean area' is named twice"),
 ])
@@ -478,7 +524,7 @@ def test_bad_rows_are_one_line(table_job, tmp_path, capsys, change, message):
 
 def test_a_bad_row_fails_before_tensorflow(table_job, tmp_path):
   path = tmp_path / "rows.csv"
-  _bad_rows(path, _cell(3, "mean area", "n/a"))
+  _bad_rows(path, _cell(3, "mean area", "abc"))
   done = _predict(f"--model={table_job['export_dir']}", str(path))
   _fails_with(done, f"{path}:3: column 'mean area'")
   # One line and nothing else: TensorFlow, which logs as it starts, never
@@ -495,17 +541,3 @@ def test_a_bad_row_fails_before_tensorflow(table_job, tmp_path):
   assert [json.loads(line) for line in done.stdout.splitlines()
           if line.startswith("{")] == [json_lines(done.stdout)[-1]]
   assert done.stdout.splitlines()[-1].startswith("{")
-
-
-def test_a_label_no_class_has_counts_as_wrong_and_is_said(
-    table_job, tmp_path, capsys):
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
-  path = tmp_path / "rows.csv"
-  _bad_rows(path, _cell(2, "diagnosis", "unsure"))
-  summary = predict.predict(model=str(table_job["export_dir"]),
-                            inputs=[str(path)], out=io.StringIO())
-  assert summary["unknown_labels"] == 1
-  assert summary["correct"] <= 4 and summary["rows"] == 5
-  assert (f"1 row(s) have a label that is no class of the model (first: "
-          f"{path}:2, 'unsure'); they count as wrong"
-          in capsys.readouterr().err)

@@ -1,22 +1,24 @@
 """What an export serves, exported in this process: raw features in, the
 task's predictions out (tfdist.serving, export, exported, predict).
 
-A table of real rows (the breast-cancer CSV, with one category column
-derived from it, ``smoothness band``) trains three small Keras models with
-their own preprocessing layers (StringLookup, Normalization) for a few
-epochs: a classifier ending in softmax, a two-value regression and a
-two-label multilabel model giving logits. Each is exported and its CSV rows
-predicted: the served outputs must be the Keras model's on the same raw
-rows, a category training never had must be the model's unknown id, and
-rows must predict the same from any file. A folder of real MNIST digits
-(PNG and JPEG, grayscale and colour) is converted, trained and exported:
-images given to predict must be read pixel for pixel as the training
-records hold them, and printed by class name.
+A table of real rows (the breast-cancer CSV, with a category column made
+of its measurements, ``concavity``) trains three small Keras models, each
+a user's model function whose first layers are ``tfdist.encoded``'s (one-hot
+lookup, normalisation), for a few epochs: a classifier ending in softmax,
+a two-value regression (numbers only, one of them filled where missing;
+also exported to TFLite) and a two-label multilabel model giving logits.
+Each is exported and its CSV rows predicted: the served outputs must be
+the Keras model's on the same raw rows, a category training never had must
+be the model's unknown id, a missing number of a filled feature the mean.
+A folder of real MNIST digits (PNG and JPEG, grayscale and colour) is
+converted, trained and exported: images given to predict must be read
+pixel for pixel as the training records hold them, and printed by class
+name.
 """
 
-import csv
 import functools
 import io
+import json
 import os
 import shutil
 import types
@@ -24,10 +26,12 @@ import types
 import numpy as np
 import pytest
 
-from conftest import REPO
-
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
+
+import user_models  # pylint: disable=wrong-import-position
+from test_export import cancer_table  # pylint: disable=wrong-import-position
+from test_tables import table  # pylint: disable=wrong-import-position
 
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
 from tfdist import export as export_lib  # pylint: disable=wrong-import-position
@@ -36,49 +40,41 @@ from tfdist import features as features_lib  # pylint: disable=wrong-import-posi
 from tfdist import image_files  # pylint: disable=wrong-import-position
 from tfdist import models  # pylint: disable=wrong-import-position
 from tfdist import predict  # pylint: disable=wrong-import-position
-from tfdist import rows as rows_lib  # pylint: disable=wrong-import-position
 from tfdist import serving  # pylint: disable=wrong-import-position
 from tfdist.data import convert  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
-CANCER_CSV = os.path.join(REPO, "examples", "breast_cancer", "data",
-                          "breast_cancer.csv")
-BANDS = ("low", "mid", "high")
-INPUTS = ("mean radius", "mean texture", "smoothness band", "diagnosis")
+INPUTS = ("mean radius", "mean texture", "concavity")
+FILLED = "mean texture"  # the regression's numbers: missing ones filled
 
 
 def _table():
-  """The breast-cancer rows with derived columns: ``smoothness band`` (the
-  training rows' terciles of mean smoothness), ``malignant`` and
-  ``rough`` (mean texture above the training median), 0/1. Every 4th row
-  is a test row. Returns (header, training rows, test rows)."""
-  with open(CANCER_CSV, newline="") as f:
-    header, *rows = csv.reader(f)
+  """The table of test_export.cancer_table (its ``concavity`` category),
+  with two 0/1 columns: ``malignant``, and ``rough`` (mean texture above
+  the training median). Returns (header, training rows, test rows)."""
+  header, train, test = cancer_table()
   column = {name: i for i, name in enumerate(header)}
-  train = [r for i, r in enumerate(rows) if i % 4 != 3]
-  smooth = [float(r[column["mean smoothness"]]) for r in train]
-  edges = np.quantile(smooth, [1 / 3, 2 / 3])
   rough = np.median([float(r[column["mean texture"]]) for r in train])
-  derived = ["smoothness band", "malignant", "rough"]
-  table = [r + [BANDS[int(np.searchsorted(edges, float(
-      r[column["mean smoothness"]])))],
-                str(int(r[column["diagnosis"]] == "malignant")),
-                str(int(float(r[column["mean texture"]]) > rough))]
-           for r in rows]
-  return (header + derived, [r for i, r in enumerate(table) if i % 4 != 3],
-          [r for i, r in enumerate(table) if i % 4 == 3])
+
+  def derived(rows):
+    return [r + [str(int(r[column["diagnosis"]] == "malignant")),
+                 str(int(float(r[column["mean texture"]]) > rough))]
+            for r in rows]
+
+  return header + ["malignant", "rough"], derived(train), derived(test)
 
 
-def _features(header, train, columns):
+def _features(header, train, columns, *, fill=()):
   """The features of ``columns`` from the training rows: numbers with
-  their float64 mean and std, strings with their sorted vocabulary."""
+  their float64 mean and std (``fill``: missing ones filled with the mean),
+  strings with their sorted vocabulary."""
   found = []
   for column in columns:
     cells = [r[header.index(column)] for r in train]
     name = column.replace(" ", "_")
-    if column in ("smoothness band", "diagnosis"):
+    if column in ("concavity", "diagnosis"):
       found.append(features_lib.Feature(
           name=name, kind="category", shape=(), key=column,
           vocabulary=tuple(sorted(set(cells)))))
@@ -86,51 +82,43 @@ def _features(header, train, columns):
       values = np.array(cells, np.float64)
       found.append(features_lib.Feature(
           name=name, kind="numeric", shape=(1,), key=column,
-          mean=(float(values.mean()),), std=(float(values.std()),)))
+          mean=(float(values.mean()),), std=(float(values.std()),),
+          fill="mean" if column in fill else ""))
   return features_lib.by_name(found)
 
 
-def table_model(features, num_outputs, *, activation=None):
-  """Raw inputs, the model's own preprocessing layers, a hidden layer."""
-  inputs = {name: f.keras_input() for name, f in features.items()}
-  parts = [tf.keras.layers.StringLookup(
-      vocabulary=list(f.vocabulary), output_mode="one_hot")(inputs[name])
-           if f.kind == "category" else tf.keras.layers.Normalization(
-               mean=list(f.mean), variance=[s * s for s in f.std])(
-                   inputs[name])
-           for name, f in features.items()]
-  x = tf.keras.layers.Dense(8, activation="relu")(
-      tf.keras.layers.Concatenate()(parts))
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(
-      num_outputs, activation=activation)(x))
-
-
-def _raw(header, table, features):
-  """The Keras model's inputs of ``table``'s rows (raw, by feature name)."""
-  return {name: np.array([[float(r[header.index(f.key)])] for r in table],
-                         np.float32) if f.kind == "numeric"
-          else np.array([r[header.index(f.key)] for r in table], object)
+def _raw(header, table_rows, features):
+  """The Keras model's inputs of ``table_rows`` (raw, by feature name; an
+  empty cell NaN)."""
+  return {name: np.array([[float(r[header.index(f.key)] or "nan")]
+                          for r in table_rows], np.float32)
+          if f.kind == "numeric"
+          else np.array([r[header.index(f.key)] for r in table_rows], object)
           for name, f in features.items()}
 
 
 # The three models: task, inputs, label columns, last activation, loss.
+# The regression takes numbers only: its export has a TFLite model too.
 TASKS = {
-    "classification": (INPUTS[:3], ("diagnosis",), "softmax",
+    "classification": (INPUTS, ("diagnosis",), "softmax",
                        "sparse_categorical_crossentropy"),
-    "regression": (("mean radius", "smoothness band", "diagnosis"),
-                   ("mean area", "mean perimeter"), None, "mse"),
-    "multilabel": (INPUTS[:3], ("malignant", "rough"), None,
+    "regression": (("mean radius", FILLED), ("mean area", "mean perimeter"),
+                   None, "mse"),
+    "multilabel": (("mean radius", "concavity", "diagnosis"),
+                   ("malignant", "rough"), None,
                    tf.keras.losses.BinaryCrossentropy(from_logits=True)),
 }
 
 
 def _train_and_export(task, header, train, export_dir):
   columns, labels, activation, loss = TASKS[task]
-  features = _features(header, train, columns)
+  features = _features(header, train, columns,
+                       fill=(FILLED,) if task == "regression" else ())
   classes = (("benign", "malignant") if task == "classification"
              else labels if task == "multilabel" else ())
   width = len(classes) if task == "classification" else len(labels)
-  model_fn = functools.partial(table_model, activation=activation)
+  # What a user writes: tfdist.keras_inputs, tfdist.encoded, a hidden layer.
+  model_fn = functools.partial(user_models.encoded, activation=activation)
   tf.keras.utils.set_random_seed(0)
   model = model_fn(features, width)
   if task == "classification":
@@ -142,17 +130,13 @@ def _train_and_export(task, header, train, export_dir):
   model.fit(_raw(header, train, features), y, epochs=15, batch_size=64,
             verbose=0)
   source = types.SimpleNamespace(
-      features=features, num_classes=width, task=task, class_names=classes,
+      features=features, num_outputs=width, task=task, class_names=classes,
       label_names=labels)
   export_lib.export(model, model_fn=model_fn, source=source,
                     export_dir=str(export_dir),
-                    probabilities=activation == "softmax")
+                    probabilities=activation == "softmax",
+                    tflite=task == "regression")
   return model, features
-
-
-def write_csv(path, header, rows):
-  with open(path, "w", newline="") as f:
-    csv.writer(f).writerows([header, *rows])
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +144,7 @@ def table_exports(tmp_path_factory):
   """Each task's model trained, exported; the test rows as test.csv."""
   base = tmp_path_factory.mktemp("served")
   header, train, test = _table()
-  write_csv(base / "test.csv", header, test)
+  table(base / "test.csv", [header, *test])
   exports = {task: (base / task, *_train_and_export(task, header, train,
                                                     base / task))
              for task in TASKS}
@@ -211,7 +195,7 @@ def test_class_names_and_probabilities_are_the_keras_models(table_exports):
 def test_an_unseen_category_is_the_models_unknown_id(table_exports):
   export_dir, model, features = table_exports["exports"]["classification"]
   header, test = table_exports["header"], table_exports["test"][:20]
-  band = header.index("smoothness band")
+  band = header.index("concavity")
   for value in ("very high", "zzz"):
     unseen = [r[:band] + [value] + r[band + 1:] for r in test]
     raw = _raw(header, unseen, features)
@@ -221,25 +205,6 @@ def test_an_unseen_category_is_the_models_unknown_id(table_exports):
     if value == "zzz":  # any unseen string: the one unknown id
       np.testing.assert_array_equal(outputs, previous)
     previous = outputs
-
-
-def test_rows_of_another_file_with_other_categories_predict_the_same(
-    table_exports, tmp_path):
-  export_dir, _, _ = table_exports["exports"]["classification"]
-  header, test = table_exports["header"], table_exports["test"]
-  band = header.index("smoothness band")
-  # Next month's file: the same rows in reverse, its columns in another
-  # order, without some bands, among rows of a band training never had.
-  order = [header.index(c) for c in reversed(header)]
-  others = [r[:band] + ["very high"] + r[band + 1:] for r in test[:30]]
-  kept = [r for r in test if r[band] != "low"]
-  write_csv(tmp_path / "next.csv", [header[i] for i in order],
-            [[r[i] for i in order] for r in others + kept[::-1]])
-  _, lines = _predicted(export_dir, table_exports["base"] / "test.csv")
-  by_row = dict(zip(map(tuple, test), (line[1:] for line in lines)))
-  _, next_lines = _predicted(export_dir, tmp_path / "next.csv")
-  assert [line[1:] for line in next_lines[30:]] == [
-      by_row[tuple(r)] for r in kept[::-1]]
 
 
 def test_regression_serves_values_and_predict_scores_them(table_exports):
@@ -259,6 +224,39 @@ def test_regression_serves_values_and_predict_scores_them(table_exports):
   assert summary["mse"] == pytest.approx(np.mean(errors ** 2), rel=1e-4)
   assert summary["mae"] == pytest.approx(np.mean(np.abs(errors)), rel=1e-4)
   assert summary["r2"] == pytest.approx(r2, rel=1e-4, abs=1e-5)
+
+
+def test_missing_numbers_of_a_filled_feature_predict_as_the_mean(
+    table_exports, tmp_path):
+  export_dir, model, features = table_exports["exports"]["regression"]
+  header, test = table_exports["header"], table_exports["test"][:5]
+  texture = header.index(FILLED)
+  # Every way of writing a missing value; the model fills the mean.
+  missing = [r[:texture] + [cell] + r[texture + 1:]
+             for r, cell in zip(test, ["", "NA", "nan", "null", "N/A"])]
+  table(tmp_path / "rows.csv", [header, *missing])
+  _, lines = _predicted(export_dir, tmp_path / "rows.csv")
+  mean = repr(features["mean_texture"].mean[0])
+  filled = _raw(header, [r[:texture] + [mean] + r[texture + 1:]
+                         for r in test], features)
+  assert [line[1] for line in lines] == [
+      ",".join(f"{v:.6g}" for v in row)
+      for row in model.predict(filled, verbose=0)]
+
+
+def test_the_tflite_model_reads_rows_by_its_own_description(table_exports):
+  export_dir = table_exports["exports"]["regression"][0]
+  assert json.loads((export_dir / "model.tflite.json").read_text())[
+      "columns"] == {"mean_radius": ["mean radius"],
+                     "mean_texture": ["mean texture"]}
+  test_csv = table_exports["base"] / "test.csv"
+  summary, lines = _predicted(export_dir / "model.tflite", test_csv)
+  assert summary["format"] == "tflite"
+  _, saved = _predicted(export_dir, test_csv)
+  assert [line[0] for line in lines] == [line[0] for line in saved]
+  np.testing.assert_allclose(
+      [[float(v) for v in line[1].split(",")] for line in lines],
+      [[float(v) for v in line[1].split(",")] for line in saved], rtol=1e-4)
 
 
 def test_multilabel_serves_probabilities_and_labels(table_exports):
@@ -281,36 +279,12 @@ def test_multilabel_serves_probabilities_and_labels(table_exports):
 
 
 def test_tflite_is_refused_for_strings_before_training():
-  features = _features(*_table()[:2], INPUTS[:3])
+  features = _features(*_table()[:2], INPUTS)
   with pytest.raises(ConfigError, match="--tflite: TFLite's built-in ops "
-                     "look up no strings, and 'smoothness_band' is a "
+                     "look up no strings, and 'concavity' is a "
                      "category feature; drop --tflite"):
     serving.check_tflite(features)
   serving.check_tflite({"mean_radius": features["mean_radius"]})
-
-
-def test_rows_read_missing_numbers_as_nan_only_for_a_filled_feature(tmp_path):
-  header, train, test = _table()
-  features = _features(header, train, INPUTS[:3])
-  filled = dict(features, mean_texture=features_lib.Feature(
-      name="mean_texture", kind="numeric", shape=(1,), key="mean texture",
-      mean=(1.0,), std=(1.0,), fill="mean"))
-  texture = header.index("mean texture")
-  rows = [r[:texture] + [cell] + r[texture + 1:]
-          for r, cell in zip(test, ["", "NA", "nan", "null", "17.5"])]
-  write_csv(tmp_path / "rows.csv", header, rows)
-  description = serving.Description(filled, serving.Target(
-      class_names=("benign", "malignant"), label_names=("diagnosis",)))
-  read = rows_lib.read([str(tmp_path / "rows.csv")], description)
-  values = read.inputs["mean_texture"][:, 0]
-  assert np.isnan(values[:4]).all() and values[4] == 17.5
-  assert read.inputs["smoothness_band"].dtype == object
-  assert list(read.labels) == [("benign", "malignant").index(
-      r[header.index("diagnosis")]) for r in rows]
-  with pytest.raises(ConfigError, match=":2: column 'mean texture' is "
-                     "missing a value"):
-    rows_lib.read([str(tmp_path / "rows.csv")], serving.Description(
-        features, description.target))
 
 
 # ---- A folder of real digits: PNG and JPEG, grayscale and colour ---------
@@ -332,8 +306,9 @@ def _save(path, image, kind):
 @pytest.fixture(scope="module")
 def digit_folder(mnist_dir, tmp_path_factory):
   """60 real MNIST digits of each class in folders named by word, 24 as
-  grayscale JPEGs, 18 as RGB PNGs, 18 as grayscale PNGs; converted (every 6th of a class a test image), softmax regression
-  trained on the records for 5 epochs and exported."""
+  grayscale JPEGs, 18 as RGB PNGs, 18 as grayscale PNGs; converted (every
+  6th of a class a test image), softmax regression trained on the records
+  for 5 epochs and exported."""
   base = tmp_path_factory.mktemp("digits")
   mnist = data_lib.load_mnist_idx(mnist_dir)
   for digit, word in enumerate(WORDS):

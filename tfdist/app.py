@@ -234,4 +234,5 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
     return run(model_fn, name=name, optimizer_fn=optimizer_fn,
                check_flags=check_flags)
 
-  absl_app.run(absl_main, argv=argv)
+  with cli.help_is_success(argv):
+    absl_app.run(absl_main, argv=argv)

@@ -155,10 +155,9 @@ def export(model, *, model_fn: Callable, source, export_dir: str,
     ``tflite_quant`` (None when not written), ``weights_digest``.
   """
   description = serving.Description(dict(source.features),
-                                    serving.Target.of(source))
-  # MERGE(tables): source.num_outputs once every source has it.
+                                    serving.target_of(source))
   copy = plain_copy(model, model_fn=model_fn, features=description.features,
-                    num_classes=source.num_classes)
+                    num_classes=source.num_outputs)
   module = serving.serving_module(copy, features=description.features,
                                   target=description.target,
                                   probabilities=probabilities)

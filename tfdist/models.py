@@ -4,8 +4,8 @@ Each is a model function of the contract (tfdist.contract):
 ``model_fn(features, num_classes)`` returns an uncompiled Keras model that
 outputs logits. The training loop calls it inside ``strategy.scope()``, so
 the strategy decides where the variables live: mirrored on each replica,
-or on the ps tasks. Imports tfdist.errors and tfdist.features; TensorFlow
-lazily.
+or on the ps tasks. Imports tfdist.errors, features and preprocessing;
+TensorFlow lazily.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfdist import features as features_lib
+from tfdist import preprocessing
 from tfdist.errors import ConfigError
 
 
@@ -21,10 +22,10 @@ def softmax_regression(features, num_classes: int):
 
   On MNIST (one 28x28x1 image) it is the 784 -> 10 model of the
   Distributed TF talk. Every feature adds its linear term to the logits:
-  images and numeric vectors through a dense layer (a numeric feature
-  standardised first when its manifest gives its mean and standard
-  deviation), an id through an
-  embedding row of ``num_classes`` weights (a one-hot input's weights),
+  images, numbers, categories and texts through a dense layer over their
+  encoding (tfdist.preprocessing: numbers standardised with the training
+  split's statistics, categories one-hot, texts multi-hot), an id through
+  an embedding row of ``num_classes`` weights (a one-hot input's weights),
   an id list through the sum of its ids' rows (a bag of ids). Zero
   initial weights, as the talk's model. Returns logits; the loss applies
   the softmax.
@@ -34,7 +35,8 @@ def softmax_regression(features, num_classes: int):
   image = features_lib.single_image(features)
   if image is not None:
     return keras.Sequential([
-        keras.layers.InputLayer(input_shape=tuple(image.shape)),
+        keras.layers.InputLayer(input_shape=tuple(image.shape),
+                                name=image.name),
         keras.layers.Flatten(),
         keras.layers.Dense(num_classes, kernel_initializer="zeros",
                            name="logits"),
@@ -44,22 +46,15 @@ def softmax_regression(features, num_classes: int):
            for name, feature in features.items()]
   logits = terms[0] if len(terms) == 1 else keras.layers.Add(
       name="logits")(terms)
-  single = len(inputs) == 1
-  return keras.Model(next(iter(inputs.values())) if single else inputs,
-                     logits, name="softmax_regression")
+  return keras.Model(inputs, logits, name="softmax_regression")
 
 
 def _linear_term(tf, feature, tensor, num_classes: int):
   """One feature's contribution to a linear model's logits."""
   keras = tf.keras
   name = f"{feature.name}_weights"
-  if feature.kind == "numeric" and feature.mean:
-    # Standardised with the training split's statistics (the manifest's).
-    tensor = keras.layers.Normalization(
-        mean=list(feature.mean), variance=[s * s for s in feature.std],
-        name=f"{feature.name}_standardized")(tensor)
-  if feature.kind in ("image", "numeric"):
-    flat = keras.layers.Flatten(name=f"{feature.name}_flat")(tensor)
+  if feature.kind in ("image", "numeric", "category", "text"):
+    flat = preprocessing.preprocessing_layer(feature)(tensor)
     return keras.layers.Dense(num_classes, kernel_initializer="zeros",
                               name=name)(flat)
   rows = keras.layers.Embedding(feature.num_ids, num_classes,

@@ -10,8 +10,9 @@ r"""Predicts with an exported model: CSV rows, images, or records.
 
 ``--model`` is an export directory (its newest version is used), one
 SavedModel version directory, or a ``.tflite`` file (tfdist.exported). The
-inputs are CSV files (tfdist.rows: read as the converter read the training
-rows, with or without the label columns), PNG or JPEG images or an IDX
+inputs are CSV files (read as the converter read the training rows, by
+tfdist.data.csv_files and tfdist.data.rows, with or without the label
+columns), PNG or JPEG images or an IDX
 images file for a model of one image (tfdist.image_files), or
 ``--records``: TFRecord files with their manifest (python -m tfdist.data
 write), read as training reads them. Each example gets one line (class
@@ -27,26 +28,30 @@ import os
 import sys
 from typing import Optional, Sequence
 
+import numpy as np
+
 from tfdist import cli
 from tfdist import console
 from tfdist import data as data_lib
 from tfdist import errors
 from tfdist import exported
 from tfdist import image_files
-from tfdist import rows as rows_lib
 from tfdist import scoring
 from tfdist import serving
 from tfdist import tf_startup
-from tfdist.data import manifest as manifest_lib
+from tfdist.data import csv_files
+from tfdist.data import rows as rows_lib
 from tfdist.errors import ConfigError
 
 CSV_SUFFIX = ".csv"
+# What an export of an older tfdist (no description) predicts: class ids.
+OLDER_TARGET = rows_lib.Target("classification", ())
 
 
 def _read_records(pattern: str, loaded: exported.Model,
-                  target: serving.Target) -> tuple:
+                  target: rows_lib.Target) -> tuple:
   """(names, {input: array}, labels, target) of every record of
-  ``pattern``; an older export's target takes the records' class names."""
+  ``pattern``; an older export's target is the records'."""
   from tfdist.data import records  # pylint: disable=g-import-not-at-top
   from tfdist.data import sources  # pylint: disable=g-import-not-at-top
   files, spec = sources.open_split(pattern, image_shape=loaded.image_shape)
@@ -57,20 +62,25 @@ def _read_records(pattern: str, loaded: exported.Model,
                       f"{missing[0]!r}, which these records lack (they have "
                       f"{', '.join(features)}); pass the records the model "
                       "was trained on")
-  classes = manifest_lib.read(os.path.dirname(files[0])).class_names
-  if target.task == "classification" and not target.class_names:
-    target = serving.Target(class_names=classes)
-  elif target.task == "classification" and list(classes) != list(
-      target.class_names):
-    raise ConfigError(f"--records={pattern}: the records' classes "
-                      f"({', '.join(classes)}) are not the model's "
-                      f"({', '.join(target.class_names)}); pass records of "
-                      "the data the model was trained on")
+  theirs = serving.target_of(spec)
+  if loaded.found.description is None:
+    target = theirs
+  elif (theirs.task, theirs.class_names) != (target.task, target.class_names):
+    raise ConfigError(f"--records={pattern}: the records are "
+                      f"{_task(theirs)}, the model predicts {_task(target)}; "
+                      "pass records of the data the model was trained on")
   with records.reading(files):
     inputs, labels = records.serving_inputs(files, spec)
   names = [f"{path}[{i}]" for path, count in _counts(files) for i in
            range(count)]
   return names, inputs, labels, target
+
+
+def _task(target: rows_lib.Target) -> str:
+  """``classification of CLASSES`` or ``TASK of LABELS``, for lines."""
+  names = (target.class_names if target.task == "classification"
+           else target.label_names)
+  return f"{target.task} of {', '.join(names)}"
 
 
 def _counts(files) -> list:
@@ -136,18 +146,71 @@ def _check_images(inputs: Sequence[str], labels: Optional[str],
     image_files.check_all(inputs, image.shape)
 
 
-def _read_rows(inputs: Sequence[str], found: exported.Found):
+def _csv_header(path: str, target: rows_lib.Target) -> tuple:
+  """``(header, whether its rows carry the labels)`` of a CSV file read as
+  the converter reads one; ConfigError for some label columns without the
+  others."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path}: no such file")
+  header = csv_files.read_header(path)
+  present = [c for c in target.label_names if c in header]
+  if present and len(present) != len(target.label_names):
+    missing = [c for c in target.label_names if c not in header]
+    raise ConfigError(f"{path}: label column {present[0]!r} without "
+                      f"{missing[0]!r}; give every label column "
+                      f"({', '.join(target.label_names)}) or none")
+  return header, bool(present)
+
+
+def _label(row: dict, target: rows_lib.Target, where: str):
+  try:
+    return rows_lib.target_value(row, target, where=where)
+  except ConfigError as e:
+    raise ConfigError(f"{e}; or remove the label column(s) to predict "
+                      "without scoring") from None
+
+
+def _read_csv(paths: Sequence[str], found: exported.Found) -> tuple:
+  """(names, {feature: array [N, ...]}, labels or None) of every row of
+  the CSV files, each read by tfdist.data.rows as the converter read the
+  training rows; labels when the files have the label columns."""
   if found.description is None:
     raise ConfigError(f"{found.path} is an export of an older tfdist, "
                       "without the description of the CSV columns it reads; "
                       "export the model again (train with --export_dir), or "
                       "predict on --records=PATTERN")
-  table = rows_lib.read(inputs, found.description)
-  if table.unknown:
-    (where, value), count = table.unknown[0], len(table.unknown)
-    console.info(f"{count} row(s) have a label that is no class of the model "
-                 f"(first: {where}, {value!r}); they count as wrong")
-  return table
+  features, target = found.description.features, found.description.target
+  for name, feature in features.items():
+    if feature.kind not in serving.TABLE_KINDS:
+      raise ConfigError(f"the model takes {name!r}, an {feature.kind} "
+                        "feature, which no CSV row holds; pass images or "
+                        "--records=PATTERN")
+  names, values, labels, scored = [], [], [], set()
+  for path in paths:
+    header, labelled = _csv_header(path, target)
+    scored.add(labelled)
+    table = csv_files.Table(path, {"rows": path}, {"rows": None}, header)
+    before = len(names)
+    for where, row in csv_files.rows(table, "rows"):
+      names.append(where)
+      values.append(rows_lib.feature_values(row, features.values(),
+                                            where=where))
+      if labelled:
+        labels.append(_label(row, target, where))
+    if len(names) == before:
+      raise ConfigError(f"{path}: a header and no rows; give it the rows "
+                        "to predict")
+  if len(scored) > 1:
+    raise ConfigError(f"{', '.join(paths)}: some files have the label "
+                      "columns and some not; score them apart")
+  inputs = {name: np.array([v[name] for v in values], dtype=np.float32
+                           if f.kind == "numeric" else object)
+            for name, f in features.items()}
+  truth = None
+  if labels:
+    truth = np.array(labels, dtype=np.int64 if target.task ==
+                     "classification" else np.float32)
+  return names, inputs, truth
 
 
 def predict(*, model: str, inputs: Sequence[str] = (),
@@ -162,16 +225,15 @@ def predict(*, model: str, inputs: Sequence[str] = (),
   found = exported.resolve_model(model)
   kind = _input_kind(inputs, labels, records)
   target = (found.description.target if found.description
-            else serving.Target())
-  table = _read_rows(inputs, found) if kind == "csv" else None
-  if kind == "images":
+            else OLDER_TARGET)
+  if kind == "csv":
+    names, values, truth = _read_csv(inputs, found)
+  elif kind == "images":
     _check_images(inputs, labels, found)
   loaded = exported.load_model(found, signature=signature)
   if kind == "records":
     names, values, truth, target = _read_records(records, loaded, target)
-  elif kind == "csv":
-    names, values, truth = table.names, table.inputs, table.labels
-  else:
+  elif kind == "images":
     names, values, truth = _read_images(inputs, labels, loaded)
   outputs = loaded.predict_fn(values)
   for line in scoring.lines(names, outputs, target):
@@ -182,8 +244,6 @@ def predict(*, model: str, inputs: Sequence[str] = (),
               "images": "images"}[kind]: len(names)}
   if truth is not None:
     summary.update(scoring.scores(outputs, truth, target))
-  if table is not None and table.unknown:
-    summary["unknown_labels"] = len(table.unknown)
   return summary
 
 

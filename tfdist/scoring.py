@@ -10,7 +10,8 @@ Owns the line of each example and the scores against its labels, by task:
 
 (several labels or values comma-separated; ``-`` when no label is on).
 Every example is counted once; r2 is averaged over the label columns (each
-1 - residual / total sum of squares). numpy only; imports tfdist.serving.
+1 - residual / total sum of squares). numpy only; imports tfdist.data.rows
+(its Target).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from tfdist import serving
+from tfdist.data import rows as rows_lib
 
 
-def _class_name(outputs: dict, target: serving.Target, index: int,
+def _class_name(outputs: dict, target: rows_lib.Target, index: int,
                 example: int) -> str:
   if "class_names" in outputs:
     return str(outputs["class_names"][example])
@@ -31,7 +32,7 @@ def _class_name(outputs: dict, target: serving.Target, index: int,
 
 
 def lines(names: Sequence[str], outputs: dict,
-          target: serving.Target) -> Iterator[str]:
+          target: rows_lib.Target) -> Iterator[str]:
   """One line per example (see the module docstring)."""
   if target.task == "regression":
     for name, values in zip(names, outputs["values"]):
@@ -59,7 +60,8 @@ def _r2(values: np.ndarray, truth: np.ndarray) -> Optional[float]:
   return float(np.mean(1.0 - residual[varies] / total[varies]))
 
 
-def scores(outputs: dict, truth: np.ndarray, target: serving.Target) -> dict:
+def scores(outputs: dict, truth: np.ndarray,
+           target: rows_lib.Target) -> dict:
   """The task's scores of ``outputs`` against ``truth`` (class ids, or
   ``[N, L]`` values or 0/1 labels)."""
   if target.task == "regression":

@@ -40,9 +40,10 @@ features with the CSV columns each is read from, the task, the label
 columns and the class names, so that tfdist.predict reads new CSV rows as
 the converter read the training rows. TensorFlow Serving ignores the file.
 
-Owns :class:`Target`, :class:`Description`, the signature functions
-(:func:`serving_module`) and :func:`check_tflite`. Imports tfdist.errors and
-tfdist.features; TensorFlow lazily (the description reads without it).
+Owns :func:`target_of`, :class:`Description`, the signature functions
+(:func:`serving_module`) and :func:`check_tflite`. Imports tfdist.errors,
+features and data.rows (its Target); TensorFlow lazily (the description
+reads without it).
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ import os
 from typing import Dict, Optional, Tuple
 
 from tfdist import features as features_lib
+from tfdist.data import rows as rows_lib
 from tfdist.errors import ConfigError
 
-TASKS = ("classification", "regression", "multilabel")
 OUTPUTS = {"classification": ("probabilities", "classes", "class_names"),
            "multilabel": ("probabilities", "labels"),
            "regression": ("values",)}
@@ -70,55 +71,13 @@ TABLE_KINDS = ("numeric", "category", "text")
 THRESHOLD = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """What a model predicts: the task, its label columns, its classes.
-
-  ``class_names``: classification: one name per class, in class-id order;
-  multilabel: the label columns; regression: none.
-  """
-  task: str = "classification"
-  class_names: Tuple[str, ...] = ()
-  label_names: Tuple[str, ...] = ()
-
-  def __post_init__(self):
-    if self.task not in TASKS:
-      raise ValueError(f"task {self.task!r} is not one of {TASKS}")
-    object.__setattr__(self, "class_names", tuple(self.class_names))
-    object.__setattr__(self, "label_names", tuple(self.label_names))
-
-  @property
-  def num_outputs(self) -> int:
-    """The model's output width."""
-    if self.task == "classification":
-      return len(self.class_names)
-    return len(self.label_names)
-
-  @classmethod
-  def of(cls, source) -> "Target":
-    """The target of a training source (tfdist.data.sources)."""
-    # MERGE(tables): every source has task, class_names and label_names
-    # (design-28.md); these defaults serve the sources that predate them
-    # (MNIST in memory, a TFDS stream: classification, classes by id; a
-    # table's records: the label's key is its column).
-    task = getattr(source, "task", "classification")
-    names = getattr(source, "class_names", None)
-    if names is None and task == "classification":
-      names = [str(i) for i in range(source.num_classes)]
-    labels = getattr(source, "label_names", None)
-    if labels is None:
-      table = any(f.kind in TABLE_KINDS for f in source.features.values())
-      labels = (source.spec.label_key,) if table else ()
-    return cls(task, tuple(names or ()), tuple(labels))
-
-
-def csv_columns(feature: features_lib.Feature) -> Tuple[str, ...]:
-  """The CSV columns a table feature is read from (none for other kinds)."""
-  if feature.kind not in TABLE_KINDS:
-    return ()
-  # MERGE(tables): a grouped numeric feature lists its columns; any other
-  # table feature is the column its record key names.
-  return tuple(feature.columns) or (feature.key,)
+def target_of(source) -> rows_lib.Target:
+  """What a model trained on ``source`` predicts (any training source of
+  tfdist.data, or a records' RecordSpec): its task, label columns and
+  classes (classification: one name per class, in class-id order;
+  multilabel: the label columns; regression: none)."""
+  return rows_lib.Target(source.task, tuple(source.label_names),
+                         tuple(source.class_names))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,15 +86,20 @@ class Description:
 
   Attributes:
     features: ``{name: Feature}``, the serving inputs, in order.
-    target: the task, label columns and classes.
+    target: the task, label columns and classes (:func:`target_of`).
   """
   features: Dict[str, features_lib.Feature]
-  target: Target
+  target: rows_lib.Target
+
+  def __post_init__(self):
+    if self.target.task not in OUTPUTS:
+      raise ValueError(f"task {self.target.task!r} is not one of "
+                       f"{', '.join(OUTPUTS)}")
 
   @property
   def columns(self) -> Dict[str, Tuple[str, ...]]:
     """``{feature name: its CSV columns}`` of the table features."""
-    return {name: csv_columns(f) for name, f in self.features.items()
+    return {name: f.csv_columns for name, f in self.features.items()
             if f.kind in TABLE_KINDS}
 
   def to_json(self) -> str:
@@ -155,8 +119,9 @@ class Description:
         raise ValueError(f"format {body.get('format')!r}")
       features = features_lib.by_name(
           features_lib.Feature.from_json(f) for f in body["features"])
-      return cls(features, Target(body["task"], body["class_names"],
-                                  body["label_names"]))
+      return cls(features, rows_lib.Target(
+          body["task"], tuple(body["label_names"]),
+          tuple(body["class_names"])))
     except (ValueError, KeyError, TypeError, ConfigError) as e:
       raise ConfigError(f"{path}: not a description this tfdist reads "
                         f"({type(e).__name__}: {e}); export the model again "
@@ -207,9 +172,10 @@ def _input_spec(tf, feature: features_lib.Feature):
 
 
 def _model_inputs(tf, features, served: dict):
-  """What the model is called with, from the serving inputs: images
-  scaled to 0..1 (as tfdist.data feeds them), id lists made ragged; raw
-  numbers and strings as they are (the model preprocesses them)."""
+  """What the model is called with, from the serving inputs: the dict by
+  feature name (as tfdist.data feeds it, also for one feature), images
+  scaled to 0..1, id lists made ragged; raw numbers and strings as they
+  are (the model preprocesses them)."""
   inputs = {}
   for name, feature in features.items():
     value = served[name]
@@ -218,12 +184,11 @@ def _model_inputs(tf, features, served: dict):
     elif feature.kind == "id_list":
       value = tf.RaggedTensor.from_tensor(value, padding=-1)
     inputs[name] = value
-  # MERGE(training): the model is always called with the dict (design-28);
-  # until then, as tfdist.contract calls it: one feature, its tensor.
-  return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+  return inputs
 
 
-def _outputs(tf, scores, target: Target, *, probabilities: bool) -> dict:
+def _outputs(tf, scores, target: rows_lib.Target, *,
+             probabilities: bool) -> dict:
   """The signature's outputs of the model's ``scores`` (see the module
   docstring); ``probabilities``: the model's own outputs already are."""
   if target.task == "regression":
@@ -239,12 +204,13 @@ def _outputs(tf, scores, target: Target, *, probabilities: bool) -> dict:
                                    classes)}
 
 
-def serving_module(model, *, features, target: Target,
+def serving_module(model, *, features, target: rows_lib.Target,
                    probabilities: bool = False):
   """A ``tf.Module`` whose functions are the serving signatures.
 
-  ``model`` must take its inputs as tfdist.data feeds them (images scaled
-  to 0..1, numbers and strings raw) and output logits, or
+  ``model`` must take its inputs as tfdist.data feeds them (a dict by
+  feature name: images scaled to 0..1, numbers and strings raw) and output
+  logits, or
   ``probabilities`` (classification and multilabel).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
