@@ -35,7 +35,9 @@ SLOW_FIXTURES = frozenset({
     "resumed_mirrored", "mirrored_runs", "mirrored", "multiworker", "ps",
     "model_checks",
     # test_launch, test_sharding, test_your_model
-    "cpu_load", "stalled_job", "cancer"})
+    "cpu_load", "stalled_job", "cancer",
+    # test_export (a table's), test_serving
+    "table_job", "table_exports", "digit_folder"})
 
 
 # Modules whose jobs time deadlines, stalls and signals to the second: run

@@ -7,8 +7,8 @@ line. Whatever differs between the strategies it asks of a
 :class:`tfdist.runtime.Runtime`. TensorFlow is imported only once a task is
 known to train, after every input was checked. Imports tfdist.checkpoint,
 cluster, config, console, data.sources, evaluation, export, models,
-precision, ps_save, runtime, schedules and sharding (tfdist.monitor once
-TensorFlow is loaded).
+precision, ps_save, runtime, schedules, serving and sharding
+(tfdist.monitor once TensorFlow is loaded).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tfdist import precision as precision_lib
 from tfdist import ps_save
 from tfdist import runtime as runtime_lib
 from tfdist import schedules
+from tfdist import serving
 from tfdist import sharding
 from tfdist.data import sources
 from tfdist.config import TrainConfig, keras_verbosity
@@ -147,11 +148,7 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
                            variable_shards=config.variable_shards,
                            ps_tasks=sharding.num_ps(runtime.task))
   if config.tflite or config.tflite_quantize:
-    lists = [f.name for f in features.values() if f.ragged]
-    if lists:
-      raise ConfigError(f"--tflite: TFLite models take fixed-size inputs, "
-                        f"and {lists[0]!r} is a list of ids; drop --tflite "
-                        "(the SavedModel serves it)")
+    serving.check_tflite(features)
 
 
 def _steps_per_epoch(runtime: runtime_lib.Runtime, num_examples: int) -> int:
@@ -356,8 +353,8 @@ def _write_outputs(runtime: runtime_lib.Runtime, model, result: dict, *,
     # runs before the runtime's finish, while the ps tasks still hold the
     # variables.
     result["export"] = export_lib.export(
-        model, model_fn=model_fn, features=dataset.features,
-        num_classes=dataset.num_classes, export_dir=config.export_dir,
+        model, model_fn=model_fn, source=dataset,
+        export_dir=config.export_dir,
         probabilities=result["model_outputs"] == "probabilities",
         tflite=config.tflite, tflite_quantize=config.tflite_quantize,
         digest_fn=weights_digest)
