@@ -38,9 +38,12 @@ def verify(train_files, test_files, *flags):
 
 
 def fingerprints(batches):
-  """A multiset of (image bytes, label) of float batches."""
+  """A multiset of (image bytes, label) of float batches (their inputs a
+  dict, or the images alone)."""
   seen = collections.Counter()
   for images, labels in batches:
+    if isinstance(images, dict):
+      images = images["images"]
     pixels = np.round(np.asarray(images) * 255).astype(np.uint8)
     for image, label in zip(pixels, np.asarray(labels)):
       seen[(image.tobytes(), int(label))] += 1
@@ -51,7 +54,7 @@ def first_epoch(dataset, examples: int):
   """The first ``examples`` examples of a batched dataset, as one batch."""
   images, labels, count = [], [], 0
   for x, y in dataset:
-    images.append(x.numpy())
+    images.append(x["images"].numpy())
     labels.append(y.numpy())
     count += len(y)
     if count >= examples:
@@ -147,8 +150,8 @@ def test_test_batches_hold_every_test_example_once(mnist_dir, mnist_records):
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   mnist = data_lib.load_mnist_idx(mnist_dir)
   sizes, labels = [], []
-  for images, batch_labels in source.test_batches(999):
-    assert images.dtype == tf.float32
+  for inputs, batch_labels in source.test_batches(999):
+    assert list(inputs) == ["images"] and inputs["images"].dtype == tf.float32
     sizes.append(len(batch_labels))
     labels.extend(batch_labels.numpy())
   assert sum(sizes) == source.test_examples == len(mnist.test)
@@ -189,9 +192,9 @@ def test_raw_pixels_read_as_the_in_memory_split(mnist_dir, tmp_path):
   mnist = data_lib.load_mnist_idx(mnist_dir)
   assert fingerprints(source.test_batches(999)) == fingerprints(
       sources.split_batches(mnist.test, 1000))
-  images, labels = next(iter(source.train_dataset_fn(64, seed=0)(
+  inputs, labels = next(iter(source.train_dataset_fn(64, seed=0)(
       tf.distribute.InputContext())))
-  assert images.shape == (64, 28, 28, 1) and labels.shape == (64,)
+  assert inputs["images"].shape == (64, 28, 28, 1) and labels.shape == (64,)
   # Raw batches are checked as a whole: a label past the classes names its
   # file.
   manifest_path = os.path.join(out, "manifest.json")

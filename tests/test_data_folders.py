@@ -1,14 +1,17 @@
 """The converter's other sources: image folders (PNG, JPEG) and TFDS.
 
-Each converts in a real process; the shards are then read back through the
-training and evaluation pipelines and compared pixel for pixel with the
-source images.
+Each converts in a real process (or, for the folder checks, in this one);
+the shards are then read back through the training and evaluation
+pipelines and compared pixel for pixel with the source images. A folder
+that cannot mean its classes (one class, an empty class folder, two test
+folders) is one line before TensorFlow.
 """
 
 import collections
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -22,8 +25,10 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
 from tfdist import models  # pylint: disable=wrong-import-position
+from tfdist.data import convert  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.data import tfds_stream  # pylint: disable=wrong-import-position
+from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -101,8 +106,8 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
   dataset = dataclasses.replace(source, augment=True).train_dataset_fn(
       8, seed=0)(
       tf.distribute.InputContext())
-  images, labels = next(iter(dataset))
-  assert images.shape == (8, 32, 32, 3) and labels.shape == (8,)
+  inputs, labels = next(iter(dataset))
+  assert inputs["images"].shape == (8, 32, 32, 3) and labels.shape == (8,)
   model = models.softmax_regression(source.features, source.num_classes)
   model.compile(optimizer="sgd", loss=tf.keras.losses.
                 SparseCategoricalCrossentropy(from_logits=True))
@@ -171,3 +176,83 @@ def test_prepared_tfds_dataset_converts(tmp_path):
   assert missing.returncode == 2 and not (tmp_path / "x").exists()
   assert missing.stderr.strip().splitlines()[-1].startswith(
       "error: --source=tfds:tiny_digits")
+
+
+def _digits(root, layout, mnist_dir):
+  """Real MNIST test digits as PNG files: ``layout`` maps a class folder
+  (a path under ``root``) to its number of images (0: an empty folder)."""
+  mnist = data_lib.load_mnist_idx(mnist_dir)
+  for i, (folder, count) in enumerate(layout.items()):
+    os.makedirs(root / folder, exist_ok=True)
+    for j, image in enumerate(mnist.test.images[mnist.test.labels == i][:count]):
+      save(str(root / folder / f"{j}.png"), image, tf.io.encode_png)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"seven": 3}, "one class folder, 'seven'; a classifier needs two or more"),
+    ({"seven": 3, "eight": 0}, "class folder 'eight' holds no "
+     ".png/.jpg/.jpeg image; add its images or remove the folder"),
+    ({"train/a": 2, "train/b": 2, "test/a": 1, "test/b": 1, "val/a": 1,
+      "val/b": 1}, "test/ and val/: keep one test folder"),
+    ({"train/a": 2, "train/b": 2}, "train/ and no test/ (or val/, "
+     "validation/)"),
+])
+def test_a_folder_that_cannot_mean_its_classes_is_one_line(
+    layout, message, mnist_dir, tmp_path):
+  _digits(tmp_path / "digits", layout, mnist_dir)
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    convert.folder_source(str(tmp_path / "digits"), report=print)
+
+
+def test_an_empty_class_folder_fails_before_tensorflow(mnist_dir, tmp_path):
+  _digits(tmp_path / "digits", {"seven": 3, "eight": 0}, mnist_dir)
+  out = tmp_path / "records"
+  result = write(f"--source={tmp_path / 'digits'}", f"--out_dir={out}")
+  assert result.returncode == 2 and not out.exists()
+  # One line and nothing else: TensorFlow, which logs as it starts, never
+  # started.
+  assert result.stderr.strip().splitlines() == [
+      f"error: --source={tmp_path / 'digits'}: class folder 'eight' holds no "
+      ".png/.jpg/.jpeg image; add its images or remove the folder (it would "
+      "still be a class)"]
+
+
+def test_hidden_and_other_files_are_left_out_and_said(mnist_dir, tmp_path):
+  root = tmp_path / "digits"
+  _digits(root, {"a": 3, "b": 3, ".ipynb_checkpoints": 0}, mnist_dir)
+  (root / "a" / "notes.txt").write_text("not an image")
+  (root / "b" / ".DS_Store").write_bytes(b"\0")
+  said = []
+  source = convert.folder_source(str(root), test_every=3, report=said.append)
+  assert source.class_names == ["a", "b"]
+  assert {s: count for s, (count, _) in source.splits.items()} == {
+      "train": 4, "test": 2}
+  assert said == [f"1 files in the class folders of {root} are not "
+                  f".png/.jpg/.jpeg images and are left out (first: "
+                  f"{root / 'a' / 'notes.txt'})"]
+
+
+def test_grayscale_and_colour_read_as_rgb_and_said(mnist_dir, tmp_path):
+  mnist = data_lib.load_mnist_idx(mnist_dir)
+  root = tmp_path / "digits"
+  gray = mnist.test.images[:4]
+  # Class "a": grayscale; class "b": the same digits in colour (RGB).
+  colour = np.concatenate([gray, gray // 2, 255 - gray], axis=-1)
+  for i in range(4):
+    save(str(root / "a" / f"{i}.png"), gray[i], tf.io.encode_png)
+    save(str(root / "b" / f"{i}.png"), colour[i], tf.io.encode_png)
+  said = []
+  manifest = convert.write(convert.folder_source(str(root), test_every=2),
+                           out_dir=str(tmp_path / "out"), num_shards=1,
+                           report=said.append)
+  assert manifest.features[0].shape == (28, 28, 3)
+  assert said[-1] == ("the images mix channels (4 grayscale, 4 RGB): every "
+                      "image is read with 3 (grayscale repeated in the three "
+                      "colour channels, an alpha channel dropped); predict "
+                      "reads images so too")
+  source = sources.open_files(f"{tmp_path}/out/train-*",
+                              f"{tmp_path}/out/test-*")
+  test = [(np.repeat(gray[i], 3, axis=-1), 0) for i in (1, 3)] + [
+      (colour[i], 1) for i in (1, 3)]
+  assert fingerprints(source.test_batches(4)) == expected(
+      [([image for image, _ in test], [label for _, label in test])])

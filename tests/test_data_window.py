@@ -25,8 +25,8 @@ from tfdist.data import window  # pylint: disable=wrong-import-position
 def examples(batches, count: int):
   """The first ``count`` examples of float batches, as (bytes, label)."""
   seen = []
-  for images, labels in batches:
-    pixels = np.round(np.asarray(images) * 255).astype(np.uint8)
+  for inputs, labels in batches:
+    pixels = np.round(np.asarray(inputs["images"]) * 255).astype(np.uint8)
     seen.extend((image.tobytes(), int(label))
                 for image, label in zip(pixels, np.asarray(labels)))
     if len(seen) >= count:

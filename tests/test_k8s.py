@@ -1,13 +1,16 @@
 """Kubernetes manifests: rendered, not drifted, valid, secured, exercised.
 
-The exercise tests run every pod of k8s/, k8s/ps/ and k8s/jobset/ as a local
-process with the pod's own command and environment, restarted or failed by
-the Job and JobSet controllers' rules, training on the real MNIST files.
-Custom resources are validated against the real CRDs in third_party/crds.
+The exercise tests run every pod of k8s/, k8s/ps/ and k8s/jobset-kueue/ as
+a local process with the pod's own command and environment, restarted or
+failed by the Job and JobSet controllers' rules, training on the real MNIST
+files. Custom resources (the renders' and the Kueue objects of k8s/kueue/)
+are validated against the real CRDs in third_party/crds, their CEL rules
+included.
 """
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -22,6 +25,7 @@ from conftest import (MNIST_DIR, REPO, SPECS, child_env, json_lines, run,
 from tfdist.k8s import controller
 from tfdist.k8s import crd
 from tfdist.k8s import files as k8s_files
+from tfdist.k8s import kueue
 from tfdist.k8s import render as k8s_render
 
 K8S = os.path.join(REPO, "k8s")
@@ -29,9 +33,12 @@ K8S = os.path.join(REPO, "k8s")
 # tfdist.export's owner and tested there).
 RENDERED = {"": "mnist", "ps": "mnist-ps", "inception": "inception",
             "tfjob": "mnist-tfjob", "jobset": "mnist-jobset",
-            "sparse-ps": "sparse-ps"}
+            "jobset-kueue": "mnist-kueue", "sparse-ps": "sparse-ps"}
 # The directories rendered for multiworker on GPUs: NCCL all-reduce.
-NCCL = {"", "inception", "tfjob", "jobset"}
+NCCL = {"", "inception", "tfjob", "jobset", "jobset-kueue"}
+# The Kueue objects a cluster admin applies (written by hand), and the
+# render that is admitted through them.
+KUEUE, QUEUED = os.path.join(K8S, "kueue"), "jobset-kueue"
 # The directories of ps jobs; the sparse one is rendered for CPU pods, each
 # ps task with the memory of its share of the sharded table.
 PS = {"ps", "sparse-ps"}
@@ -40,7 +47,11 @@ PS_MEMORY = {"sparse-ps": "3Gi"}
 # The real CustomResourceDefinitions, in the repository (see its README).
 CRD_DIR = os.path.join(REPO, "third_party", "crds")
 CRDS = {"TFJob": "kubeflow.org_tfjobs-v1.9.yaml",
-        "JobSet": "jobset.x-k8s.io_jobsets-v0.12.0.yaml"}
+        "JobSet": "jobset.x-k8s.io_jobsets-v0.12.0.yaml",
+        **{kind: f"kueue.x-k8s.io_{plural}-v0.19.2.yaml" for kind, plural in [
+            ("Topology", "topologies"), ("ResourceFlavor", "resourceflavors"),
+            ("ClusterQueue", "clusterqueues"),
+            ("LocalQueue", "localqueues")]}}
 # The exercise trains 300 steps with a checkpoint every 50 instead of the
 # manifests' five epochs, on the real MNIST files.
 QUICK = [f"--mnist_dir={MNIST_DIR}", "--epochs=2", "--steps_per_epoch=150",
@@ -129,15 +140,15 @@ def test_committed_manifests_pass_strict_schema_validation():
   paths = [os.path.join(_dir(n), f) for n in RENDERED
            for f in _yaml_files(_dir(n))]
   output = _validate(paths)
-  custom = {"tfjob", "jobset"}
-  assert output.count(" passed for resource ") == sum(
-      len(_objects(_dir(n))) for n in RENDERED if n not in custom) + 2 + 3
+  objects = [o for n in RENDERED for o in _objects(_dir(n))]
+  custom = [o["kind"] for o in objects if o["kind"] in CRDS]
+  assert output.count(" passed for resource ") == len(objects) - len(custom)
   # The objects without a built-in schema are the custom resources, which
-  # the next test validates against their CRDs.
+  # the next tests validate against their CRDs.
   unknown = [line for line in output.splitlines() if "Couldn't find" in line]
-  assert len(unknown) == 2, output
-  assert {kind for kind in CRDS if any(kind in l for l in unknown)} == set(
-      CRDS), output
+  assert len(unknown) == len(custom) == 3, output
+  assert {kind for kind in CRDS if any(kind in l for l in unknown)} == {
+      "TFJob", "JobSet"}, output
 
 
 def _crd_path(kind):
@@ -164,7 +175,7 @@ def _validate_custom_resources(objects):
   return validated
 
 
-@pytest.mark.parametrize("name", ["tfjob", "jobset"])
+@pytest.mark.parametrize("name", ["tfjob", "jobset", QUEUED])
 def test_custom_resources_validate_against_the_real_crds(name):
   objects = _objects(_dir(name))
   assert _validate_custom_resources(objects) == 1
@@ -184,10 +195,14 @@ def test_custom_resources_validate_against_the_real_crds(name):
     ("JobSet", ["spec", "network"], "enableDnsHostnames"),
     ("JobSet", ["spec", "replicatedJobs", 0, "template", "spec"],
      "backoffLimitt"),
+    ("ClusterQueue", ["spec", "resourceGroups", 0, "flavors", 0, "resources",
+                      0], "nominalQuotaa"),
+    ("ResourceFlavor", ["spec"], "topologName"),
+    ("LocalQueue", ["spec"], "clusterQueu"),
 ])
 def test_crd_validation_rejects_a_misspelt_field(kind, path, field):
   import jsonschema  # pylint: disable=g-import-not-at-top
-  (resource,) = [o for o in _objects(_dir(kind.lower())) if o["kind"] == kind]
+  resource = _committed(kind)
   place = resource
   for key in path:
     place = place[key]
@@ -195,6 +210,40 @@ def test_crd_validation_rejects_a_misspelt_field(kind, path, field):
   crd_path = _crd_path(kind)
   with pytest.raises(jsonschema.ValidationError, match=field):
     crd.validate(resource, crd_path)
+
+
+def _committed(kind):
+  """The committed object of a custom ``kind``: a render's, or k8s/kueue's."""
+  directory = _dir(kind.lower()) if kind in ("TFJob", "JobSet") else KUEUE
+  (resource,) = [o for o in _objects(directory) if o["kind"] == kind]
+  return resource
+
+
+def _break_jobset_order(jobset):
+  jobset["spec"]["startupPolicy"] = {"startupPolicyOrder": "InOrder"}
+  jobset["spec"]["replicatedJobs"][0]["dependsOn"] = [
+      {"name": "other", "status": "Ready"}]
+
+
+@pytest.mark.parametrize("kind, change, message", [
+    ("Topology", lambda o: o["spec"]["levels"].reverse(),
+     "the kubernetes.io/hostname label can only be used at the lowest level"),
+    ("ResourceFlavor", lambda o: o["spec"].pop("nodeLabels"),
+     "self.nodeLabels.size() >= 1"),
+    ("ClusterQueue", lambda o: o["spec"]["resourceGroups"][0]["flavors"][0][
+        "resources"].pop(), "flavors must have the same number of resources"),
+    ("JobSet", _break_jobset_order,
+     "StartupPolicy and DependsOn APIs are mutually exclusive"),
+])
+def test_crd_validation_applies_the_crds_cel_rules(kind, change, message):
+  """Rules the API server evaluates on create (x-kubernetes-validations),
+  which no JSON schema can say: each broken, each rejected."""
+  import jsonschema  # pylint: disable=g-import-not-at-top
+  resource = _committed(kind)
+  crd.validate(resource, _crd_path(kind))  # as committed: every rule holds
+  change(resource)
+  with pytest.raises(jsonschema.ValidationError, match=re.escape(message)):
+    crd.validate(resource, _crd_path(kind))
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
@@ -263,6 +312,10 @@ def test_jobs_fail_on_program_errors_and_retry_signals(name):
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == spec["parallelism"] >= 1
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    # A new pod only once the one it replaces has terminated: never two
+    # pods of one task at once.
+    assert spec["podReplacementPolicy"] == "Failed", role
+    assert controller.replacement_policy(role, spec) == "Failed"
     assert spec["activeDeadlineSeconds"] > 0
     rules = spec["podFailurePolicy"]["rules"]
     fail = [r for r in rules if r["action"] == "FailJob"]
@@ -355,6 +408,51 @@ def test_worker_counts_render_valid_manifests(workers, tmp_path):
   assert tf_job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == workers
 
 
+@pytest.mark.parametrize("strategy, flags", [
+    ("multiworker", ["--topology=topology.kubernetes.io/zone"]),
+    ("ps", ["--prefer_topology=kubernetes.io/hostname",
+            "--priority_class=training", "--workload_priority_class=urgent"]),
+])
+def test_queued_jobset_renders_validate_and_start_suspended(strategy, flags,
+                                                            tmp_path):
+  """--queue: labelled for Kueue, suspended until admitted, each role's pod
+  template annotated with the topology; strictly valid against the JobSet
+  CRD (its CEL rules too) and core/v1, every Job with the replacement
+  policy."""
+  spec = json.load(open(os.path.join(SPECS, "chief_two_workers_ps.json"
+                                     if strategy == "ps" else
+                                     "two_workers.json")))
+  out = _render(tmp_path, spec, "--job_name=q", "--image=img:1",
+                "--kind=jobset", f"--strategy={strategy}", "--queue=gpu-queue",
+                *flags)
+  objects = _objects(out)
+  assert _validate_custom_resources(objects) == 1
+  (jobset,) = [o for o in objects if o["kind"] == "JobSet"]
+  labels = jobset["metadata"]["labels"]
+  assert labels[kueue.QUEUE_LABEL] == "gpu-queue"
+  assert jobset["spec"]["suspend"] is True
+  # Kueue's priority only when asked for; the pods' priority likewise.
+  workload_priority = "--workload_priority_class=urgent" in flags
+  assert labels.get(kueue.PRIORITY_LABEL) == (
+      "urgent" if workload_priority else None)
+  annotation = ({kueue.REQUIRED_TOPOLOGY: "topology.kubernetes.io/zone"}
+                if strategy == "multiworker" else
+                {kueue.PREFERRED_TOPOLOGY: "kubernetes.io/hostname"})
+  roles = []
+  for role, job_spec in _job_specs(objects):
+    roles.append(role)
+    assert job_spec["podReplacementPolicy"] == "Failed", role
+    template = job_spec["template"]
+    assert template["metadata"]["annotations"] == annotation, role
+    assert template["spec"].get("priorityClassName") == (
+        "training" if "--priority_class=training" in flags else None), role
+  assert sorted(roles) == sorted(spec)
+  # The render names the flags it was given (and no other Kueue flag).
+  header = (out / "10-jobset.yaml").read_text().splitlines()[1]
+  assert "--queue=gpu-queue" in header and all(f in header for f in flags)
+  assert header.count("topology=") == 1
+
+
 def test_render_is_deterministic_and_removes_stale_files(tmp_path):
   ps_spec = os.path.join(SPECS, "chief_two_workers_ps.json")
   out = tmp_path / "out"
@@ -391,6 +489,26 @@ def test_render_is_deterministic_and_removes_stale_files(tmp_path):
     ({"worker": ["127.0.0.1:1"]}, ["--all_reduce=mpi"], "use one of"),
     ({"worker": ["127.0.0.1:1"]}, ["--kind=jobset", "--job_name=" + "a" * 53],
      "too long"),
+    ({"worker": ["127.0.0.1:1"]}, ["--queue=q"],
+     "--queue with --kind=job: Kueue would admit each role's Job on its own"),
+    ({"worker": ["127.0.0.1:1"]}, ["--kind=tfjob", "--queue=q"],
+     "--queue with --kind=tfjob: Kueue would not admit it"),
+    ({"worker": ["127.0.0.1:1"]}, ["--kind=jobset", "--queue=Gpu_Queue"],
+     "--queue='Gpu_Queue' is not a Kubernetes object name"),
+    ({"worker": ["127.0.0.1:1"]}, ["--kind=jobset", "--queue=q",
+                                   "--topology=kubernetes.io/hostname",
+                                   "--prefer_topology=kubernetes.io/hostname"],
+     "--topology and --prefer_topology both set"),
+    ({"worker": ["127.0.0.1:1"]}, ["--kind=jobset",
+                                   "--topology=kubernetes.io/hostname"],
+     "--topology needs --queue"),
+    ({"worker": ["127.0.0.1:1"]}, ["--workload_priority_class=high"],
+     "--workload_priority_class needs --queue"),
+    ({"worker": ["127.0.0.1:1"]}, ["--kind=jobset", "--queue=q",
+                                   "--prefer_topology=rack level"],
+     "--prefer_topology='rack level' is not a node label key"),
+    ({"worker": ["127.0.0.1:1"]}, ["--priority_class=High"],
+     "--priority_class='High' is not a Kubernetes object name"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(spec, flags, message,
                                                   tmp_path):
@@ -558,28 +676,41 @@ def test_exercise_of_k8s_ps_restarts_a_killed_worker_alone(mnist_dir,
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_exercise_of_k8s_jobset_restarts_the_set(mnist_dir, tmp_path):
+  """The recommended form (k8s/jobset-kueue/): admitted in Kueue's stead
+  (it starts suspended), trained, a pod killed, the set restarted."""
   del mnist_dir
-  result = _exercise(_dir("jobset"), tmp_path,
-                     "--kill=mnist-jobset-worker-0-1@100steps", "--", *QUICK)
+  result = _exercise(_dir(QUEUED), tmp_path,
+                     "--kill=mnist-kueue-worker-0-1@100steps", "--", *QUICK)
   out = result.stdout
   assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+  assert _admitted(out) == ["JobSet mnist-kueue"]
   # backoffLimit 0: the kill fails the Job, and the JobSet recreates every
-  # pod at once.
+  # pod at once (admitted once: a restart is no new admission here).
   assert _restarts(out) == [
-      "[exercise] JobSet mnist-jobset: RestartJobSet (1/3 of maxRestarts): "
+      "[exercise] JobSet mnist-kueue: RestartJobSet (1/3 of maxRestarts): "
       "recreating every pod"]
-  assert ("[exercise] Job mnist-jobset-worker-0 failed (BackoffLimitExceeded): "
-          "pod mnist-jobset-worker-0-1 exited with status 137") in out
+  assert ("[exercise] Job mnist-kueue-worker-0 failed (BackoffLimitExceeded): "
+          "pod mnist-kueue-worker-0-1 exited with status 137") in out
   step, line = _resumed_at(out)
   assert 100 <= step < TARGET, line
   (result_,) = json_lines(out, "[worker-0] ")
   assert result_["global_step"] == TARGET
   assert result_["test_accuracy"] >= 0.90
-  assert "[exercise] JobSet mnist-jobset: successPolicy met: Completed" in out
+  assert "[exercise] JobSet mnist-kueue: successPolicy met: Completed" in out
   print(f"\nJobSet restart: {line[len('[exercise] '):]}")
 
 
-@pytest.mark.parametrize("name", ["", "jobset"])
+def _admitted(stdout):
+  """What the exercise admitted in Kueue's stead (before any pod)."""
+  lines = stdout.splitlines()
+  first_pod = min([i for i, l in enumerate(lines) if " is pod " in l] or [0])
+  return [l[len("[exercise] "):].split(" is suspended for Kueue's ")[0]
+          for l in lines[:first_pod]
+          if l.startswith("[exercise] ") and "is suspended for Kueue's "
+          "LocalQueue gpu-queue: admitted here at once" in l]
+
+
+@pytest.mark.parametrize("name", ["", QUEUED])
 def test_exercise_fails_the_job_at_once_on_a_program_error(name, tmp_path):
   """Status 2 (a bad trainer flag) is permanent: FailJob, no new pod."""
   result = _exercise(_dir(name), tmp_path, "--", f"--mnist_dir={MNIST_DIR}",
@@ -588,9 +719,32 @@ def test_exercise_fails_the_job_at_once_on_a_program_error(name, tmp_path):
   assert result.returncode == 2, out[-4000:] + result.stderr[-2000:]
   assert "error: --optimizer='nope'" in out
   assert _restarts(out) == []
-  job = "mnist-worker" if not name else "mnist-jobset-worker-0"
+  assert _admitted(out) == ([] if not name else ["JobSet mnist-kueue"])
+  job = "mnist-worker" if not name else "mnist-kueue-worker-0"
   assert f"[exercise] Job {job} failed (PodFailurePolicy)" in out
   assert out.count(" is pod ") == 2  # each started once
+
+
+@pytest.mark.parametrize("old, new, message", [
+    (f"    {kueue.QUEUE_LABEL}: gpu-queue\n", "",
+     "JobSet mnist-kueue is suspended and has no kueue.x-k8s.io/queue-name "
+     "label: nothing would ever start it"),
+    ("podReplacementPolicy: Failed", "podReplacementPolicy: TerminatingOrFailed",
+     "Job mnist-kueue-worker-0: podReplacementPolicy TerminatingOrFailed "
+     "beside a podFailurePolicy, which the API server rejects"),
+])
+def test_exercise_rejects_a_job_kubernetes_would_never_run(old, new, message,
+                                                           tmp_path):
+  copy = tmp_path / "queued"
+  shutil.copytree(_dir(QUEUED), copy)
+  path = copy / "10-jobset.yaml"
+  assert path.read_text().count(old) == 1
+  path.write_text(path.read_text().replace(old, new))
+  result = _exercise(copy, tmp_path, timeout=60)
+  assert result.returncode == 2, result.stdout + result.stderr
+  assert result.stderr.startswith("error: ") and message in result.stderr
+  assert len(result.stderr.splitlines()) == 1
+  assert " is pod " not in result.stdout  # checked before any start
 
 
 @pytest.mark.parametrize("file_name, old, new, message", [
@@ -659,11 +813,60 @@ def test_exercise_rejects_a_bad_kill_in_one_line(kill, message, tmp_path):
   assert " is pod " not in result.stdout
 
 
+_QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _quantity(value):
+  number, unit = _QUANTITY.match(str(value)).groups()
+  return float(number) * _UNITS[unit]
+
+
+def test_kueue_objects_validate_and_admit_the_queued_render():
+  """k8s/kueue/: valid against Kueue's CRDs (CEL rules too), each reference
+  resolves, and the committed queued render could be admitted: its queue,
+  its topology level, the flavor's nodes its pods select, every resource
+  they request covered, and all of them fitting the quota at once."""
+  objects = _objects(KUEUE)
+  assert _validate_custom_resources(objects) == len(objects) == 4
+  kinds = {o["kind"]: o for o in objects}
+  local, cluster_queue = kinds["LocalQueue"], kinds["ClusterQueue"]
+  flavor, topology = kinds["ResourceFlavor"], kinds["Topology"]
+  assert local["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
+  (group,) = cluster_queue["spec"]["resourceGroups"]
+  (flavor_quota,) = group["flavors"]
+  assert flavor_quota["name"] == flavor["metadata"]["name"]
+  assert flavor["spec"]["topologyName"] == topology["metadata"]["name"]
+  levels = [level["nodeLabel"] for level in topology["spec"]["levels"]]
+  quota = {r["name"]: _quantity(r["nominalQuota"])
+           for r in flavor_quota["resources"]}
+  queued = _objects(_dir(QUEUED))
+  (jobset,) = [o for o in queued if o["kind"] == "JobSet"]
+  assert jobset["metadata"]["labels"][kueue.QUEUE_LABEL] == (
+      local["metadata"]["name"])
+  total = {}
+  for role, spec in _job_specs(queued):
+    template = spec["template"]
+    assert set(template["metadata"]["annotations"].values()) <= set(levels)
+    assert template["spec"].get("nodeSelector", {}).items() <= (
+        flavor["spec"]["nodeLabels"].items()), role
+    container = template["spec"]["containers"][0]["resources"]
+    requests = {**container["limits"], **container["requests"]}
+    assert set(requests) <= set(group["coveredResources"]), role
+    for name, value in requests.items():
+      total[name] = total.get(name, 0) + _quantity(value) * spec["parallelism"]
+  assert total and all(total[r] <= quota[r] for r in total), (total, quota)
+
+
 def test_default_k8s_needs_no_prepared_volume():
-  """kubectl apply -f k8s/ alone: every claim a pod mounts is created by
-  the manifests, and the trainer is given no data path (it trains on the
-  MNIST sample in the package)."""
+  """kubectl apply -f k8s/ alone: only built-in kinds (no CRD, no Kueue:
+  its objects are in k8s/kueue/, which apply -f k8s/ does not read), every
+  claim a pod mounts is created by the manifests, and the trainer is given
+  no data path (it trains on the MNIST sample in the package)."""
   objects = _objects(K8S)
+  assert {o["kind"] for o in objects} == {
+      "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Service", "Job"}
   created = {o["metadata"]["name"] for o in objects
              if o["kind"] == "PersistentVolumeClaim"}
   for role, template in _pod_templates(objects):

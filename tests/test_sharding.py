@@ -163,9 +163,10 @@ model = contract.build(sparse.embedding_bag, source.features,
                        source.num_classes)
 tf.train.Checkpoint(model=model).read(final).expect_partial()
 same = total = correct = 0
-for ids, labels in source.test_batches(1000):
-  served = serve(tokens=ids.to_tensor(default_value=-1))["classes"].numpy()
-  trained = np.argmax(model(ids, training=False).numpy(), axis=-1)
+for inputs, labels in source.test_batches(1000):
+  served = serve(tokens=inputs["tokens"].to_tensor(default_value=-1))[
+      "classes"].numpy()
+  trained = np.argmax(model(inputs, training=False).numpy(), axis=-1)
   same += int(np.sum(served == trained))
   correct += int(np.sum(served == labels.numpy()))
   total += len(trained)

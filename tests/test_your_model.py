@@ -145,34 +145,36 @@ def _table(path, rows):
     csv.writer(f).writerows(rows)
 
 
-def test_strings_become_ids_with_their_vocabulary(tmp_path):
+def test_strings_become_categories_with_their_vocabulary(tmp_path):
   header = ["city", "size", "label"]
   _table(tmp_path / "train.csv", [header, ["rome", "1.5", "0"],
                                   ["oslo", "2", "2"], ["rome", "3", "1"]])
-  _table(tmp_path / "test.csv", [header, ["paris", "1", "007"]])
+  _table(tmp_path / "test.csv", [header, ["paris", "1", "002"]])
   done = write(f"--source={tmp_path}", "--label=label",
                f"--out_dir={tmp_path / 'out'}")
   assert done.returncode == 0, done.stderr[-2000:]
   [printed] = json_lines(done.stdout)
-  # Class ids as they are ("007" is class 7: 8 classes); the unseen city is
-  # id 0, the others 1.. in sorted order.
-  assert printed["num_classes"] == 8
-  assert printed["features"] == ["city: id int64[]",
+  # The classes are the distinct labels ("002" is class 2: 3 classes); the
+  # city stays a string, the training split's cities its vocabulary (paris
+  # is unknown to the model).
+  assert printed["num_classes"] == 3
+  assert printed["features"] == ["city: category string[]",
                                  "size: numeric float32[1]"]
-  assert "column 'city' -> city: id int64[], 2 strings" in done.stderr
+  assert "column 'city' -> city: category string[], 2 values" in done.stderr
 
 
 @pytest.mark.parametrize("rows, flags, message", [
     ([["a", "b"], ["1", "x"], ["2"]], ["--label=b"],
      "t.csv:3: 1 fields, the header has 2; fix the row"),
     ([["a", "b"], ["1", "x"], ["2", ""]], ["--label=b"],
-     "t.csv:3: column 'b' (the label) is empty"),
+     "t.csv:3: the label 'b' is missing ('')"),
     ([["a", "b"], ["1", "x"], ["", "y"], ["3", "x"]], ["--label=b"],
-     "t.csv:3: column 'a' is empty, and its other values are numbers"),
+     "column 'a' has 1 missing value (empty, NA, N/A, NaN or null), the "
+     "first at {path}:3"),
     ([["a", "b"], ["1", "x"]], ["--label=c"],
-     "--label=c: {path} has no column 'c' (it has a, b)"),
+     "--label: {path} has no column 'c' (it has a, b)"),
     ([["a", "b"], ["1", "x"]], [],
-     "is a table: name its class column with --label=COLUMN"),
+     "a table needs --label=COLUMN[,COLUMN...]: the column(s) to predict"),
 ])
 def test_a_bad_table_is_one_line_and_writes_nothing(tmp_path, rows, flags,
                                                     message):

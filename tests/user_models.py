@@ -94,6 +94,17 @@ def sequential_probabilities(features, num_classes):
   ])
 
 
+def encoded(features, num_outputs, *, activation=None):
+  """Every feature, of any kind, through tfdist.encoded (the preprocessing
+  layers built from the data's statistics and vocabularies), then a hidden
+  layer; ``activation`` of the last layer (None: logits)."""
+  inputs = tfdist.keras_inputs(features)
+  x = tf.keras.layers.Dense(8, activation="relu")(
+      tfdist.encoded(inputs, features))
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(
+      num_outputs, activation=activation)(x))
+
+
 class _Subclassed(tf.keras.Model):
 
   def __init__(self, features, num_classes):

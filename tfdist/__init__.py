@@ -14,10 +14,16 @@ callbacks=None, optimizer_fn=None, tf_config=None, **settings) -> dict``
   prints), raises ConfigError on bad input, never exits
   (tfdist.app.fit).
 ``tfdist.Feature``
-  One input of a model: name, kind (image, numeric, id, id_list), shape,
-  dtype (tfdist.features); a model function gets a dict of them.
+  One input of a model: name, kind (image, numeric, category, text, id,
+  id_list), shape, dtype (tfdist.features); a model function gets a dict
+  of them.
 ``tfdist.keras_inputs(features)``
-  The Keras inputs of those features: one, or a dict by name.
+  The Keras inputs of those features, a dict by name (also for one).
+``tfdist.encoded(inputs, features, *, combine=True)``
+  Those inputs made ready for a dense layer by Keras preprocessing layers
+  built from the data's statistics and vocabularies (tfdist.preprocessing).
+``tfdist.preprocessing_layer(feature, *, output="encoded")``
+  One feature's preprocessing layer (``ids`` for an Embedding).
 ``tfdist.ConfigError``
   Bad input: raised by a model function or a program's flag check, it
   ends the program with one ``error:`` line and status 2.
@@ -43,7 +49,10 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _PUBLIC = {"main": "tfdist.app", "fit": "tfdist.app",
            "Feature": "tfdist.features",
-           "keras_inputs": "tfdist.features", "ConfigError": "tfdist.errors"}
+           "keras_inputs": "tfdist.features",
+           "encoded": "tfdist.preprocessing",
+           "preprocessing_layer": "tfdist.preprocessing",
+           "ConfigError": "tfdist.errors"}
 
 
 def __getattr__(name):

@@ -285,7 +285,8 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
                check_flags=check_flags, loss=loss, metrics=metrics,
                callbacks=callbacks)
 
-  absl_app.run(absl_main, argv=argv)
+  with cli.help_is_success(argv):
+    absl_app.run(absl_main, argv=argv)
 
 
 def _settings_of(settings: Mapping[str, object],

@@ -9,10 +9,29 @@ code, read ``sys.argv`` and set up the environment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from tfdist import errors
+
+
+# The flags with which absl prints help and exits.
+HELP_FLAGS = frozenset({"-h", "-?", "--help", "--helpshort", "--helpfull",
+                        "--helpxml"})
+
+
+@contextlib.contextmanager
+def help_is_success(argv: Optional[Sequence[str]]):
+  """Around ``absl.app.run``: help that was asked for ends with status 0
+  (absl's own exit status for it is 1, a failure to every caller)."""
+  args = list(sys.argv if argv is None else argv)[1:]
+  try:
+    yield
+  except SystemExit as e:
+    if e.code == 1 and HELP_FLAGS & set(args):
+      raise SystemExit(0) from None
+    raise
 
 
 def split_command(argv: Sequence[str]) -> Tuple[list, list]:

@@ -171,6 +171,10 @@ def _selected_inputs(model, inputs: dict, features, name: str) -> dict:
   """What ``model`` is called with: the dict of inputs, or the part of it a
   functional model takes (ConfigError for a missing one)."""
   wanted = _input_names(model)
+  if len(features) == 1 and len(wanted) == 1 and wanted[0] not in features:
+    # One input named otherwise (a Sequential's): it gets the tensor, and
+    # the model built around it the dict the data gives.
+    return next(iter(inputs.values()))
   if len(features) == 1 or not wanted or set(wanted) == set(features):
     return inputs
   missing = [n for n in wanted if n not in features]

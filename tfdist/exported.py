@@ -1,23 +1,27 @@
 """Loads an export for prediction: a SavedModel or a ``.tflite`` model.
 
-Owns :class:`Model` (what a loaded export takes and how to call it) and
-:func:`load_model`, which finds what a path is (an export directory, one of
-its numbered versions, a ``.tflite`` file) without TensorFlow and loads it:
-a SavedModel with TensorFlow, a TFLite model on the LiteRT interpreter
+Owns :class:`Model` (what a loaded export takes and how to call it),
+:func:`resolve_model`, which finds what a path is (an export directory, one
+of its numbered versions, a ``.tflite`` file) and reads its description
+(tfdist.serving) without TensorFlow, and :func:`load_model`, which loads
+it: a SavedModel with TensorFlow, a TFLite model on the LiteRT interpreter
 (the runtime of phones and boards), without TensorFlow. Either takes the
-features of tfdist.export's ``serving_default`` by name. Imports
-tfdist.errors and tfdist.export (its file names).
+features of tfdist.serving's ``serving_default`` by name. An export of an
+older tfdist has no description: it loads, predicts class ids (no names)
+and reads no CSV rows. Imports tfdist.errors, export (its file names) and
+serving.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from tfdist import export as export_lib
+from tfdist import serving
 from tfdist.errors import ConfigError
 
 SAVED_MODEL, TFLITE = "saved_model", "tflite"
@@ -25,20 +29,37 @@ _BATCH = 1000
 
 
 @dataclasses.dataclass(frozen=True)
+class Found:
+  """What a path is, found without TensorFlow.
+
+  Attributes:
+    path: the SavedModel directory or ``.tflite`` file to load.
+    format: ``saved_model`` or ``tflite``.
+    description: what the export takes and predicts (tfdist.serving), or
+      None for an export of an older tfdist.
+  """
+  path: str
+  format: str
+  description: Optional[serving.Description]
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
   """A loaded export.
 
   Attributes:
-    path: the SavedModel directory or ``.tflite`` file in use.
-    format: ``saved_model`` or ``tflite``.
+    found: its path, format and description.
     inputs: each input's name -> (dtype name, shape without the batch).
-    predict_fn: ``{input name: array [N, ...]}`` -> (probabilities
-      ``[N, classes]``, classes ``[N]``).
+    predict_fn: ``{input name: array [N, ...]}`` -> ``{output name: array
+      [N, ...]}`` (tfdist.serving's outputs).
   """
-  path: str
-  format: str
+  found: Found
   inputs: Dict[str, Tuple[str, tuple]]
   predict_fn: Callable
+
+  @property
+  def path(self) -> str:
+    return self.found.path
 
   @property
   def image_shape(self):
@@ -55,13 +76,8 @@ def not_an_export(path: str, why: str) -> ConfigError:
                      "versions, or its model.tflite")
 
 
-def resolve_model(path: str) -> tuple:
-  """Finds what ``path`` is, without TensorFlow: (format, file or directory).
-
-  Raises:
-    ConfigError: ``path`` is neither a SavedModel, an export directory with
-      numbered versions, nor a TFLite flatbuffer.
-  """
+def _locate(path: str) -> tuple:
+  """``(format, file or directory)`` of ``path`` (see resolve_model)."""
   if os.path.isfile(path):
     with open(path, "rb") as f:
       head = f.read(8)
@@ -80,6 +96,21 @@ def resolve_model(path: str) -> tuple:
   return SAVED_MODEL, os.path.join(path, str(found[-1]))
 
 
+def resolve_model(path: str) -> Found:
+  """Finds what ``path`` is and reads its description, without TensorFlow.
+
+  Raises:
+    ConfigError: ``path`` is neither a SavedModel, an export directory with
+      numbered versions, nor a TFLite flatbuffer; or its description is
+      unreadable.
+  """
+  kind, resolved = _locate(path)
+  description = (resolved + export_lib.TFLITE_DESCRIPTION_SUFFIX
+                 if kind == TFLITE
+                 else os.path.join(resolved, serving.DESCRIPTION_FILE))
+  return Found(resolved, kind, serving.read_description(description))
+
+
 def _batched(predict_one: Callable) -> Callable:
   """Runs ``predict_one`` on slices of at most _BATCH examples."""
 
@@ -87,32 +118,47 @@ def _batched(predict_one: Callable) -> Callable:
     count = len(next(iter(inputs.values())))
     outputs = [predict_one({k: v[i:i + _BATCH] for k, v in inputs.items()})
                for i in range(0, count, _BATCH)]
-    return (np.concatenate([p for p, _ in outputs]),
-            np.concatenate([c for _, c in outputs]))
+    return {name: np.concatenate([o[name] for o in outputs])
+            for name in outputs[0]}
 
   return predict_fn
 
 
-def _outputs(path: str, outputs, signature: str) -> tuple:
-  if not {"probabilities", "classes"} <= set(outputs):
-    raise not_an_export(path, f"its {signature} signature returns "
-                        f"{', '.join(sorted(outputs))}, not probabilities "
-                        "and classes")
-  return np.asarray(outputs["probabilities"]), np.asarray(outputs["classes"])
+def _outputs(found: Found, outputs: dict, signature: str) -> dict:
+  """The outputs as numpy arrays (strings decoded), checked: those the
+  description names, or (an older export) probabilities and classes."""
+  expected = (serving.OUTPUTS[found.description.target.task]
+              if found.description else ("probabilities", "classes"))
+  if not set(expected) <= set(outputs):
+    raise not_an_export(found.path, f"its {signature} signature returns "
+                        f"{', '.join(sorted(outputs))}, not "
+                        f"{', '.join(expected)}")
+  arrays = {name: np.asarray(outputs[name]) for name in expected}
+  if "class_names" in arrays:
+    arrays["class_names"] = np.array(
+        [n.decode() if isinstance(n, bytes) else str(n)
+         for n in arrays["class_names"]], dtype=object)
+  return arrays
 
 
 def _cast(value, dtype_name: str, shape: tuple):
   """An input as the signature takes it: uint8 pixels become 0..1 floats
-  for a float image input (serving_float), other values its dtype."""
+  for a float image input (serving_float), strings UTF-8 bytes, other
+  values its dtype."""
   value = np.asarray(value)
+  if dtype_name == "string":
+    return np.array([v if isinstance(v, bytes) else str(v).encode()
+                     for v in value.reshape(-1)], dtype=object).reshape(
+                         value.shape)
   if (len(shape) == 3 and dtype_name.startswith("float")
       and value.dtype == np.uint8):
     return value.astype(np.float32) / 255.0
   return value.astype(dtype_name)
 
 
-def _load_saved_model(path: str, signature: str) -> Model:
+def _load_saved_model(found: Found, signature: str) -> Model:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = found.path
   try:
     loaded = tf.saved_model.load(path)
   except (OSError, ValueError, tf.errors.OpError) as e:
@@ -131,14 +177,15 @@ def _load_saved_model(path: str, signature: str) -> Model:
     outputs = loaded.signatures[signature](**{
         name: tf.constant(_cast(values[name], *inputs[name]))
         for name in inputs})
-    return _outputs(path, {k: v.numpy() for k, v in outputs.items()},
+    return _outputs(found, {k: v.numpy() for k, v in outputs.items()},
                     signature)
 
-  return Model(path, SAVED_MODEL, inputs, _batched(predict_one))
+  return Model(found, inputs, _batched(predict_one))
 
 
-def _load_tflite(path: str, signature: str) -> Model:
+def _load_tflite(found: Found, signature: str) -> Model:
   from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+  path = found.path
   try:
     interpreter = litert.Interpreter(model_path=path)
   except (RuntimeError, ValueError) as e:
@@ -154,16 +201,15 @@ def _load_tflite(path: str, signature: str) -> Model:
 
   def predict_one(values):
     # The runner resizes the inputs to each batch's size.
-    return _outputs(path, runner(**{
+    return _outputs(found, runner(**{
         name: _cast(values[name], *inputs[name]) for name in inputs}),
                     signature)
 
-  return Model(path, TFLITE, inputs, _batched(predict_one))
+  return Model(found, inputs, _batched(predict_one))
 
 
-def load_model(path: str, *, signature: str = "serving_default") -> Model:
-  """Loads an export (see :func:`resolve_model`) for prediction."""
-  kind, resolved = resolve_model(path)
-  if kind == TFLITE:
-    return _load_tflite(resolved, signature)
-  return _load_saved_model(resolved, signature)
+def load_model(found: Found, *, signature: str = "serving_default") -> Model:
+  """Loads an export found by :func:`resolve_model` for prediction."""
+  if found.format == TFLITE:
+    return _load_tflite(found, signature)
+  return _load_saved_model(found, signature)

@@ -6,30 +6,45 @@ and the model receives it), the kinds of feature and their checks, and
 No TensorFlow at import (only :meth:`Feature.keras_input` and
 :func:`keras_inputs` load it); imports tfdist.errors.
 
-==========  ===============================  =============  ===============
-kind        in a record (tf.train.Example)   the model gets  shape
-==========  ===============================  =============  ===============
-``image``   PNG, JPEG or raw uint8 bytes      float32, 0..1  (H, W, C)
-``numeric`` ``n`` floats                      float32        (n,)
-``id``      one int64 in [0, num_ids)         int64          ()
-``id_list`` any number of int64 ids           int64, ragged  (None,)
-==========  ===============================  =============  ===============
+============  ===============================  ==============  ==========
+kind          in a record (tf.train.Example)   the model gets  shape
+============  ===============================  ==============  ==========
+``image``     PNG, JPEG or raw uint8 bytes      float32, 0..1   (H, W, C)
+``numeric``   ``n`` raw floats (NaN: missing)   float32, raw    (n,)
+``category``  one raw string                    string          ()
+``text``      one raw string                    string          ()
+``id``        one int64 in [0, num_ids)         int64           ()
+``id_list``   any number of int64 ids           int64, ragged   (None,)
+============  ===============================  ==============  ==========
 
-A model receives the tensor itself when its dataset has one feature, and a
-dict of tensors keyed by feature name when it has several.
+Records hold raw values; what turns them into numbers a dense layer takes
+(the training split's statistics and vocabularies, kept here from the
+manifest) is applied inside the model by tfdist.preprocessing. A model is
+always called with a dict of tensors keyed by feature name, also when the
+dataset has one feature.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Mapping, Optional, Tuple
 
 from tfdist.errors import ConfigError
 
-KINDS = ("image", "numeric", "id", "id_list")
+KINDS = ("image", "numeric", "category", "text", "id", "id_list")
 IMAGE_ENCODINGS = ("png", "jpeg", "raw", "auto")
-_DTYPES = {"image": "float32", "numeric": "float32", "id": "int64",
-           "id_list": "int64"}
+_DTYPES = {"image": "float32", "numeric": "float32", "category": "string",
+           "text": "string", "id": "int64", "id_list": "int64"}
+_DIMENSIONS = {"image": 3, "numeric": 1, "category": 0, "text": 0, "id": 0,
+               "id_list": 1}
+# How a missing value is filled (tfdist.data.tables --missing=fill): a
+# number by the training mean, a string by the unknown value.
+FILLS = {"numeric": ("", "mean"), "category": ("", "unknown"),
+         "text": ("", "unknown")}
+# A name a model input, a SavedModel signature and TensorFlow's op names
+# all take.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +52,26 @@ class Feature:
   """One input of the model.
 
   Attributes:
-    name: what the model (a dict key) and the serving signature call it.
+    name: what the model (a dict key) and the serving signature call it:
+      ASCII letters, digits and ``_``, starting with a letter.
     kind: one of KINDS (see the module docstring).
     shape: of one example as the model gets it: ``(H, W, C)`` for an
       image (in records, H and W are None when they vary), ``(n,)``
-      numeric, ``()`` an id, ``(None,)`` an id list.
+      numeric, ``()`` a category, a text or an id, ``(None,)`` an id list.
     key: its ``tf.train.Example`` key in the records (default: name).
     num_ids: ``id`` and ``id_list``: every id lies in ``[0, num_ids)``
       (an embedding table of that many rows takes them).
-    vocabulary: ``id`` made from strings (a CSV column): the string of
-      each id, in id order.
+    vocabulary: ``category``: the training split's values, sorted (any
+      other value is unknown); ``text``: the training split's most frequent
+      tokens (tf.keras TextVectorization's own, most frequent first).
     encoding: ``image``: png, jpeg, raw or auto (PNG or JPEG per record).
     mean, std: ``numeric``: each value's mean and standard deviation over
-      the training split, when known (for a normalisation layer).
+      the training split (float64, as computed), when known.
+    fill: how a missing value was left in the records (FILLS): ``mean``, a
+      number stored as NaN and filled with the mean in the model;
+      ``unknown``, a string stored empty (an unknown value); "" none.
+    columns: ``numeric`` made of several CSV columns: their names, one per
+      value, in order (one column: its name is the key).
   """
   name: str
   kind: str
@@ -60,18 +82,26 @@ class Feature:
   encoding: str = ""
   mean: Tuple[float, ...] = ()
   std: Tuple[float, ...] = ()
+  fill: str = ""
+  columns: Tuple[str, ...] = ()
 
   def __post_init__(self):
     where = f"feature {self.name!r}"
-    if not self.name or not self.name.replace("_", "a").isalnum():
-      raise ConfigError(f"{where}: a feature name is letters, digits and _ "
-                        "(it names a model input and a serving input)")
+    if not NAME_PATTERN.fullmatch(self.name or ""):
+      raise ConfigError(f"{where}: a feature name is ASCII letters, digits "
+                        "and _, starting with a letter (it names a model "
+                        "input and a serving input)")
     if self.kind not in KINDS:
       raise ConfigError(f"{where}: kind {self.kind!r} is not one of "
                         f"{', '.join(KINDS)}")
-    object.__setattr__(self, "shape", tuple(self.shape))
+    for name in ("shape", "vocabulary", "mean", "std", "columns"):
+      object.__setattr__(self, name, tuple(getattr(self, name)))
     object.__setattr__(self, "key", self.key or self.name)
-    expected = {"image": 3, "numeric": 1, "id": 0, "id_list": 1}[self.kind]
+    self._check_shape(where)
+    self._check_kind_fields(where)
+
+  def _check_shape(self, where: str) -> None:
+    expected = _DIMENSIONS[self.kind]
     if len(self.shape) != expected:
       raise ConfigError(f"{where}: a {self.kind} has {expected} dimensions, "
                         f"not shape {list(self.shape)}")
@@ -82,22 +112,46 @@ class Feature:
         or not all(d is None or _positive(d) for d in self.shape)):
       raise ConfigError(f"{where}: shape {list(self.shape)} must be positive "
                         "sizes")
+
+  def _check_kind_fields(self, where: str) -> None:
     if self.kind in ("id", "id_list") and self.num_ids < 1:
       raise ConfigError(f"{where}: an {self.kind} needs num_ids, how many "
                         "distinct ids there are (ids lie in [0, num_ids))")
     if self.kind == "image" and self.encoding not in IMAGE_ENCODINGS:
       raise ConfigError(f"{where}: encoding {self.encoding!r} is not one of "
                         f"{', '.join(IMAGE_ENCODINGS)}")
+    if self.kind in ("category", "text") and not self.vocabulary:
+      raise ConfigError(f"{where}: a {self.kind} needs its vocabulary (the "
+                        "training split's values or tokens)")
+    if self.vocabulary and self.kind not in ("category", "text"):
+      raise ConfigError(f"{where}: a vocabulary belongs to a category or a "
+                        f"text, not to a {self.kind}")
+    if self.fill not in FILLS.get(self.kind, ("",)):
+      raise ConfigError(f"{where}: fill {self.fill!r} is not one of "
+                        f"{', '.join(map(repr, FILLS.get(self.kind, ('',))))}")
+    width = self.shape[0] if self.kind == "numeric" else None
+    for name in ("mean", "std", "columns"):
+      value = getattr(self, name)
+      if value and (self.kind != "numeric" or len(value) != width):
+        raise ConfigError(f"{where}: {name} has {len(value)} values; it "
+                          f"belongs to a numeric feature, one per value")
+    if self.fill == "mean" and not self.mean:
+      raise ConfigError(f"{where}: fill 'mean' needs the mean")
 
   @property
   def dtype(self) -> str:
-    """The dtype the model gets (float32 or int64)."""
+    """The dtype the model gets (float32, string or int64)."""
     return _DTYPES[self.kind]
 
   @property
   def ragged(self) -> bool:
     """Whether a batch of it is a RaggedTensor (an id list)."""
     return self.kind == "id_list"
+
+  @property
+  def csv_columns(self) -> Tuple[str, ...]:
+    """The CSV columns its values come from (a table's feature)."""
+    return self.columns or (self.key,)
 
   def describe(self) -> str:
     """``name: kind dtype[shape]``, for lines and checkpoints."""
@@ -114,15 +168,12 @@ class Feature:
     """The manifest's entry: the fields that are set."""
     body = dataclasses.asdict(self)
     body["shape"] = list(self.shape)
-    return {k: v for k, v in body.items()
+    return {k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in body.items()
             if v not in ("", (), [], 0) or k in ("name", "kind", "shape")}
 
   @classmethod
   def from_json(cls, body: Mapping) -> "Feature":
-    body = dict(body)
-    for name in ("shape", "vocabulary", "mean", "std"):
-      if name in body:
-        body[name] = tuple(body[name])
     return cls(**body)
 
 
@@ -161,13 +212,10 @@ def single_image(features: Features) -> Optional[Feature]:
   return None
 
 
-def keras_inputs(features: Features):
-  """The Keras inputs of ``features``: the one input when there is one
-  feature, else a dict of them by name (what the model is called with)."""
-  inputs = {name: feature.keras_input() for name, feature in features.items()}
-  if len(inputs) == 1:
-    return next(iter(inputs.values()))
-  return inputs
+def keras_inputs(features: Features) -> dict:
+  """The Keras inputs of ``features``, a dict by name, also for one
+  feature: what the model is called with (the records' raw values)."""
+  return {name: feature.keras_input() for name, feature in features.items()}
 
 
 def signature(features: Features) -> dict:

@@ -10,8 +10,8 @@ known to train, after every input was checked. The test metrics
 (tfdist.evaluation) are measured on a plain copy of the trained model
 (tfdist.export.plain_copy), outside the strategy. Imports
 tfdist.checkpoint, cluster, config, console, contract, data.sources,
-evaluation, export, models, ps_save, runtime, sharding, tasks and trainable
-(tfdist.monitor once TensorFlow is loaded).
+evaluation, export, models, ps_save, runtime, serving, sharding, tasks and
+trainable (tfdist.monitor once TensorFlow is loaded).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from tfdist import export as export_lib
 from tfdist import models as models_lib
 from tfdist import ps_save
 from tfdist import runtime as runtime_lib
+from tfdist import serving
 from tfdist import sharding
 from tfdist import tasks
 from tfdist import trainable as trainable_lib
@@ -152,11 +153,7 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
                            variable_shards=config.variable_shards,
                            ps_tasks=sharding.num_ps(runtime.task))
   if config.tflite or config.tflite_quantize:
-    lists = [f.name for f in dataset.features.values() if f.ragged]
-    if lists:
-      raise ConfigError(f"--tflite: TFLite models take fixed-size inputs, "
-                        f"and {lists[0]!r} is a list of ids; drop --tflite "
-                        "(the SavedModel serves it)")
+    serving.check_tflite(dataset.features)
   if config.eval_every_epoch and dataset.task == "regression":
     raise ConfigError("--eval_every_epoch records test accuracy after each "
                       "epoch, which a regression has not; drop the flag (the "
@@ -387,8 +384,8 @@ def _write_outputs(runtime: runtime_lib.Runtime, model, result: dict, *,
     # runs before the runtime's finish, while the ps tasks still hold the
     # variables.
     result["export"] = export_lib.export(
-        model, model_fn=model_fn, features=dataset.features,
-        num_classes=dataset.num_outputs, export_dir=config.export_dir,
+        model, model_fn=model_fn, source=dataset,
+        export_dir=config.export_dir,
         probabilities=result["model_outputs"] == "probabilities",
         tflite=config.tflite, tflite_quantize=config.tflite_quantize,
         digest_fn=weights_digest)

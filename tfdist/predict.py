@@ -1,6 +1,7 @@
-r"""Predicts with an exported model: images, or records of any features.
+r"""Predicts with an exported model: CSV rows, images, or records.
 
-    python -m tfdist.predict --model=/tmp/export digit.png other.png
+    python -m tfdist.predict --model=/tmp/export rows.csv
+    python -m tfdist.predict --model=/tmp/export digit.png photo.jpg
     python -m tfdist.predict --model=/tmp/export/model.tflite \
         tfdist/datasets/mnist/t10k-images-idx3-ubyte.gz \
         --labels=tfdist/datasets/mnist/t10k-labels-idx1-ubyte.gz
@@ -9,17 +10,20 @@ r"""Predicts with an exported model: images, or records of any features.
 
 ``--model`` is an export directory (its newest version is used), one
 SavedModel version directory, or a ``.tflite`` file (tfdist.exported). The
-inputs are PNG images or an IDX images file (a model of one image), or
+inputs are CSV files (read as the converter read the training rows, by
+tfdist.data.csv_files and tfdist.data.rows, with or without the label
+columns), PNG or JPEG images or an IDX
+images file for a model of one image (tfdist.image_files), or
 ``--records``: TFRecord files with their manifest (python -m tfdist.data
-write), read as training reads them, their labels giving the accuracy.
-Each example gets one line ``NAME<TAB>CLASS<TAB>PROBABILITY``; the last
-line is one JSON object with the count and, with labels, the accuracy.
-Bad input is one ``error: ...`` line and exit status 2.
+write), read as training reads them. Each example gets one line (class
+names, labels or values: tfdist.scoring); the last line is one JSON object
+with the count and, with labels, the task's scores. Bad input is one
+``error: ...`` line and exit status 2, before TensorFlow starts wherever
+the input alone decides.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import sys
 from typing import Optional, Sequence
@@ -31,95 +35,23 @@ from tfdist import console
 from tfdist import data as data_lib
 from tfdist import errors
 from tfdist import exported
+from tfdist import image_files
+from tfdist import scoring
+from tfdist import serving
 from tfdist import tf_startup
+from tfdist.data import csv_files
+from tfdist.data import rows as rows_lib
 from tfdist.errors import ConfigError
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_GZIP_SIGNATURE = b"\x1f\x8b"
-# IDX magic numbers (tfdist.data checks them when reading).
-_IDX_IMAGES_MAGIC = data_lib._IMAGES_MAGIC  # pylint: disable=protected-access
-_IDX_LABELS_MAGIC = data_lib._LABELS_MAGIC  # pylint: disable=protected-access
-# Pillow's modes for 8-bit images, and the channels each decodes to.
-_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+CSV_SUFFIX = ".csv"
+# What an export of an older tfdist (no description) predicts: class ids.
+OLDER_TARGET = rows_lib.Target("classification", ())
 
 
-def _file_kind(path: str) -> str:
-  """``png`` or ``idx`` from a file's first bytes; ConfigError otherwise."""
-  if not os.path.isfile(path):
-    raise ConfigError(f"{path}: no such file; pass PNG images or an IDX "
-                      "images file")
-  with open(path, "rb") as f:
-    head = f.read(8)
-  if head.startswith(_PNG_SIGNATURE):
-    return "png"
-  if head.startswith(_GZIP_SIGNATURE):
-    try:
-      with gzip.open(path, "rb") as f:
-        head = f.read(4)
-    except (OSError, EOFError):
-      head = b""
-  if len(head) >= 4 and int.from_bytes(head[:4], "big") == _IDX_IMAGES_MAGIC:
-    return "idx"
-  raise ConfigError(f"{path} is neither a PNG image nor an IDX images file "
-                    "(e.g. t10k-images-idx3-ubyte.gz); pass PNG images or an "
-                    "IDX images file")
-
-
-def read_png(path: str) -> np.ndarray:
-  """An 8-bit PNG as a uint8 array ``(H, W, C)``."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  try:
-    with Image.open(path) as image:
-      image.load()
-  except (OSError, SyntaxError, ValueError) as e:
-    raise ConfigError(f"{path}: not a readable PNG ({e}); re-save it as an "
-                      "8-bit PNG")
-  if image.mode == "1":
-    image = image.convert("L")  # 1-bit: black and white at 0 and 255
-  elif image.mode == "P":
-    image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-  if image.mode not in _CHANNELS:
-    raise ConfigError(f"{path}: a {image.mode} PNG; re-save it as an 8-bit "
-                      "grayscale or RGB PNG")
-  return np.asarray(image, dtype=np.uint8).reshape(
-      image.height, image.width, _CHANNELS[image.mode])
-
-
-def _check_shape(path: str, shape: tuple, expected: tuple) -> None:
-  if tuple(shape) == tuple(expected):
-    return
-  height, width, channels = expected
-  if tuple(shape[:2]) != (height, width):
-    raise ConfigError(f"{path} is {shape[1]}x{shape[0]} pixels, the model "
-                      f"takes {width}x{height}; resize it to {width}x{height}")
-  kind = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
-  raise ConfigError(f"{path} has {shape[2]} channels, the model takes "
-                    f"{channels} ({kind}); convert it to {kind}")
-
-
-def read_inputs(paths: Sequence[str], *, image_shape: tuple) -> tuple:
-  """Reads PNG files and IDX images files into (names, uint8 images).
-
-  Raises:
-    ConfigError: a file that is neither, or an image whose size or channels
-      differ from ``image_shape``; the message names the file.
-  """
-  names, batches = [], []
-  for path in paths:
-    if _file_kind(path) == "png":
-      image = read_png(path)
-      _check_shape(path, image.shape, image_shape)
-      names.append(path)
-      batches.append(image[None])
-    else:
-      images = data_lib.read_idx(path, expect_magic=_IDX_IMAGES_MAGIC)[..., None]
-      _check_shape(path, images.shape[1:], image_shape)
-      names.extend(f"{path}[{i}]" for i in range(len(images)))
-      batches.append(images)
-  return names, np.concatenate(batches)
-
-
-def _read_records(pattern: str, loaded: exported.Model) -> tuple:
-  """(names, {input: array}, labels) of every record of ``pattern``."""
+def _read_records(pattern: str, loaded: exported.Model,
+                  target: rows_lib.Target) -> tuple:
+  """(names, {input: array}, labels, target) of every record of
+  ``pattern``; an older export's target is the records'."""
   from tfdist.data import records  # pylint: disable=g-import-not-at-top
   from tfdist.data import sources  # pylint: disable=g-import-not-at-top
   files, spec = sources.open_split(pattern, image_shape=loaded.image_shape)
@@ -130,11 +62,25 @@ def _read_records(pattern: str, loaded: exported.Model) -> tuple:
                       f"{missing[0]!r}, which these records lack (they have "
                       f"{', '.join(features)}); pass the records the model "
                       "was trained on")
+  theirs = serving.target_of(spec)
+  if loaded.found.description is None:
+    target = theirs
+  elif (theirs.task, theirs.class_names) != (target.task, target.class_names):
+    raise ConfigError(f"--records={pattern}: the records are "
+                      f"{_task(theirs)}, the model predicts {_task(target)}; "
+                      "pass records of the data the model was trained on")
   with records.reading(files):
     inputs, labels = records.serving_inputs(files, spec)
   names = [f"{path}[{i}]" for path, count in _counts(files) for i in
            range(count)]
-  return names, inputs, labels
+  return names, inputs, labels, target
+
+
+def _task(target: rows_lib.Target) -> str:
+  """``classification of CLASSES`` or ``TASK of LABELS``, for lines."""
+  names = (target.class_names if target.task == "classification"
+           else target.label_names)
+  return f"{target.task} of {', '.join(names)}"
 
 
 def _counts(files) -> list:
@@ -144,61 +90,160 @@ def _counts(files) -> list:
 
 def _read_images(inputs: Sequence[str], labels: Optional[str],
                  loaded: exported.Model) -> tuple:
-  """(names, {input: images}, labels or None) of PNG or IDX inputs."""
+  """(names, {input: images}, labels or None) of image or IDX inputs."""
   if loaded.image_shape is None:
     raise ConfigError(f"{loaded.path} takes {', '.join(loaded.inputs)}, not "
-                      "one image: pass --records=PATTERN of its records")
-  names, images = read_inputs(inputs, image_shape=loaded.image_shape)
+                      "one image: pass CSV rows or --records=PATTERN")
+  image_files.check_all(inputs, loaded.image_shape)
+  names, images = image_files.read(inputs, image_shape=loaded.image_shape)
   truth = None
   if labels is not None:
-    truth = data_lib.read_idx(labels, expect_magic=_IDX_LABELS_MAGIC)
+    truth = data_lib.read_idx(labels,
+                              expect_magic=image_files.IDX_LABELS_MAGIC)
     if len(truth) != len(images):
       raise ConfigError(f"--labels={labels} has {len(truth)} labels for "
                         f"{len(images)} images; use the matching labels file")
+  if loaded.found.description is None:
+    console.info(f"{loaded.path} has no class names (an export of an older "
+                 "tfdist): printing class ids; export the model again to "
+                 "print names")
   return names, {next(iter(loaded.inputs)): images}, truth
 
 
-def _check_inputs(inputs: Sequence[str], labels: Optional[str],
-                  records_pattern: Optional[str]) -> None:
-  """What can be checked before a model is loaded (no TensorFlow)."""
+def _input_kind(inputs: Sequence[str], labels: Optional[str],
+                records_pattern: Optional[str]) -> str:
+  """``csv``, ``images`` or ``records``; ConfigError for a mix."""
   if records_pattern and (inputs or labels):
     raise ConfigError("--records reads examples and their labels: drop the "
-                      "image inputs and --labels")
-  if not records_pattern and not inputs:
-    raise ConfigError("nothing to predict: pass PNG images, an IDX images "
-                      "file, or --records=PATTERN")
+                      "other inputs and --labels")
+  if records_pattern:
+    return "records"
+  if not inputs:
+    raise ConfigError(f"nothing to predict: pass CSV files, "
+                      f"{image_files.WHAT}, or --records=PATTERN")
+  tables = [p for p in inputs if p.lower().endswith(CSV_SUFFIX)]
+  if tables and len(tables) != len(inputs):
+    raise ConfigError(f"{tables[0]} is a CSV file among images; predict "
+                      "either CSV files or images")
+  if tables and labels is not None:
+    raise ConfigError(f"--labels is for an IDX images file; {tables[0]} "
+                      "holds its own label columns")
+  return "csv" if tables else "images"
+
+
+def _check_images(inputs: Sequence[str], labels: Optional[str],
+                  found: exported.Found) -> None:
+  """What can be checked of image inputs before a model is loaded."""
   for path in inputs:
-    _file_kind(path)
-  if labels is not None and (len(inputs) != 1
-                             or _file_kind(inputs[0]) != "idx"):
+    image_files.file_kind(path)
+  if labels is not None and (len(inputs) != 1 or
+                             image_files.file_kind(inputs[0]) != "idx"):
     raise ConfigError(f"--labels={labels} needs exactly one IDX images "
                       "file as input, in the same order")
+  features = found.description.features if found.description else {}
+  image = next(iter(features.values())) if len(features) == 1 else None
+  if image is not None and image.kind == "image":
+    image_files.check_all(inputs, image.shape)
+
+
+def _csv_header(path: str, target: rows_lib.Target) -> tuple:
+  """``(header, whether its rows carry the labels)`` of a CSV file read as
+  the converter reads one; ConfigError for some label columns without the
+  others."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path}: no such file")
+  header = csv_files.read_header(path)
+  present = [c for c in target.label_names if c in header]
+  if present and len(present) != len(target.label_names):
+    missing = [c for c in target.label_names if c not in header]
+    raise ConfigError(f"{path}: label column {present[0]!r} without "
+                      f"{missing[0]!r}; give every label column "
+                      f"({', '.join(target.label_names)}) or none")
+  return header, bool(present)
+
+
+def _label(row: dict, target: rows_lib.Target, where: str):
+  try:
+    return rows_lib.target_value(row, target, where=where)
+  except ConfigError as e:
+    raise ConfigError(f"{e}; or remove the label column(s) to predict "
+                      "without scoring") from None
+
+
+def _read_csv(paths: Sequence[str], found: exported.Found) -> tuple:
+  """(names, {feature: array [N, ...]}, labels or None) of every row of
+  the CSV files, each read by tfdist.data.rows as the converter read the
+  training rows; labels when the files have the label columns."""
+  if found.description is None:
+    raise ConfigError(f"{found.path} is an export of an older tfdist, "
+                      "without the description of the CSV columns it reads; "
+                      "export the model again (train with --export_dir), or "
+                      "predict on --records=PATTERN")
+  features, target = found.description.features, found.description.target
+  for name, feature in features.items():
+    if feature.kind not in serving.TABLE_KINDS:
+      raise ConfigError(f"the model takes {name!r}, an {feature.kind} "
+                        "feature, which no CSV row holds; pass images or "
+                        "--records=PATTERN")
+  names, values, labels, scored = [], [], [], set()
+  for path in paths:
+    header, labelled = _csv_header(path, target)
+    scored.add(labelled)
+    table = csv_files.Table(path, {"rows": path}, {"rows": None}, header)
+    before = len(names)
+    for where, row in csv_files.rows(table, "rows"):
+      names.append(where)
+      values.append(rows_lib.feature_values(row, features.values(),
+                                            where=where))
+      if labelled:
+        labels.append(_label(row, target, where))
+    if len(names) == before:
+      raise ConfigError(f"{path}: a header and no rows; give it the rows "
+                        "to predict")
+  if len(scored) > 1:
+    raise ConfigError(f"{', '.join(paths)}: some files have the label "
+                      "columns and some not; score them apart")
+  inputs = {name: np.array([v[name] for v in values], dtype=np.float32
+                           if f.kind == "numeric" else object)
+            for name, f in features.items()}
+  truth = None
+  if labels:
+    truth = np.array(labels, dtype=np.int64 if target.task ==
+                     "classification" else np.float32)
+  return names, inputs, truth
 
 
 def predict(*, model: str, inputs: Sequence[str] = (),
             labels: Optional[str] = None, records: Optional[str] = None,
             signature: str = "serving_default", out=sys.stdout) -> dict:
-  """Prints one line per example and returns the summary (accuracy when
-  there are labels).
+  """Prints one line per example and returns the summary (the task's
+  scores when there are labels).
 
   Inputs are checked before the model is loaded where no model is needed,
-  so a wrong file is reported before TensorFlow starts.
+  so a wrong file or row is reported before TensorFlow starts.
   """
-  kind, resolved = exported.resolve_model(model)
-  _check_inputs(inputs, labels, records)
-  loaded = exported.load_model(model, signature=signature)
-  if records:
-    names, values, truth = _read_records(records, loaded)
-  else:
+  found = exported.resolve_model(model)
+  kind = _input_kind(inputs, labels, records)
+  target = (found.description.target if found.description
+            else OLDER_TARGET)
+  if kind == "csv":
+    names, values, truth = _read_csv(inputs, found)
+  elif kind == "images":
+    _check_images(inputs, labels, found)
+  loaded = exported.load_model(found, signature=signature)
+  if kind == "records":
+    names, values, truth, target = _read_records(records, loaded, target)
+  elif kind == "images":
     names, values, truth = _read_images(inputs, labels, loaded)
-  probabilities, classes = loaded.predict_fn(values)
-  for name, predicted, p in zip(names, classes, probabilities):
-    out.write(f"{name}\t{predicted}\t{p[predicted]:.4f}\n")
-  summary = {"model": resolved, "format": kind, "signature": signature,
-             "examples" if records else "images": len(classes)}
+  outputs = loaded.predict_fn(values)
+  for line in scoring.lines(names, outputs, target):
+    out.write(line + "\n")
+  summary = {"model": found.path, "format": found.format,
+             "signature": signature, "ml_task": target.task,
+             {"records": "examples", "csv": "rows",
+              "images": "images"}[kind]: len(names)}
   if truth is not None:
-    correct = int(np.sum(classes == truth))
-    summary.update(correct=correct, accuracy=round(correct / len(truth), 5))
+    summary.update(scoring.scores(outputs, truth, target))
   return summary
 
 
@@ -213,13 +258,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--labels", help="IDX labels file for an IDX images "
                       "input: prints the accuracy")
   parser.add_argument("--signature", default="serving_default",
-                      help="serving_default (uint8 input) or serving_float "
-                      "(0..1 floats); SavedModel only")
+                      help="serving_default (raw inputs) or serving_float "
+                      "(an image as 0..1 floats); SavedModel only")
   parser.add_argument("--records", help="TFRecord files with a manifest "
                       "(a glob or comma-separated): predicts every record and "
-                      "prints the accuracy against its labels")
+                      "scores it against its labels")
   parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                      help="PNG images or one IDX images file")
+                      help="CSV files (with or without the label columns: "
+                      "scored when present), PNG or JPEG images, or one IDX "
+                      "images file")
   args = parser.parse_args(argv)
 
   def predict_and_summarise() -> int:

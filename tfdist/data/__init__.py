@@ -5,8 +5,8 @@ Owns where the data comes from (:func:`resolve_source`: TFRecord files,
 ``tfdist/datasets/mnist``), loading small data (MNIST IDX files, synthetic
 images) into memory, and that in-memory input pipeline. Files and TFDS
 stream instead (tfdist.data.sources, records, window, tfds_stream), behind the same
-interface. Imports tfdist.errors and tfdist.console; TensorFlow only inside
-the functions that need it.
+interface. Imports tfdist.errors, console, features and data.parsing (the
+examples' weights); TensorFlow only inside the functions that need it.
 
 Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
 ``--mnist_dir`` is reported at once. :func:`make_dataset_fn` turns arrays
@@ -28,6 +28,7 @@ import numpy as np
 
 from tfdist import console
 from tfdist import features as features_lib
+from tfdist.data import parsing
 from tfdist.errors import ConfigError
 
 SOURCES = ("tfrecord", "tfds", "idx", "synthetic")
@@ -52,6 +53,8 @@ IDX_FILES = {
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 MNIST_SHAPE = (28, 28, 1)
+# The feature name of an image dataset's images (the model's input).
+IMAGE_NAME = "images"
 # Random images' default shape (--data=synthetic without --image_shape).
 SYNTHETIC_SHAPE = (28, 28, 1)
 
@@ -81,7 +84,8 @@ class Dataset:
   @property
   def features(self) -> dict:
     """One feature: the images (tfdist.features)."""
-    image = features_lib.image_feature(self.image_shape, encoding="raw")
+    image = features_lib.image_feature(self.image_shape, name=IMAGE_NAME,
+                                       encoding="raw")
     return {image.name: image}
 
 
@@ -318,8 +322,10 @@ def load(source: Source, *, synthetic_shape=SYNTHETIC_SHAPE,
 
 
 def make_dataset_fn(split: Split, *, global_batch_size: int,
-                    shuffle_seed: Optional[int] = 0):
-  """Returns ``dataset_fn(input_context)`` for ``DatasetCreator``.
+                    shuffle_seed: Optional[int] = 0, class_weights=()):
+  """Returns ``dataset_fn(input_context)`` for ``DatasetCreator``: batches
+  of ``({"images": float32 images}, labels)``, with each example's weight
+  third when ``class_weights`` are given.
 
   The same function serves all three strategies: Keras calls it once per
   input pipeline (one per worker under multiworker, on each worker under ps).
@@ -329,6 +335,7 @@ def make_dataset_fn(split: Split, *, global_batch_size: int,
     global_batch_size: examples per step over all replicas.
     shuffle_seed: base seed; None draws a fresh seed per pipeline (under ps,
       where pipelines cannot tell each other apart and should differ).
+    class_weights: () or each class's weight, by class index.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   images, labels = split.images, split.labels
@@ -357,8 +364,12 @@ def make_dataset_fn(split: Split, *, global_batch_size: int,
 
     def gather(indices):
       # Scale after batching: one vectorised op per batch.
-      return (tf.cast(tf.gather(shard_images, indices), tf.float32) / 255.0,
-              tf.gather(shard_labels, indices))
+      images = tf.cast(tf.gather(shard_images, indices), tf.float32) / 255.0
+      labels = tf.gather(shard_labels, indices)
+      if not class_weights:
+        return {IMAGE_NAME: images}, labels
+      return {IMAGE_NAME: images}, labels, parsing.weights_of(
+          tf, labels, class_weights=class_weights)
 
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)

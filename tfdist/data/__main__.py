@@ -8,9 +8,10 @@ and a manifest.json from SOURCE, one of:
   * a folder of images, ``CLASS_NAME/*.png|jpg`` (or ``train/`` and
     ``test/`` folders in that layout);
   * ``tfds:NAME`` for a TFDS dataset prepared in --tfds_data_dir;
-  * a table with a header row, ``--label=COLUMN`` naming the class column:
-    a directory with ``train.csv`` and ``test.csv``, or one CSV file split
-    by ``--test_fraction`` (tfdist.data.tables).
+  * a table, CSV with a header row, ``--label=COLUMN`` naming what to
+    predict: a directory with ``train.csv`` and ``test.csv``, or one CSV
+    file split by ``--test_fraction`` (tfdist.data.tables; what each column
+    becomes: tfdist.data.columns and targets).
 
 ``verify --train_files=PATTERN --test_files=PATTERN`` reads every record
 through and prints the counts as one JSON line. Bad input is one ``error:``
@@ -28,12 +29,15 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # pylint: disable=wrong-import-position
 from tfdist import cli
 from tfdist import console
+from tfdist import tf_startup
 from tfdist import data as data_lib
 from tfdist.data import convert
+from tfdist.data import csv_files
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import shards
 from tfdist.data import sources
 from tfdist.data import tables
+from tfdist.data import targets
 from tfdist.errors import ConfigError
 
 
@@ -44,7 +48,9 @@ def _parser() -> cli.OneLineParser:
                                    parser_class=cli.OneLineParser)
   write = commands.add_parser("write", help="write TFRecord shards")
   write.add_argument("--source", required=True,
-                     help="MNIST IDX directory, image folder or tfds:NAME")
+                     help="a CSV file or a directory of train.csv and "
+                     "test.csv; an MNIST IDX directory, an image folder or "
+                     "tfds:NAME")
   write.add_argument("--out_dir", required=True)
   write.add_argument("--shards", type=int, default=4,
                      help="files per split")
@@ -57,7 +63,23 @@ def _parser() -> cli.OneLineParser:
                      help="a folder without train/test folders: every n-th "
                      "image of each class is a test example")
   write.add_argument("--label", default=None,
-                     help="a table's class column (class ids or names)")
+                     help="CSV: the column(s) to predict, comma-separated")
+  write.add_argument("--task", default="",
+                     help="CSV: classification, regression or multilabel "
+                     "(default: from the labels' values, said in one line)")
+  write.add_argument("--columns", default="",
+                     help="CSV: NAME:KIND,... with KIND number, category, "
+                     "text or drop, instead of what the values suggest")
+  write.add_argument("--drop", default="",
+                     help="CSV: columns that are no feature, comma-separated")
+  write.add_argument("--weight", default="",
+                     help="CSV: a column of each example's weight (>= 0)")
+  write.add_argument("--missing", default=None,
+                     help="CSV: error (a missing value is an error line) or "
+                     "fill (numbers: the training mean; strings: unknown)")
+  write.add_argument("--max_tokens", type=int, default=None,
+                     help="CSV: a text column's vocabulary, its most "
+                     f"frequent tokens (default {tables.MAX_TOKENS:,})")
   write.add_argument("--test_fraction", type=float, default=0.0,
                      help="one CSV file: the share of rows that become the "
                      "test split (a seeded random pick)")
@@ -75,23 +97,32 @@ def _parser() -> cli.OneLineParser:
   return parser
 
 
+# The write flags that only a table takes.
+TABLE_FLAGS = ("label", "test_fraction", "task", "columns", "drop", "weight",
+               "missing", "max_tokens")
+
+
 def _is_table(source: str) -> bool:
   return source.lower().endswith(".csv") or os.path.isfile(
-      os.path.join(source, tables.SPLIT_FILES["train"]))
+      os.path.join(source, csv_files.SPLIT_FILES["train"]))
 
 
 def _write(args, keys) -> manifest_lib.Manifest:
   if _is_table(args.source):
-    if not args.label:
-      raise ConfigError(f"--source={args.source} is a table: name its class "
-                        "column with --label=COLUMN")
-    table = tables.open_table(args.source, label=args.label,
-                              test_fraction=args.test_fraction,
-                              seed=args.seed)
-    return tables.write(table, out_dir=args.out_dir, num_shards=args.shards,
+    choices = targets.Choices.from_flags(
+        label=args.label, task=args.task, columns=args.columns,
+        drop=args.drop, weight=args.weight,
+        missing=args.missing or "error")
+    table = csv_files.open_table(args.source,
+                                 test_fraction=args.test_fraction,
+                                 seed=args.seed, check=choices.check)
+    return tables.write(table, choices, out_dir=args.out_dir,
+                        num_shards=args.shards,
+                        max_tokens=(tables.MAX_TOKENS if args.max_tokens is None
+                                    else args.max_tokens),
                         progress_every=args.progress_every)
-  for flag in ("label", "test_fraction"):
-    if getattr(args, flag):
+  for flag in TABLE_FLAGS:
+    if getattr(args, flag) not in (None, "", 0.0):
       raise ConfigError(f"--{flag} is for a table (a CSV file, or a directory "
                         f"with train.csv); {args.source} is not one")
   return convert.write(
@@ -113,12 +144,16 @@ def _source(args) -> convert.Source:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  # A text column's vocabulary starts TensorFlow's runtime: no cuInit error
+  # line on a machine without a GPU.
+  tf_startup.prepare(os.environ, has_gpu=tf_startup.has_gpu_device())
   keys = manifest_lib.FeatureKeys(image=args.image_key, label=args.label_key)
   if args.command == "write":
     manifest = _write(args, keys)
     console.result({"out_dir": args.out_dir,
                     "counts": {s: f.total for s, f in manifest.splits.items()},
                     "features": [f.describe() for f in manifest.features],
+                    "task": manifest.task,
                     "num_classes": manifest.num_classes})
   else:
     console.result(sources.verify(args.train_files, args.test_files,

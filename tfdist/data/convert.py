@@ -12,10 +12,18 @@ encoded bytes are stored as they are, and every image must have the size of
 the first (a ConfigError names the first that differs). With ``image_size=S``
 each image is resized so its shorter side is S, centre-cropped to S x S and
 re-encoded in its own format (JPEG at quality 95).
+
+Channels: the records' image has the most channels any image has (at most
+3): a folder that mixes grayscale and colour images is read as RGB, each
+grayscale image repeated in the three channels when decoded (one line
+says so; tfdist.predict reads a user's images the same way, see
+tfdist.image_files). A folder needs two class folders or more, each with
+an image: an empty one would still be a class and shift the ids.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -32,6 +40,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_FOLDERS = {"train": "train", "test": "test", "validation": "test",
                  "val": "test"}
 JPEG_QUALITY = 95
+_CHANNEL_NAMES = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}
 
 
 @dataclasses.dataclass
@@ -64,42 +73,74 @@ def mnist_source(directory: str) -> Source:
                  for s in ("train", "test")})
 
 
-def _class_files(root: str) -> Tuple[List[str], List[Tuple[str, int]]]:
-  classes = sorted(d for d in os.listdir(root)
-                   if os.path.isdir(os.path.join(root, d)))
-  files = [(os.path.join(root, c, f), label)
-           for label, c in enumerate(classes)
-           for f in sorted(os.listdir(os.path.join(root, c)))
-           if f.lower().endswith(IMAGE_SUFFIXES)]
-  if not classes or not files:
-    raise ConfigError(f"--source={root}: no CLASS_NAME/*.png|jpg images in "
-                      "it; lay the images out one folder per class")
+def _class_files(root: str, report: Callable[[str], None]
+                 ) -> Tuple[List[str], List[Tuple[str, int]]]:
+  """The class folders of ``root`` (sorted) and their image files, each
+  with its class id; hidden files and folders (``.*``) are not looked at."""
+  classes = sorted(d for d in os.listdir(root) if not d.startswith(".")
+                   and os.path.isdir(os.path.join(root, d)))
+  if len(classes) < 2:
+    raise ConfigError(f"--source={root}: "
+                      + (f"one class folder, {classes[0]!r}" if classes
+                         else "no class folder")
+                      + "; a classifier needs two or more classes: lay the "
+                      "images out one folder per class")
+  files, skipped = [], []
+  for label, name in enumerate(classes):
+    listed = sorted(f for f in os.listdir(os.path.join(root, name))
+                    if not f.startswith("."))
+    images = [f for f in listed if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not images:
+      raise ConfigError(f"--source={root}: class folder {name!r} holds no "
+                        f"{'/'.join(IMAGE_SUFFIXES)} image; add its images "
+                        "or remove the folder (it would still be a class)")
+    files.extend((os.path.join(root, name, f), label) for f in images)
+    skipped.extend(os.path.join(root, name, f) for f in listed
+                   if f not in images)
+  if skipped:
+    report(f"{len(skipped)} files in the class folders of {root} are not "
+           f"{'/'.join(IMAGE_SUFFIXES)} images and are left out (first: "
+           f"{skipped[0]})")
   return classes, files
 
 
-def folder_source(root: str, *, test_every: int = 10) -> Source:
+def _split_layout(root: str, present: List[str], report) -> tuple:
+  """``(classes, {split: files})`` of ``root/train`` and its test folder."""
+  tests = [d for d in present if d != "train"]
+  if len(tests) != 1:
+    raise ConfigError(f"--source={root}: "
+                      + (f"{' and '.join(t + '/' for t in tests)}: keep one "
+                         "test folder" if tests else
+                         "train/ and no test/ (or val/, validation/): add "
+                         "the test images, or put the class folders in "
+                         "--source itself and let --test_every split them"))
+  layout = {split: _class_files(os.path.join(root, folder), report)
+            for split, folder in (("train", "train"), ("test", tests[0]))}
+  if layout["train"][0] != layout["test"][0]:
+    raise ConfigError(f"--source={root}: the split folders have different "
+                      "class folders; give each split every class")
+  return layout["train"][0], {split: listed
+                              for split, (_, listed) in layout.items()}
+
+
+def folder_source(root: str, *, test_every: int = 10,
+                  report: Callable[[str], None] = console.info) -> Source:
   """Images in ``root/CLASS_NAME/*``, or in ``root/{train,test}/CLASS/*``.
 
-  Classes are the folder names, sorted (label i is the i-th name). Without
-  split folders every ``test_every``-th image of each class (sorted by file
-  name) is a test example.
+  Classes are the folder names, sorted (label i is the i-th name); a
+  folder needs at least two, each with an image. Without split folders
+  every ``test_every``-th image of each class (sorted by file name) is a
+  test example (docs/data.md, Image folders).
   """
   if not os.path.isdir(root):
     raise ConfigError(f"--source={root} is not a directory of class folders")
   present = [d for d in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, d))]
   if "train" in present:
-    layout = {SPLIT_FOLDERS[d]: _class_files(os.path.join(root, d))
-              for d in present}
-    names = {tuple(classes) for classes, _ in layout.values()}
-    if len(names) > 1:
-      raise ConfigError(f"--source={root}: the split folders have different "
-                        "class folders; give each split every class")
-    classes = layout["train"][0]
-    files = {split: listed for split, (_, listed) in layout.items()}
+    classes, files = _split_layout(root, present, report)
   else:
     if test_every < 2:
       raise ConfigError(f"--test_every={test_every}: must be >= 2")
-    classes, listed = _class_files(root)
+    classes, listed = _class_files(root, report)
     rank = {}
     files = {"train": [], "test": []}
     for path, label in listed:
@@ -204,16 +245,19 @@ def _example(tf, keys: manifest_lib.FeatureKeys, encoded: bytes, fmt: str,
 
 
 class _Shapes:
-  """The stored image shape: every image's height and width must agree."""
+  """The stored image shape: every image's height and width must agree;
+  the channels are the most any image has (at most 3: RGB)."""
 
   def __init__(self, image_size: Optional[int]):
     self.image_size = image_size
     self.first = None
     self.channels = 1
     self.formats = set()
+    self.counts = collections.Counter()  # images by their channels
 
   def check(self, name: str, shape: tuple, fmt: str) -> None:
     self.formats.add(fmt)
+    self.counts[int(shape[2])] += 1
     self.channels = max(self.channels, min(int(shape[2]), 3))
     if self.first is None:
       self.first = (name, tuple(int(x) for x in shape[:2]))
@@ -226,6 +270,20 @@ class _Shapes:
   @property
   def shape(self) -> tuple:
     return self.first[1] + (self.channels,)
+
+  def mixed(self) -> Optional[str]:
+    """The line that says how images of several channel counts are read
+    (every one decoded with ``channels``, as predict decodes them), or
+    None when they agree."""
+    if len(self.counts) < 2:
+      return None
+    kinds = ", ".join(f"{count} {_CHANNEL_NAMES.get(c, f'{c}-channel')}"
+                      for c, count in sorted(self.counts.items()))
+    how = ("grayscale repeated in the three colour channels, an alpha "
+           "channel dropped" if self.channels == 3 else
+           "an alpha channel added or dropped")
+    return (f"the images mix channels ({kinds}): every image is read with "
+            f"{self.channels} ({how}); predict reads images so too")
 
   @property
   def encoding(self) -> str:
@@ -280,6 +338,9 @@ def write(source: Source, *, out_dir: str, num_shards: int,
   shapes = _Shapes(image_size)
 
   def manifest(splits):
+    mixed = shapes.mixed()
+    if mixed:
+      report(mixed)
     image = features_lib.image_feature(shapes.shape, key=keys.image,
                                        encoding=shapes.encoding)
     return manifest_lib.Manifest(

@@ -1,9 +1,12 @@
 """What a set of TFRecord shards holds, written beside them as JSON.
 
 Owns: the keys of an image record (:class:`FeatureKeys`), the manifest
-(:class:`Manifest`: classes, the features of a record, the label's key, and
-per split its files with their example counts and sizes) and the checks
-that it agrees with the files on disk. Imports tfdist.errors and
+(:class:`Manifest`: the task and its labels or classes, the features of a
+record, the label's and the weight's keys, and per split its files with
+their example counts and sizes), the checks that it agrees with the files
+on disk, and which older manifests still read (image and id records) and
+which must be rewritten (tables of the second layout, whose records hold
+preprocessed values). Imports tfdist.errors and
 tfdist.features, and TensorFlow lazily (tf.io.gfile, so manifests on any
 filesystem TensorFlow opens, e.g. ``gs://``, are read).
 """
@@ -20,8 +23,13 @@ from tfdist import features as features_lib
 from tfdist.errors import ConfigError
 
 MANIFEST_NAME = "manifest.json"
-# The layout written: 2 lists features (1, the first, held one image).
-FORMAT = 2
+# The layout written: 3 adds the task, labels and weights and keeps raw
+# values in the records; 2 listed features (1, the first, held one image).
+FORMAT = 3
+TASKS = ("classification", "regression", "multilabel")
+REWRITE = ("written by an older tfdist (string columns stored as ids, "
+           "statistics rounded): rewrite the records with python -m "
+           "tfdist.data write")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +63,44 @@ class SplitFiles:
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-  """Everything a reader needs that flags would otherwise say: the classes,
-  the features of a record (tfdist.features.Feature: name, kind, key,
-  shape, ...), the label's key and the files of each split."""
+  """Everything a reader needs that flags would otherwise say.
+
+  Attributes:
+    num_classes: the model's outputs: classification, the classes; else
+      the label columns (see :attr:`num_outputs`).
+    class_names: classification: the classes (label i is the i-th);
+      multilabel: the label columns; regression: none.
+    features: of a record (tfdist.features.Feature).
+    label_key: the label's record key: classification, an int64 class
+      index; regression, ``len(label_names)`` floats; multilabel as many 0
+      or 1 floats.
+    splits: each split's files.
+    source: the dataset's name.
+    task: one of TASKS.
+    label_names: the label column(s) (image datasets: ``label``).
+    weight_key: "" or the key of a float weight per example.
+    class_counts: classification: the training split's examples per class,
+      by class name (empty when the writer did not count them).
+  """
   num_classes: int
   class_names: List[str]
   features: Tuple[features_lib.Feature, ...]
   label_key: str
   splits: Dict[str, SplitFiles]
   source: str = ""
+  task: str = "classification"
+  label_names: List[str] = dataclasses.field(default_factory=lambda: ["label"])
+  weight_key: str = ""
+  class_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.task not in TASKS:
+      raise ValueError(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+
+  @property
+  def num_outputs(self) -> int:
+    """The width of the model's output."""
+    return self.num_classes
 
   @property
   def image(self) -> Optional[features_lib.Feature]:
@@ -75,6 +112,9 @@ class Manifest:
             "class_names": list(self.class_names),
             "features": [f.to_json() for f in self.features],
             "label_key": self.label_key, "source": self.source,
+            "task": self.task, "label_names": list(self.label_names),
+            "weight_key": self.weight_key,
+            "class_counts": dict(self.class_counts),
             "splits": {name: dataclasses.asdict(s)
                        for name, s in self.splits.items()},
             "counts": {name: s.total for name, s in self.splits.items()}}
@@ -85,9 +125,15 @@ class Manifest:
     try:
       body = json.loads(text)
       body.pop("counts", None)
-      body.pop("format", None)
+      layout = body.pop("format", 1)
       if "features" not in body:
         body = _from_image_layout(body)
+      old_table = layout < 3 and any(map(_preprocessed, body["features"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+      raise _not_a_manifest(path, e) from None
+    if old_table:
+      raise ConfigError(f"{path}: {REWRITE}")
+    try:
       body["features"] = tuple(features_lib.Feature.from_json(f)
                                for f in body["features"])
       features_lib.by_name(body["features"])  # no name twice
@@ -95,9 +141,20 @@ class Manifest:
                         for name, s in body["splits"].items()}
       return cls(**body)
     except (ValueError, KeyError, TypeError) as e:
-      raise ConfigError(f"{path}: not a tfdist manifest ({type(e).__name__}: "
-                        f"{e}); rewrite it with python -m tfdist.data "
-                        "write") from None
+      raise _not_a_manifest(path, e) from None
+
+
+def _not_a_manifest(path: str, error: Exception) -> ConfigError:
+  return ConfigError(f"{path}: not a tfdist manifest ({type(error).__name__}: "
+                     f"{error}); rewrite it with python -m tfdist.data write")
+
+
+def _preprocessed(feature: dict) -> bool:
+  """A feature of the second layout's tables: an id made from strings (its
+  vocabulary), or numbers stored with their statistics (standardised by
+  the model functions of that time)."""
+  return bool(feature.get("vocabulary") and feature.get("kind") == "id"
+              or feature.get("mean") or feature.get("std"))
 
 
 def _from_image_layout(body: dict) -> dict:

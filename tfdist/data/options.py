@@ -10,7 +10,9 @@ Imports tfdist.errors, tfdist.data (its sources) and tfdist.data.manifest
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import json
+import math
+from typing import Mapping, Optional, Sequence, Tuple
 
 from tfdist import data as data_lib
 from tfdist.data.manifest import FeatureKeys
@@ -56,6 +58,12 @@ class DataConfig:
       "", "height,width,channels of the model's images: of --data=synthetic "
       "(default 28,28,1); for --data=tfrecord and tfds the stored images are "
       "cropped (or upscaled) to it (default: their own shape).")
+  class_weight: str = _setting(
+      "", "Classification: weight each training example by its class: "
+      "balanced (n / (classes x the class's examples), from the training "
+      "split's counts) or a JSON object {\"class name\": weight} (classes "
+      "left out weigh 1). Multiplies a weight column's weights; test metrics "
+      "are not weighted.")
 
   def __post_init__(self):
     if self.data not in data_lib.CHOICES:
@@ -76,6 +84,7 @@ class DataConfig:
       raise ConfigError(f"--num_classes={self.num_classes}: must be 1 or "
                         "more (0 = from the manifest)")
     self.model_image_shape()  # checks --image_shape
+    self._class_weight_setting()  # checks --class_weight
     if self.dataset != "mnist" and kind in ("synthetic", "tfrecord"):
       reads = {"synthetic": "makes random images of --image_shape",
                "tfrecord": "reads --train_files"}[kind]
@@ -137,6 +146,62 @@ class DataConfig:
     if self.data == "auto" and self.train_files:
       return "tfrecord"
     return self.data
+
+  def _class_weight_setting(self):
+    """--class_weight as "balanced", a {class name: weight} dict, or None."""
+    if not self.class_weight or self.class_weight == "balanced":
+      return self.class_weight or None
+    try:
+      mapping = json.loads(self.class_weight)
+    except ValueError:
+      mapping = None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool)
+        and math.isfinite(w) and w >= 0 for w in mapping.values()):
+      raise ConfigError(f"--class_weight={self.class_weight}: use balanced "
+                        "or a JSON object of weights >= 0 by class name, e.g. "
+                        "'{\"malignant\": 2}'")
+    return mapping
+
+  def class_weights(self, *, task: str, class_names: Sequence[str],
+                    class_counts: Optional[Mapping[str, int]],
+                    data: str) -> Tuple[float, ...]:
+    """Each class's weight (by class index) of --class_weight, or () when
+    unset.
+
+    Args:
+      task: the data's task (only classification weights classes).
+      class_names: the classes, in index order.
+      class_counts: the training split's examples per class name (None or
+        empty when the data does not say: balanced then cannot be
+        computed).
+      data: what the data is, for the error lines.
+    """
+    setting = self._class_weight_setting()
+    if setting is None:
+      return ()
+    if task != "classification":
+      raise ConfigError(f"--class_weight weights classes; {data} is "
+                        f"{task}: drop the flag, or weight examples with a "
+                        "weight column (python -m tfdist.data write "
+                        "--weight=COLUMN)")
+    if setting == "balanced":
+      if not class_counts or any(not class_counts.get(c)
+                                 for c in class_names):
+        raise ConfigError(f"--class_weight=balanced needs the training "
+                          f"split's count of every class, which {data} does "
+                          "not give; write the records with python -m "
+                          "tfdist.data write, or give the weights as JSON")
+      total = sum(class_counts[c] for c in class_names)
+      return tuple(total / (len(class_names) * class_counts[c])
+                   for c in class_names)
+    unknown = sorted(set(setting) - set(class_names))
+    if unknown:
+      shown = ", ".join(class_names[:10])
+      raise ConfigError(f"--class_weight: {unknown[0]!r} is no class of "
+                        f"{data} (its classes: {shown}"
+                        f"{', ...' if len(class_names) > 10 else ''})")
+    return tuple(float(setting.get(c, 1.0)) for c in class_names)
 
   def keys(self) -> FeatureKeys:
     return FeatureKeys(image=self.image_key, label=self.label_key)

@@ -1,13 +1,17 @@
 """From a serialized ``tf.train.Example`` to what the model is fed.
 
-Owns :class:`RecordSpec` (the features of a record, its label and classes)
-and the parse functions built from it: per record where a record holds an
-image (decoded, then cropped or upscaled to the model's size), per batch of
-records otherwise (one ``tf.io.parse_example`` for numeric vectors, ids and
-id lists, whose batch is a RaggedTensor). Every id and label is checked
-against its range in the pipeline; a failure names the file
-(tfdist.data.records.reading turns it into one line). Images travel as
-uint8 and are scaled to float32 0..1 once per batch (:func:`scaled`).
+Owns :class:`RecordSpec` (the features of a record, its label and task,
+classes and weights) and the parse functions built from it: per record
+where a record holds an image (decoded, then cropped or upscaled to the
+model's size), per batch of records otherwise (one ``tf.io.parse_example``
+for numbers, strings, ids and id lists, whose batch is a RaggedTensor).
+The model's inputs are always a dict by feature name; a label is an int64
+class index (classification) or a float32 vector (regression, multilabel);
+a training batch carries each example's weight too when the records have a
+weight or classes are weighted (:func:`weights_of`). Every id and class
+index is checked against its range in the pipeline; a failure names the
+file (tfdist.data.records.reading turns it into one line). Images travel
+as uint8 and are scaled to float32 0..1 once per batch (:func:`scaled`).
 Imports tfdist.features; TensorFlow lazily.
 """
 
@@ -25,20 +29,34 @@ RANGE_ERROR = "out of range:"
 
 @dataclasses.dataclass(frozen=True)
 class RecordSpec:
-  """How a record becomes a model input and a label.
+  """How a record becomes a model input, a label and a weight.
 
   Attributes:
     features: the features of the records, as stored (an image's shape is
       the stored one, when known).
-    label_key: the int64 label's key.
-    num_classes: labels lie in [0, num_classes).
+    label_key: the label's key.
+    num_classes: the model's outputs: classification labels lie in
+      [0, num_classes); a regression or multilabel label has num_classes
+      values.
     image_shape: the model's image size when it differs from the stored
       one (images are then cropped or upscaled to it); None: as stored.
+    task: classification, regression or multilabel.
+    class_names: classification: each class's name; multilabel: the label
+      columns.
+    label_names: the label column(s).
+    weight_key: "" or the key of each record's float weight.
+    class_weights: () or each class's weight (``--class_weight``),
+      multiplying the record's.
   """
   features: Tuple[features_lib.Feature, ...]
   label_key: str
   num_classes: int
   image_shape: Optional[tuple] = None
+  task: str = "classification"
+  class_names: Tuple[str, ...] = ()
+  label_names: Tuple[str, ...] = ("label",)
+  weight_key: str = ""
+  class_weights: Tuple[float, ...] = ()
 
   @property
   def model_features(self) -> dict:
@@ -51,14 +69,19 @@ class RecordSpec:
   def has_image(self) -> bool:
     return any(f.kind == "image" for f in self.features)
 
+  @property
+  def has_weights(self) -> bool:
+    """Whether training batches carry a weight per example."""
+    return bool(self.weight_key or self.class_weights)
+
   def stored_shape(self, feature: features_lib.Feature) -> Optional[tuple]:
     """An image's stored shape, when every record has it (else None)."""
     return tuple(feature.shape) if None not in feature.shape else None
 
 
 class FromSpec:
-  """``features``, ``image_shape`` and ``num_classes`` of a source with a
-  ``spec``."""
+  """What a source with a ``spec`` tells the trainer: its features, image
+  shape, task, outputs, classes, labels and whether it weights examples."""
   spec: RecordSpec
 
   @property
@@ -74,20 +97,49 @@ class FromSpec:
   def num_classes(self) -> int:
     return self.spec.num_classes
 
+  @property
+  def num_outputs(self) -> int:
+    return self.spec.num_classes
+
+  @property
+  def task(self) -> str:
+    return self.spec.task
+
+  @property
+  def class_names(self) -> list:
+    return list(self.spec.class_names)
+
+  @property
+  def label_names(self) -> list:
+    return list(self.spec.label_names)
+
+  @property
+  def has_weights(self) -> bool:
+    return self.spec.has_weights
+
+
+_PARSED_AS = {"image": "string", "category": "string", "text": "string",
+              "numeric": "float32", "id": "int64"}
+
 
 def _parse_features(tf, spec: RecordSpec) -> dict:
-  """The ``tf.io.parse_*`` feature map of every feature and the label."""
-  parsed = {spec.label_key: tf.io.FixedLenFeature([], tf.int64)}
+  """The ``tf.io.parse_*`` feature map of every feature, the label and the
+  weight."""
+  if spec.task == "classification":
+    parsed = {spec.label_key: tf.io.FixedLenFeature([], tf.int64)}
+  else:
+    parsed = {spec.label_key: tf.io.FixedLenFeature([spec.num_classes],
+                                                    tf.float32)}
+  if spec.weight_key:
+    parsed[spec.weight_key] = tf.io.FixedLenFeature([], tf.float32)
   for feature in spec.features:
-    if feature.kind == "image":
-      parsed[feature.key] = tf.io.FixedLenFeature([], tf.string)
-    elif feature.kind == "numeric":
-      parsed[feature.key] = tf.io.FixedLenFeature(feature.shape, tf.float32)
-    elif feature.kind == "id":
-      parsed[feature.key] = tf.io.FixedLenFeature([], tf.int64)
-    else:
+    if feature.kind == "id_list":
       parsed[feature.key] = tf.io.RaggedFeature(tf.int64,
                                                 row_splits_dtype=tf.int64)
+    else:
+      shape = feature.shape if feature.kind == "numeric" else []
+      parsed[feature.key] = tf.io.FixedLenFeature(
+          shape, tf.as_dtype(_PARSED_AS[feature.kind]))
   return parsed
 
 
@@ -151,22 +203,28 @@ def fit_image(tf, image, *, stored_shape, image_shape, augment: bool, seed):
   return tf.ensure_shape(image, image_shape)
 
 
-def _model_input(spec: RecordSpec, values: dict, as_dict: bool = False):
-  """The tensor when there is one feature, else the dict by name."""
-  if len(spec.features) == 1 and not as_dict:
-    return values[spec.features[0].name]
-  return values
-
-
 def _checked_label(tf, spec: RecordSpec, label, filenames):
+  if spec.task != "classification":
+    return label
   return _checked(tf, label, what="label", bound=spec.num_classes,
                   filenames=filenames)
 
 
-def _inputs(tf, spec: RecordSpec, parsed: dict, filenames, image_fn,
-            as_dict: bool = False):
-  """The model's inputs of parsed records: ids range-checked, images made
-  by ``image_fn(feature, encoded)``."""
+def weights_of(tf, labels, *, class_weights=(), record_weights=None):
+  """Each example's weight: its class's weight (``class_weights``, by
+  class index) times its own (``record_weights``), float32."""
+  weights = record_weights
+  if class_weights:
+    by_class = tf.gather(tf.constant(class_weights, tf.float32), labels)
+    weights = by_class if weights is None else weights * by_class
+  return weights
+
+
+def _parsed(tf, spec: RecordSpec, parsed: dict, filenames, image_fn,
+            weights: bool) -> tuple:
+  """``(inputs, labels[, weights])`` of parsed records: the inputs a dict
+  by feature name, ids range-checked, images made by
+  ``image_fn(feature, encoded)``."""
   values = {}
   for feature in spec.features:
     value = parsed[feature.key]
@@ -176,14 +234,19 @@ def _inputs(tf, spec: RecordSpec, parsed: dict, filenames, image_fn,
       value = _checked(tf, value, what=f"id of {feature.name}",
                        bound=feature.num_ids, filenames=filenames)
     values[feature.name] = value
-  return _model_input(spec, values, as_dict)
+  labels = _checked_label(tf, spec, parsed[spec.label_key], filenames)
+  if not (weights and spec.has_weights):
+    return values, labels
+  return values, labels, weights_of(
+      tf, labels, class_weights=spec.class_weights,
+      record_weights=parsed[spec.weight_key] if spec.weight_key else None)
 
 
 def example_fn(spec: RecordSpec, *, augment: bool = False, seed=None,
-               as_dict: bool = False):
-  """``(file name, serialized Example) -> (inputs, int64 label)`` of one
-  record, images as uint8 at the model's size (see :func:`scaled`);
-  ``as_dict``: a dict of inputs even for one feature."""
+               weights: bool = False):
+  """``(file name, serialized Example) -> (inputs, label[, weight])`` of
+  one record, images as uint8 at the model's size (see :func:`scaled`);
+  ``weights``: with its weight, when the spec has weights."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   parsed_features = _parse_features(tf, spec)
   model_features = spec.model_features
@@ -197,16 +260,15 @@ def example_fn(spec: RecordSpec, *, augment: bool = False, seed=None,
 
   def parse(filename, record):
     example = tf.io.parse_single_example(record, parsed_features)
-    label = _checked_label(tf, spec, example[spec.label_key], filename)
-    return _inputs(tf, spec, example, filename, image, as_dict), label
+    return _parsed(tf, spec, example, filename, image, weights)
 
   return parse
 
 
-def batch_fn(spec: RecordSpec):
-  """``(file names, serialized Examples) -> (inputs, labels)`` of a batch
-  of records parsed at once: numeric vectors, ids and id lists (ragged),
-  or raw-pixel images stored at the model's size."""
+def batch_fn(spec: RecordSpec, *, weights: bool = False):
+  """``(file names, serialized Examples) -> (inputs, labels[, weights])``
+  of a batch of records parsed at once: numbers, strings, ids and id lists
+  (ragged), or raw-pixel images stored at the model's size."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   parsed_features = _parse_features(tf, spec)
 
@@ -216,8 +278,7 @@ def batch_fn(spec: RecordSpec):
 
   def parse(filenames, batch):
     examples = tf.io.parse_example(batch, parsed_features)
-    labels = _checked_label(tf, spec, examples[spec.label_key], filenames)
-    return _inputs(tf, spec, examples, filenames, raw_pixels), labels
+    return _parsed(tf, spec, examples, filenames, raw_pixels, weights)
 
   return parse
 
@@ -242,11 +303,9 @@ def raw_images(spec: RecordSpec, *, augment: bool) -> bool:
   return spec.has_image and batch_parses(spec, augment=augment)
 
 
-def _scale(tf, spec: RecordSpec, inputs):
+def _scale(tf, spec: RecordSpec, inputs: dict) -> dict:
   # As the in-memory path: uint8 through the pipeline, float32 / 255 once
   # per batch.
-  if not isinstance(inputs, dict):
-    return tf.cast(inputs, tf.float32) / 255.0 if spec.has_image else inputs
   kinds = {f.name: f.kind for f in spec.features}
   return {name: (tf.cast(value, tf.float32) / 255.0
                  if kinds[name] == "image" else value)
@@ -256,6 +315,6 @@ def _scale(tf, spec: RecordSpec, inputs):
 def scaled(batches, spec: RecordSpec):
   """Batches with their images as float32 0..1, prefetched."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return batches.map(lambda inputs, labels: (_scale(tf, spec, inputs), labels),
+  return batches.map(lambda inputs, *rest: (_scale(tf, spec, inputs), *rest),
                      num_parallel_calls=tf.data.AUTOTUNE).prefetch(
                          tf.data.AUTOTUNE)

@@ -102,15 +102,18 @@ def plan_shards(files: List[str], num_pipelines: int,
 
 def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
                     drop_remainder: bool, augment: bool = False, seed=None,
-                    deterministic: bool = True):
-  """``(file name, record)`` pairs -> batches of model inputs: per batch
-  where records parse at once (parsing.batch_parses), else per record."""
+                    deterministic: bool = True, weights: bool = False):
+  """``(file name, record)`` pairs -> batches of ``(inputs, labels[,
+  weights])``: per batch where records parse at once
+  (parsing.batch_parses), else per record."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if parsing.batch_parses(spec, augment=augment):
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
-        parsing.batch_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
+        parsing.batch_fn(spec, weights=weights),
+        num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    ds = ds.map(parsing.example_fn(spec, augment=augment, seed=seed),
+    ds = ds.map(parsing.example_fn(spec, augment=augment, seed=seed,
+                                   weights=weights),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=deterministic)
     if any(f.ragged for f in spec.features):
@@ -122,17 +125,21 @@ def _decode_batches(ds, spec: RecordSpec, *, batch_size: int,
 
 def fitted_batches(ds, spec: RecordSpec, *, batch_size: int,
                    drop_remainder: bool, augment: bool = False, seed=None,
-                   deterministic: bool = True):
+                   deterministic: bool = True, weights: bool = False):
   """Decoded ``(uint8 image, label)`` examples (a TFDS split's) -> float32
-  batches, each image cropped to the model's size as file records are."""
+  batches of ``({image name: images}, labels[, weights])``, each image
+  cropped to the model's size as file records are."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   (image,) = spec.features
   shape = spec.model_features[image.name].shape
 
   def fit(value, label):
-    return parsing.fit_image(tf, value, stored_shape=spec.stored_shape(image),
-                             image_shape=shape, augment=augment,
-                             seed=seed), label
+    fitted = parsing.fit_image(tf, value, stored_shape=spec.stored_shape(image),
+                               image_shape=shape, augment=augment, seed=seed)
+    if weights and spec.has_weights:
+      return {image.name: fitted}, label, parsing.weights_of(
+          tf, label, class_weights=spec.class_weights)
+    return {image.name: fitted}, label
 
   return parsing.scaled(ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE,
                                deterministic=deterministic).batch(
@@ -171,7 +178,9 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
                      augment: bool = False,
                      shuffle_buffer: int = SHUFFLE_BUFFER,
                      report: Callable[[str], None] = console.info):
-  """``dataset_fn(input_context)`` of endless shuffled training batches.
+  """``dataset_fn(input_context)`` of endless shuffled training batches,
+  ``(inputs, labels)``, or ``(inputs, labels, weights)`` when the spec has
+  weights.
 
   Args:
     files: every training file (see :func:`list_files`).
@@ -192,7 +201,7 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
     pipeline_seed = None if seed is None else seed + plan.pipeline
     if plan.by != "record" and parsing.raw_images(spec, augment=augment):
       return parsing.scaled(window.shuffled_batches(
-          plan.files, parsing.batch_fn(spec), batch_size=batch,
+          plan.files, parsing.batch_fn(spec, weights=True), batch_size=batch,
           window=shuffle_buffer, cycle_length=CYCLE_LENGTH,
           seed=pipeline_seed, cache=window.small(plan.files)), spec)
     ds = records(plan, shuffle_seed=pipeline_seed, shuffle_files=True)
@@ -203,13 +212,15 @@ def train_dataset_fn(files: List[str], spec: RecordSpec, *,
                     reshuffle_each_iteration=True).repeat()
     return _decode_batches(ds, spec, batch_size=batch, drop_remainder=True,
                            augment=augment, seed=pipeline_seed,
-                           deterministic=False)
+                           deterministic=False, weights=True)
 
   return dataset_fn
 
 
 def test_dataset(files: List[str], spec: RecordSpec, *, batch_size: int):
-  """Every example of ``files`` exactly once, centre-cropped, in order.
+  """Every example of ``files`` exactly once, centre-cropped, in order,
+  as ``(inputs, labels)`` (no weights: test metrics count each example
+  once).
 
   The last batch may be short: nothing is lost to ``drop_remainder``.
   """
@@ -219,13 +230,15 @@ def test_dataset(files: List[str], spec: RecordSpec, *, batch_size: int):
 
 def serving_inputs(files: List[str], spec: RecordSpec) -> tuple:
   """Every record of ``files`` as a served model takes it (the export's
-  serving_default: tfdist.export): ``({feature name: numpy array}, int64
-  labels)``, images as uint8 at the model's size, id lists padded with -1
-  to the longest."""
+  serving_default: tfdist.export): ``({feature name: numpy array},
+  labels)``: images uint8 at the model's size, numbers float32 ``[n,
+  width]`` (NaN where missing), categories and texts their UTF-8 bytes
+  ``[n]``, ids int64 ``[n]``, id lists padded with -1 to the longest; the
+  labels int64 class indices, or float32 ``[n, outputs]``."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   ds = records(ShardPlan("all", list(files), 0, 1)).map(
-      parsing.example_fn(spec, as_dict=True))
+      parsing.example_fn(spec))
   batched = ds.ragged_batch(1024) if any(f.ragged for f in spec.features) \
       else ds.batch(1024)
   parts, labels = {f.name: [] for f in spec.features}, []
@@ -261,6 +274,8 @@ def check_keys(path: str, spec: RecordSpec) -> dict:
   """
   wanted = {f"feature {f.name!r}": f.key for f in spec.features}
   wanted["the label"] = spec.label_key
+  if spec.weight_key:
+    wanted["the weight"] = spec.weight_key
   return require_keys(path, wanted, image_flags=spec.has_image)
 
 

@@ -5,11 +5,15 @@ by flags), :class:`InMemorySource` (a loaded :class:`tfdist.data.Dataset`
 behind the same interface) and :func:`verify`, which reads shards through.
 :func:`open_source` opens what the trainers' data flags
 (tfdist.data.options.DataConfig) name: one of these, or a TFDS stream
-(tfdist.data.tfds_stream), all with ``image_shape``, ``num_classes``,
-``train_examples``, ``test_examples``, ``train_dataset_fn(...)`` for
-``DatasetCreator``, ``test_batches(batch_size)`` for exact evaluation and
-``reading()`` around the loops that read. Imports tfdist (console, errors,
-data and its modules); TensorFlow lazily.
+(tfdist.data.tfds_stream), all with ``features``, ``image_shape``,
+``task``, ``num_outputs`` (= ``num_classes``), ``class_names``,
+``label_names``, ``has_weights``, ``train_examples``, ``test_examples``,
+``train_dataset_fn(...)`` for ``DatasetCreator`` (batches of ``(inputs,
+labels)``, or ``(inputs, labels, weights)`` when ``has_weights``: a weight
+column, or ``--class_weight``), ``test_batches(batch_size)`` for exact
+evaluation (``(inputs, labels)``) and ``reading()`` around the loops that
+read; ``inputs`` is always a dict by feature name. Imports tfdist
+(console, errors, data and its modules); TensorFlow lazily.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import dataclasses
 import io
 import posixpath
 from typing import Callable, Iterator, List, Optional, Union
+
+import numpy as np
 
 from tfdist import console
 from tfdist import features as features_lib
@@ -32,34 +38,34 @@ from tfdist.errors import ConfigError
 
 
 def split_batches(split: data_lib.Split, batch_size: int) -> Iterator:
-  """``(float32 images / 255, int64 labels)`` of an in-memory split, all of
-  it, in order: the last batch may be short."""
+  """``({"images": float32 images / 255}, int64 labels)`` of an in-memory
+  split, all of it, in order: the last batch may be short."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for start in range(0, len(split), batch_size):
-    yield (tf.cast(split.images[start:start + batch_size], tf.float32) / 255.0,
+    yield ({data_lib.IMAGE_NAME: tf.cast(
+        split.images[start:start + batch_size], tf.float32) / 255.0},
            split.labels[start:start + batch_size])
 
 
 @dataclasses.dataclass(frozen=True)
-class InMemorySource:
-  """A dataset held in memory (small data's fast path)."""
+class InMemorySource(records.FromSpec):
+  """A dataset held in memory (small data's fast path): classification of
+  one image; ``class_weights`` (by class index) weight training examples."""
   dataset: data_lib.Dataset
+  class_weights: tuple = ()
 
   @property
   def name(self) -> str:
     return self.dataset.name
 
   @property
-  def image_shape(self) -> tuple:
-    return self.dataset.image_shape
-
-  @property
-  def features(self) -> dict:
-    return self.dataset.features
-
-  @property
-  def num_classes(self) -> int:
-    return self.dataset.num_classes
+  def spec(self) -> records.RecordSpec:
+    """Its features and classes (what records of it would say)."""
+    return records.RecordSpec(
+        features=tuple(self.dataset.features.values()), label_key="label",
+        num_classes=self.dataset.num_classes,
+        class_names=tuple(map(str, range(self.dataset.num_classes))),
+        class_weights=tuple(self.class_weights))
 
   @property
   def train_examples(self) -> int:
@@ -69,11 +75,19 @@ class InMemorySource:
   def test_examples(self) -> int:
     return len(self.dataset.test)
 
+  @property
+  def class_counts(self) -> dict:
+    """The training split's examples per class name."""
+    counts = np.bincount(self.dataset.train.labels,
+                         minlength=self.dataset.num_classes)
+    return dict(zip(self.class_names, counts.tolist()))
+
   def train_dataset_fn(self, global_batch_size: int, *,
                        seed: Optional[int] = 0):
     return data_lib.make_dataset_fn(self.dataset.train,
                                     global_batch_size=global_batch_size,
-                                    shuffle_seed=seed)
+                                    shuffle_seed=seed,
+                                    class_weights=self.class_weights)
 
   def test_batches(self, batch_size: int) -> Iterator:
     return split_batches(self.dataset.test, batch_size)
@@ -84,15 +98,16 @@ class InMemorySource:
 
 @dataclasses.dataclass(frozen=True)
 class FileSource(records.FromSpec):
-  """Sharded TFRecord files of a train and a test split."""
+  """Sharded TFRecord files of a train and a test split (``class_counts``:
+  the manifest's training examples per class, when it has them)."""
   name: str
   train_files: List[str]
   test_files: List[str]
   spec: records.RecordSpec
   train_examples: int
   test_examples: int
-  class_names: List[str]
   augment: bool = False
+  class_counts: Optional[dict] = None
 
   def train_dataset_fn(self, global_batch_size: int, *,
                        seed: Optional[int] = 0,
@@ -163,7 +178,8 @@ def _spec_without_manifest(path: str, *, num_classes: Optional[int],
   image = features_lib.image_feature(stored, key=keys.image, encoding="auto")
   return records.RecordSpec(features=(image,), label_key=keys.label,
                             num_classes=num_classes,
-                            image_shape=tuple(image_shape or stored))
+                            image_shape=tuple(image_shape or stored),
+                            class_names=tuple(map(str, range(num_classes))))
 
 
 def _spec_of(manifest: manifest_lib.Manifest, path: str, *,
@@ -196,7 +212,10 @@ def _spec_of(manifest: manifest_lib.Manifest, path: str, *,
   return records.RecordSpec(features=manifest.features,
                             label_key=manifest.label_key,
                             num_classes=manifest.num_classes,
-                            image_shape=image_shape)
+                            image_shape=image_shape, task=manifest.task,
+                            class_names=tuple(manifest.class_names),
+                            label_names=tuple(manifest.label_names),
+                            weight_key=manifest.weight_key)
 
 
 def open_split(pattern: str, *, flag: str = "records",
@@ -259,19 +278,17 @@ def open_files(train_files: str, test_files: str, *,
   if manifest is not None:
     spec = _spec_of(manifest, train[0], num_classes=num_classes,
                     image_shape=image_shape, keys=keys)
-    class_names = manifest.class_names
   else:
     spec = _spec_without_manifest(train[0], num_classes=num_classes,
                                   image_shape=image_shape,
                                   keys=keys or manifest_lib.FeatureKeys())
-    class_names = [str(i) for i in range(spec.num_classes)]
   for path in (train[0], test[0]):
     records.check_keys(path, spec)
   return FileSource(
       name=(manifest.source if manifest else "") or "tfrecord",
       train_files=train, test_files=test, spec=spec,
       train_examples=train_examples, test_examples=test_examples,
-      class_names=list(class_names))
+      class_counts=dict(manifest.class_counts) if manifest else None)
 
 
 def describe_features(features) -> str:
@@ -311,17 +328,39 @@ def open_source(config: options.DataConfig, *, seed: int = 0,
                                    augment=config.augment)
     what = f"{source.describe()}, streamed"
   else:
-    return InMemorySource(data_lib.load(
+    loaded = InMemorySource(data_lib.load(
         source, synthetic_shape=image_shape or data_lib.SYNTHETIC_SHAPE,
         seed=seed))
+    return dataclasses.replace(loaded, class_weights=_class_weights(
+        config, loaded, source.describe()))
   if config.augment and not any(f.kind == "image"
                                 for f in opened.features.values()):
     raise ConfigError("--augment crops and flips images; these records hold "
                       "none: drop --augment")
+  opened = dataclasses.replace(opened, spec=dataclasses.replace(
+      opened.spec, class_weights=_class_weights(config, opened, opened.name)))
   report(f"data: {what}, {opened.train_examples:,} training and "
          f"{opened.test_examples:,} test examples "
-         f"{describe_features(opened.features)}")
+         f"{describe_features(opened.features)}; {describe_task(opened)}")
   return opened
+
+
+def _class_weights(config: options.DataConfig, source, data: str) -> tuple:
+  """--class_weight's weight of each of ``source``'s classes, or ()."""
+  return config.class_weights(
+      task=source.task, class_names=source.class_names,
+      class_counts=getattr(source, "class_counts", None), data=data)
+
+
+def describe_task(source) -> str:
+  """``3 classes`` / ``regression of 2 labels`` / ``multilabel, 5 labels``,
+  and the weights."""
+  if source.task == "classification":
+    text = f"{source.num_outputs} classes"
+  else:
+    text = (f"{source.task} of {source.num_outputs} label"
+            f"{'s' if source.num_outputs > 1 else ''}")
+  return text + (", weighted examples" if source.has_weights else "")
 
 
 def _check_counts(files: List[str], split: str) -> int:
@@ -357,7 +396,7 @@ def verify(train_files: str, test_files: str, *,
   """
   source = open_files(train_files, test_files, num_classes=num_classes,
                       keys=keys, report=lambda _: None)
-  result = {"num_classes": source.num_classes,
+  result = {"task": source.task, "num_classes": source.num_classes,
             "features": [f.describe() for f in source.features.values()]}
   for split, files in (("train", source.train_files),
                        ("test", source.test_files)):

@@ -2,295 +2,214 @@
 
     python -m tfdist.data write --source=DIR --label=COLUMN --out_dir=OUT
         # DIR/train.csv and DIR/test.csv
-    python -m tfdist.data write --source=FILE.csv --label=COLUMN \
+    python -m tfdist.data write --source=FILE.csv --label=COLUMN \\
         --test_fraction=0.2 --out_dir=OUT
 
-Owns reading CSV files with a header row into features
-(tfdist.features): every column but the label becomes one feature named
-after it (letters, digits and ``_``; other characters become ``_``). A
-column whose every value is a number is ``numeric`` (shape ``(1,)``, with
-the training split's mean and standard deviation in the manifest); any
-other column holds strings and becomes an ``id``: id 0 for a string the
-training split does not have, ids 1.. for its strings in sorted order (the
-manifest's ``vocabulary``). The label column holds class ids (0, 1, ...)
-or class names, which become classes in sorted order, as image folder
-names do.
+Records keep raw values: numbers as float32 (NaN for a value filled
+inside the model), categories and text as their strings; the training
+split's statistics (float64) and vocabularies go into the manifest, from
+which tfdist.preprocessing builds the model's first layers. What each
+column becomes is tfdist.data.columns', what the labels ask for
+tfdist.data.targets', how a cell reads tfdist.data.rows' (shared with
+``tfdist.predict``, so a CSV row predicts as its record does).
 
-Two passes over the files: the first reads and checks every row (a bad
-row is one ConfigError naming the file, line and column, before anything
-is written), the second writes (tfdist.data.shards). Imports tfdist.console,
-errors, features and data (manifest, shards); TensorFlow lazily.
+Passes over the files: the first reads and checks every row and decides
+(a bad row or column is one ConfigError, before anything is written and
+before TensorFlow starts), the next collects the categories' values; then
+TensorFlow's TextVectorization learns each text column's vocabulary from
+the training split, and the last pass writes (tfdist.data.shards, all or
+nothing). Imports tfdist.console, errors, features and data (columns,
+csv_files, manifest, rows, shards, targets); TensorFlow lazily.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import math
-import os
-import re
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
-
-import numpy as np
+from typing import Callable, Dict
 
 from tfdist import console
 from tfdist import features as features_lib
+from tfdist.data import columns as columns_lib
+from tfdist.data import csv_files
 from tfdist.data import manifest as manifest_lib
+from tfdist.data import rows as rows_lib
 from tfdist.data import shards
+from tfdist.data import targets
 from tfdist.errors import ConfigError
 
-UNKNOWN = "[UNKNOWN]"  # id 0 of a string column: a string not in training
-SPLIT_FILES = {"train": "train.csv", "test": "test.csv"}
+# A text column's vocabulary: its most frequent tokens, at most this many.
+MAX_TOKENS = 10_000
+# Lines that say what each column becomes; the rest are counted.
+REPORTED_FEATURES = 20
+UNKNOWN = "[UNK]"  # StringLookup's and TextVectorization's unknown value
 
 
-@dataclasses.dataclass(frozen=True)
-class Table:
-  """A table to write: where each split's rows are, and what they hold.
-
-  Attributes:
-    name: the dataset's name (the directory's or file's).
-    path: each split's CSV file.
-    rows: the line numbers of each split's rows, or None for every row of
-      its file; ``--test_fraction`` picks rows of one file for each split.
-    header: the column names.
-    label: the label column's name.
-  """
-  name: str
-  path: Dict[str, str]
-  rows: Dict[str, Optional[List[int]]]
-  header: Tuple[str, ...]
-  label: str
+def _free_key(wanted: str, taken: set) -> str:
+  """``wanted``, or it with ``_`` appended until no other key has it."""
+  while wanted in taken:
+    wanted += "_"
+  taken.add(wanted)
+  return wanted
 
 
-def _read_rows(path: str, header_length: int) -> Iterator[Tuple[int, list]]:
-  """``(line number, fields)`` of every data row; ConfigError for a row
-  whose fields the header does not match."""
-  try:
-    with open(path, newline="", encoding="utf-8") as f:
-      reader = csv.reader(f)
-      next(reader, None)  # the header
-      for fields in reader:
-        if not fields:
-          continue  # a blank line
-        if len(fields) != header_length:
-          raise ConfigError(f"{path}:{reader.line_num}: {len(fields)} fields, "
-                            f"the header has {header_length}; fix the row")
-        yield reader.line_num, fields
-  except UnicodeDecodeError as e:
-    raise ConfigError(f"{path}: not UTF-8 text ({e.reason}); save it as "
-                      "UTF-8 CSV") from None
-  except csv.Error as e:
-    raise ConfigError(f"{path}: not a CSV file ({e}); save it as CSV with a "
-                      "header row") from None
+def _check_categories(planned, vocabularies: Dict[str, tuple]) -> None:
+  for feature in planned:
+    if UNKNOWN in vocabularies.get(feature.name, ()):
+      raise ConfigError(f"column {feature.columns[0]!r} holds {UNKNOWN!r}, "
+                        "the unknown value of Keras' lookup layers; rename "
+                        "that value")
 
 
-def _header(path: str) -> Tuple[str, ...]:
-  if not os.path.isfile(path):
-    raise ConfigError(f"--source={path}: no such file")
-  with open(path, newline="", encoding="utf-8") as f:
-    header = next(csv.reader(f), None)
-  if not header or any(not name.strip() for name in header):
-    raise ConfigError(f"{path}:1: the first line must name every column "
-                      "(a header row)")
-  return tuple(name.strip() for name in header)
+def _text_vocabulary(tf, table: csv_files.Table, planned, max_tokens: int):
+  """A text column's tokens, learnt by TextVectorization.adapt from the
+  training split (the layer the model tokenises with: same tokens)."""
+  (column,) = planned.columns
+  layer = tf.keras.layers.TextVectorization(max_tokens=max_tokens + 2)
+
+  def texts():
+    for _, row in csv_files.rows(table, "train"):
+      text = row[column].strip()
+      if not rows_lib.is_missing(text):
+        yield text
+
+  layer.adapt(tf.data.Dataset.from_generator(
+      texts, output_signature=tf.TensorSpec([], tf.string)).batch(1024))
+  tokens = tuple(str(t) for t in layer.get_vocabulary()[2:])  # "", [UNK]
+  if not tokens:
+    raise ConfigError(f"column {column!r} has no word (TextVectorization "
+                      "lower-cases and drops punctuation); read it as one "
+                      f"value with --columns={column}:category")
+  return tokens
 
 
-def open_table(source: str, *, label: str, test_fraction: float = 0.0,
-               seed: int = 0) -> Table:
-  """``source``'s table: a directory with train.csv and test.csv, or one
-  CSV file whose rows ``test_fraction`` splits (a seeded random pick)."""
-  if os.path.isdir(source):
-    if test_fraction:
-      raise ConfigError(f"--test_fraction: {source} has its own test.csv; "
-                        "drop the flag, or pass one CSV file")
-    paths = {split: os.path.join(source, name)
-             for split, name in SPLIT_FILES.items()}
-  elif not 0 < test_fraction < 1:
-    raise ConfigError(f"--source={source} is one CSV file: split it with "
-                      "--test_fraction=F (0 < F < 1), e.g. 0.2")
-  else:
-    paths = {"train": source, "test": source}
-  headers = {split: _header(path) for split, path in paths.items()}
-  if headers["train"] != headers["test"]:
-    raise ConfigError(f"{paths['test']}: its header differs from "
-                      f"{paths['train']}'s; give both the same columns")
-  header = headers["train"]
-  if label not in header:
-    raise ConfigError(f"--label={label}: {paths['train']} has no column "
-                      f"{label!r} (it has {', '.join(header)})")
-  rows_of = ({"train": None, "test": None} if os.path.isdir(source)
-             else _split_rows(source, test_fraction, seed))
-  name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
-  return Table(name, paths, rows_of, header, label)
+def _feature(planned, vocabulary: tuple) -> features_lib.Feature:
+  grouped = len(planned.columns) > 1
+  if planned.kind == "numeric":
+    return features_lib.Feature(
+        name=planned.name, kind="numeric", shape=(len(planned.columns),),
+        key=planned.name if grouped else planned.columns[0],
+        mean=planned.mean, std=planned.std, fill=planned.fill,
+        columns=planned.columns if grouped else ())
+  return features_lib.Feature(name=planned.name, kind=planned.kind, shape=(),
+                              key=planned.columns[0], vocabulary=vocabulary,
+                              fill=planned.fill)
 
 
-def _split_rows(path: str, fraction: float, seed: int) -> dict:
-  lines = [line for line, _ in _read_rows(path, len(_header(path)))]
-  rng = np.random.default_rng(seed)
-  test = set(rng.choice(len(lines), size=max(1, round(fraction * len(lines))),
-                        replace=False).tolist())
-  if len(test) == len(lines):
-    raise ConfigError(f"--test_fraction={fraction} leaves no training row "
-                      f"of the {len(lines)} in {path}")
-  return {"train": [l for i, l in enumerate(lines) if i not in test],
-          "test": [l for i, l in enumerate(lines) if i in test]}
+def _line(planned, feature: features_lib.Feature) -> str:
+  line = f"{planned.describe()} -> {feature.describe()}"
+  if feature.kind == "category":
+    line += f", {len(feature.vocabulary):,} values"
+  elif feature.kind == "text":
+    line += (f", {len(feature.vocabulary):,} tokens (values average "
+             f"{planned.words:.1f} words; --columns={planned.columns[0]}:"
+             "category reads each as one value)")
+  if feature.fill:
+    line += (", missing values filled with the training mean"
+             if feature.fill == "mean" else ", missing values unknown")
+  return line
 
 
-def rows(table: Table, split: str) -> Iterator[Tuple[str, dict]]:
-  """``("FILE:LINE", {column: value})`` of the split's rows."""
-  wanted = table.rows[split]
-  keep = None if wanted is None else set(wanted)
-  path = table.path[split]
-  for line, fields in _read_rows(path, len(table.header)):
-    if keep is None or line in keep:
-      yield f"{path}:{line}", dict(zip(table.header, fields))
+def _report(report, decision, planned, features, choices) -> None:
+  report(decision.line)
+  for plan, feature in list(zip(planned, features))[:REPORTED_FEATURES]:
+    report(_line(plan, feature))
+  rest = features[REPORTED_FEATURES:]
+  if rest:
+    kinds = sorted({f.kind for f in rest})
+    report(f"and {len(rest):,} more features ({', '.join(kinds)}): the "
+           "manifest lists them")
+  dropped = [n for n, k in choices.columns.items() if k == "drop"]
+  if dropped:
+    report(f"dropped: {', '.join(repr(n) for n in dropped)}")
+  if choices.weight:
+    report(f"column {choices.weight!r} -> each example's weight")
 
 
-def _number(text: str) -> Optional[float]:
-  try:
-    value = float(text)
-  except ValueError:
-    return None
-  return value if math.isfinite(value) else None
+def _serialized(tf, table, split: str, features, decision, keys: dict,
+                weight: str):
+  target = decision.target
 
-
-@dataclasses.dataclass
-class _Column:
-  """What the first pass learns of one column."""
-  numeric: bool = True
-  strings: set = dataclasses.field(default_factory=set)
-  total: float = 0.0
-  squares: float = 0.0
-  count: int = 0
-  first_empty: str = ""  # FILE:LINE of the first empty value
-
-  def add(self, value: str, *, training: bool, where: str) -> None:
-    number = _number(value)
-    if not value:
-      self.first_empty = self.first_empty or where
-    elif number is None:
-      self.numeric = False
-    elif training:
-      self.total += number
-      self.squares += number * number
-      self.count += 1
-    if training:
-      self.strings.add(value)
-
-
-def feature_name(column: str) -> str:
-  """A column's feature name: letters, digits and ``_``."""
-  name = re.sub(r"\W", "_", column.strip())
-  return name if name and not name[0].isdigit() else f"c_{name}"
-
-
-def _scan(table: Table):
-  """First pass: every row checked; per column its kind and statistics;
-  the label values of the training split."""
-  columns = {name: _Column() for name in table.header if name != table.label}
-  labels = {}
-  for split in ("train", "test"):
-    seen = set()
-    for where, row in rows(table, split):
-      value = row[table.label].strip()
-      if not value:
-        raise ConfigError(f"{where}: column {table.label!r} (the label) is "
-                          "empty; fill it or remove the row")
-      seen.add(value)
-      for name, column in columns.items():
-        column.add(row[name].strip(), training=split == "train", where=where)
-    labels[split] = seen
-  for name, column in columns.items():
-    if column.numeric and column.first_empty:
-      raise ConfigError(f"{column.first_empty}: column {name!r} is empty, and "
-                        "its other values are numbers; fill it or remove the "
-                        "row")
-  return columns, labels
-
-
-def _classes(table: Table, labels: dict) -> List[str]:
-  """The class names; ids when every label is a whole number >= 0."""
-  every = labels["train"] | labels["test"]
-  if all(v.isdigit() for v in every):
-    return [str(i) for i in range(max(int(v) for v in every) + 1)]
-  unknown = sorted(labels["test"] - labels["train"])
-  if unknown:
-    raise ConfigError(f"{table.path['test']}: label {unknown[0]!r} is no "
-                      f"class of {table.path['train']}; every test class must "
-                      "appear in training")
-  return sorted(labels["train"])
-
-
-def _features(table: Table, columns: Dict[str, _Column]) -> tuple:
-  features = []
-  for column_name, column in columns.items():
-    name = feature_name(column_name)
-    if column.numeric and column.count:
-      mean = column.total / column.count
-      std = math.sqrt(max(0.0, column.squares / column.count - mean * mean))
-      features.append(features_lib.Feature(
-          name=name, kind="numeric", shape=(1,), key=column_name,
-          mean=(round(mean, 6),), std=(round(std, 6) or 1.0,)))
-    else:
-      vocabulary = (UNKNOWN, *sorted(column.strings))
-      features.append(features_lib.Feature(
-          name=name, kind="id", shape=(), key=column_name,
-          num_ids=len(vocabulary), vocabulary=vocabulary))
-  features_lib.by_name(features)  # two columns with one name: one line
-  return tuple(features)
-
-
-def _serialized(tf, table: Table, split: str, features, classes):
-  ids = {f.key: {s: i for i, s in enumerate(f.vocabulary)}
-         for f in features if f.kind == "id"}
-  class_ids = {name: i for i, name in enumerate(classes)}
-  label_key = table.label
-  by_number = all(name.isdigit() for name in classes)
+  def floats(values):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
   def serialize():
-    for where, row in rows(table, split):
-      values = {}
+    for where, row in csv_files.rows(table, split):
+      values = rows_lib.feature_values(row, features, where=where)
+      example = {}
       for feature in features:
-        text = row[feature.key].strip()
-        if feature.kind == "numeric":
-          values[feature.key] = tf.train.Feature(
-              float_list=tf.train.FloatList(value=[float(text)]))
-        else:
-          values[feature.key] = tf.train.Feature(int64_list=tf.train.Int64List(
-              value=[ids[feature.key].get(text, 0)]))
-      label = row[label_key].strip()
-      label = str(int(label)) if by_number else label  # 007 is class 7
-      values[label_key] = tf.train.Feature(
-          int64_list=tf.train.Int64List(value=[class_ids[label]]))
+        value = values[feature.name]
+        example[feature.key] = floats(value) if feature.kind == "numeric" \
+            else tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[value.encode("utf-8")]))
+      label = rows_lib.target_value(row, target, where=where)
+      example[keys["label"]] = (
+          tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+          if target.task == "classification" else floats(label))
+      if weight:
+        example[keys["weight"]] = floats([float(row[weight])])
       yield tf.train.Example(features=tf.train.Features(
-          feature=values)).SerializeToString()
+          feature=example)).SerializeToString()
 
   return serialize
 
 
-def write(table: Table, *, out_dir: str, num_shards: int,
+def _scan(table: csv_files.Table, choices: targets.Choices):
+  """The first pass: ``(decision, planned features, training rows,
+  test rows)``."""
+  columns = choices.feature_columns(table.header)
+  if not columns:
+    raise ConfigError(f"{table.path['train']}: no column is left to be a "
+                      "feature (the others are labels, the weight or "
+                      "dropped)")
+  label_scans = {column: targets.LabelScan() for column in choices.labels}
+  scans = columns_lib.scan(table, columns,
+                           targets.visitor(choices, label_scans))
+  first = label_scans[choices.labels[0]]
+  counts = sum(first.train.values()), sum(first.test.values())
+  planned = columns_lib.plan_features(
+      scans, choices.columns, fill=choices.missing == "fill", rows=counts[0])
+  decision = targets.decide(choices, label_scans, training_rows=counts[0])
+  return decision, planned, counts
+
+
+def write(table: csv_files.Table, choices: targets.Choices, *, out_dir: str,
+          num_shards: int, max_tokens: int = MAX_TOKENS,
           progress_every: int = shards.PROGRESS_EVERY,
           report: Callable[[str], None] = console.info
           ) -> manifest_lib.Manifest:
   """Checks every row of ``table``, then writes it; returns the manifest."""
-  columns, labels = _scan(table)  # every row checked, before TensorFlow
+  choices.check(table.header, table.path["train"])
+  if max_tokens < 1:
+    raise ConfigError(f"--max_tokens={max_tokens}: must be >= 1")
+  decision, planned, counts = _scan(table, choices)
+  vocabularies = columns_lib.vocabularies(table, planned)
+  _check_categories(planned, vocabularies)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   shards.check_out_dir(out_dir, num_shards)
-  classes = _classes(table, labels)
-  features = _features(table, columns)
-  counts = {split: sum(1 for _ in rows(table, split)) for split in table.path}
-  for feature in features:
-    report(f"column {feature.key!r} -> {feature.describe()}"
-           + (f", {feature.num_ids - 1} strings" if feature.kind == "id"
-              else ""))
+  for plan in planned:
+    if plan.kind == "text":
+      vocabularies[plan.name] = _text_vocabulary(tf, table, plan, max_tokens)
+  features = tuple(_feature(p, vocabularies.get(p.name, ()))
+                   for p in planned)
+  _report(report, decision, planned, features, choices)
+  taken = {f.key for f in features}
+  target = decision.target
+  keys = {"label": _free_key(target.label_names[0] if len(
+      target.label_names) == 1 else "labels", taken)}
+  keys["weight"] = _free_key(choices.weight, taken) if choices.weight else ""
 
   def manifest(splits):
     return manifest_lib.Manifest(
-        num_classes=len(classes), class_names=classes, features=features,
-        label_key=table.label, splits=splits, source=table.name)
+        num_classes=len(target.class_names) if target.task ==
+        "classification" else len(target.label_names),
+        class_names=list(target.class_names), features=features,
+        label_key=keys["label"], splits=splits, source=table.name,
+        task=target.task, label_names=list(target.label_names),
+        weight_key=keys["weight"], class_counts=decision.class_counts)
 
   return shards.write(
-      {split: (counts[split], _serialized(tf, table, split, features, classes))
-       for split in ("train", "test")},
+      {split: (count, _serialized(tf, table, split, features, decision, keys,
+                                  choices.weight))
+       for split, count in zip(("train", "test"), counts)},
       out_dir=out_dir, num_shards=num_shards, manifest=manifest,
       progress_every=progress_every, report=report)
+

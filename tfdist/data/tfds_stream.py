@@ -68,7 +68,8 @@ class TfdsSource(records.FromSpec):
       return records.fitted_batches(
           ds, self.spec, augment=self.augment, seed=pipeline_seed,
           batch_size=input_context.get_per_replica_batch_size(
-              global_batch_size), drop_remainder=True, deterministic=False)
+              global_batch_size), drop_remainder=True, deterministic=False,
+          weights=True)
 
     return dataset_fn
 
@@ -123,10 +124,11 @@ def open_tfds(name: str, *, data_dir: Optional[str] = None,
   if None in shape:
     raise ConfigError(f"{name}: images of varying size; pass --image_shape")
   splits = info.splits
+  label = info.features[label_key]
   spec = records.RecordSpec(
       features=(features_lib.image_feature(stored, key=image_key),),
-      label_key=label_key, num_classes=info.features[label_key].num_classes,
-      image_shape=shape)
+      label_key=label_key, num_classes=label.num_classes, image_shape=shape,
+      class_names=tuple(label.names))
   return TfdsSource(
       name=name, tfds_name=known.tfds_name, data_dir=data_dir,
       test_split=known.test_split, spec=spec,

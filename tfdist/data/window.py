@@ -34,8 +34,9 @@ def shuffled_batches(files: List[str], parse: Callable, *, batch_size: int,
 
   Args:
     files: the TFRecord files of this input pipeline.
-    parse: ``(file names, serialized records) -> (images, labels)`` of a
-      batch of records (one file name per record, for error messages).
+    parse: ``(file names, serialized records) -> (inputs, labels[,
+      weights])`` of a batch of records, the inputs a dict of images (one
+      file name per record, for error messages).
     batch_size: rows per batch; every batch is full.
     window: records permuted together (rounded to whole chunks).
     cycle_length: files read at once.
@@ -51,10 +52,12 @@ def shuffled_batches(files: List[str], parse: Callable, *, batch_size: int,
     return tf.data.TFRecordDataset(filename).batch(CHUNK).map(
         lambda records: parse(tf.fill(tf.shape(records), filename), records))
 
-  def permuted(images, labels):
-    images, labels = images.flat_values, labels.flat_values
+  def permuted(*parts):
+    # (inputs, labels[, weights]), each (or each input) ragged by chunk.
+    flat = tf.nest.map_structure(lambda part: part.flat_values, parts)
+    labels = flat[1]
     order = tf.random.shuffle(tf.range(tf.shape(labels)[0]), seed=seed)
-    return tf.gather(images, order), tf.gather(labels, order)
+    return tf.nest.map_structure(lambda part: tf.gather(part, order), flat)
 
   ds = names.interleave(chunks, cycle_length=min(len(files), cycle_length),
                         num_parallel_calls=tf.data.AUTOTUNE,

@@ -9,9 +9,15 @@ failed. The JobSet controller, for a Job that failed: the first rule of the
 ``failurePolicy`` whose reasons and replicated jobs match decides
 (``FailJobSet``, or ``RestartJobSet``: every Job recreated), a restart only
 while fewer than ``maxRestarts`` were made; its ``successPolicy`` says when
-the set is complete.
+the set is complete. A Job's ``podReplacementPolicy``: ``Failed`` (a new pod
+only once the old one has terminated), the only value allowed beside a
+podFailurePolicy; the exercise's pods are processes replaced only once they
+have exited, i.e. ``Failed``. Admission: a suspended JobSet or Job starts
+only when something unsuspends it; Kueue does so for one labelled with a
+queue (all its pods at once, once their quota fits).
 
-Owns JobState and JobSetState. Imports tfdist.errors only; no process is
+Owns JobState, JobSetState, replacement_policy and admission. Imports
+tfdist.errors and tfdist.k8s.kueue (a label's name) only; no process is
 started here (tfdist.k8s.exercise runs them).
 """
 
@@ -21,6 +27,7 @@ import dataclasses
 from typing import Optional
 
 from tfdist.errors import ConfigError
+from tfdist.k8s import kueue
 
 FAIL_JOB, IGNORE, COUNT = "FailJob", "Ignore", "Count"
 # Job failure reasons, as the Job controller sets them.
@@ -28,6 +35,67 @@ POD_FAILURE_POLICY = "PodFailurePolicy"
 BACKOFF_LIMIT = "BackoffLimitExceeded"
 DEADLINE = "DeadlineExceeded"
 FAIL_JOBSET, RESTART_JOBSET = "FailJobSet", "RestartJobSet"
+REPLACE_FAILED, REPLACE_TERMINATING = "Failed", "TerminatingOrFailed"
+
+
+def replacement_policy(name: str, job_spec: dict) -> str:
+  """The Job's podReplacementPolicy as Kubernetes applies it.
+
+  Without the field: ``Failed`` beside a podFailurePolicy, else
+  ``TerminatingOrFailed`` (Kubernetes' defaults).
+
+  Raises:
+    ConfigError: a value the API server rejects (an unknown one, or
+      TerminatingOrFailed beside a podFailurePolicy).
+  """
+  with_policy = "podFailurePolicy" in job_spec
+  policy = job_spec.get("podReplacementPolicy",
+                        REPLACE_FAILED if with_policy else REPLACE_TERMINATING)
+  if policy not in (REPLACE_FAILED, REPLACE_TERMINATING):
+    raise ConfigError(f"Job {name}: podReplacementPolicy {policy!r}: use "
+                      f"{REPLACE_FAILED} or {REPLACE_TERMINATING}")
+  if with_policy and policy != REPLACE_FAILED:
+    raise ConfigError(f"Job {name}: podReplacementPolicy {policy} beside a "
+                      "podFailurePolicy, which the API server rejects: set "
+                      f"{REPLACE_FAILED}")
+  return policy
+
+
+def admission(resource: dict) -> str:
+  """The Kueue queue that starts a suspended Job or JobSet ('' if it is not
+  suspended).
+
+  Raises:
+    ConfigError: it is suspended and no queue label names who would ever
+      unsuspend it.
+  """
+  if not resource.get("spec", {}).get("suspend"):
+    return ""
+  queue = resource["metadata"].get("labels", {}).get(kueue.QUEUE_LABEL)
+  if not queue:
+    raise ConfigError(f"{resource['kind']} {resource['metadata']['name']} is "
+                      f"suspended and has no {kueue.QUEUE_LABEL} label: "
+                      "nothing would ever start it; drop spec.suspend, or "
+                      "label it with the Kueue LocalQueue that admits it")
+  return queue
+
+
+def admit(objects: list) -> list:
+  """``(kind and name, queue)`` of each suspended Job or JobSet that Kueue
+  would admit, after checking every Job's podReplacementPolicy and that
+  something would start each (``objects``: a JobSet's Jobs too).
+
+  Raises:
+    ConfigError: as replacement_policy and admission do.
+  """
+  queued = []
+  for o in objects:
+    if o.get("kind") == "Job":
+      replacement_policy(o["metadata"]["name"], o["spec"])
+    queue = admission(o) if o.get("kind") in ("Job", "JobSet") else ""
+    if queue:
+      queued.append((f"{o['kind']} {o['metadata']['name']}", queue))
+  return queued
 
 
 def pod_failure_action(job_spec: dict, container: str, status: int) -> str:

@@ -1,14 +1,21 @@
-"""Strict validation of a custom resource (JobSet, TFJob) against its CRD.
+"""Strict validation of a custom resource (JobSet, TFJob, Kueue's) against
+its CRD.
 
 ``kubernetes-validate`` knows the built-in kinds only. A custom resource is
 checked against the ``openAPIV3Schema`` of its CustomResourceDefinition's
 version, with every object that lists ``properties`` (and does not set
 ``x-kubernetes-preserve-unknown-fields``) closed, as the API server's
 structural pruning and ``kubectl apply --validate=strict`` treat it: a
-misspelt field fails instead of being silently dropped.
+misspelt field fails instead of being silently dropped. Then the schema's
+CEL rules (``x-kubernetes-validations``), which the API server evaluates on
+create: each rule of a schema node, with ``self`` every value present at
+that node (transition rules, which read ``oldSelf``, apply to updates only
+and are skipped). A rule whose evaluation fails (a field it reads is
+missing, or the interpreter lacks a function) fails the object, as the API
+server would reject it: no rule passes unread.
 
-Owns schema_of and validate. Imports nothing from tfdist; jsonschema and
-yaml are imported when used.
+Owns schema_of and validate. Imports nothing from tfdist; jsonschema, yaml
+and celpy (cel-python) are imported when used.
 """
 
 from __future__ import annotations
@@ -32,23 +39,29 @@ def _closed(schema):
   return schema
 
 
+def _schema(crd: dict, version: str) -> dict:
+  """The openAPIV3Schema of ``version`` of a CRD, as it is (not a copy)."""
+  for entry in crd["spec"]["versions"]:
+    if entry["name"] == version:
+      return entry["schema"]["openAPIV3Schema"]
+  raise KeyError(f"{crd['metadata']['name']} has no version {version!r}")
+
+
 def schema_of(crd: dict, version: str) -> dict:
   """The closed openAPIV3Schema of ``version`` (e.g. ``v1alpha2``) of a CRD.
 
   Raises:
     KeyError: the CRD has no such version.
   """
-  for entry in crd["spec"]["versions"]:
-    if entry["name"] == version:
-      return _closed(copy.deepcopy(entry["schema"]["openAPIV3Schema"]))
-  raise KeyError(f"{crd['metadata']['name']} has no version {version!r}")
+  return _closed(copy.deepcopy(_schema(crd, version)))
 
 
 def validate(resource: dict, crd_path: str) -> None:
   """Validates ``resource`` against the CRD in the YAML file ``crd_path``.
 
   Raises:
-    jsonschema.ValidationError: an unknown field, a wrong type or value.
+    jsonschema.ValidationError: an unknown field, a wrong type or value, a
+      broken CEL rule.
     ValueError: the CRD is for another group or kind.
   """
   stat = os.stat(crd_path)
@@ -61,6 +74,53 @@ def validate(resource: dict, crd_path: str) -> None:
                      f"{group}")
   _validator(crd_path, stat.st_mtime_ns, stat.st_size,
              version).validate(resource)
+  _check_rules(_schema(crd, version), resource, resource["kind"])
+
+
+def _check_rules(schema: dict, value, path: str) -> None:
+  """Evaluates the CEL rules of ``schema`` and of its nested nodes on
+  ``value``; raises jsonschema.ValidationError for the first one broken."""
+  for rule in schema.get("x-kubernetes-validations", []):
+    if "oldSelf" not in rule["rule"]:
+      _check_rule(rule, value, path)
+  if isinstance(value, dict):
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    for key, item in value.items():
+      if key in properties:
+        _check_rules(properties[key], item, f"{path}.{key}")
+      elif isinstance(extra, dict):
+        _check_rules(extra, item, f"{path}.{key}")
+  elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+    for index, item in enumerate(value):
+      _check_rules(schema["items"], item, f"{path}[{index}]")
+
+
+def _check_rule(rule: dict, value, path: str) -> None:
+  import celpy  # pylint: disable=g-import-not-at-top
+  import jsonschema  # pylint: disable=g-import-not-at-top
+  try:
+    result = _program(rule["rule"]).evaluate(
+        {"self": celpy.json_to_cel(value)})
+  except (celpy.CELEvalError, celpy.CELParseError, TypeError) as e:
+    result = e  # the interpreter's own failure, reported below
+  if isinstance(result, Exception):
+    # The API server rejects the object too (e.g. a field the rule reads is
+    # missing); an interpreter that lacks a function also ends here.
+    raise jsonschema.ValidationError(
+        f"{path}: evaluating the CRD's rule {rule['rule']!r} fails "
+        f"({result})")
+  if not bool(result):
+    message = rule.get("message") or f"breaks the rule {rule['rule']!r}"
+    raise jsonschema.ValidationError(f"{path}: {message}")
+
+
+@functools.lru_cache(maxsize=512)
+def _program(rule: str):
+  """A compiled CEL rule (CRDs repeat them: compiled once each)."""
+  import celpy  # pylint: disable=g-import-not-at-top
+  environment = celpy.Environment()
+  return environment.program(environment.compile(rule))
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,9 +21,13 @@ only a cluster provides is mapped, the way a node would provide it:
   or, for a claim the manifests create, a fresh one shared by every pod).
 * The controllers (tfdist.k8s.controller): a pod that fails is replaced by
   a new one (same index, same claims, a fresh emptyDir) or fails its Job by
-  the Job's podFailurePolicy and backoffLimit; a failed Job of a JobSet
+  the Job's podFailurePolicy and backoffLimit (a new pod once the old one
+  has exited: podReplacementPolicy Failed); a failed Job of a JobSet
   restarts every pod or fails the set by its failurePolicy. Each restart is
-  one ``[exercise]`` line. ``--kill=POD@SECONDS`` (or ``@NUMBERsteps``: once
+  one ``[exercise]`` line.
+* Kueue: a JobSet (or Job) suspended for a Kueue queue is admitted at once,
+  in one line (no quota here); one suspended with no queue label would
+  never start, which fails the exercise before any pod starts. ``--kill=POD@SECONDS`` (or ``@NUMBERsteps``: once
   a checkpoint of that step is in the pod's --model_dir) SIGKILLs a pod
   once, as a lost node or an OOM kill would.
 * GPUs: none here; ``--all_reduce=nccl`` (GPU renders) runs as ring on a
@@ -34,8 +38,9 @@ Arguments after ``--`` are appended to every trainer command (e.g. fewer
 epochs). The job passes when every Job completes (each pod of it exited 0
 by itself, none left running ``--grace`` seconds after the chief's pod
 succeeded), or a JobSet's successPolicy holds. Not proven: that the image
-builds and runs, scheduling, GPUs, storage classes, NetworkPolicy
-enforcement, and a JobSet's startup order (preflight makes it moot).
+builds and runs, scheduling (Kueue's quota and topology included), GPUs,
+storage classes, NetworkPolicy enforcement, and a JobSet's startup order
+(preflight makes it moot).
 
 Owns the local stand-ins for volumes and the run of a job. Imports
 tfdist.cli, tfdist.k8s.controller,
@@ -366,6 +371,7 @@ def exercise(directory: str, *, pvcs: dict, extra_args: list, grace: float,
   import portpicker  # pylint: disable=g-import-not-at-top
   out = out or sys.stdout
   objects = local_cluster.expand_jobsets(load_manifests(directory))
+  queued = controller.admit(objects)
   job_plan = plan(objects, portpicker.pick_unused_port)
   if kill and kill.pod not in {p.name for p in job_plan.pods.values()}:
     raise ConfigError(f"--kill={kill.pod}@...: no such pod; the pods are "
@@ -374,6 +380,11 @@ def exercise(directory: str, *, pvcs: dict, extra_args: list, grace: float,
                      claims=by_kind(objects, "PersistentVolumeClaim"))
   run = _Run(objects, job_plan, volumes, extra_args=extra_args, grace=grace,
              kill=kill, out=out)
+  for name, queue in queued:
+    run.pods.say(f"{name} is suspended for Kueue's LocalQueue {queue}: "
+                 "admitted here at once, all pods together (Kueue unsuspends "
+                 "it once every pod's requests fit the queue's quota; none is "
+                 "checked here)")
   previous = {s: signal.signal(s, lambda n, _: run.events.put(("signal", n)))
               for s in (signal.SIGINT, signal.SIGTERM)}
   try:

@@ -7,13 +7,16 @@ pods (to the gRPC port, or to every TCP port when NCCL connects them), and a
 PersistentVolumeClaim for ``--model_dir``. With ``--kind=tfjob`` one Kubeflow
 TFJob instead of the Jobs and Services (the training operator sets TF_CONFIG
 itself); with ``--kind=jobset`` one JobSet whose replicated jobs are those
-Jobs (the JobSet controller makes the headless Service).
+Jobs (the JobSet controller makes the headless Service), which with
+``--queue`` starts suspended, for Kueue to admit (tfdist.k8s.kueue's names).
 
 Recovery: a task that loses a peer exits 200 (tfdist.errors), which the
-podFailurePolicy retries like a signal; 1-127 fail the job at once.
+podFailurePolicy retries like a signal; 1-127 fail the job at once. A
+replacement pod starts only once the pod it replaces has terminated
+(podReplacementPolicy: Failed): two pods of one task never meet.
 
 Owns the objects and their YAML files' names and text. Imports
-tfdist.k8s.options and tfdist.k8s.files only.
+tfdist.k8s.options, tfdist.k8s.files and tfdist.k8s.kueue only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 from typing import Optional
 
 from tfdist.k8s import files as files_lib
+from tfdist.k8s import kueue
 from tfdist.k8s.options import RenderOptions
 
 CONTAINER = "trainer"
@@ -135,6 +139,8 @@ def _pod_template(options: RenderOptions, role: str, command: list, *,
     volumes.append({"name": "shm", "emptyDir": {
         "medium": "Memory", "sizeLimit": options.shm_size}})
   spec = {}
+  if options.priority_class:
+    spec["priorityClassName"] = options.priority_class
   if job_pod and options.kind == "job":
     # The pod's DNS name <job>-<index>.<service>: the address in the spec
     # (a JobSet's controller sets the subdomain itself).
@@ -167,7 +173,13 @@ def _pod_template(options: RenderOptions, role: str, command: list, *,
   spec["containers"] = [_container(options, role, command, name=container_name,
                                    port_name=port_name, mounts=mounts)]
   spec["volumes"] = volumes
-  return {"metadata": {"labels": _labels(options, role)}, "spec": spec}
+  metadata = {"labels": _labels(options, role)}
+  if options.topology or options.prefer_topology:
+    # Each pod template is one Kueue PodSet: its pods in one domain.
+    metadata["annotations"] = {
+        kueue.REQUIRED_TOPOLOGY: options.topology} if options.topology else {
+            kueue.PREFERRED_TOPOLOGY: options.prefer_topology}
+  return {"metadata": metadata, "spec": spec}
 
 
 def _pod_failure_policy() -> dict:
@@ -201,6 +213,12 @@ def _job_spec(options: RenderOptions, role: str, *,
       "backoffLimit": backoff_limit,
       "activeDeadlineSeconds": options.active_deadline_seconds,
       "podFailurePolicy": _pod_failure_policy(),
+      # A replacement only once the old pod has terminated (phase Failed),
+      # not while it is still terminating (a lost node's pod may be, for
+      # minutes): TensorFlow's servers and coordination service must never
+      # see two pods of one task, nor Kueue's quota both. The only value
+      # Kubernetes allows beside a podFailurePolicy; GA since Kubernetes 1.34.
+      "podReplacementPolicy": "Failed",
       "template": _pod_template(options, role, command,
                                 container_name=CONTAINER,
                                 port_name="grpc", job_pod=True),
@@ -276,8 +294,16 @@ def _jobset(options: RenderOptions) -> dict:
         "metadata": {"labels": _labels(options, role)},
         "spec": _job_spec(options, role, backoff_limit=backoff)}})
   spec["replicatedJobs"] = jobs
+  labels = _labels(options)
+  if options.queue:
+    # Kueue admits the whole set at once, when every pod's quota fits; until
+    # then no pod exists (suspended from the start: no pod races admission).
+    labels[kueue.QUEUE_LABEL] = options.queue
+    if options.workload_priority_class:
+      labels[kueue.PRIORITY_LABEL] = options.workload_priority_class
+    spec["suspend"] = True
   return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
-          "metadata": {"name": options.job_name, "labels": _labels(options)},
+          "metadata": {"name": options.job_name, "labels": labels},
           "spec": spec}
 
 

@@ -30,6 +30,14 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# A Kubernetes object name that is also a label value (a LocalQueue or
+# WorkloadPriorityClass named in a label): DNS-1123, at most 63 characters.
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# The kinds Kueue admits from a render: one JobSet is one Kueue workload, all
+# of its pods admitted at once. A render of --kind=job makes a Job per role,
+# each its own workload; Kueue's TFJob integration is off by default since
+# Kueue v0.19 (its default Configuration).
+QUEUED_KINDS = ("jobset",)
 
 
 def trainers() -> list:
@@ -84,6 +92,21 @@ class RenderOptions:
       at most max_restarts times instead).
     ttl_seconds: how long finished Jobs and their pods are kept.
     active_deadline_seconds: the deadline of the whole job.
+    queue: a Kueue LocalQueue of the job's namespace, or empty for none:
+      the JobSet is labelled for it and starts suspended, and Kueue
+      unsuspends it once the quota of every pod fits (all or nothing).
+    topology: a node label, a level of the ClusterQueue's Kueue Topology
+      (e.g. ``topology.kubernetes.io/zone``): the pods of each role are
+      admitted only within one domain of that level. Needs ``queue``.
+    prefer_topology: the same as a preference: one domain of that level if
+      one has room, else of the next level up, else spread. Needs
+      ``queue``; not with ``topology``.
+    priority_class: a Kubernetes PriorityClass for every pod (the
+      scheduler's preemption; Kueue also takes it as the job's priority
+      unless ``workload_priority_class`` is set), or empty for none.
+    workload_priority_class: a Kueue WorkloadPriorityClass: the job's
+      priority in its queue only (ordering and Kueue's preemption), not
+      the pods'. Needs ``queue``.
   """
   cluster: dict
   job_name: str
@@ -106,6 +129,11 @@ class RenderOptions:
   max_restarts: int = 3
   ttl_seconds: int = 3600
   active_deadline_seconds: int = 86400
+  queue: str = ""
+  topology: str = ""
+  prefer_topology: str = ""
+  priority_class: str = ""
+  workload_priority_class: str = ""
 
   def __post_init__(self):
     if "worker" not in self.cluster:
@@ -169,6 +197,38 @@ class RenderOptions:
     for name in ("data_pvc", "storage_class"):
       if getattr(self, name):
         _check_dns_label(getattr(self, name), f"--{name}")
+    self._check_scheduling()
+
+  def _check_scheduling(self) -> None:
+    """The Kueue and priority flags: names, levels and combinations."""
+    for name in ("queue", "priority_class", "workload_priority_class"):
+      value = getattr(self, name)
+      if value and (not _OBJECT_NAME.match(value) or len(value) > 63):
+        raise ConfigError(f"--{name}={value!r} is not a Kubernetes object "
+                          "name: use at most 63 lowercase letters, digits, "
+                          "'-' and '.', starting and ending with a letter or "
+                          "digit")
+    if self.queue and self.kind not in QUEUED_KINDS:
+      raise ConfigError(f"--queue with --kind={self.kind}: Kueue would "
+                        + ("admit each role's Job on its own, not all pods "
+                           "at once" if self.kind == "job" else
+                           "not admit it (its TFJob integration is off by "
+                           "default)") + "; render --kind=jobset")
+    if self.topology and self.prefer_topology:
+      raise ConfigError("--topology and --prefer_topology both set: give one "
+                        "(--topology requires the level, --prefer_topology "
+                        "falls back to the levels above it)")
+    for name in ("topology", "prefer_topology", "workload_priority_class"):
+      if getattr(self, name) and not self.queue:
+        raise ConfigError(f"--{name} needs --queue: only Kueue reads it; "
+                          "name the LocalQueue the job is admitted through")
+    for name in ("topology", "prefer_topology"):
+      level = getattr(self, name)
+      if level and (not _LABEL_KEY.match(level)
+                    or len(level.rpartition("/")[2]) > 63):
+        raise ConfigError(f"--{name}={level!r} is not a node label key; give "
+                          "a level of the ClusterQueue's Topology, e.g. "
+                          "topology.kubernetes.io/zone")
 
   def program(self) -> tuple:
     """``(["python", "-m", MODULE], its flags)`` of what the pods run."""

@@ -32,7 +32,8 @@ PROG = "python -m tfdist.k8s render"
 # The flags that are no RenderOptions field, or that it takes otherwise.
 _PATH_FLAGS = ("cluster_spec", "out_dir")
 # Fields the command names only when set (an override of another field).
-_UNLESS_SET = ("ps_memory",)
+_UNLESS_SET = ("ps_memory", "queue", "topology", "prefer_topology",
+               "priority_class", "workload_priority_class")
 # Help of the fields without a default (see RenderOptions for all).
 _REQUIRED_HELP = {"job_name": "prefix of every object's name (DNS-1035 label)",
                   "image": "container image"}
