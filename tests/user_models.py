@@ -11,42 +11,38 @@ import tensorflow as tf
 import tfdist
 
 
-def _inputs(features):
-  """A Keras input per feature, by name (what tfdist.keras_inputs gives)."""
-  return {name: f.keras_input() for name, f in features.items()}
+def _network(features, inputs, num_outputs, *, units=8, activation=None):
+  """``inputs`` (some or all of tfdist.keras_inputs) through tfdist.encoded,
+  a hidden layer of ``units`` and an output layer of ``activation``."""
+  x = tf.keras.layers.Dense(units, activation="relu")(
+      tfdist.encoded(inputs, features))
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(
+      num_outputs, activation=activation)(x))
 
 
-def _columns(features, inputs):
-  numeric = [f for f in features.values()
-             if f.kind == "numeric" and f.name in inputs]
-  tensors = [inputs[f.name] for f in numeric]
-  x = tensors[0] if len(tensors) == 1 else tf.keras.layers.Concatenate()(
-      tensors)
-  return tf.keras.layers.Normalization(
-      mean=[m for f in numeric for m in f.mean],
-      variance=[s ** 2 for f in numeric for s in f.std])(x)
+def encoded(features, num_outputs, *, activation=None):
+  """Every feature, of any kind, through tfdist.encoded (the preprocessing
+  layers built from the data's statistics and vocabularies), then a hidden
+  layer; ``activation`` of the last layer (None: logits)."""
+  return _network(features, tfdist.keras_inputs(features), num_outputs,
+                  activation=activation)
 
 
 def functional(features, num_classes):
   """Functional, every feature an input."""
-  inputs = _inputs(features)
-  x = tf.keras.layers.Dense(8, activation="relu")(_columns(features, inputs))
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(x))
+  return encoded(features, num_classes)
 
 
 def regressor(features, num_outputs):
   """A small regression network: one value per label column."""
-  inputs = _inputs(features)
-  x = tf.keras.layers.Dense(16, activation="relu")(_columns(features, inputs))
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_outputs)(x))
+  return _network(features, tfdist.keras_inputs(features), num_outputs,
+                  units=16)
 
 
 def multilabel_sigmoid(features, num_outputs):
   """Independent yes/no labels, each its own sigmoid: probabilities."""
-  inputs = _inputs(features)
-  x = tf.keras.layers.Dense(16, activation="relu")(_columns(features, inputs))
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(
-      num_outputs, activation="sigmoid")(x))
+  return _network(features, tfdist.keras_inputs(features), num_outputs,
+                  units=16, activation="sigmoid")
 
 
 def _at_least_1000(labels, logits):
@@ -64,8 +60,9 @@ def _confidence(labels, logits):
 def compiled_own(features, num_outputs):
   """Returned compiled with its own loss (at least 1000), metric and
   optimizer, and with an add_metric of its own."""
-  inputs = _inputs(features)
-  x = tf.keras.layers.Dense(8, activation="relu")(_columns(features, inputs))
+  inputs = tfdist.keras_inputs(features)
+  x = tf.keras.layers.Dense(8, activation="relu")(
+      tfdist.encoded(inputs, features))
   logits = tf.keras.layers.Dense(num_outputs)(x)
   model = tf.keras.Model(inputs, logits)
   model.add_metric(tf.reduce_mean(tf.nn.softmax(logits)[:, -1]),
@@ -79,9 +76,9 @@ def two_columns(features, num_classes):
   """Functional, taking two of the features: it gets those (two of the
   breast-cancer table's most telling measurements)."""
   names = ["worst_radius", "worst_concave_points"]
-  inputs = {n: features[n].keras_input() for n in names}
-  x = _columns(features, inputs)
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(x))
+  inputs = {n: tfdist.keras_inputs(features)[n] for n in names}
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(
+      tfdist.encoded(inputs, features)))
 
 
 def sequential_probabilities(features, num_classes):
@@ -92,17 +89,6 @@ def sequential_probabilities(features, num_classes):
       tf.keras.layers.Flatten(),
       tf.keras.layers.Dense(num_classes, activation="softmax"),
   ])
-
-
-def encoded(features, num_outputs, *, activation=None):
-  """Every feature, of any kind, through tfdist.encoded (the preprocessing
-  layers built from the data's statistics and vocabularies), then a hidden
-  layer; ``activation`` of the last layer (None: logits)."""
-  inputs = tfdist.keras_inputs(features)
-  x = tf.keras.layers.Dense(8, activation="relu")(
-      tfdist.encoded(inputs, features))
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(
-      num_outputs, activation=activation)(x))
 
 
 class _Subclassed(tf.keras.Model):
@@ -149,7 +135,7 @@ def not_a_model(features, num_classes):
 def wrong_width(features, num_classes):
   inputs = tfdist.keras_inputs(features)
   return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes + 1)(
-      _columns(features, inputs)))
+      tfdist.encoded(inputs, features)))
 
 
 def missing_feature(features, num_classes):
@@ -161,17 +147,17 @@ def missing_feature(features, num_classes):
 
 def raises_in_layer(features, num_outputs):
   """A mistake inside a Keras layer: the Lambda indexes a tensor by name."""
-  x = _columns(features, _inputs(features))
-  x = tf.keras.layers.Lambda(lambda t: t["radius"])(x)
-  return tf.keras.Model(_inputs(features), tf.keras.layers.Dense(
-      num_outputs)(x))
+  inputs = tfdist.keras_inputs(features)
+  x = tf.keras.layers.Lambda(lambda t: t["radius"])(
+      tfdist.encoded(inputs, features))
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_outputs)(x))
 
 
 def softmax_with_logits_loss(features, num_outputs):
   """Ends in a softmax, but compiled with a loss that takes logits."""
-  inputs = _inputs(features)
+  inputs = tfdist.keras_inputs(features)
   model = tf.keras.Model(inputs, tf.keras.layers.Dense(
-      num_outputs, activation="softmax")(_columns(features, inputs)))
+      num_outputs, activation="softmax")(tfdist.encoded(inputs, features)))
   model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(
       from_logits=True))
   return model
@@ -179,6 +165,6 @@ def softmax_with_logits_loss(features, num_outputs):
 
 def sigmoid_classifier(features, num_outputs):
   """A sigmoid per class: not probabilities of exclusive classes."""
-  inputs = _inputs(features)
+  inputs = tfdist.keras_inputs(features)
   return tf.keras.Model(inputs, tf.keras.layers.Dense(
-      num_outputs, activation="sigmoid")(_columns(features, inputs)))
+      num_outputs, activation="sigmoid")(tfdist.encoded(inputs, features)))

@@ -92,7 +92,6 @@ def run(*, user: contract.UserModel, dataset: sources.Source,
                       "--model_dir to the chief's directory")
   if not timeout > 0:
     raise ConfigError(f"--eval_timeout={timeout}: must be > 0")
-  dataset = tasks.task_source(dataset)
   signature = checkpoint_lib.model_signature(
       model_name=user.name, features=dataset.features,
       num_classes=dataset.num_outputs)

@@ -55,7 +55,6 @@ def run(config: TrainConfig, *, user: contract.UserModel,
     metrics, the weights digest and where the variables live.
   """
   runtime = runtime_lib.create(config, task)
-  dataset = tasks.task_source(dataset)
   signature = checkpoint_lib.model_signature(
       model_name=user.name, features=dataset.features,
       num_classes=dataset.num_outputs)
