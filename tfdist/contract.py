@@ -10,7 +10,9 @@ A model function is ``model_fn(features, num_outputs)``:
   Sequential or subclassed) whose output is ``[batch, num_outputs]``;
 * the model is called with the dict of inputs by feature name, always
   (also for one feature); a functional model may take a subset of them
-  (named after the features): it gets those;
+  (named after the features): it gets those; a model of one input named
+  otherwise (a Sequential's ``input_1``, or none yet) over one feature
+  gets its tensor;
 * its output kind is declared, never guessed (tfdist.tasks): logits,
   unless the last layer ends in a softmax (classification) or a sigmoid
   (multilabel), or the model is compiled with a loss that says
@@ -167,13 +169,16 @@ def _input_names(model) -> list:
   return [getattr(t, "name", "").split(":")[0] for t in inputs]
 
 
-def _selected_inputs(model, inputs: dict, features, name: str) -> dict:
-  """What ``model`` is called with: the dict of inputs, or the part of it a
-  functional model takes (ConfigError for a missing one)."""
+def _selected_inputs(tf, model, inputs: dict, features, name: str) -> dict:
+  """What ``model`` is called with: the dict of inputs, the part of it a
+  functional model takes (ConfigError for a missing one), or for one
+  feature the tensor that a model of one input named otherwise takes."""
   wanted = _input_names(model)
-  if len(features) == 1 and len(wanted) == 1 and wanted[0] not in features:
-    # One input named otherwise (a Sequential's): it gets the tensor, and
-    # the model built around it the dict the data gives.
+  if len(features) == 1 and (
+      len(wanted) == 1 and wanted[0] not in features
+      or not wanted and isinstance(model, tf.keras.Sequential)):
+    # One input named otherwise, or not made yet (a Sequential's): it gets
+    # the tensor, and the model built around it the dict the data gives.
     return next(iter(inputs.values()))
   if len(features) == 1 or not wanted or set(wanted) == set(features):
     return inputs
@@ -240,7 +245,7 @@ def build(model_fn: Callable, features: features_lib.Features,
   model = _call(model_fn, features, num_outputs, name)
   _check_is_keras(tf, model, name)
   inputs = {n: f.keras_input() for n, f in features.items()}
-  selected = _selected_inputs(model, inputs, features, name)
+  selected = _selected_inputs(tf, model, inputs, features, name)
   outputs = _called(tf, model, selected, features, name)
   _check_outputs(outputs, num_outputs, name)
   flat = _flat_inputs(model, features)
