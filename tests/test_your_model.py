@@ -89,6 +89,40 @@ def test_a_model_ending_in_softmax_trains_on_probabilities(mnist_dir):
   assert result["test_accuracy"] >= 0.88, result
 
 
+def test_a_model_of_one_input_named_otherwise_gets_the_tensor():
+  """One feature: a model whose one input is named otherwise (a
+  Sequential's input_1, a functional model's own name) or not made yet (a
+  Sequential without an InputLayer) is called with its tensor, and the
+  model tfdist trains takes the dict by the feature's name. Built in this
+  process, not trained."""
+  from tfdist import app  # pylint: disable=g-import-not-at-top
+  app.prepare_environment()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfdist import contract  # pylint: disable=g-import-not-at-top
+  from tfdist.features import Feature  # pylint: disable=g-import-not-at-top
+  keras = tf.keras
+  image = Feature(name="images", kind="image", shape=(4, 4, 1),
+                  encoding="png")
+  size = Feature(name="size", kind="numeric", shape=(2,), mean=(0, 0),
+                 std=(1, 1))
+  named_x = keras.Input(shape=(2,), name="x")
+  models = {
+      "input_1": (image, lambda: keras.Sequential([
+          keras.layers.InputLayer(input_shape=(4, 4, 1)),
+          keras.layers.Flatten(), keras.layers.Dense(3)])),
+      "not made yet": (image, lambda: keras.Sequential([
+          keras.layers.Flatten(), keras.layers.Dense(3)])),
+      "x": (size, lambda: keras.Model(named_x,
+                                      keras.layers.Dense(3)(named_x))),
+  }
+  for what, (feature, make) in models.items():
+    model = contract.build(lambda features, n, make=make: make(),
+                           {feature.name: feature}, 3, name=what)
+    assert list(model.input) == [feature.name], what
+    batch = {feature.name: tf.ones((2, *feature.shape))}
+    assert model(batch).shape == (2, 3), what
+
+
 def _line_of(text: str) -> str:
   """``user_models.py:N``, N the line of user_models.py holding ``text``."""
   with open(os.path.join(REPO, "tests", "user_models.py")) as f:
