@@ -17,9 +17,14 @@ from tfdist import fused_step
 from tfdist.errors import ConfigError
 
 # Softmax regression on MNIST: 784 x 10 weights and 10 biases, plus the
-# three metric sums the fused step sends with them.
+# metric states the fused step sends with them: the loss's and the
+# accuracy's (a total and a count each).
 PARAMS = 28 * 28 * 10 + 10
-METRIC_SUMS = 3
+METRIC_SUMS = 4
+# With --metrics=extra: also top-3 accuracy, a metric function and a
+# weighted accuracy (a total and a count each), and a count of the
+# examples seen (a total).
+EXTRA_METRIC_SUMS = METRIC_SUMS + 7
 # Float32 sums in another order: a few ulps after tens of steps.
 WEIGHT_TOLERANCE = 1e-5
 STEPS, EPOCHS = 10, 2
@@ -53,11 +58,21 @@ def _check_same_training(result):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_mirrored_two_devices_one_collective(mnist_dir):
-  result = compare_result(mnist_dir, "--strategy=mirrored")
+  # Every metric Keras' step logs, sample-weighted examples too: reduced
+  # in the same one all-reduce, to the values Keras' own step logs.
+  result = compare_result(mnist_dir, "--strategy=mirrored", "--metrics=extra",
+                          "--sample_weights")
   assert result["num_replicas"] == 2
   _check_same_training(result)
+  assert result["metric_names"] == ["accuracy", "examples_seen",
+                                    "mean_top_score", "top3",
+                                    "weighted_accuracy"]
+  assert result["max_metric_difference"] < WEIGHT_TOLERANCE
+  # A count over both replicas, not a ratio: 200 examples per step.
+  assert result["fused"]["metrics"]["examples_seen"] == [STEPS * 200] * EPOCHS
   assert result["fused"]["collectives_per_replica"] == 1
-  assert result["fused"]["all_reduce_bytes"] == (PARAMS + METRIC_SUMS) * 4
+  assert result["fused"]["all_reduce_bytes"] == (
+      PARAMS + EXTRA_METRIC_SUMS) * 4
   print("mirrored collectives per replica step: standard",
         result["standard"]["collectives_per_replica"], "fused",
         result["fused"]["collectives_per_replica"])

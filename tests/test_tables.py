@@ -13,6 +13,7 @@ cannot be imported: its one ``error:`` line comes before TensorFlow.
 import collections
 import contextlib
 import csv
+import functools
 import glob
 import io
 import json
@@ -475,6 +476,38 @@ def test_encoded_inputs_of_every_kind(mixed):
     tfdist.encoded({"nothing": one["city"]}, features)
   with pytest.raises(tfdist.ConfigError, match="'size' is numeric: it has no"):
     preprocessing.preprocessing_layer(features["size"], output="ids")
+
+
+def test_consecutive_numbers_share_one_layer_that_computes_the_same():
+  """tfdist.encoded standardises consecutive numeric features in one layer
+  (a table of 30 columns: one, not 30); column by column it computes what
+  each feature's own layer does: its fill, and its own scaling (tiny
+  units beside ordinary ones; a constant column). Features made here."""
+  numeric = functools.partial(tfdist.Feature, kind="numeric", shape=(1,))
+  features = {f.name: f for f in [
+      numeric(name="tiny", mean=(3e-9,), std=(4e-10,)),
+      tfdist.Feature(name="pair", kind="numeric", shape=(2,), fill="mean",
+                     mean=(5.0, -1.0), std=(2.0, 0.0)),
+      tfdist.Feature(name="city", kind="category", shape=(),
+                     vocabulary=("oslo", "rome")),
+      numeric(name="big", mean=(1e3,), std=(10.0,)),
+      numeric(name="plain", mean=(0.5,), std=(0.25,))]}
+  batch = {"tiny": tf.constant([[3.5e-9], [2e-9], [np.nan]]),
+           "pair": tf.constant([[6.0, np.nan], [np.nan, -1.0], [1.0, 2.0]]),
+           "city": tf.constant(["rome", "paris", "oslo"]),
+           "big": tf.constant([[990.0], [1e3], [1017.5]]),
+           "plain": tf.constant([[0.0], [0.75], [np.nan]])}
+  inputs = tfdist.keras_inputs(features)
+  model = tf.keras.Model(inputs, tfdist.encoded(inputs, features))
+  own = np.concatenate([tfdist.preprocessing_layer(f)(batch[n]).numpy()
+                        for n, f in features.items()], axis=1)
+  np.testing.assert_array_equal(model(batch).numpy(), own)
+  assert [type(layer).__name__ for layer in model.layers].count(
+      "NumericEncoding") == 2  # tiny+pair, big+plain
+  # The combined layer is saved and made again as it was.
+  copy = tf.keras.Model.from_config(model.get_config())
+  copy.set_weights(model.get_weights())
+  np.testing.assert_array_equal(copy(batch).numpy(), own)
 
 
 def test_in_memory_batches_are_dicts_with_class_weights():

@@ -3,10 +3,16 @@
 The public names, kept stable (everything else is internal):
 
 ``tfdist.main(model_fn, *, name=None, defaults=None, optimizer_fn=None,
-check_flags=None)``
+check_flags=None, loss=None, metrics=None, callbacks=None)``
   A training program's whole entry point: parses the flags, runs this
   process's task of the job (train, host or evaluate) and exits
   (tfdist.app.main).
+``tfdist.fit(model_fn, *, name=None, loss=None, metrics=None,
+callbacks=None, optimizer_fn=None, tf_config=None, **settings) -> dict``
+  The same job from Python: the flags are keyword settings, the cluster
+  task a ``tf_config=`` argument; returns the result (the JSON line main
+  prints), raises ConfigError on bad input, never exits
+  (tfdist.app.fit).
 ``tfdist.Feature``
   One input of a model: name, kind (image, numeric, category, text, id,
   id_list), shape, dtype (tfdist.features); a model function gets a dict
@@ -22,8 +28,11 @@ check_flags=None)``
   Bad input: raised by a model function or a program's flag check, it
   ends the program with one ``error:`` line and status 2.
 
-The model-function contract (what a model function gets and returns, what
-tfdist owns): tfdist.contract.
+The model-function contract (``model_fn(features, num_outputs)``, what it
+gets and returns, what tfdist owns): tfdist.contract; the tasks
+(classification, regression, multilabel), their losses and metrics, and
+how a model's own loss, metrics and optimizer are kept: tfdist.tasks and
+tfdist.trainable.
 
 The commands: ``python -m tfdist.train``, ``tfdist.launch``,
 ``tfdist.tfconfig``, ``tfdist.data``, ``tfdist.predict``, ``tfdist.k8s``,
@@ -38,7 +47,8 @@ import importlib
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
-_PUBLIC = {"main": "tfdist.app", "Feature": "tfdist.features",
+_PUBLIC = {"main": "tfdist.app", "fit": "tfdist.app",
+           "Feature": "tfdist.features",
            "keras_inputs": "tfdist.features",
            "encoded": "tfdist.preprocessing",
            "preprocessing_layer": "tfdist.preprocessing",

@@ -40,15 +40,20 @@ class TrainConfig:
       f"Distribution strategy: {', '.join(strategy_lib.STRATEGIES)}.")
   batch_size: int = _setting(
       100, "Examples per replica per step (the global batch is this times "
-      "the replicas in sync; under ps, one worker's step).")
+      "the replicas in sync; under ps, one worker's step). Larger than the "
+      "training split allows: capped to it, said in one line.")
   epochs: int = _setting(5, "Training epochs.")
   steps_per_epoch: int = _setting(
       0, "Steps per epoch; 0 = one pass over the training split.")
-  learning_rate: float = _setting(0.5, "Learning rate.")
-  optimizer: str = _setting(
-      "sgd", f"Optimizer: {', '.join(OPTIMIZERS)} (momentum is SGD with "
+  learning_rate: Optional[float] = _setting(
+      None, "Learning rate (unset: 0.5, or the compiled optimizer's own "
+      "when the model function returns a compiled model).")
+  optimizer: Optional[str] = _setting(
+      None, f"Optimizer: {', '.join(OPTIMIZERS)} (momentum is SGD with "
       "0.9; adagrad updates only the looked-up rows of a table, adam every "
-      "row each step).")
+      "row each step). Unset: the optimizer the model function compiled its "
+      "model with, else sgd; set, it replaces a compiled one (one line says "
+      "so).")
   model_dir: Optional[str] = _setting(
       None, "Where the chief writes checkpoints and result.json; unset "
       "writes nothing.")
@@ -119,9 +124,10 @@ class TrainConfig:
       "float32", "float32, or float16: all-reduce gradients in half the "
       "bytes (mirrored, multiworker).")
   fused_step: str = _setting(
-      "auto", "auto, on or off: one all-reduce per step for the gradients "
-      "and the metric sums (tfdist.fused_step); auto = on under mirrored "
-      "and multiworker, off under ps.")
+      "auto", "auto, on or off: one all-reduce per step for the gradients, "
+      "the loss and every metric (tfdist.fused_step); auto = on under "
+      "mirrored and multiworker (Keras' own step, said in one line, when a "
+      "metric's state is not a sum), off under ps.")
   accumulate_steps: int = _setting(
       1, "Gradient accumulation (fused step): K micro-batches of "
       "--batch_size per replica, then one all-reduce and one update; the "
@@ -194,7 +200,7 @@ def _check_choices(config: TrainConfig) -> None:
                         ("optimizer", OPTIMIZERS),
                         ("all_reduce", strategy_lib.ALL_REDUCE)):
     value = getattr(config, name)
-    if value not in choices:
+    if value not in choices and not (name == "optimizer" and value is None):
       raise ConfigError(f"--{name}={value!r}: use one of {', '.join(choices)}")
 
 
@@ -206,7 +212,7 @@ def _check_numbers(config: TrainConfig) -> None:
   if config.steps_per_epoch < 0:
     raise ConfigError(f"--steps_per_epoch={config.steps_per_epoch}: must be 0 "
                       "(one pass over the data) or more")
-  if not config.learning_rate > 0:
+  if config.learning_rate is not None and not config.learning_rate > 0:
     raise ConfigError(f"--learning_rate={config.learning_rate}: must be > 0")
   for name in ("peer_timeout", "heartbeat_timeout", "eval_timeout"):
     if not getattr(config, name) > 0:

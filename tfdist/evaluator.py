@@ -3,24 +3,27 @@
 An ``evaluator`` in the cluster spec never joins training (TensorFlow's
 strategies leave it out, see cluster.training_cluster): it watches the
 chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
-copy of the model, measures test accuracy with the same code as the trainer
-(tfdist.evaluation.accuracy), writes it as a TensorBoard summary under
-``model_dir/eval``, and exits when the chief has written ``result.json``
-after the last checkpoint. With no new checkpoint for ``timeout`` seconds it
-gives up with one line, so it never waits forever for a chief that is gone.
+copy of the model, measures the test metrics with the same code as the
+trainer (tfdist.evaluation.test_metrics: the task's own and every metric of
+the model), writes them as TensorBoard summaries under ``model_dir/eval``
+(``test_accuracy``, ``test_mse`` ...), and exits when the chief has written
+``result.json`` after the last checkpoint. With no new checkpoint for
+``timeout`` seconds it gives up with one line, so it never waits forever
+for a chief that is gone.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import console
 from tfdist import contract
 from tfdist import evaluation
 from tfdist import errors
+from tfdist import tasks
 from tfdist.data import sources
 from tfdist.errors import ConfigError
 
@@ -44,23 +47,41 @@ def training_done(model_dir: str, latest: Optional[str]) -> bool:
   return saved_at is None or done_at >= saved_at
 
 
-def run(*, model_fn: Callable, dataset: sources.Source,
-        model_dir: Optional[str], model_name: str = "",
-        batch_size: int = 1000, timeout: float = 600.0,
-        task_name: str = "evaluator-0") -> dict:
+def _measurement(user: contract.UserModel, dataset, batch_size: int):
+  """The plain model, and a function measuring its test metrics."""
+  model = contract.build(user.model_fn, dataset.features,
+                         dataset.num_outputs, name=user.label)
+  objective = tasks.resolve(model, task=dataset.task, loss=user.loss,
+                            metrics=user.metrics,
+                            name=f"the model of {user.label}")
+  # Compiled as the trainer compiles it, for the same metrics' copies.
+  model.compile(loss=objective.loss, metrics=list(objective.metrics),
+                weighted_metrics=list(objective.weighted_metrics) or None)
+  tasks.build_metrics(model, task=dataset.task,
+                      num_outputs=dataset.num_outputs)
+  copies = tasks.test_copies(model)
+  return model, lambda: evaluation.test_metrics(
+      model, dataset.test_batches(batch_size), task=objective.task,
+      outputs=objective.outputs, metrics=copies)
+
+
+def run(*, user: contract.UserModel, dataset: sources.Source,
+        model_dir: Optional[str], batch_size: int = 1000,
+        timeout: float = 600.0, task_name: str = "evaluator-0") -> dict:
   """Evaluates every new checkpoint of ``model_dir`` until training is done.
 
   Args:
-    model_fn: the trainer's model function (the same model as the chief's).
+    user: the trainer's model (the same model as the chief's), its loss
+      and metrics; its name is checked against the checkpoints' model
+      (tfdist.checkpoint).
     dataset: its test split is evaluated, every example once.
     model_dir: the chief's --model_dir (shared storage on several machines).
-    model_name: checked against the checkpoints' model (tfdist.checkpoint).
     batch_size: evaluation batch size.
     timeout: seconds without a new checkpoint before giving up.
     task_name: names this task in messages and the result.
 
   Returns:
-    The result: checkpoints evaluated, last step and its test accuracy.
+    The result: checkpoints evaluated, the last step and its test metrics.
 
   Raises:
     ConfigError: no model_dir, or it holds another model's checkpoints.
@@ -72,18 +93,17 @@ def run(*, model_fn: Callable, dataset: sources.Source,
   if not timeout > 0:
     raise ConfigError(f"--eval_timeout={timeout}: must be > 0")
   signature = checkpoint_lib.model_signature(
-      model_name=model_name, features=dataset.features,
-      num_classes=dataset.num_classes)
+      model_name=user.name, features=dataset.features,
+      num_classes=dataset.num_outputs)
   checkpoint_lib.check_model_dir(model_dir, signature=signature)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # A plain model, no strategy: the evaluator is one process.
-  model = contract.build(model_fn, dataset.features, dataset.num_classes,
-                         name=model_name)
+  model, measure = _measurement(user, dataset, batch_size)
   reader = tf.train.Checkpoint(model=model)
   writer = tf.summary.create_file_writer(os.path.join(model_dir, EVAL_SUBDIR))
   console.info(f"{task_name} evaluates new checkpoints of {model_dir}")
-  evaluated, last_path, accuracy, step = 0, None, None, None
+  evaluated, last_path, metrics, step = 0, None, None, None
   waiting_since = time.monotonic()
   while True:
     latest = checkpoint_lib.latest(model_dir)
@@ -95,11 +115,14 @@ def run(*, model_fn: Callable, dataset: sources.Source,
         # Rotated away (keep_checkpoints) between listing and reading.
         continue
       step = int(latest.rsplit("-", 1)[1])
-      accuracy = evaluation.accuracy(model, dataset.test_batches(batch_size))
+      metrics = evaluation.rounded(measure())
       with writer.as_default():
-        tf.summary.scalar("test_accuracy", accuracy, step=step)
+        for metric, value in metrics.items():
+          if value is not None:
+            tf.summary.scalar(f"test_{metric}", value, step=step)
       writer.flush()
-      console.info(f"{task_name}: step {step}: test accuracy {accuracy:.4f}")
+      console.info(f"{task_name}: step {step}: test " + ", ".join(
+          f"{k} {v}" for k, v in metrics.items()))
       evaluated += 1
       last_path = latest
       waiting_since = time.monotonic()
@@ -112,6 +135,9 @@ def run(*, model_fn: Callable, dataset: sources.Source,
           f"{timeout:.0f} s and the chief wrote no result; is it running "
           "with this --model_dir? (--eval_timeout sets the wait)")
     time.sleep(POLL_SECONDS)  # a polling interval, not synchronisation
-  return {"model": model_name, "task": task_name,
-          "checkpoints_evaluated": evaluated, "step": step,
-          "test_accuracy": None if accuracy is None else round(accuracy, 5)}
+  result = {"model": user.name, "task": task_name,
+            "checkpoints_evaluated": evaluated, "step": step,
+            "ml_task": dataset.task, "test_metrics": metrics}
+  if dataset.task == "classification":
+    result["test_accuracy"] = metrics and metrics["accuracy"]
+  return result

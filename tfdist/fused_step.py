@@ -11,20 +11,37 @@ per dtype pack), then one per metric variable when the logs read the metrics
 log value unless ``distribute_reduction_method`` is ``first``. Each costs a
 round trip whatever its size. The fused step sends one buffer::
 
-    [grad_0 (flattened), grad_1, ..., grad_n | loss sum, correct, examples]
+    [grad_0 (flattened), ..., grad_n | metric deltas]
 
 all-reduced once (SUM) in the wire dtype, then unpacked and applied with the
-optimizer told not to aggregate again. Every replica holds the same sums
-after the all-reduce, so the running epoch sums live in replica-local
-(sync-on-read) variables that each replica updates alike, and the logs (the
-global mean loss and top-1 accuracy since the epoch began) are read from the
-local copy: no further collective, and Keras adds none with
-``distribute_reduction_method="first"``, which :func:`install` sets.
+optimizer told not to aggregate again.
+
+The loss is the compiled one, any loss of ``(y_true, y_pred,
+sample_weight)`` (a tf.keras loss object, name or function): its
+per-example values, weighted by the batch's sample weights when it has
+them, summed, over the global number of values (Keras'
+``sum_over_batch_size``), plus the regularisation losses. The metrics are
+**every** metric of the model: Keras' loss tracker (the ``loss`` log,
+updated as Keras' step does), the compiled ones and the ``add_metric``
+ones. A Keras metric's
+state is a set of sums (its variables' aggregation is SUM: the state over
+all replicas is the sum of theirs), so each replica updates its metrics
+from zero on its own examples, packs the resulting state (the step's delta)
+into the buffer, and adds the all-reduced delta to a replica-local copy of
+the global state (sync-on-read variables that every replica updates
+alike). The logs are Keras' own metric results, read from that copy in the
+step: no further collective, and Keras adds none with
+``distribute_reduction_method="first"``, which :func:`install` sets. The
+metric objects themselves are left holding the global state on the first
+replica and zero on the others, so that reading them across replicas (a
+SUM) gives the global value, as under Keras' step. A metric whose state is
+not a sum, a loss per output or ``loss_weights`` cannot be carried:
+:func:`cannot_fuse` says why, in one line, and Keras' own step runs.
 
 Wire dtype: ``float32`` sends the whole buffer as one float32 collective.
 ``float16`` halves the gradient bytes but cannot carry the metric sums
 exactly (a loss sum or a count above 2048 rounds), so they travel as a
-float32 tail in the same all-reduce call: two collective launches per step.
+float32 tail: two collective launches per step.
 For a latency-bound model (the softmax's 31 KB) float32 is the faster one.
 
 Gradient accumulation (``accumulate_steps=K``, Horovod's
@@ -51,8 +68,9 @@ non-finite sum (also a float16-wire overflow) reaches every replica alike,
 which then all skip the step and lower the scale together.
 
 The checkpoint keys do not change: the step is a method bound to the model
-instance and the running sums are not attached to the model, so
-``tf.train.Checkpoint(model=model)`` holds exactly the same variables.
+instance and the metric copies are not attached to the
+model, so ``tf.train.Checkpoint(model=model)`` holds exactly the same
+variables.
 """
 
 from __future__ import annotations
@@ -64,9 +82,6 @@ from typing import Optional
 from tfdist import communication
 from tfdist.errors import ConfigError
 
-# The metric sums at the end of the buffer: per-example loss sum, correctly
-# classified examples, examples.
-_METRIC_SUMS = 3
 # Strategies whose replicas train in sync; under ps a step is one worker's.
 FUSED_STRATEGIES = communication.ALL_REDUCE_STRATEGIES
 # --fused_step: auto = on under FUSED_STRATEGIES, off elsewhere.
@@ -115,29 +130,75 @@ class FusedStep:
     all_reduce_dtype: the wire dtype of the gradients.
     accumulate_steps: micro-batches per update.
     all_reduce_bytes: bytes one replica hands to the all-reduce per step,
-      gradients and metric sums (set when the step is first traced).
-    running_sums: the replica-local float64 variables (loss sum, correct,
-      examples) of the current epoch.
+      gradients and metric deltas (set when the step is first traced).
+    loss: the compiled loss as a tf.keras Loss (its ``call`` gives the
+      per-example values).
+    metric_variables: every carried metric's variables, in order.
+    metric_copies: the replica-local global state of each of them.
   """
   all_reduce_dtype: str
   accumulate_steps: int
   all_reduce_bytes: int = 0
-  running_sums: Optional[list] = None
+  loss: object = None
+  metric_variables: list = dataclasses.field(default_factory=list)
+  metric_copies: list = dataclasses.field(default_factory=list)
+
+
+def carried_metrics(model) -> list:
+  """Every metric of a compiled ``model`` the step updates: Keras' loss
+  tracker, the compiled ones and the ``add_metric`` ones."""
+  return list(model.metrics)
+
+
+def cannot_fuse(model) -> Optional[str]:
+  """Why the fused step cannot carry ``model``'s loss or metrics, in one
+  line, or None when it can. Call once its metrics are built
+  (tfdist.tasks.build_metrics)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  loss = getattr(model, "loss", None)
+  if loss is None or isinstance(loss, (dict, list, tuple)):
+    return "the model has no single loss"
+  config = getattr(getattr(model, "_compile_config", None), "config", {})
+  if config.get("loss_weights") is not None:
+    return "the model is compiled with loss_weights"
+  for metric in carried_metrics(model):
+    for variable in metric.variables:
+      if variable.aggregation != tf.VariableAggregation.SUM:
+        return (f"metric {metric.name!r} keeps {variable.name} aggregated "
+                f"{variable.aggregation.name}, not as a sum over replicas")
+  return None
+
+
+def _as_loss(loss):
+  """``loss`` as a tf.keras Loss whose ``call`` gives per-example values."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if isinstance(loss, tf.keras.losses.Loss):
+    return loss
+  function = tf.keras.losses.get(loss) if isinstance(loss, str) else loss
+  return tf.keras.__internal__.losses.LossFunctionWrapper(function)
+
+
+def _replica_local(tf, like, name: str):
+  """A sync-on-read variable shaped as ``like`` that each replica updates
+  alike (read across replicas: the first's)."""
+  return tf.Variable(tf.zeros(like.shape, like.dtype), trainable=False,
+                     name=name,
+                     synchronization=tf.VariableSynchronization.ON_READ,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
 def install(model, *, all_reduce_dtype: str = "float32",
             accumulate_steps: int = 1) -> FusedStep:
   """Makes ``fit`` train ``model`` with the fused step.
 
-  Call after ``model.compile`` (a new compile keeps the step, but the model
-  must be compiled with a tf.keras loss object that takes integer labels and
-  logits, such as SparseCategoricalCrossentropy). The logs are ``loss`` and
-  ``accuracy`` (top-1 of the logits against the integer labels), whatever
-  metrics were compiled.
+  Call after ``model.compile`` and once its metrics are built
+  (tfdist.tasks.build_metrics; a new compile keeps the step). The logs are
+  ``loss`` and every metric's result, as Keras' own step names them.
 
   Raises:
-    ValueError: the model is not compiled with a loss object and an
-      optimizer, or the settings are out of range.
+    ValueError: the model is not compiled with an optimizer, its loss or a
+      metric cannot be carried (:func:`cannot_fuse`), or the settings are
+      out of range.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if all_reduce_dtype not in communication.ALL_REDUCE_DTYPES:
@@ -145,27 +206,33 @@ def install(model, *, all_reduce_dtype: str = "float32",
                      f"{communication.ALL_REDUCE_DTYPES}")
   if accumulate_steps < 1:
     raise ValueError(f"accumulate_steps={accumulate_steps}: must be >= 1")
-  if not isinstance(getattr(model, "loss", None), tf.keras.losses.Loss):
-    raise ValueError("the fused step needs a model compiled with a loss "
-                     "object (e.g. tf.keras.losses."
-                     "SparseCategoricalCrossentropy(from_logits=True)), got "
-                     f"{getattr(model, 'loss', None)!r}")
   if getattr(model, "optimizer", None) is None:
     raise ValueError("compile the model (with an optimizer) before "
                      "installing the fused step")
+  reason = cannot_fuse(model)
+  if reason is not None:
+    raise ValueError(f"the fused step cannot carry the model: {reason}")
   fused = FusedStep(all_reduce_dtype=all_reduce_dtype,
-                    accumulate_steps=accumulate_steps)
+                    accumulate_steps=accumulate_steps,
+                    loss=_as_loss(model.loss))
+  fused.metric_variables = [v for m in carried_metrics(model)
+                            for v in m.variables]
+  for metric in carried_metrics(model):
+    # Keras' Metric.result reads across replicas in a step (an add_metric
+    # reads its result in the forward pass): a collective per variable
+    # under multiworker. The class's own result reads this replica's
+    # variables, which hold the global state when the step reads them
+    # (and across replicas, outside a step, still sum them).
+    metric.result = types.MethodType(type(metric).result, metric)
   with model.distribute_strategy.scope():
-    fused.running_sums = [
-        tf.Variable(0.0, dtype=tf.float64, trainable=False, name=name,
-                    synchronization=tf.VariableSynchronization.ON_READ,
-                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        for name in ("fused_loss_sum", "fused_correct", "fused_examples")]
+    fused.metric_copies = [
+        _replica_local(tf, v, f"fused_{v.name.split(':')[0]}")
+        for v in fused.metric_variables]
   keras_reset = model.reset_metrics
 
   def reset_metrics(self):
     keras_reset()
-    for variable in fused.running_sums:
+    for variable in fused.metric_copies:
       variable.assign(tf.zeros_like(variable))
 
   # Bound to this instance: the class, and so the checkpoint's object
@@ -185,84 +252,87 @@ def _loss_scale_optimizer(optimizer):
   return optimizer if isinstance(optimizer, mixed.LossScaleOptimizer) else None
 
 
-def _micro_batch(model, x, y, *, denominator, scale_parts: float):
-  """Gradients and metric sums of one micro-batch on this replica.
+def _micro_batch(model, x, y, sample_weight, *, fused: FusedStep,
+                 scale_parts: float):
+  """Gradients of one micro-batch on this replica; updates its metrics (the
+  ``add_metric`` ones in the forward pass).
 
-  The differentiated loss is the micro-batch's per-example loss sum over
-  ``denominator`` (the examples of the whole update over all replicas) plus
-  the regularisation losses over ``scale_parts`` (the micro-batches of the
-  update over all replicas), so that the all-reduced sum of the gradients
-  is the gradient of the global mean loss plus the regularisation.
+  The differentiated loss is the micro-batch's weighted per-example loss
+  sum over the loss values of the whole update over all replicas (its
+  values times ``scale_parts``, the micro-batches of the update over all
+  replicas) plus the regularisation losses over ``scale_parts``, so that
+  the all-reduced sum of the gradients is the gradient of the global mean
+  loss plus the regularisation.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   scaler = _loss_scale_optimizer(model.optimizer)
   with tf.GradientTape() as tape:
-    logits = model(x, training=True)
-    per_example = tf.cast(model.loss.call(y, logits), tf.float32)
-    loss_sum = tf.reduce_sum(per_example)
-    examples = tf.cast(tf.shape(per_example)[0], tf.float32)
+    outputs = model(x, training=True)
+    values = tf.cast(fused.loss.call(y, outputs), tf.float32)
+    loss_sum = tf.keras.__internal__.losses.compute_weighted_loss(
+        values, sample_weight, reduction=tf.keras.losses.Reduction.SUM)
+    count = tf.cast(tf.size(values), tf.float32)
     regularization = (tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
                       if model.losses else tf.constant(0.0))
-    loss = loss_sum / denominator + regularization / scale_parts
+    loss = loss_sum / (count * scale_parts) + regularization / scale_parts
     if scaler is not None:
       loss = scaler.get_scaled_loss(loss)
   grads = tape.gradient(loss, model.trainable_variables)
-  grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-           for g, v in zip(grads, model.trainable_variables)]
-  labels = tf.reshape(tf.cast(y, tf.int64), [-1])
-  correct = tf.reduce_sum(tf.cast(
-      tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int64), labels),
-      tf.float32))
-  # Keras' loss log counts the regularisation once per example.
-  sums = tf.stack([loss_sum + regularization * examples, correct, examples])
-  return grads, sums
+  # Keras' loss log: the batch's loss, once per example.
+  for tracker in model.compiled_loss.metrics:
+    tracker.update_state(loss_sum / count + regularization,
+                         sample_weight=tf.shape(outputs)[0])
+  model.compiled_metrics.update_state(y, outputs, sample_weight)
+  return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+          for g, v in zip(grads, model.trainable_variables)]
 
 
-def _local_gradients(model, x, y, accumulate_steps: int):
-  """This replica's gradient sum and metric sums over its K micro-batches.
+def _local_gradients(model, data, fused: FusedStep):
+  """This replica's gradient sum over its K micro-batches.
 
-  ``x`` is the model's input: a tensor, a RaggedTensor (ids) or a dict of
-  them; the labels ``y`` count the examples.
+  ``data`` is ``(x, y, sample_weight)``: the model's input (a dict of
+  tensors and RaggedTensors by feature name), the labels (they count the
+  examples) and the weights or None.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x, y, sample_weight = data
+  k = fused.accumulate_steps
   replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-  local_examples = tf.shape(y)[0]
-  denominator = tf.cast(local_examples, tf.float32) * replicas
-  scale_parts = float(replicas * accumulate_steps)
-  if accumulate_steps == 1:
-    return _micro_batch(model, x, y, denominator=denominator,
+  scale_parts = float(replicas * k)
+  if k == 1:
+    return _micro_batch(model, x, y, sample_weight, fused=fused,
                         scale_parts=scale_parts)
-  micro = local_examples // accumulate_steps
+  micro = tf.shape(y)[0] // k
 
-  def body(i, grads, sums):
+  def body(i, grads):
     # Micro-batch i is the i-th ``micro`` examples (rows of a ragged id
     # list too).
     rows = slice(i * micro, (i + 1) * micro)
-    g, s = _micro_batch(model, tf.nest.map_structure(lambda t: t[rows], x),
-                        y[rows], denominator=denominator,
-                        scale_parts=scale_parts)
-    return i + 1, [a + b for a, b in zip(grads, g)], sums + s
+    part = [None if t is None else tf.nest.map_structure(lambda u: u[rows], t)
+            for t in (x, y, sample_weight)]
+    g = _micro_batch(model, *part, fused=fused, scale_parts=scale_parts)
+    return i + 1, [a + b for a, b in zip(grads, g)]
 
   zeros = [tf.zeros_like(v, dtype=v.dtype) for v in model.trainable_variables]
   # parallel_iterations=1: one micro-batch's activations alive at a time.
-  _, grads, sums = tf.while_loop(
-      lambda i, *_: i < accumulate_steps, body,
-      [tf.constant(0), zeros, tf.zeros([_METRIC_SUMS])],
-      parallel_iterations=1)
-  return grads, sums
+  _, grads = tf.while_loop(lambda i, *_: i < k, body, [tf.constant(0), zeros],
+                           parallel_iterations=1)
+  return grads
 
 
-def _all_reduce_once(grads, sums, fused: FusedStep):
-  """Packs, all-reduces (SUM) and unpacks: one collective (float32 wire)."""
+def _all_reduce_once(grads, tail, fused: FusedStep):
+  """Packs, all-reduces (SUM) and unpacks: one collective (float32 wire).
+  ``tail``: the float32 metric deltas."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   wire = tf.as_dtype(fused.all_reduce_dtype)
   flat = tf.concat([tf.reshape(tf.cast(g, wire), [-1]) for g in grads],
                    axis=0)
+  size = flat.shape[0]
   if wire == tf.float32:
-    buffers = [tf.concat([flat, sums], axis=0)]
+    buffers = [tf.concat([flat, tail], axis=0)]
   else:
-    # The metric sums stay exact in a float32 tail (module docstring).
-    buffers = [flat, sums]
+    # The sums stay exact in a float32 tail (module docstring).
+    buffers = [flat, tail]
   context = tf.distribute.get_replica_context()
   # One replica (the default strategy) all-reduces nothing and sends 0 bytes.
   fused.all_reduce_bytes = 0
@@ -273,23 +343,50 @@ def _all_reduce_once(grads, sums, fused: FusedStep):
     buffers = [context.all_reduce(tf.distribute.ReduceOp.SUM, b)
                for b in buffers]
   if wire == tf.float32:
-    flat, sums = buffers[0][:-_METRIC_SUMS], buffers[0][-_METRIC_SUMS:]
+    flat, tail = buffers[0][:size], buffers[0][size:]
   else:
-    flat, sums = buffers
+    flat, tail = buffers
   sizes = [g.shape.num_elements() for g in grads]
   reduced = [tf.cast(tf.reshape(part, g.shape), g.dtype)
              for part, g in zip(tf.split(flat, sizes), grads)]
-  return reduced, sums
+  return reduced, tail
+
+
+def _metric_deltas(tf, fused: FusedStep):
+  """This replica's metric state (updated from zero): its step's delta."""
+  return tf.concat([tf.reshape(tf.cast(v.read_value(), tf.float32), [-1])
+                    for v in fused.metric_variables], axis=0)
+
+
+def _apply_metric_deltas(tf, model, deltas, fused: FusedStep) -> dict:
+  """Adds the all-reduced deltas to the global state; returns the metrics'
+  results on it. The metric objects then keep the state on the first
+  replica only (module docstring)."""
+  sizes = [v.shape.num_elements() for v in fused.metric_variables]
+  for variable, copy, part in zip(fused.metric_variables,
+                                  fused.metric_copies,
+                                  tf.split(deltas, sizes)):
+    total = copy.assign_add(tf.cast(tf.reshape(part, copy.shape),
+                                    copy.dtype))
+    variable.assign(total)
+  logs = model.get_metrics_result()  # this replica's (see install)
+  replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+  first = tf.equal(replica, 0)
+  with tf.control_dependencies(tf.nest.flatten(logs)):
+    for variable in fused.metric_variables:
+      variable.assign(tf.where(first, variable.read_value(),
+                               tf.zeros_like(variable)))
+  return logs
 
 
 def _train_step(model, data, fused: FusedStep):
   """The step Keras runs on each replica: see the module docstring."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
-  if sample_weight is not None:
-    raise ValueError("the fused step does not take sample weights")
-  grads, sums = _local_gradients(model, x, y, fused.accumulate_steps)
-  grads, sums = _all_reduce_once(grads, sums, fused)
+  data = tf.keras.utils.unpack_x_y_sample_weight(data)
+  for variable in fused.metric_variables:
+    variable.assign(tf.zeros_like(variable))  # updated from zero: a delta
+  grads = _local_gradients(model, data, fused)
+  grads, deltas = _all_reduce_once(grads, _metric_deltas(tf, fused), fused)
   scaler = _loss_scale_optimizer(model.optimizer)
   if scaler is not None:
     grads = scaler.get_unscaled_gradients(grads)
@@ -297,8 +394,4 @@ def _train_step(model, data, fused: FusedStep):
   model.optimizer.apply_gradients(
       zip(grads, model.trainable_variables),
       experimental_aggregate_gradients=False)
-  totals = [variable.assign_add(tf.cast(value, tf.float64))
-            for variable, value in zip(fused.running_sums, tf.unstack(sums))]
-  loss_sum, correct, examples = totals
-  return {"loss": tf.cast(loss_sum / examples, tf.float32),
-          "accuracy": tf.cast(correct / examples, tf.float32)}
+  return _apply_metric_deltas(tf, model, deltas, fused)

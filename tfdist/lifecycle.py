@@ -1,15 +1,16 @@
 """One task's whole life in a job: its role, its work and how it ends.
 
-Owns :func:`run`: plan the task's role (tfdist.strategy.plan_role), then
-host (ps workers and ps tasks: tfdist.hosting), evaluate (the evaluator:
-tfdist.evaluator) or train (tfdist.loop); print the training task's result
-as one JSON line; go on without stalled ps workers by re-executing the ps
-chief (:func:`restart_without`); and end the process past TensorFlow's
-teardown where that would wait for a peer. Every argument is plain: the
-entry point (tfdist.app) reads the flags and the environment and hands
-them over. Imports tfdist.cluster, config, console, data, errors,
-evaluator, hosting, loop, monitor, stall_watch, strategy and watchdog;
-TensorFlow only through them, once a task is known to need it.
+Owns :func:`perform`: plan the task's role (tfdist.strategy.plan_role),
+then host (ps workers and ps tasks: tfdist.hosting), evaluate (the
+evaluator: tfdist.evaluator) or train (tfdist.loop), and return the result
+(tfdist.fit returns it). And :func:`run`, the entry point's: print the
+result as one JSON line; go on without stalled ps workers by re-executing
+the ps chief (:func:`restart_without`); and end the process past
+TensorFlow's teardown where that would wait for a peer. Every argument is
+plain: the entry point (tfdist.app) reads the flags and the environment and
+hands them over. Imports tfdist.cli, cluster, config, console, contract,
+data, errors, evaluator, hosting, loop, monitor, stall_watch, strategy and
+watchdog; TensorFlow only through them, once a task is known to need it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist import console
+from tfdist import contract
 from tfdist import errors
 from tfdist import evaluator
 from tfdist import hosting
@@ -69,10 +71,11 @@ def restart_without(process: Process, workers: list) -> None:
   os.execve(process.executable, list(process.argv), env)
 
 
-def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
-        model_name: str, task: Optional[cluster_lib.Task], process: Process,
-        optimizer_fn: Optional[Callable] = None) -> int:
-  """Runs this task's part of the job to its end; returns the exit status.
+def run(*, config: TrainConfig, data_config: DataConfig,
+        user: contract.UserModel, task: Optional[cluster_lib.Task],
+        process: Process) -> int:
+  """Runs this task's part of the job to its end, prints a training or
+  evaluating task's result as one JSON line; returns the exit status.
 
   A lost peer or Ctrl-C ends the process at once (tfdist.watchdog.exit_now):
   TensorFlow's teardown would first wait for the peers (its shutdown
@@ -84,20 +87,20 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
   Args:
     config: the training settings (checked).
     data_config: the data settings (checked).
-    model_fn: builds the model (tfdist.contract).
-    model_name: the result's "model".
+    user: the model function and the user's loss, metrics, callbacks and
+      optimizer (tfdist.contract.UserModel).
     task: this process's task from TF_CONFIG, or None.
     process: how this process was started (a ps chief restarts itself
       without stalled workers).
-    optimizer_fn: ``optimizer_fn(learning_rate)`` returns the optimizer
-      (default: ``config.optimizer``'s).
   """
   stall_watch.on_stalled_workers(
       lambda workers: restart_without(process, workers))
   try:
-    status = _run_task(config=config, data_config=data_config,
-                       model_fn=model_fn, model_name=model_name, task=task,
-                       optimizer_fn=optimizer_fn)
+    result = perform(config=config, data_config=data_config, user=user,
+                     task=task)
+    status = result.get("status", errors.EXIT_OK)
+    if "role" not in result:
+      console.result(result)
     if task is not None and config.strategy != "multiworker":
       # Done, outputs written: TensorFlow's teardown would wait for any
       # peer's pending remote call, forever for a stopped peer.
@@ -110,11 +113,13 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
     watchdog.exit_now(errors.EXIT_INTERRUPTED)
 
 
-def _run_task(*, config: TrainConfig, data_config: DataConfig,
-              model_fn: Callable, model_name: str,
-              task: Optional[cluster_lib.Task],
-              optimizer_fn: Optional[Callable]) -> int:
-  """This task's part of the job: host, evaluate or train."""
+def perform(*, config: TrainConfig, data_config: DataConfig,
+            user: contract.UserModel,
+            task: Optional[cluster_lib.Task]) -> dict:
+  """This task's part of the job: host, evaluate or train. Returns the
+  result of a training task (tfdist.loop.run) or the evaluator
+  (tfdist.evaluator.run); a hosting task's is its name, ``"role":
+  "host"`` and the ``status`` it ends with."""
   role = strategy_lib.plan_role(config.strategy, task)
   if role == strategy_lib.HOST:
     cluster_lib.check_port_free(task)
@@ -123,15 +128,11 @@ def _run_task(*, config: TrainConfig, data_config: DataConfig,
     # Hosting tasks print no result: their memory is this line (read by
     # tfdist.bench).
     console.info(f"{task.name} peak memory {monitor.peak_rss_mb()} MiB")
-    return status
+    return {"task": task.name, "role": "host", "status": status}
   dataset = sources.open_source(data_config, seed=config.seed)
   if role == strategy_lib.EVALUATE:
-    result = evaluator.run(
-        model_fn=model_fn, dataset=dataset, model_dir=config.model_dir,
-        model_name=model_name, batch_size=config.eval_batch_size,
-        timeout=config.eval_timeout, task_name=task.name)
-  else:
-    result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
-                      model_name=model_name, optimizer_fn=optimizer_fn)
-  console.result(result)
-  return errors.EXIT_OK
+    return evaluator.run(
+        user=user, dataset=dataset, model_dir=config.model_dir,
+        batch_size=config.eval_batch_size, timeout=config.eval_timeout,
+        task_name=task.name)
+  return loop.run(config, user=user, dataset=dataset, task=task)

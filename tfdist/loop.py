@@ -1,18 +1,22 @@
 """The training loop every trainer shares: build, fit, result.
 
 ``run`` takes plain arguments (a frozen :class:`~tfdist.config.TrainConfig`,
-a model function, a data source of tfdist.data.sources, this process's task)
-and returns the result dict that the trainers print as their final JSON
-line. Whatever differs between the strategies it asks of a
-:class:`tfdist.runtime.Runtime`. TensorFlow is imported only once a task is
-known to train, after every input was checked. Imports tfdist.checkpoint,
-cluster, config, console, data.sources, evaluation, export, models,
-precision, ps_save, runtime, schedules, serving and sharding
-(tfdist.monitor once TensorFlow is loaded).
+the user's model (tfdist.contract.UserModel), a data source of
+tfdist.data.sources, this process's task) and returns the result dict that
+the trainers print as their final JSON line. Whatever differs between the
+strategies it asks of a :class:`tfdist.runtime.Runtime`; the model it
+trains is tfdist.trainable's. TensorFlow is imported only once a task is
+known to train, after every input was checked. The test metrics
+(tfdist.evaluation) are measured on a plain copy of the trained model
+(tfdist.export.plain_copy), outside the strategy. Imports
+tfdist.checkpoint, cluster, config, console, contract, data.sources,
+evaluation, export, models, ps_save, runtime, serving, sharding, tasks and
+trainable (tfdist.monitor once TensorFlow is loaded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -25,55 +29,53 @@ from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import contract
+from tfdist import evaluation
 from tfdist import export as export_lib
 from tfdist import models as models_lib
-from tfdist import precision as precision_lib
 from tfdist import ps_save
 from tfdist import runtime as runtime_lib
-from tfdist import schedules
 from tfdist import serving
 from tfdist import sharding
+from tfdist import tasks
+from tfdist import trainable as trainable_lib
 from tfdist.data import sources
 from tfdist.config import TrainConfig, keras_verbosity
 from tfdist.errors import ConfigError
-from tfdist.evaluation import accuracy, optimizer_digest, weights_digest
+from tfdist.evaluation import optimizer_digest, weights_digest
 
 
-def run(config: TrainConfig, *, model_fn: Callable,
-        dataset: sources.Source, task: Optional[cluster_lib.Task],
-        model_name: str = "",
-        optimizer_fn: Optional[Callable] = None) -> dict:
-  """Trains ``model_fn``'s model on ``dataset`` under ``config.strategy``.
+def run(config: TrainConfig, *, user: contract.UserModel,
+        dataset: sources.Source, task: Optional[cluster_lib.Task]) -> dict:
+  """Trains ``user``'s model on ``dataset`` under ``config.strategy``.
 
   Call only for a task whose role (see strategy.plan_role) is TRAIN.
-  ``model_fn`` follows tfdist.contract; ``optimizer_fn(learning_rate)``,
-  if given, returns the Keras optimizer instead of ``config.optimizer``'s.
 
   Returns:
-    The result: strategy, replicas, batch, timings, test accuracy, the
-    weights digest and where the variables live.
+    The result: strategy, replicas, batch, timings, the task and its test
+    metrics, the weights digest and where the variables live.
   """
   runtime = runtime_lib.create(config, task)
   signature = checkpoint_lib.model_signature(
-      model_name=model_name, features=dataset.features,
-      num_classes=dataset.num_classes)
-  _check_before_tensorflow(runtime, signature, dataset.features)
+      model_name=user.name, features=dataset.features,
+      num_classes=dataset.num_outputs)
+  _check_before_tensorflow(runtime, signature, dataset)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  runtime.start()
+  _start(runtime)
   tf.keras.utils.set_random_seed(config.seed)
   steps_per_epoch = _steps_per_epoch(runtime, dataset.train_examples)
   with runtime.setting_up():
-    model, dtype_policy = build_model(runtime, model_fn=model_fn,
-                                      dataset=dataset,
-                                      steps_per_epoch=steps_per_epoch,
-                                      name=model_name,
-                                      optimizer_fn=optimizer_fn)
-  name = model_name or model.name
+    trainable = trainable_lib.build(runtime, user=user, source=dataset,
+                                    steps_per_epoch=steps_per_epoch)
+  model = trainable.model
+  config = runtime.config  # capped batch; Keras' step if the fused cannot
+  name = user.name or model.name
   if runtime.is_chief:
-    _announce(runtime, model, name=name, dtype_policy=dtype_policy,
-              steps_per_epoch=steps_per_epoch)
+    _announce(runtime, trainable, name=name, steps_per_epoch=steps_per_epoch)
   train_data = runtime.training_data(dataset)
+  measure = test_measurement(model, user=user, source=dataset,
+                             objective=trainable.objective,
+                             batch_size=config.eval_batch_size)
 
   with runtime.write_dir() as out_dir:
     with runtime.setting_up():
@@ -82,7 +84,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
                        if out_dir is not None else None)
       start_step = checkpointing.restore() if checkpointing else 0
       epoch_monitor, callbacks = training_callbacks(
-          runtime, model, dataset, out_dir=out_dir,
+          runtime, model, measure, out_dir=out_dir,
           checkpointing=checkpointing, steps_per_epoch=steps_per_epoch)
       # No task's train_seconds includes waiting for a peer that started
       # late.
@@ -95,8 +97,10 @@ def run(config: TrainConfig, *, model_fn: Callable,
     with runtime.fitting(), first_step.around_fit(), dataset.reading():
       history = model.fit(
           train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-          callbacks=[first_step.callback(), *watches,
-                     *callbacks, *runtime.signal_watches()],
+          callbacks=[first_step.callback(), *watches, *callbacks,
+                     *[tasks.made(c, tf.keras.callbacks.Callback, "callback")
+                       for c in user.callbacks],
+                     *runtime.signal_watches()],
           verbose=_verbosity(runtime))
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
@@ -106,12 +110,12 @@ def run(config: TrainConfig, *, model_fn: Callable,
             os.path.join(out_dir, "final", "ckpt"))
 
     result = result_fields(
-        runtime, model, history.history, name=name, dataset=dataset,
-        dtype_policy=dtype_policy, steps=steps_per_epoch * config.epochs,
+        runtime, trainable, history.history, name=name,
+        test_metrics=measure(), steps=steps_per_epoch * config.epochs,
         start_step=start_step, train_seconds=train_seconds,
         checkpointing=checkpointing, epoch_monitor=epoch_monitor)
     if runtime.is_chief:
-      _write_outputs(runtime, model, result, model_fn=model_fn,
+      _write_outputs(runtime, model, result, model_fn=user.model_fn,
                      dataset=dataset, out_dir=out_dir)
   # Nothing made here may be freed once the others are told (freeing runs
   # ops, which under ps reach every task).
@@ -131,7 +135,7 @@ def _check_writable(directory: str, flag: str) -> None:
 
 
 def _check_before_tensorflow(runtime: runtime_lib.Runtime,
-                             signature: dict, features) -> None:
+                             signature: dict, dataset) -> None:
   """Every check that needs no TensorFlow, so it fails in one line first."""
   config = runtime.config
   if runtime.is_chief:
@@ -148,19 +152,60 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
                            variable_shards=config.variable_shards,
                            ps_tasks=sharding.num_ps(runtime.task))
   if config.tflite or config.tflite_quantize:
-    serving.check_tflite(features)
+    serving.check_tflite(dataset.features)
+  if config.eval_every_epoch and dataset.task == "regression":
+    raise ConfigError("--eval_every_epoch records test accuracy after each "
+                      "epoch, which a regression has not; drop the flag (the "
+                      "result has the test metrics)")
+
+
+def _start(runtime: runtime_lib.Runtime) -> None:
+  """Creates the strategy; TensorFlow started before it is one line."""
+  try:
+    runtime.start()
+  except RuntimeError as e:
+    if "after being initialized" not in str(e):
+      raise
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    found = len(tf.config.list_logical_devices("CPU"))
+    raise ConfigError(
+        "TensorFlow was started before tfdist could set up --num_cpu_devices="
+        f"{runtime.config.num_cpu_devices} replicas (a tf.keras metric or "
+        "layer made before tfdist.main/fit starts it, e.g. metrics=[tf.keras."
+        "metrics.AUC()]): pass the class or a function making it (metrics="
+        "[tf.keras.metrics.AUC] or [lambda: tf.keras.metrics.AUC(...)]), or "
+        f"train on the {found} CPU device{'s' if found > 1 else ''} it has "
+        f"(--num_cpu_devices={found})") from None
+
+
+def _cap_batch(runtime: runtime_lib.Runtime, num_examples: int) -> None:
+  """A batch larger than the training split is capped to it (one step per
+  epoch), said in one line; fewer examples than replicas is an error."""
+  config = runtime.config
+  if config.steps_per_epoch or num_examples >= runtime.global_batch:
+    return
+  shares = runtime.global_batch // config.batch_size  # replicas x K
+  times = (f" x {runtime.num_replicas} replicas" if shares > 1 else "") + (
+      f" x {config.accumulate_steps} micro-batches"
+      if config.accumulate_steps > 1 else "")
+  capped = num_examples // shares
+  if capped < 1:
+    raise ConfigError(f"{num_examples} training examples cannot give each "
+                      f"of{times[2:]} one; use fewer (--num_cpu_devices, "
+                      "--accumulate_steps) or more data")
+  if runtime.is_chief:
+    console.info(f"--batch_size={config.batch_size}{times} is more than the "
+                 f"{num_examples} training examples: batch {capped} instead "
+                 "(one step per epoch)")
+  runtime.config = dataclasses.replace(config, batch_size=capped)
 
 
 def _steps_per_epoch(runtime: runtime_lib.Runtime, num_examples: int) -> int:
+  """--steps_per_epoch, or one pass over the examples (the batch capped to
+  them first)."""
+  _cap_batch(runtime, num_examples)
   config = runtime.config
-  steps = config.steps_per_epoch or num_examples // runtime.global_batch
-  if steps < 1:
-    raise ConfigError(f"--batch_size={config.batch_size} x "
-                      f"{runtime.num_replicas} replicas x "
-                      f"--accumulate_steps={config.accumulate_steps} is more "
-                      "than the "
-                      f"{num_examples} training examples; use a smaller batch")
-  return steps
+  return config.steps_per_epoch or num_examples // runtime.global_batch
 
 
 def _verbosity(runtime: runtime_lib.Runtime) -> int:
@@ -170,63 +215,25 @@ def _verbosity(runtime: runtime_lib.Runtime) -> int:
                          on_terminal=False)
 
 
-def make_optimizer(runtime: runtime_lib.Runtime, learning_rate,
-                   optimizer_fn: Optional[Callable] = None):
-  """The optimizer of config.optimizer (or ``optimizer_fn``'s), at
-  ``learning_rate`` (a float or a schedule), as the runtime applies it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  keras = tf.keras
-  if optimizer_fn is not None:
-    optimizer = optimizer_fn(learning_rate)
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-      raise ConfigError(f"optimizer_fn returned a {type(optimizer).__name__}, "
-                        "not a tf.keras optimizer; return e.g. "
-                        "tf.keras.optimizers.Adam(learning_rate)")
-    # The runtime's subclass only changes how gradients are all-reduced.
-    optimizer.__class__ = runtime.optimizer_class(type(optimizer))
-    return optimizer
-  name = runtime.config.optimizer
-  if name in ("sgd", "momentum"):
-    return runtime.optimizer_class(keras.optimizers.SGD)(
-        learning_rate, momentum=0.9 if name == "momentum" else 0.0)
-  base = {"adam": keras.optimizers.Adam,
-          "adagrad": keras.optimizers.Adagrad}[name]
-  return runtime.optimizer_class(base)(learning_rate)
+def test_measurement(model, *, user: contract.UserModel, source,
+                     objective: tasks.Objective,
+                     batch_size: int) -> Callable[[], dict]:
+  """A function measuring the test metrics of ``model`` as it is then:
+  on a plain copy (built now, outside the strategy; each measurement
+  copies the current weights into it), with fresh copies of its metrics."""
+  plain = export_lib.plain_copy(model, model_fn=user.model_fn,
+                                features=source.features,
+                                num_classes=source.num_outputs)
+  copies = tasks.test_copies(model)
 
+  def measure() -> dict:
+    plain.set_weights(sharding.whole_weights(model))
+    # Every test example exactly once, whatever the source.
+    return evaluation.test_metrics(
+        plain, source.test_batches(batch_size), task=objective.task,
+        outputs=objective.outputs, metrics=copies)
 
-def build_model(runtime: runtime_lib.Runtime, *, model_fn: Callable,
-                dataset: sources.Source, steps_per_epoch: int, name: str = "",
-                optimizer_fn: Optional[Callable] = None):
-  """The compiled model, in the strategy's scope; returns (model, policy)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  config = runtime.config
-  # The large-batch recipe scales with the global batch of one optimizer step.
-  learning_rate = schedules.learning_rate(
-      config.learning_rate, lr_scaling=config.lr_scaling,
-      base_batch_size=config.base_batch_size,
-      warmup_epochs=config.warmup_epochs,
-      global_batch_size=runtime.global_batch, steps_per_epoch=steps_per_epoch)
-  dtype_policy = precision_lib.policy_name(
-      enabled=config.mixed_precision, dtype=config.mixed_precision_dtype,
-      has_gpu=bool(tf.config.list_physical_devices("GPU")),
-      strategy=config.strategy)
-  with runtime.strategy.scope(), precision_lib.policy(dtype_policy):
-    model = contract.build(model_fn, dataset.features, dataset.num_classes,
-                           name=name or getattr(model_fn, "__name__", ""))
-    if config.sync_batch_norm:
-      model = models_lib.with_sync_batch_norm(model)
-    sample, _ = next(iter(dataset.test_batches(8)))
-    probabilities = contract.returns_probabilities(model, sample)
-    model.compile(
-        optimizer=precision_lib.loss_scaled(
-            make_optimizer(runtime, learning_rate, optimizer_fn),
-            dtype_policy),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not probabilities),
-        metrics=["accuracy"],
-        steps_per_execution=config.steps_per_execution)
-  runtime.configure_compiled(model)
-  return model, dtype_policy
+  return measure
 
 
 def _model_size(model) -> dict:
@@ -235,17 +242,18 @@ def _model_size(model) -> dict:
           "flops_per_example": models_lib.flops_per_example(model)}
 
 
-def _announce(runtime: runtime_lib.Runtime, model, *, name: str,
-              dtype_policy: str, steps_per_epoch: int) -> None:
+def _announce(runtime: runtime_lib.Runtime, trainable, *, name: str,
+              steps_per_epoch: int) -> None:
   config = runtime.config
-  size = _model_size(model)
+  size = _model_size(trainable.model)
   console.info(f"{name}: {size['num_params']:,} parameters, "
                f"{size['flops_per_example'] / 1e6:,.1f} MFLOPs per example "
-               f"({dtype_policy}"
+               f"({trainable.dtype_policy}"
                f"{', sync batch norm' if config.sync_batch_norm else ''}); "
                f"{config.strategy} with {runtime.num_replicas} replicas, "
                f"global batch {runtime.global_batch}, {steps_per_epoch} "
                f"steps x {config.epochs} epochs")
+  console.info(trainable_lib.describe(trainable))
 
 
 def _checkpointing(runtime: runtime_lib.Runtime, model, out_dir: str,
@@ -261,20 +269,25 @@ def _checkpointing(runtime: runtime_lib.Runtime, model, out_dir: str,
 
 
 def training_callbacks(runtime: runtime_lib.Runtime, model,
-                       dataset: sources.Source, *, out_dir: Optional[str],
-                       checkpointing, steps_per_epoch: int):
-  """Returns (the epoch monitor, every callback of ``fit`` in order)."""
+                       measure: Callable[[], dict], *,
+                       out_dir: Optional[str], checkpointing,
+                       steps_per_epoch: int):
+  """Returns (the epoch monitor, tfdist's callbacks of ``fit`` in order)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdist import monitor  # pylint: disable=g-import-not-at-top
   config = runtime.config
+
+  def test_accuracy() -> float:
+    metrics = measure()
+    return metrics.get("accuracy", metrics.get("binary_accuracy"))
+
   # Epoch times (examples/s after warm-up), and with eval_every_epoch the
   # chief's accuracy against training time. First: its epoch time must not
   # include other callbacks' epoch-end work; before TensorBoard: it adds
   # examples_per_sec and learning_rate to the logs TensorBoard writes.
   epoch_monitor = monitor.EpochMonitor(
       examples_per_epoch=steps_per_epoch * runtime.global_batch,
-      evaluate=(lambda: accuracy(model, dataset.test_batches(
-          config.eval_batch_size)))
+      evaluate=test_accuracy
       if config.eval_every_epoch and runtime.is_chief else None)
   callbacks = [epoch_monitor]
   if checkpointing is not None:
@@ -291,18 +304,36 @@ def _rounded(values, digits: int) -> list:
   return [round(float(x), digits) for x in values]
 
 
-def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
-                  name: str, dataset: sources.Source, dtype_policy: str,
-                  steps: int, start_step: int, train_seconds: float,
-                  checkpointing, epoch_monitor) -> dict:
-  """The result of a finished ``fit`` (evaluates the test split).
+# What tfdist adds to the logs of fit: not the model's training metrics.
+_OWN_LOGS = ("loss", "learning_rate", "examples_per_sec", "test_accuracy")
+
+
+def _task_fields(trainable, history: dict, test_metrics: dict) -> dict:
+  """The task, what trained it, and its training and test metrics."""
+  objective = trainable.objective
+  optimizer = trainable.model.optimizer
+  fields = {"ml_task": objective.task,
+            "model_outputs": objective.outputs,
+            "loss": tasks.loss_name(objective.loss),
+            "optimizer": type(getattr(optimizer, "inner_optimizer",
+                                      optimizer)).__name__,
+            "train_metrics": {k: round(float(v[-1]), 5)
+                              for k, v in history.items()
+                              if k not in _OWN_LOGS and v},
+            "test_metrics": evaluation.rounded(test_metrics)}
+  if objective.task == "classification":
+    fields["test_accuracy"] = fields["test_metrics"]["accuracy"]
+  return fields
+
+
+def result_fields(runtime: runtime_lib.Runtime, trainable, history: dict, *,
+                  name: str, test_metrics: dict, steps: int, start_step: int,
+                  train_seconds: float, checkpointing, epoch_monitor) -> dict:
+  """The result of a finished ``fit``.
 
   ``epoch_monitor`` adds its fields (monitor.EpochMonitor.summary).
   """
-  config = runtime.config
-  # Every test example exactly once, whatever the source.
-  test_accuracy = accuracy(model,
-                           dataset.test_batches(config.eval_batch_size))
+  config, model = runtime.config, trainable.model
   return {
       "model": name,
       "strategy": config.strategy,
@@ -316,10 +347,9 @@ def result_fields(runtime: runtime_lib.Runtime, model, history: dict, *,
       # No loss when a relaunch found the training already complete.
       "final_loss": (round(float(history["loss"][-1]), 5)
                      if history.get("loss") else None),
-      "test_accuracy": round(test_accuracy, 5),
+      **_task_fields(trainable, history, test_metrics),
       **_model_size(model),
-      "model_outputs": contract.outputs_kind(model),
-      "dtype_policy": dtype_policy,
+      "dtype_policy": trainable.dtype_policy,
       "sync_batch_norm": config.sync_batch_norm,
       # Mean training loss of each epoch run here (the chief's view).
       "loss_history": _rounded(history.get("loss", []), 5),

@@ -1,11 +1,11 @@
 """The shipped models: model functions, the same under every strategy.
 
 Each is a model function of the contract (tfdist.contract):
-``model_fn(features, num_classes)`` returns an uncompiled Keras model that
-outputs logits. The training loop calls it inside ``strategy.scope()``, so
-the strategy decides where the variables live: mirrored on each replica,
-or on the ps tasks. Imports tfdist.errors, features and preprocessing;
-TensorFlow lazily.
+``model_fn(features, num_outputs)`` returns an uncompiled Keras model that
+outputs logits (a regression's values). The training loop calls it inside
+``strategy.scope()``, so the strategy decides where the variables live:
+mirrored on each replica, or on the ps tasks. Imports tfdist.errors,
+features and preprocessing; TensorFlow lazily.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from tfdist import preprocessing
 from tfdist.errors import ConfigError
 
 
-def softmax_regression(features, num_classes: int):
-  """A linear classifier over any features: softmax regression.
+def softmax_regression(features, num_outputs: int):
+  """A linear model over any features: softmax regression.
 
   On MNIST (one 28x28x1 image) it is the 784 -> 10 model of the
-  Distributed TF talk. Every feature adds its linear term to the logits:
-  images, numbers, categories and texts through a dense layer over their
-  encoding (tfdist.preprocessing: numbers standardised with the training
-  split's statistics, categories one-hot, texts multi-hot), an id through
-  an embedding row of ``num_classes`` weights (a one-hot input's weights),
-  an id list through the sum of its ids' rows (a bag of ids). Zero
-  initial weights, as the talk's model. Returns logits; the loss applies
-  the softmax.
+  Distributed TF talk. Every feature adds its linear term to the
+  ``num_outputs`` outputs: images, numbers, categories and texts through a
+  dense layer over their encoding (tfdist.preprocessing: numbers
+  standardised with the training split's statistics, categories one-hot,
+  texts multi-hot), an id through an embedding row of ``num_outputs``
+  weights (a one-hot input's weights), an id list through the sum of its
+  ids' rows (a bag of ids). Zero initial weights, as the talk's model.
+  Returns logits (the loss applies the softmax, or the sigmoid of a
+  multi-label table); for a regression, the values: a linear regression.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   keras = tf.keras
@@ -38,26 +39,26 @@ def softmax_regression(features, num_classes: int):
         keras.layers.InputLayer(input_shape=tuple(image.shape),
                                 name=image.name),
         keras.layers.Flatten(),
-        keras.layers.Dense(num_classes, kernel_initializer="zeros",
+        keras.layers.Dense(num_outputs, kernel_initializer="zeros",
                            name="logits"),
     ], name="softmax_regression")
   inputs = {name: feature.keras_input() for name, feature in features.items()}
-  terms = [_linear_term(tf, feature, inputs[name], num_classes)
+  terms = [_linear_term(tf, feature, inputs[name], num_outputs)
            for name, feature in features.items()]
   logits = terms[0] if len(terms) == 1 else keras.layers.Add(
       name="logits")(terms)
   return keras.Model(inputs, logits, name="softmax_regression")
 
 
-def _linear_term(tf, feature, tensor, num_classes: int):
-  """One feature's contribution to a linear model's logits."""
+def _linear_term(tf, feature, tensor, num_outputs: int):
+  """One feature's contribution to a linear model's outputs."""
   keras = tf.keras
   name = f"{feature.name}_weights"
   if feature.kind in ("image", "numeric", "category", "text"):
     flat = preprocessing.preprocessing_layer(feature)(tensor)
-    return keras.layers.Dense(num_classes, kernel_initializer="zeros",
+    return keras.layers.Dense(num_outputs, kernel_initializer="zeros",
                               name=name)(flat)
-  rows = keras.layers.Embedding(feature.num_ids, num_classes,
+  rows = keras.layers.Embedding(feature.num_ids, num_outputs,
                                 embeddings_initializer="zeros", name=name)
   if feature.kind == "id":
     return rows(tensor)

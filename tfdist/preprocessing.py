@@ -28,15 +28,17 @@ A numeric column whose training values were all equal (standard deviation
 mixed-precision policy (the statistics need float32's precision).
 
 :func:`encoded` applies them to a model's inputs (``tfdist.keras_inputs``)
-and concatenates the results; :func:`preprocessing_layer` gives one
-feature's layer, e.g. for an ``Embedding`` over a category's or a text's
-ids. Imports tfdist.errors and tfdist.features; TensorFlow when a layer is
-built.
+and concatenates the results (consecutive numeric features through one
+layer that computes what theirs would, column by column);
+:func:`preprocessing_layer` gives one feature's layer, e.g. for an
+``Embedding`` over a category's or a text's ids. Imports tfdist.errors
+and tfdist.features; TensorFlow when a layer is built.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Mapping
 
@@ -49,41 +51,82 @@ OUTPUTS = ("encoded", "ids")
 _SMALL_STD = 1e-3
 
 
+def _scale(std) -> float:
+  """The power of ten that lifts a feature's standard deviations to at
+  least _SMALL_STD (1: none needed); a std of 0 counts as 1."""
+  smallest = min(s if s > 0 else 1.0 for s in std)
+  return (1.0 if smallest >= _SMALL_STD
+          else 10.0 ** math.ceil(-math.log10(smallest)))
+
+
 @functools.lru_cache(maxsize=None)
 def _numeric_class():
-  """The layer class of a numeric feature (made once TensorFlow loads)."""
+  """The layer class of numeric features (made once TensorFlow loads)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   @tf.keras.utils.register_keras_serializable(package="tfdist")
   class NumericEncoding(tf.keras.layers.Layer):
-    """Missing values (NaN) filled with the mean, then standardised."""
+    """Missing values (NaN) filled with the mean, then standardised.
 
-    def __init__(self, mean, std, fill: str = "", **kwargs):
+    One numeric feature (``fill`` its fill), or several side by side:
+    ``widths`` their column counts, ``fill`` a list of their fills, the
+    input a list of their tensors, concatenated. Each column is computed
+    as its feature's own layer would: its own fill, and scaled by its own
+    feature's power of ten (a column scaled by 1 is left as it is).
+    """
+
+    def __init__(self, mean, std, fill="", widths=None, **kwargs):
       kwargs.setdefault("dtype", "float32")
       super().__init__(**kwargs)
       self.mean, self.std, self.fill = list(mean), list(std), fill
+      self.widths = None if widths is None else list(widths)
+      spans = [len(self.mean)] if widths is None else self.widths
+      fills = [fill] if widths is None else list(fill)
+      starts = [sum(spans[:i]) for i in range(len(spans))]
+      self.scales = [_scale(self.std[start:start + n])
+                     for start, n in zip(starts, spans) for _ in range(n)]
+      self.filled = [f == "mean" for f, n in zip(fills, spans)
+                     for _ in range(n)]
       spread = [s if s > 0 else 1.0 for s in self.std]
-      smallest = min(spread)
-      self.scale = (1.0 if smallest >= _SMALL_STD
-                    else 10.0 ** math.ceil(-math.log10(smallest)))
       self.normalization = tf.keras.layers.Normalization(
-          mean=[m * self.scale for m in self.mean],
-          variance=[(s * self.scale) ** 2 for s in spread], dtype="float32")
+          mean=[m * k for m, k in zip(self.mean, self.scales)],
+          variance=[(s * k) ** 2 for s, k in zip(spread, self.scales)],
+          dtype="float32")
 
     def call(self, inputs):
-      values = tf.cast(inputs, tf.float32)
-      if self.fill == "mean":
-        values = tf.where(tf.math.is_nan(values),
-                          tf.constant(self.mean, tf.float32), values)
-      if self.scale != 1.0:
-        values = values * self.scale
+      if self.widths is None:
+        values = tf.cast(inputs, tf.float32)
+      else:
+        values = tf.concat([tf.cast(t, tf.float32) for t in inputs], -1)
+      if any(self.filled):
+        missing = tf.math.is_nan(values)
+        if not all(self.filled):
+          missing = tf.logical_and(missing, tf.constant(self.filled))
+        values = tf.where(missing, tf.constant(self.mean, tf.float32),
+                          values)
+      if any(k != 1.0 for k in self.scales):
+        values = values * tf.constant(self.scales, tf.float32)
       return self.normalization(values)
 
     def get_config(self):
-      return {**super().get_config(), "mean": self.mean, "std": self.std,
-              "fill": self.fill}
+      config = {**super().get_config(), "mean": self.mean, "std": self.std,
+                "fill": self.fill}
+      if self.widths is not None:
+        config["widths"] = self.widths
+      return config
 
   return NumericEncoding
+
+
+def _numeric_encoding(numerics: list):
+  """One layer standardising the numeric features ``numerics`` side by
+  side (called on the list of their tensors), as each one's own
+  :func:`preprocessing_layer` would: one layer instead of one per feature
+  (a table of 30 numeric columns builds, and its model starts, faster)."""
+  return _numeric_class()(
+      [m for f in numerics for m in f.mean],
+      [s for f in numerics for s in f.std], [f.fill for f in numerics],
+      widths=[len(f.mean) for f in numerics])
 
 
 def _one_hot_of_one(tf, layer):
@@ -164,10 +207,19 @@ def encoded(inputs: Mapping, features: features_lib.Features, *,
     raise ConfigError(f"tfdist.encoded: input {unknown[0]!r} is no feature "
                       f"(the features: {', '.join(features)})" if unknown
                       else "tfdist.encoded: no input to encode")
-  parts = {name: preprocessing_layer(feature)(inputs[name])
-           for name, feature in features.items() if name in inputs}
+  used = [(name, f) for name, f in features.items() if name in inputs]
   if not combine:
-    return parts
+    return {name: preprocessing_layer(f)(inputs[name]) for name, f in used}
+  parts = []
+  for numbers, run in itertools.groupby(
+      used, lambda named: named[1].kind == "numeric" and bool(named[1].mean)):
+    run = list(run)
+    if numbers and len(run) > 1:
+      # Consecutive numeric features: one layer, the same columns in order.
+      parts.append(_numeric_encoding([f for _, f in run])(
+          [inputs[name] for name, _ in run]))
+    else:
+      parts += [preprocessing_layer(f)(inputs[name]) for name, f in run]
   if len(parts) == 1:
-    return next(iter(parts.values()))
-  return tf.keras.layers.Concatenate(dtype="float32")(list(parts.values()))
+    return parts[0]
+  return tf.keras.layers.Concatenate(dtype="float32")(parts)

@@ -97,14 +97,23 @@ def configure_cpu_devices(count: int) -> None:
   """Splits the CPU into ``count`` logical devices (before TF initialises).
 
   MirroredStrategy on a machine without GPUs then has ``count`` replicas:
-  the same code path as several GPUs, testable on a laptop.
+  the same code path as several GPUs, testable on a laptop. Once
+  TensorFlow has started (tfdist.fit in a notebook that ran TensorFlow
+  already), the devices it has stand when they are ``count``.
+
+  Raises:
+    RuntimeError: TensorFlow started with another number of CPU devices.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if count < 1:
     raise ConfigError(f"--num_cpu_devices={count}: need at least 1")
   cpu = tf.config.list_physical_devices("CPU")[0]
-  tf.config.set_logical_device_configuration(
-      cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+  except RuntimeError:
+    if len(tf.config.list_logical_devices("CPU")) != count:
+      raise
 
 
 def _resolver(cluster: dict, task_type: str, task_index: int):
@@ -167,6 +176,11 @@ def create(strategy: str, *, task: Optional[cluster_lib.Task],
       # (tfdist.bench: 0.63x plain Keras). The default strategy is plain
       # Keras, with the same scope/run/reduce API.
       return tf.distribute.get_strategy()
+    # A strategy made after another in this process (tfdist.fit in a sweep)
+    # must not reuse its collective keys: TensorFlow keeps each collective's
+    # shapes by key. (TensorFlow's own tests move the base the same way:
+    # tensorflow/python/distribute/strategy_combinations.py.)
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000  # pylint: disable=protected-access
     return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
 
   if strategy == "multiworker":

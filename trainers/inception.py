@@ -58,11 +58,11 @@ def check_flags() -> None:
     models.check_image_shape(MODELS[FLAGS.model], shape)
 
 
-def model(features, num_classes: int):
+def model(features, num_outputs: int):
   """The model --model and --width name."""
   if FLAGS.model == "mini":
-    return models.mini_inception(features, num_classes, width=FLAGS.width)
-  return models.inception_v3(features, num_classes)
+    return models.mini_inception(features, num_outputs, width=FLAGS.width)
+  return models.inception_v3(features, num_outputs)
 
 
 def model_name() -> str:

@@ -64,7 +64,7 @@ def define_flags() -> None:
                       "afterwards; default: TMPDIR/tfdist-planted.")
 
 
-def embedding_bag(features, num_classes: int):
+def embedding_bag(features, num_outputs: int):
   """The model function: an embedding table per id or id-list feature,
   the rows of a list summed (a bag of ids), a dense layer to the classes'
   scores."""
@@ -89,7 +89,7 @@ def embedding_bag(features, num_classes: int):
         lambda ragged: tf.reduce_sum(ragged, axis=1),
         name=f"{name}_bag")(rows))
   bag = bags[0] if len(bags) == 1 else keras.layers.Concatenate()(bags)
-  logits = keras.layers.Dense(num_classes, name="logits")(bag)
+  logits = keras.layers.Dense(num_outputs, name="logits")(bag)
   single = next(iter(inputs.values())) if len(inputs) == 1 else inputs
   return keras.Model(single, logits, name="embedding_bag")
 

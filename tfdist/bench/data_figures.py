@@ -139,6 +139,7 @@ def in_memory_task(examples: int, *, size: int = 32) -> dict:
   """Trains softmax on ``examples`` random images held in memory, as the
   trainer's in-memory path does; returns the trainer's result."""
   from tfdist import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfdist import contract  # pylint: disable=g-import-not-at-top
   from tfdist import loop  # pylint: disable=g-import-not-at-top
   from tfdist import models  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
@@ -152,7 +153,8 @@ def in_memory_task(examples: int, *, size: int = 32) -> dict:
                              name="random")
   config = config_lib.TrainConfig(strategy="mirrored", num_cpu_devices=1,
                                   epochs=1, steps_per_epoch=300, verbose=0)
-  return loop.run(config, model_fn=models.softmax_regression,
+  return loop.run(config,
+                  user=contract.UserModel(models.softmax_regression),
                   dataset=sources.InMemorySource(dataset), task=None)
 
 

@@ -9,8 +9,13 @@ r"""Trains one model with Keras' step and with the fused step, and compares.
 Softmax regression on real MNIST, the same seed, data order and SGD for both
 steps (``--accumulate_steps=K``: the fused step takes K micro-batches of
 ``--batch_size`` per update, Keras' step one batch of K x ``--batch_size``,
-so both update on the same examples). Prints one JSON line: for each step
-its final weights digest, per-epoch global loss and accuracy, collectives
+so both update on the same examples). ``--metrics=extra`` compiles more
+metrics (top-3 accuracy, a metric function, a count of the examples seen,
+a weighted accuracy) and
+``--sample_weights`` feeds each example a weight (1 + its label mod 3), so
+that the loss and the weighted metric use them. Prints one JSON line: for
+each step its final weights digest, per-epoch global loss and every
+metric, collectives
 per replica counted from the traced step, milliseconds per step and
 examples/s after the warm-up epoch (the median epoch), and the largest
 weight and metric differences between the two.
@@ -31,6 +36,42 @@ from tfdist import cluster as cluster_lib  # pylint: disable=wrong-import-positi
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
 from tfdist import fused_step  # pylint: disable=wrong-import-position
 from tfdist import models  # pylint: disable=wrong-import-position
+from tfdist import tasks  # pylint: disable=wrong-import-position
+
+
+def _metrics(tf, which: str) -> dict:
+  """compile's metrics and weighted_metrics for ``--metrics``."""
+  if which == "accuracy":
+    return {"metrics": ["accuracy"]}
+
+  def mean_top_score(labels, logits):
+    del labels
+    return tf.reduce_max(logits, axis=-1)
+
+  class ExamplesSeen(tf.keras.metrics.Sum):
+    """A count, not a ratio: the examples of the epoch so far."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+      del y_pred, sample_weight
+      return super().update_state(tf.ones_like(y_true, dtype=self.dtype))
+
+  return {"metrics": ["accuracy", tf.keras.metrics.SparseTopKCategoricalAccuracy(
+                          k=3, name="top3"), mean_top_score,
+                      ExamplesSeen(name="examples_seen")],
+          "weighted_metrics": [tf.keras.metrics.SparseCategoricalAccuracy(
+              name="weighted_accuracy")]}
+
+
+def _data_fn(dataset, *, batch: int, args):
+  """The training data; with ``--sample_weights`` a weight per example."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  dataset_fn = data_lib.make_dataset_fn(dataset.train,
+                                        global_batch_size=batch,
+                                        shuffle_seed=args.seed)
+  if not args.sample_weights:
+    return dataset_fn
+  return lambda context: dataset_fn(context).map(
+      lambda x, y: (x, y, 1.0 + tf.cast(y % 3, tf.float32)))
 
 
 def _train(strategy, dataset, *, fused: bool, args) -> dict:
@@ -52,15 +93,17 @@ def _train(strategy, dataset, *, fused: bool, args) -> dict:
     model.compile(
         optimizer=optimizer,
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+        **_metrics(tf, args.metrics))
+    tasks.build_metrics(model, task="classification",
+                        num_outputs=dataset.num_classes)
   model.distribute_reduction_method = "first"  # as tfdist.train does
   step = None
   if fused:
     step = fused_step.install(model, all_reduce_dtype=args.all_reduce_dtype,
                               accumulate_steps=k)
   timer = monitor.EpochMonitor(examples_per_epoch=args.steps * pipeline_batch)
-  data = tf.keras.utils.experimental.DatasetCreator(data_lib.make_dataset_fn(
-      dataset.train, global_batch_size=pipeline_batch, shuffle_seed=args.seed))
+  data = tf.keras.utils.experimental.DatasetCreator(
+      _data_fn(dataset, batch=pipeline_batch, args=args))
   history = model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps,
                       callbacks=[timer], verbose=0)
   rate = timer.summary()["steady_examples_per_sec"]
@@ -74,6 +117,11 @@ def _train(strategy, dataset, *, fused: bool, args) -> dict:
           "weights_digest": weights_digest(model),
           "loss": [float(x) for x in history.history["loss"]],
           "accuracy": [float(x) for x in history.history["accuracy"]],
+          # Every metric's per-epoch value (not the monitor's timings).
+          "metrics": {k: [float(x) for x in v]
+                      for k, v in history.history.items()
+                      if k not in ("loss", "examples_per_sec",
+                                   "learning_rate")},
           "collectives_per_replica": collectives.count_train_function(
               model).per_replica(local_replicas),
           "collectives_by_op": collectives.count_train_function(model).by_op,
@@ -136,6 +184,12 @@ def _parser():
   parser.add_argument("--loss_scale", action="store_true",
                       help="wrap SGD in a dynamic LossScaleOptimizer")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--metrics", default="accuracy",
+                      choices=("accuracy", "extra"),
+                      help="extra: also top-3 accuracy, a metric function "
+                      "and a weighted accuracy")
+  parser.add_argument("--sample_weights", action="store_true",
+                      help="a weight per training example (1 + label mod 3)")
   parser.add_argument("--order", default="standard,fused",
                       help="which steps to train, in order (repeat them to "
                       "alternate trials: standard,fused,standard,fused)")
@@ -172,6 +226,11 @@ def main(argv=None) -> int:
         [result["standard"]["loss"]], [result["fused"]["loss"]])
     result["max_accuracy_difference"] = _largest_difference(
         [result["standard"]["accuracy"]], [result["fused"]["accuracy"]])
+    # Every metric both steps logged (the same names: Keras' own).
+    result["metric_names"] = sorted(result["fused"]["metrics"])
+    result["max_metric_difference"] = _largest_difference(
+        [result["standard"]["metrics"][k] for k in result["metric_names"]],
+        [result["fused"]["metrics"][k] for k in result["metric_names"]])
     # Last: it overwrites the standard model's weights with the fused ones.
     result.update(_checkpoint_check(standard["model"], fused["model"]))
   print(json.dumps(result), flush=True)

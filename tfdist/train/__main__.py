@@ -16,10 +16,13 @@ from tfdist.errors import ConfigError
 
 FLAGS = flags.FLAGS
 MODEL_HELP = ("The model function, PACKAGE.MODULE:FUNCTION on the Python "
-              "path: FUNCTION(features, num_outputs) returns a Keras model "
-              "(features: a dict of tfdist.Feature by name; num_outputs: "
-              "the classes, or the label columns of a regression or "
-              "multi-label table).")
+              "path: FUNCTION(features, num_outputs), features a dict of "
+              "tfdist.Feature by name and num_outputs the classes (or the "
+              "label columns of a regression or multi-label table), returns "
+              "a tf.keras model (compiled or not) that is called with the "
+              "dict of inputs by name and outputs [batch, num_outputs]: "
+              "logits unless it ends in a softmax (sigmoid for multilabel) "
+              "or its compiled loss says from_logits=False.")
 
 
 def _main(args) -> int:
