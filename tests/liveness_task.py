@@ -1,9 +1,9 @@
 """A ps chief's liveness pieces, one at a time, for tests/test_liveness.py.
 
-python tests/liveness_task.py reexec WORKDIR
-  re-executes itself from a thread (tfdist.lifecycle.restart_without, as
-  the stall watch does) inside a save's phase; the new program prints the
-  SIGALRM timer it inherited.
+python tests/liveness_task.py peer_watch WORKDIR
+  runs 50 step boundaries of tfdist.checkpoint's callback while its
+  question to the peers hangs (printing the seconds each took), then
+  answers it (worker-1 asked to stop): the next boundary saves and stops.
 python tests/liveness_task.py save WORKDIR
   gets SIGTERM (sent to itself) inside a save nested in training that runs
   Python for 5 s (the task's handler runs); then reaches the next step
@@ -34,13 +34,10 @@ import portpicker
 from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist import deadlines
-from tfdist import lifecycle
 from tfdist import preflight
 from tfdist import stall_watch
 from tfdist import watchdog
 from tfdist.errors import Preempted
-
-_REEXECUTED = "LIVENESS_TASK_REEXECUTED"
 
 
 def _cluster(worker_0: str = "", worker_1: str = "") -> dict:
@@ -50,42 +47,55 @@ def _cluster(worker_0: str = "", worker_1: str = "") -> dict:
           "ps": [free[3]]}
 
 
-def reexec_in_a_save(workdir: str) -> int:
-  if os.environ.get(_REEXECUTED):
-    print(f"timer {signal.getitimer(signal.ITIMER_REAL)[0]:.1f}", flush=True)
-    return 0
-  del workdir
-  cluster = _cluster()
-  environ = dict(os.environ, **{_REEXECUTED: "1"}, TF_CONFIG=(
-      cluster_lib.make_tf_config(cluster, "chief", 0)))
-  process = lifecycle.Process(sys.executable, sys.orig_argv, environ)
-  task = cluster_lib.task_from_environ(environ)
-  with deadlines.checkpoint_save(task, peer_timeout=60,
-                                 stall_watch=stall_watch.StallWatch(task)):
-    restart = threading.Thread(
-        target=lifecycle.restart_without, args=(process, ["worker-1"]))
-    restart.start()
-    restart.join(60)
-  return 1  # not re-executed
-
-
-def sigterm_in_a_save(workdir: str) -> int:
+def _checkpointing(workdir: str, **kwargs):
+  """tfdist.checkpoint's callback of a small model, begun (its SIGTERM
+  handler installed) and in its first epoch."""
   import tensorflow as tf
   from tfdist import checkpoint
-  task = cluster_lib.make_task(_cluster(), "chief", 0)
   model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
   model.compile(optimizer="sgd", loss="mse")
   saving = checkpoint.Checkpointing(
       model=model, strategy=tf.distribute.get_strategy(), model_dir=workdir,
       write_dir=workdir, options=checkpoint.CheckpointOptions(),
-      steps_per_epoch=10, signature={}, workers_agree=False)
+      steps_per_epoch=1000, signature={}, workers_agree=False, **kwargs)
   callback = saving.callback()
   callback.set_model(model)
-  callback.on_train_begin()  # installs the SIGTERM handler of fit
+  callback.on_train_begin()
   callback.on_epoch_begin(0)
+  return callback
+
+
+def peer_watch_off_the_loop(workdir: str) -> int:
+  asked, answer = threading.Event(), threading.Event()
+
+  def ask():  # a stopped peer: no answer until released
+    asked.set()
+    answer.wait(30)
+    return "worker-1" if answer.is_set() else None
+
+  callback = _checkpointing(workdir, peer_preempted=ask)
+  asked.wait(10)
+  for batch in range(50):
+    started = time.monotonic()
+    callback.on_train_batch_end(batch)
+    print(f"{time.monotonic() - started:.4f}", flush=True)
+  answer.set()
+  deadline = time.monotonic() + 10
+  try:
+    while time.monotonic() < deadline:
+      callback.on_train_batch_end(50)
+      time.sleep(0.05)  # the next step boundary, until the answer is read
+  except Preempted as e:
+    return cli.report(e)
+  return 0
+
+
+def sigterm_in_a_save(workdir: str) -> int:
+  task = cluster_lib.make_task(_cluster(), "chief", 0)
+  callback = _checkpointing(workdir)
   with watchdog.phase("training", peers=preflight.peers_of(task),
                       grace_s=1):
-    with deadlines.checkpoint_save(task, peer_timeout=60):
+    with deadlines.checkpoint_write(task, peer_timeout=60, nbytes=0):
       os.kill(os.getpid(), signal.SIGTERM)  # as Kubernetes would
       for _ in range(100):  # a save that runs Python between its ops
         time.sleep(0.05)
@@ -167,6 +177,6 @@ def stopped_worker_after_fit(workdir: str) -> int:
 
 if __name__ == "__main__":
   mode, work = sys.argv[1:]
-  sys.exit({"reexec": reexec_in_a_save, "save": sigterm_in_a_save,
+  sys.exit({"peer_watch": peer_watch_off_the_loop, "save": sigterm_in_a_save,
             "unreadable": unreadable_coordinator,
             "after_fit": stopped_worker_after_fit}[mode](work))

@@ -16,8 +16,10 @@ import os
 import re
 import signal
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import portpicker
@@ -27,9 +29,10 @@ from conftest import (REPO, SPECS, child_env, json_lines, kill_groups, launch,
                       run, trainer, wait_for)
 from tfdist import cluster as cluster_lib
 from tfdist import launch as launch_lib
+from tfdist import errors as errors_lib
 from tfdist import preflight
 from tfdist.bench import log_noise
-from tfdist.errors import ConfigError
+from tfdist.errors import ConfigError, retried
 
 # Small and quick: a few hundred steps of softmax regression.
 STEPS_PER_EPOCH = 100
@@ -720,13 +723,103 @@ def test_preflight_handshake_compares_spec_digests():
   finally:
     peer.close()
   # Once closed, the port is free again for TensorFlow.
-  cluster_lib.check_port_free(cluster_lib.make_task(cluster, "worker", 1))
+  with socket.socket() as again:
+    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    again.bind(("127.0.0.1", ports[1]))
+
+
+class _Calls:
+  """A clock for preflight that also says how often it was read: once a
+  wait has looked more than ``after`` times, ``looked`` is set."""
+
+  def __init__(self, after: int, step: float = 0.0):
+    self.calls, self.after, self.step = 0, after, step
+    self.looked = threading.Event()
+
+  def __call__(self) -> float:
+    self.calls += 1
+    if self.calls > self.after:
+      self.looked.set()
+    return time.monotonic() + self.calls * self.step
+
+
+def _preflight_in_a_thread(task, *, timeout: float, clock) -> tuple:
+  """check_peers of ``task`` in a thread; returns (thread, its outcome)."""
+  outcome = []
+
+  def check():
+    try:
+      preflight.check_peers(task, timeout=timeout, clock=clock)
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=check, daemon=True)
+  thread.start()
+  return thread, outcome
+
+
+def test_preflight_waits_for_a_missing_peer_until_it_answers():
+  """worker-1 not up: preflight keeps waiting (it looked several times),
+  and returns once worker-1 answers its handshake, which saw ours."""
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  clock = _Calls(after=8)  # a look at the peer is two reads, and more
+  thread, outcome = _preflight_in_a_thread(
+      cluster_lib.make_task(cluster, "worker", 0), timeout=60, clock=clock)
+  _wait_for(lambda: clock.looked.is_set() or not thread.is_alive(),
+            "preflight to look at worker-1", timeout=30)
+  assert thread.is_alive() and not outcome, outcome  # still waiting
+  peer = preflight._Listener(  # pylint: disable=protected-access
+      cluster_lib.make_task(cluster, "worker", 1),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      "worker-1\n".encode())
+  try:
+    thread.join(10)
+    assert outcome == [None], outcome
+    assert peer.heard_from == {"worker-0"}
+  finally:
+    peer.close()
+
+
+def test_preflight_waits_for_its_own_port_then_a_retried_status():
+  """Another process holds worker-0's port: preflight waits (it looked
+  more than once), takes the port once it is free and goes on; held past
+  the deadline, it is a lost peer's status (200, retried), in one line."""
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  task = cluster_lib.make_task(cluster, "worker", 0)
+  stand_in = preflight._Listener(  # pylint: disable=protected-access
+      cluster_lib.make_task(cluster, "worker", 1),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      "worker-1\n".encode())
+  try:
+    holder = socket.create_server(("127.0.0.1", ports[0]))
+    clock = _Calls(after=3)
+    thread, outcome = _preflight_in_a_thread(task, timeout=60, clock=clock)
+    _wait_for(lambda: clock.looked.is_set() or not thread.is_alive(),
+              "preflight to try its port", timeout=30)
+    assert thread.is_alive() and not outcome, outcome
+    holder.close()
+    thread.join(10)
+    assert outcome == [None], outcome
+    with socket.create_server(("127.0.0.1", ports[0])) as holder:
+      # Each read of this clock is 10 s later: past the deadline at once.
+      with pytest.raises(errors_lib.PeerLost) as raised:
+        preflight.check_peers(task, timeout=30, clock=_Calls(0, step=10))
+  finally:
+    stand_in.close()
+  assert (f"preflight: worker-0's port {ports[0]} (127.0.0.1:{ports[0]}) was "
+          "held by another process for 30 s; the job is retried"
+          in str(raised.value)), raised.value
+  assert "\n" not in str(raised.value)
 
 
 # --- launcher restarts, without TensorFlow ------------------------------------
 
-# A stand-in task: worker-1 fails on its first run; the others end once
-# worker-1's second run has begun (a file), within 20 s.
+# A stand-in task: worker-1 fails on its first run (with the status given,
+# 200 by default: a lost peer); the others end once worker-1's second run
+# has begun (a file), within 20 s.
 _FAIL_ONCE = r"""
 import json, os, sys, time
 task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -735,7 +828,7 @@ first, second = (os.path.join(sys.argv[1], f) for f in ("first", "second"))
 if name == "worker-1":
   if not os.path.exists(first):
     open(first, "w").close()
-    sys.exit(3)
+    sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
   open(second, "w").close()
 deadline = time.monotonic() + 20
 while not os.path.exists(second) and time.monotonic() < deadline:
@@ -746,7 +839,7 @@ sys.exit(0 if os.path.exists(second) else 5)
 
 @pytest.mark.parametrize("spec,message,starts", [
     ("two_workers.json", "restarting every task (restart 1/1)", 2),
-    ("chief_two_workers_ps.json", "worker-1 failed with exit status 3; "
+    ("chief_two_workers_ps.json", "worker-1 failed with exit status 200; "
      "restarting it (restart 1/1)", 1),
 ])
 def test_launcher_restart_policy(spec, message, starts, tmp_path):
@@ -758,10 +851,39 @@ def test_launcher_restart_policy(spec, message, starts, tmp_path):
   assert done.stdout.count("starting worker-0 at") == starts
 
 
+def test_launcher_fails_at_once_on_a_programs_verdict(tmp_path):
+  """Status 3 (1-127: the program's own verdict) is never restarted, as
+  the rendered podFailurePolicy fails the Job on it (was: restarted)."""
+  done = run(launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
+                    [sys.executable, "-c", _FAIL_ONCE, str(tmp_path), "3"],
+                    "--max_restarts=1"), timeout=60)
+  assert done.returncode == 3, done.stdout
+  assert ("worker-1 failed with exit status 3 (the program's verdict: not "
+          "restarted, as Kubernetes would not); stopping the other tasks"
+          in done.stdout), done.stdout
+  assert "restart 1/1" not in done.stdout
+  assert done.stdout.count("starting worker-1 at") == 1
+
+
+def test_launcher_restarts_what_the_rendered_pod_failure_policy_retries():
+  """A local run previews the cluster: for every status, the launcher
+  restarts a task exactly when the rendered Job's podFailurePolicy does
+  not fail the Job (tfdist.k8s.controller applies it)."""
+  from tfdist.k8s import controller, local_cluster  # pylint: disable=g-import-not-at-top
+  (job,) = [o for o in local_cluster.load_manifests(
+      os.path.join(REPO, "k8s", "ps")) if o["kind"] == "Job"
+            and o["metadata"]["name"].endswith("-worker")]
+  container = job["spec"]["template"]["spec"]["containers"][0]["name"]
+  for status in range(1, 256):
+    fails_job = controller.pod_failure_action(
+        job["spec"], container, status) == controller.FAIL_JOB
+    assert retried(status) == (not fails_job), status
+
+
 def test_launcher_gives_up_after_max_restarts(tmp_path):
   done = run(launch(os.path.join(SPECS, "two_workers.json"),
-                    [sys.executable, "-c", "import sys; sys.exit(4)"],
+                    [sys.executable, "-c", "import sys; sys.exit(200)"],
                     "--max_restarts=2"), timeout=60)
-  assert done.returncode == 4
+  assert done.returncode == 200
   assert "restart 2/2" in done.stdout
   assert "job failed: worker-" in done.stdout

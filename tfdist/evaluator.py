@@ -3,7 +3,8 @@
 An ``evaluator`` in the cluster spec never joins training (TensorFlow's
 strategies leave it out, see cluster.training_cluster): it watches the
 chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
-copy of the model, measures test accuracy with the same code as the trainer
+copy of the model (one it cannot read is skipped, in one line), measures
+test accuracy with the same code as the trainer
 (tfdist.evaluation.accuracy), writes it as a TensorBoard summary under
 ``model_dir/eval``, and exits when the chief has written ``result.json``
 after the last checkpoint. With no new checkpoint for ``timeout`` seconds it
@@ -91,8 +92,13 @@ def run(*, model_fn: Callable, dataset: sources.Source,
       try:
         # expect_partial: the optimizer's state is in the checkpoint too.
         reader.read(latest).expect_partial()
-      except tf.errors.NotFoundError:
-        # Rotated away (keep_checkpoints) between listing and reading.
+      except (tf.errors.OpError, ValueError, IndexError) as e:
+        # Rotated away (keep_checkpoints) between listing and reading, or
+        # unreadable (half-copied, corrupt): skipped, training goes on.
+        console.info(f"{task_name}: skipped {latest}, which it cannot read "
+                     f"({type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0][:120]})")
+        last_path = latest
         continue
       step = int(latest.rsplit("-", 1)[1])
       accuracy = evaluation.accuracy(model, dataset.test_batches(batch_size))

@@ -2,14 +2,18 @@
 
 Owns :func:`run`: plan the task's role (tfdist.strategy.plan_role), then
 host (ps workers and ps tasks: tfdist.hosting), evaluate (the evaluator:
-tfdist.evaluator) or train (tfdist.loop); print the training task's result
-as one JSON line; go on without stalled ps workers by re-executing the ps
-chief (:func:`restart_without`); and end the process past TensorFlow's
-teardown where that would wait for a peer. Every argument is plain: the
-entry point (tfdist.app) reads the flags and the environment and hands
-them over. Imports tfdist.cluster, config, console, data, errors,
-evaluator, hosting, loop, monitor, stall_watch, strategy and watchdog;
-TensorFlow only through them, once a task is known to need it.
+tfdist.evaluator) or train (tfdist.loop, under the runtime of
+tfdist.runtimes, which turns a peer lost at any moment after TensorFlow
+starts into one line and a retried status); print the training task's
+result as one JSON line; go on without stalled ps workers by re-executing
+the ps chief (:func:`restart_without`, which leaves them a record that
+tells them, once the job is done, to end clean); and end the process past
+TensorFlow's teardown where that would wait for a peer. Every argument is
+plain: the entry point (tfdist.app) reads the flags and the environment
+and hands them over. Imports tfdist.cli, cluster, config, console, data,
+errors, evaluator, hosting, loop, monitor, runtimes, stall_watch, strategy
+and watchdog; TensorFlow only through them, once a task is known to need
+it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from typing import Callable, Mapping, Optional, Sequence
 
 from tfdist import cli
@@ -26,6 +31,7 @@ from tfdist import errors
 from tfdist import evaluator
 from tfdist import hosting
 from tfdist import loop
+from tfdist import runtimes
 from tfdist import stall_watch
 from tfdist import strategy as strategy_lib
 from tfdist import watchdog
@@ -48,12 +54,17 @@ class Process:
   environ: Mapping[str, str]
 
 
-def restart_without(process: Process, workers: list) -> None:
+def restart_without(process: Process, workers: list,
+                    model_dir: Optional[str]) -> None:
   """Re-executes this ps chief with a cluster that leaves out ``workers``
-  (stalled: see tfdist.stall_watch.StallWatch); it resumes from the last
-  checkpoint in --model_dir and trains with the other workers. Does not
-  return."""
+  (stalled, or lost by the end of training: see tfdist.stall_watch); it
+  resumes from the last checkpoint in ``model_dir`` and trains with the
+  other workers. Each worker left out finds a record there that tells it,
+  once the job is done, to exit 0 (tfdist.hosting.record_left_out). Does
+  not return."""
   task = cluster_lib.task_from_environ(process.environ)
+  if model_dir:
+    hosting.record_left_out(model_dir, task, workers)
   # The others wait for the restart (the chief's address is silent until
   # its preflight), not just the chief's usual grace.
   hosting.signal_restart(task, skip=workers)
@@ -63,9 +74,6 @@ def restart_without(process: Process, workers: list) -> None:
       dict(task.cluster, worker=kept), task.type, task.index))
   sys.stdout.flush()
   sys.stderr.flush()
-  # Called from the stall watch's thread, maybe inside a save's or the
-  # first step's phase: its SIGALRM timer would outlive execve.
-  watchdog.disarm_alarm()
   os.execve(process.executable, list(process.argv), env)
 
 
@@ -92,12 +100,17 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
     optimizer_fn: ``optimizer_fn(learning_rate)`` returns the optimizer
       (default: ``config.optimizer``'s).
   """
+  started_at = time.time()
   stall_watch.on_stalled_workers(
-      lambda workers: restart_without(process, workers))
+      lambda workers: restart_without(process, workers, config.model_dir))
+  # The run's runtime, with what it keeps (tfdist.runtime.Runtime.keep),
+  # lives until the process ends.
+  kept = []
   try:
     status = _run_task(config=config, data_config=data_config,
                        model_fn=model_fn, model_name=model_name, task=task,
-                       optimizer_fn=optimizer_fn)
+                       optimizer_fn=optimizer_fn, kept=kept,
+                       started_at=started_at)
     if task is not None and config.strategy != "multiworker":
       # Done, outputs written: TensorFlow's teardown would wait for any
       # peer's pending remote call, forever for a stopped peer.
@@ -113,12 +126,14 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
 def _run_task(*, config: TrainConfig, data_config: DataConfig,
               model_fn: Callable, model_name: str,
               task: Optional[cluster_lib.Task],
-              optimizer_fn: Optional[Callable]) -> int:
+              optimizer_fn: Optional[Callable], kept: list,
+              started_at: float) -> int:
   """This task's part of the job: host, evaluate or train."""
   role = strategy_lib.plan_role(config.strategy, task)
   if role == strategy_lib.HOST:
-    cluster_lib.check_port_free(task)
-    status = hosting.host_until_done(task, peer_timeout=config.peer_timeout)
+    status = hosting.host_until_done(task, peer_timeout=config.peer_timeout,
+                                     model_dir=config.model_dir,
+                                     since=started_at)
     from tfdist import monitor  # pylint: disable=g-import-not-at-top
     # Hosting tasks print no result: their memory is this line (read by
     # tfdist.bench).
@@ -131,7 +146,11 @@ def _run_task(*, config: TrainConfig, data_config: DataConfig,
         model_name=model_name, batch_size=config.eval_batch_size,
         timeout=config.eval_timeout, task_name=task.name)
   else:
-    result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
-                      model_name=model_name, optimizer_fn=optimizer_fn)
+    runtime = runtimes.create(config, task)
+    kept.append(runtime)
+    with runtime.running():
+      result = loop.run(config, model_fn=model_fn, dataset=dataset, task=task,
+                        model_name=model_name, optimizer_fn=optimizer_fn,
+                        runtime=runtime)
   console.result(result)
   return errors.EXIT_OK

@@ -7,8 +7,8 @@ line. Whatever differs between the strategies it asks of a
 :class:`tfdist.runtime.Runtime`. TensorFlow is imported only once a task is
 known to train, after every input was checked. Imports tfdist.checkpoint,
 cluster, config, console, data.sources, evaluation, export, models,
-precision, ps_save, runtime, schedules and sharding (tfdist.monitor once
-TensorFlow is loaded).
+precision, ps_save, runtime, runtimes, schedules and sharding
+(tfdist.monitor once TensorFlow is loaded).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tfdist import models as models_lib
 from tfdist import precision as precision_lib
 from tfdist import ps_save
 from tfdist import runtime as runtime_lib
+from tfdist import runtimes
 from tfdist import schedules
 from tfdist import sharding
 from tfdist.data import sources
@@ -41,18 +42,21 @@ from tfdist.evaluation import accuracy, optimizer_digest, weights_digest
 def run(config: TrainConfig, *, model_fn: Callable,
         dataset: sources.Source, task: Optional[cluster_lib.Task],
         model_name: str = "",
-        optimizer_fn: Optional[Callable] = None) -> dict:
+        optimizer_fn: Optional[Callable] = None,
+        runtime: Optional[runtime_lib.Runtime] = None) -> dict:
   """Trains ``model_fn``'s model on ``dataset`` under ``config.strategy``.
 
   Call only for a task whose role (see strategy.plan_role) is TRAIN.
   ``model_fn`` follows tfdist.contract; ``optimizer_fn(learning_rate)``,
   if given, returns the Keras optimizer instead of ``config.optimizer``'s.
+  ``runtime``: the task's (tfdist.runtimes.create), if the caller holds it
+  (it keeps the run's objects: see Runtime.keep).
 
   Returns:
     The result: strategy, replicas, batch, timings, test accuracy, the
     weights digest and where the variables live.
   """
-  runtime = runtime_lib.create(config, task)
+  runtime = runtime or runtimes.create(config, task)
   signature = checkpoint_lib.model_signature(
       model_name=model_name, features=dataset.features,
       num_classes=dataset.num_classes)
@@ -100,7 +104,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
-      with runtime.save_deadline(), ps_save.op_by_op(model):
+      with runtime.save_deadline(model), ps_save.op_by_op(model):
         tf.train.Checkpoint(model=model).write(
             os.path.join(out_dir, "final", "ckpt"))
 
@@ -114,7 +118,7 @@ def run(config: TrainConfig, *, model_fn: Callable,
                      dataset=dataset, out_dir=out_dir)
   # Nothing made here may be freed once the others are told (freeing runs
   # ops, which under ps reach every task).
-  runtime_lib.hold_until_exit(dict(locals()))
+  runtime.keep(dict(locals()))
   runtime.finish()
   return result
 
@@ -140,8 +144,6 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
   # What a checkpoint must match to be resumed.
   if config.model_dir:
     checkpoint_lib.check_model_dir(config.model_dir, signature=signature)
-  if runtime.task is not None:
-    cluster_lib.check_port_free(runtime.task)
   if config.strategy == "ps":
     sharding.check_cluster(variable_partitioner=config.variable_partitioner,
                            variable_shards=config.variable_shards,
