@@ -397,13 +397,15 @@ def test_multiworker_sigterm_saves_exits_143_and_resumes_exactly(
                                           epochs=2, every_steps=40))
   job.start("worker-0", "worker-1")
   _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
+  before = _checkpoint_steps(model_dir)
   signalled = time.monotonic()
   job.signal("worker-1", signal.SIGTERM)
   assert job.wait("worker-1") == 143, job.log("worker-1")[-3000:]
   assert job.wait("worker-0") == 143, job.log("worker-0")[-3000:]
   stopped = time.monotonic() - signalled
   saved = max(_checkpoint_steps(model_dir))
-  assert 40 <= saved < target
+  # The preemption's own checkpoint (the next agreement, within 10 steps).
+  assert max(before) < saved < target, (before, saved)
   assert f"saved step {saved}" in job.log("worker-0")
 
   relaunched = time.monotonic()
@@ -581,15 +583,22 @@ def test_ps_killed_ps_fails_the_chief_fast_then_a_killed_chief_resumes(
 
 
 # SIGTERM to each kind of task stops all four with 143 after the chief's
-# save, and a relaunch ends exactly at the target. The chief's case also runs
-# 5 steps per scheduled function (one RPC to a worker): checkpoints and the
-# preemption check happen between functions, so a save due at step 48
-# happens at step 50, and the relaunch still ends exactly.
+# save, newer than the signal, and a relaunch ends exactly at the target.
+# The chief's case also runs 5 steps per scheduled function (one RPC to a
+# worker): checkpoints and the preemption check happen between functions,
+# so a save due at step 48 happens at step 50, and the relaunch still ends
+# exactly. There each of its first two writes (the save at step 50 and the
+# preemption's) takes 8 s longer than it would (tfdist.bench.slowed), past
+# the stall deadline of 5 s: a write is never a stall (was: the stall watch
+# ended the chief with 200 in the first one, or made 143 a 200 in the
+# second, losing the preemption checkpoint).
 @pytest.mark.slow
-@pytest.mark.parametrize("signalled, every_steps, per_execution", [
-    ("chief-0", 48, 5), ("worker-1", 50, 1), ("ps-0", 50, 1)])
+@pytest.mark.parametrize("signalled, every_steps, per_execution, slow_s", [
+    ("chief-0", 48, 5, 8), ("worker-1", 50, 1, 0), ("ps-0", 50, 1, 0)])
 def test_ps_sigterm_every_task_143_relaunch_exact(
-    job_factory, mnist_dir, tmp_path, signalled, every_steps, per_execution):
+    job_factory, mnist_dir, tmp_path, signalled, every_steps, per_execution,
+    slow_s):
+  from tfdist.bench import slowed  # pylint: disable=g-import-not-at-top
   model_dir = str(tmp_path / "model")
   # Enough steps that the job is still training when the signal arrives
   # (it is sent after the checkpoint at step 46-50; saves were <= 160).
@@ -598,11 +607,15 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
                    every_steps=every_steps),
            f"--steps_per_execution={per_execution}"]
   names = ("ps-0", "worker-0", "worker-1", "chief-0")
-  job = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
+  job = job_factory({"chief": 1, "worker": 2, "ps": 1},
+                    [*flags, "--stall_timeout=5"] if slow_s else flags,
+                    [*slowed.command(writes="1,2", seconds=slow_s), "-m",
+                     "trainers.mnist"] if slow_s else None)
   job.start(*names)
   _wait_for(lambda: max(_checkpoint_steps(model_dir), default=0) >= 46,
             "a checkpoint at step 46 or later")
-  started = time.monotonic()
+  before = _checkpoint_steps(model_dir)
+  started, signalled_at = time.monotonic(), time.time()
   job.signal(signalled, signal.SIGTERM)
   for name in names:
     assert job.wait(name, timeout=60) == 143, job.log(name)[-3000:]
@@ -611,8 +624,16 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
   saved = max(steps)
   by = "" if signalled == "chief-0" else f" to {signalled}"
   assert f"preempted (SIGTERM{by}): saved step {saved}" in job.log("chief-0")
+  # The preemption's own checkpoint, written after the signal.
+  assert saved > max(before), (before, steps)
+  assert os.path.getmtime(os.path.join(
+      model_dir, "checkpoints", f"ckpt-{saved}.index")) >= signalled_at
   assert saved < target
   assert all(step % per_execution == 0 for step in steps), steps
+  if slow_s:
+    chief = job.log("chief-0")
+    assert chief.count(f"slowed by {slow_s} s") == 2, chief[-3000:]
+    assert "no step completed" not in chief, chief[-3000:]
 
   again = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
   again.start(*names)
