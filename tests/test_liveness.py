@@ -6,6 +6,7 @@ defect needs; the last test signals a real multiworker trainer in strategy
 creation. Each test failed before its fix.
 """
 
+import ast
 import os
 import signal
 import subprocess
@@ -26,6 +27,22 @@ def _run(mode: str, workdir, timeout: float):
   done = run([sys.executable, LIVENESS_TASK, mode, str(workdir)],
              timeout=timeout)
   return launch.exit_status(done.returncode), done.stdout, done.stderr
+
+
+@pytest.mark.slow
+def test_ps_save_with_a_worker_stopped_between_steps(tmp_path):
+  """Two ps tasks, worker-0 stopped between steps, then a save: it runs
+  op by op and registers nothing with worker-0, so it ends (a traced save
+  registers its function with every task, and froze the chief: 142). Each
+  save is tfdist.ps_save's (counted: the replacement took effect) and its
+  2 ps tasks write at once (their writes meet at a barrier)."""
+  status, out, err = _run("ps_save", tmp_path, timeout=120)
+  assert status == 0, out + err[-3000:]
+  tasks = "['/job:ps/replica:0/task:0', '/job:ps/replica:0/task:1']"
+  assert out.splitlines() == [f"saved 1 with 1 parallel saves on {tasks}",
+                              f"saved 2 with 2 parallel saves on {tasks}"], (
+                                  out + err[-3000:])
+  assert os.path.exists(tmp_path / "ckpt-2.index")
 
 
 @pytest.mark.slow
@@ -59,6 +76,47 @@ def test_worker_stopped_after_fit_does_not_restart_the_chief(tmp_path):
   status, out, err = _run("after_fit", tmp_path, timeout=120)
   assert status == 0, out + err[-3000:]
   assert "goes on without" not in out, out
+
+
+def _imports(root: str) -> dict:
+  """Module -> the tfdist modules it imports, anywhere in its text (at the
+  top, inside a function, under TYPE_CHECKING)."""
+  modules = {}
+  for directory, _, files in os.walk(os.path.join(root, "tfdist")):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(directory, name)
+        module = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+        modules[module.removesuffix(".__init__")] = path
+  found = {}
+  for module, path in modules.items():
+    with open(path) as f:
+      tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        names.update(a.name for a in node.names)
+      elif isinstance(node, ast.ImportFrom) and node.module:
+        names.update(f"{node.module}.{a.name}" for a in node.names)
+        names.add(node.module)
+    found[module] = {n for n in names if n in modules and n != "tfdist"}
+  return found
+
+
+def test_no_import_cycle_in_tfdist():
+  """Lazy and type-only imports included (were: deadlines <-> stall_watch,
+  runtime <-> ps_runtime)."""
+  imports = _imports(REPO)
+
+  def reaches(start: str, goal: str, seen: set) -> bool:
+    for module in imports[start] - seen:
+      seen.add(module)
+      if module == goal or reaches(module, goal, seen):
+        return True
+    return False
+
+  cycles = sorted(m for m in imports if reaches(m, m, set()))
+  assert not cycles, cycles
 
 
 def _probe_kind(address: str) -> str:
