@@ -11,12 +11,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import portpicker
 import pytest
 
-from conftest import REPO, child_env, kill_groups, run, trainer, wait_for
+from conftest import (MNIST_DIR, REPO, child_env, kill_groups, run, trainer,
+                      wait_for)
 from tfdist import cluster as cluster_lib
+from tfdist import hosting
 from tfdist import launch
 from tfdist import preflight
 
@@ -199,3 +202,93 @@ def test_sigterm_in_strategy_creation_ends_the_job_with_143(mnist_dir,
     assert statuses == [143, 143], outputs[1][-3000:]
     assert "preempted (SIGTERM" in outputs[0], outputs[0][-3000:]
     assert (tmp_path / "model-0" / "checkpoints" / "checkpoint").exists()
+
+
+# --- a worker the ps chief went on without ends clean -------------------------
+
+def test_a_worker_left_out_learns_that_the_job_is_done(tmp_path):
+  """The record names the worker at its address, written since it started;
+  the chief's result newer than the record: done. Anything else: not."""
+  cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2",
+                                                  "127.0.0.1:3"],
+             "ps": ["127.0.0.1:4"]}
+  chief = cluster_lib.make_task(cluster, "chief", 0)
+  worker = cluster_lib.make_task(cluster, "worker", 1)
+  model_dir = str(tmp_path)
+  started = time.time() - 60
+  assert not hosting.left_out_and_done(model_dir, worker, since=started)
+  hosting.record_left_out(model_dir, chief, ["worker-1"])
+  left_at = os.path.getmtime(tmp_path / "left_out" / "worker-1")
+  assert not hosting.left_out_and_done(model_dir, worker, since=started)
+  (tmp_path / "result.json").write_text("{}")
+  os.utime(tmp_path / "result.json", (left_at + 1, left_at + 1))
+  assert hosting.left_out_and_done(model_dir, worker, since=started)
+  # Not this task (worker-0), a record older than this process (an earlier
+  # run's), a result older than the record (an earlier run's), none at all.
+  assert not hosting.left_out_and_done(
+      model_dir, cluster_lib.make_task(cluster, "worker", 0), since=started)
+  assert not hosting.left_out_and_done(model_dir, worker,
+                                       since=left_at + 0.5)
+  os.utime(tmp_path / "result.json", (left_at - 1, left_at - 1))
+  assert not hosting.left_out_and_done(model_dir, worker, since=started)
+  assert not hosting.left_out_and_done(None, worker, since=started)
+
+
+def _pod_group(hostname: str) -> int:
+  """The process group of the local pod named ``hostname`` (the exercise
+  gives each pod that HOSTNAME, and a session of its own)."""
+  wanted = f"HOSTNAME={hostname}".encode()
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = f.read().split(b"\0")
+      if wanted in environ and os.getpgid(int(pid)) == int(pid):
+        return int(pid)
+    except (OSError, ProcessLookupError):
+      continue
+  return 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_exercise_a_worker_left_out_ends_clean_and_its_job_completes(
+    tmp_path):
+  """k8s/ps, run by tfdist.k8s.exercise: worker-1's pod stopped (SIGSTOP)
+  once training began; the chief goes on without it and finishes. Woken
+  after the chief's Job completed, worker-1 learns from the chief's record
+  in the model volume that the job is done and exits 0, so its Job
+  completes too (was: 200 after the chief's grace, then its replacements
+  200 in preflight, until the exercise gave up on it)."""
+  model_dir, out_path = tmp_path / "model", tmp_path / "exercise.log"
+  model_dir.mkdir()
+  with open(out_path, "w") as out:
+    exercise = subprocess.Popen(
+        [sys.executable, "-m", "tfdist.k8s", "exercise",
+         os.path.join(REPO, "k8s", "ps"), f"--pvc=mnist-ps-model={model_dir}",
+         "--", f"--mnist_dir={MNIST_DIR}", "--epochs=2",
+         "--steps_per_epoch=150", "--checkpoint_every_steps=50",
+         "--peer_timeout=30"],
+        cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True)
+  try:
+    wait_for((model_dir / "checkpoints" / "checkpoint").exists,
+             "the first checkpoint", timeout=240)
+    group = _pod_group("mnist-ps-worker-1")
+    assert group, "no pod mnist-ps-worker-1"
+    os.killpg(group, signal.SIGSTOP)
+    wait_for(lambda: "[exercise] Job mnist-ps-chief: 1/1 pods succeeded"
+             in out_path.read_text() or exercise.poll() is not None,
+             "the chief's Job to complete", timeout=240)
+    os.killpg(group, signal.SIGCONT)
+    assert exercise.wait(timeout=60) == 0, out_path.read_text()[-5000:]
+  finally:
+    kill_groups([exercise])
+  text = out_path.read_text()
+  assert "chief-0 goes on without it" in text, text[-5000:]
+  assert ("[worker-1] tfdist: worker-1: chief-0 went on without this task "
+          "(stalled or lost) and finished training; exiting") in text, (
+              text[-5000:])
+  for job, count in [("ps", 1), ("worker", 2), ("chief", 1)]:
+    assert (f"[exercise] Job mnist-ps-{job}: {count}/{count} pods "
+            "succeeded: Complete") in text, text[-5000:]
+  assert "restarting it as a new pod" not in text, text[-5000:]

@@ -21,6 +21,7 @@ errors; TensorFlow.
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 import time
@@ -35,7 +36,8 @@ PREFIX = "tfdist.bench.slowed:"
 
 def command(*, writes: str = "", restore: bool = False,
             seconds: float) -> list:
-  """The words that run a ``-m MODULE ...`` command after them, slowed."""
+  """The words that run a ``[python] -m MODULE ...`` command after them,
+  slowed (the interpreter given is this one)."""
   return [sys.executable, "-m", "tfdist.bench.slowed", f"--writes={writes}",
           f"--seconds={seconds:g}", *(["--restore"] if restore else []),
           "--"]
@@ -81,11 +83,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--seconds", type=float, required=True)
   args = parser.parse_args(own)
   writes = {w.strip() for w in args.writes.split(",") if w.strip()}
+  if words and os.path.basename(words[0]).startswith("python"):
+    words = words[1:]  # python -m MODULE: run here, in this interpreter
   if (len(words) < 2 or words[0] != "-m" or args.seconds <= 0
       or not all(w == "final" or w.isdigit() for w in writes)):
     raise ConfigError(
-        f"{PROG} --writes=N,...,final --seconds=S [--restore] -- -m MODULE "
-        "[ARG...]: S above 0, write counts from 1, a module to run")
+        f"{PROG} --writes=N,...,final --seconds=S [--restore] -- [python] "
+        "-m MODULE [ARG...]: S above 0, write counts from 1, a module to "
+        "run")
   from tfdist import app  # pylint: disable=g-import-not-at-top
   app.prepare_environment()  # as the trainer's entry point, before TF
   _slow(writes, args.restore, args.seconds)
