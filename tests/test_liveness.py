@@ -1,9 +1,11 @@
 """The liveness layer's latent defects, each driven in a real process.
 
-tests/liveness_task.py runs one piece of a ps chief (a save's phase, the
-stall watch, the re-execution without a stalled worker) at the moment a
-defect needs; the last test signals a real multiworker trainer in strategy
-creation. Each test failed before its fix.
+tests/liveness_task.py runs one piece of a ps chief (a save's phase, its
+peer watch, a 2-ps save with a worker stopped, the stall watch) at the
+moment a defect needs; then a real multiworker trainer is signalled in
+strategy creation, and a ps job run by tfdist.k8s.exercise leaves a
+stopped worker out. The package has no import cycle. Each test failed
+before its fix.
 """
 
 import ast

@@ -9,27 +9,18 @@ tfdist.stall_watch, watches its steps, a save's wait for them included).
 Imports tfdist.cluster, coordination, preflight and watchdog; TensorFlow
 only inside functions.
 
-================================  =====================  ==================
-phase                             deadline               guarded by
-================================  =====================  ==================
-multiworker strategy creation     peer_timeout (+10 s)   registration
-                                                         barrier; watchdog
-                                                         backstop
-ps cluster creation (chief)       peer_timeout           watchdog
-set-up (variables, restore)       2 x peer_timeout       watchdog (ps: and
-                                                         the sentinel)
-ps: no step completes             --stall_timeout, or    stall_watch
-                                  50 x step time (10 s+)
-first step (per-worker datasets,  2 x peer_timeout       watchdog (ps: and
-  tracing included)                                      the sentinel)
-ps: a save's wait for the steps   --stall_timeout, or    stall_watch
-  in flight                       50 x step time (10 s+)
-checkpoint write                  2 x peer_timeout +     watchdog (ps: and
-                                  1 s per 16 MiB         the sentinel)
-multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
-                                                         timeout; watchdog
-a peer silent mid-training        heartbeat_timeout      heartbeats
-================================  =====================  ==================
+| phase | deadline | guarded by |
+|---|---|---|
+| preflight (a peer, this task's own port) | `--peer_timeout` | tfdist.preflight |
+| multiworker strategy creation | `--peer_timeout` (+10 s) | TensorFlow's registration barrier; the watchdog (its sentinel) behind it |
+| ps cluster creation (chief) | `--peer_timeout` | watchdog |
+| set-up (variables, restore) | 2 x `--peer_timeout` | watchdog (ps: and the sentinel) |
+| first step (per-worker datasets, tracing included) | 2 x `--peer_timeout` | watchdog (ps: and the sentinel) |
+| ps: no step completes (a stalled worker or ps), a save's wait for the steps in flight included | `--stall_timeout`, or 50 x the step time (at least 10 s) | tfdist.stall_watch (goes on without a stalled worker) |
+| a checkpoint write (never a stall) | 2 x `--peer_timeout` + 1 s per 16 MiB written | watchdog (ps: and the sentinel) |
+| multiworker start/end barrier | `--peer_timeout` (+10 s) | the barrier's own timeout; watchdog |
+| a multiworker peer silent mid-training | `--heartbeat_timeout` | TensorFlow's heartbeats |
+| ps worker or ps: the chief silent | `--peer_timeout` | tfdist.hosting |
 
 Every expiry is one line naming the phase and the peers not heard from,
 and PeerLost's exit status, or SIGALRM's (tfdist.errors) when

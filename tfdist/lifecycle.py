@@ -121,6 +121,8 @@ def run(*, config: TrainConfig, data_config: DataConfig, model_fn: Callable,
   except KeyboardInterrupt:
     console.info("interrupted (SIGINT); exiting")
     watchdog.exit_now(errors.EXIT_INTERRUPTED)
+  finally:
+    stall_watch.on_stalled_workers(None)  # this run's, not the next one's
 
 
 def _run_task(*, config: TrainConfig, data_config: DataConfig,

@@ -28,8 +28,9 @@ from tfdist.deadlines import keras_callback, peers as _peers
 _on_stalled_workers = None
 
 
-def on_stalled_workers(handler: Callable[[list], None]) -> None:
-  """Sets how a ps chief goes on without stalled workers.
+def on_stalled_workers(handler: Optional[Callable[[list], None]]) -> None:
+  """Sets how a ps chief goes on without stalled workers (None: no way,
+  as when the run that set it has ended).
 
   ``handler(names)`` gets the stalled workers' names (``worker-1``) while
   some other worker still answers, and must not return: the trainers'
