@@ -31,11 +31,12 @@ has started, every cause that is not the program's is one of them: a peer
 lost at any moment (set-up and its restore, training, the final save, the
 test accuracy, the export) is 200, and so is this task's own port held by
 another process past ``--peer_timeout``; "corrupt, remove it" (2) is said
-only of a checkpoint whose files fail to read here. A peer that never answers preflight is retried, not a bad input: a
-pod may wait minutes for a node (a cluster autoscaler adding one) or be
-preempted while it starts; each retry counts against ``--max_restarts``
-(the Job's ``backoffLimit``), so a peer address that is simply wrong still
-ends the job, after those retries, each with the line that names the peer.
+only of a checkpoint whose files fail to read here. A peer that never
+answers preflight is retried, not a bad input: a pod may wait minutes for
+a node (a cluster autoscaler adding one) or be preempted while it starts;
+each retry counts against ``--max_restarts`` (the Job's ``backoffLimit``),
+so a peer address that is simply wrong still ends the job, after those
+retries, each with the line that names the peer.
 Every other docstring points here instead of restating a status.
 """
 

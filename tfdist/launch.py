@@ -10,12 +10,12 @@ and are then stopped. When any task fails, all are stopped and the launcher
 exits with that task's status, naming it (``--max_restarts N`` restarts it,
 or the whole job when training is synchronous, up to N times, when its
 status is one the rendered Kubernetes manifests retry: tfdist.errors.retried;
-1-127, the program's own verdict, fails the job at once there and here). Ctrl-C or
-SIGTERM stops everything and exits 130 or 143: the signal handler only
-records the signal in a queue the main loop reads, so a signal can never
-interrupt the launcher inside a lock or a half-done start or stop. No child
-outlives the launcher: each gets SIGKILL from the kernel if the launcher
-dies.
+1-127, the program's own verdict, fails the job at once there and here).
+Ctrl-C or SIGTERM stops everything and exits 130 or 143: the signal handler
+only records the signal in a queue the main loop reads, so a signal can
+never interrupt the launcher inside a lock or a half-done start or stop. No
+child outlives the launcher: each gets SIGKILL from the kernel if the
+launcher dies.
 
 Every line a task writes, on its stdout or its stderr, goes to the
 launcher's stdout whole, prefixed with its task (``[worker-1] ...``), among

@@ -41,16 +41,13 @@ from tfdist.evaluation import accuracy, optimizer_digest, weights_digest
 
 def run(config: TrainConfig, *, model_fn: Callable,
         dataset: sources.Source, task: Optional[cluster_lib.Task],
-        model_name: str = "",
-        optimizer_fn: Optional[Callable] = None,
+        model_name: str = "", optimizer_fn: Optional[Callable] = None,
         runtime: Optional[runtime_lib.Runtime] = None) -> dict:
   """Trains ``model_fn``'s model on ``dataset`` under ``config.strategy``.
 
-  Call only for a task whose role (see strategy.plan_role) is TRAIN.
-  ``model_fn`` follows tfdist.contract; ``optimizer_fn(learning_rate)``,
-  if given, returns the Keras optimizer instead of ``config.optimizer``'s.
-  ``runtime``: the task's (tfdist.runtimes.create), if the caller holds it
-  (it keeps the run's objects: see Runtime.keep).
+  Call only for a task whose role (strategy.plan_role) is TRAIN. The model
+  function follows tfdist.contract; ``optimizer_fn(learning_rate)`` returns
+  the optimizer (default: ``config.optimizer``'s); ``runtime``: the caller's.
 
   Returns:
     The result: strategy, replicas, batch, timings, test accuracy, the

@@ -60,7 +60,8 @@ class _Listener:
   """Answers the handshake on this task's port until closed."""
 
   def __init__(self, task: cluster_lib.Task, handshake: bytes, *,
-               timeout: float = 0.0, clock: Callable[[], float] = time.monotonic):
+               timeout: float = 0.0,
+               clock: Callable[[], float] = time.monotonic):
     self._socket = _bind(task, timeout=timeout, clock=clock)
     self._digest = handshake.split()[1].decode()
     # Peers that read our handshake and said who they are (this run).
