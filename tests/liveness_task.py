@@ -12,8 +12,9 @@ python tests/liveness_task.py ps_save WORKDIR
   prints the saves and the tasks they wrote on.
 python tests/liveness_task.py save WORKDIR
   gets SIGTERM (sent to itself) inside a save nested in training that runs
-  Python for 5 s (the task's handler runs); then reaches the next step
-  boundary of tfdist.checkpoint's callback, which saves to WORKDIR.
+  Python for 5 s (the task's handler runs; the save's sentinel must not
+  act); then reaches the next step boundary of tfdist.checkpoint's
+  callback, which saves to WORKDIR.
 python tests/liveness_task.py unreadable WORKDIR
   starts a stall watch on a ClusterCoordinator whose private attributes
   differ from TensorFlow's, then waits for its child processes to end.
@@ -185,7 +186,10 @@ def sigterm_in_a_save(workdir: str) -> int:
   callback = _checkpointing(workdir)
   with watchdog.phase("training", peers=preflight.peers_of(task),
                       grace_s=1):
-    with deadlines.checkpoint_write(task, peer_timeout=60, nbytes=0):
+    # As a ps chief's: a sentinel too, which must learn that the task's
+    # handler ran (from the watchdog's thread: the handler only counts).
+    with deadlines.checkpoint_write(task, peer_timeout=60, nbytes=0,
+                                    may_hold_gil=True):
       os.kill(os.getpid(), signal.SIGTERM)  # as Kubernetes would
       for _ in range(100):  # a save that runs Python between its ops
         time.sleep(0.05)
