@@ -447,8 +447,8 @@ def test_ps_chief_names_the_ps_stopped_as_training_begins(tmp_path):
                          for line in job.output["chief-0"]),
              "the chief's model line", timeout=180)
     job.signal("ps-0", signal.SIGSTOP)
-    # Set-up or first step (16 s), or a save (8 s + the stall deadline:
-    # at least 10 s), + grace and the sentinel; then the workers' 8 s.
+    # Set-up or first step (16 s), or a save's write (16 s, and a little
+    # for its bytes), + grace and the sentinel; then the workers' 8 s.
     still = job.wait(["chief-0", "worker-0", "worker-1"],
                      time.monotonic() + 90)
     assert not still, "\n".join(job.output["chief-0"][-20:])
