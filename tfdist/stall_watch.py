@@ -104,7 +104,7 @@ class StallWatch:
     self._writing = 0  # checkpoint writes in progress: no stall
     # Turns of the watch (on, off, a save begun or ended): an interval
     # across one is no step's (the first step's tracing, an epoch's end,
-    # a save), so it is not measured (see _watch).
+    # a save), so it is not measured; the clock starts again (see _watch).
     self._turns = 0
     # What a stall may end in: "workers" (go on without them, or end the
     # chief), "ps" (after fit: end the chief) or "nothing" (disarmed).
@@ -176,6 +176,12 @@ class StallWatch:
         if watching and turns == self._turns:
           self._measure(now - since)
         seen, since, turns = progress, now, self._turns
+        continue
+      if turns != self._turns:
+        # A turn (a save, an epoch's end) without a step meanwhile: the
+        # clock starts again, so the next step's interval is measured (with
+        # frequent saves, nearly every one would span a turn).
+        since, turns = now, self._turns
         continue
       if now - since < self.deadline_s():
         continue
