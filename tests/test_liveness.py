@@ -102,9 +102,13 @@ def _imports(root: str) -> dict:
       if isinstance(node, ast.Import):
         names.update(a.name for a in node.names)
       elif isinstance(node, ast.ImportFrom) and node.module:
-        names.update(f"{node.module}.{a.name}" for a in node.names)
-        names.add(node.module)
-    found[module] = {n for n in names if n in modules and n != "tfdist"}
+        # ``from package import module`` imports that module; ``from
+        # module import name``, the module.
+        for alias in node.names:
+          full = f"{node.module}.{alias.name}"
+          names.add(full if full in modules else node.module)
+    found[module] = {n for n in names
+                     if n in modules and n not in ("tfdist", module)}
   return found
 
 
