@@ -8,7 +8,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import sys
 
 import portpicker
@@ -65,19 +64,6 @@ def test_unknown_strategy(mnist_dir):
   done = run(trainer("mnist", "--strategy=horovod", f"--mnist_dir={mnist_dir}"),
              timeout=60)
   _fails_with(done, "--strategy='horovod': use one of mirrored, multiworker, ps")
-
-
-def test_port_already_in_use(mnist_dir):
-  port = portpicker.pick_unused_port()
-  with socket.socket() as holder:
-    holder.bind(("127.0.0.1", port))
-    holder.listen()
-    tf_config = _tf_config({"worker": [f"127.0.0.1:{port}",
-                                       f"127.0.0.1:{port + 1}"]})
-    done = run(trainer("mnist", "--strategy=multiworker",
-                       f"--mnist_dir={mnist_dir}"),
-               env=child_env(TF_CONFIG=tf_config), timeout=60)
-  _fails_with(done, f"port {port} (127.0.0.1:{port}) is already in use")
 
 
 def test_keras_3_is_refused_with_the_fix(mnist_dir):

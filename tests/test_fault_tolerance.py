@@ -16,8 +16,10 @@ import os
 import re
 import signal
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import portpicker
@@ -27,9 +29,10 @@ from conftest import (REPO, SPECS, child_env, json_lines, kill_groups, launch,
                       run, trainer, wait_for)
 from tfdist import cluster as cluster_lib
 from tfdist import launch as launch_lib
+from tfdist import errors as errors_lib
 from tfdist import preflight
 from tfdist.bench import log_noise
-from tfdist.errors import ConfigError
+from tfdist.errors import ConfigError, retried
 
 # Small and quick: a few hundred steps of softmax regression.
 STEPS_PER_EPOCH = 100
@@ -394,13 +397,15 @@ def test_multiworker_sigterm_saves_exits_143_and_resumes_exactly(
                                           epochs=2, every_steps=40))
   job.start("worker-0", "worker-1")
   _wait_for(lambda: 40 in _checkpoint_steps(model_dir), "a first checkpoint")
+  before = _checkpoint_steps(model_dir)
   signalled = time.monotonic()
   job.signal("worker-1", signal.SIGTERM)
   assert job.wait("worker-1") == 143, job.log("worker-1")[-3000:]
   assert job.wait("worker-0") == 143, job.log("worker-0")[-3000:]
   stopped = time.monotonic() - signalled
   saved = max(_checkpoint_steps(model_dir))
-  assert 40 <= saved < target
+  # The preemption's own checkpoint (the next agreement, within 10 steps).
+  assert max(before) < saved < target, (before, saved)
   assert f"saved step {saved}" in job.log("worker-0")
 
   relaunched = time.monotonic()
@@ -577,16 +582,55 @@ def test_ps_killed_ps_fails_the_chief_fast_then_a_killed_chief_resumes(
         f"{result['checkpoint_seconds']} s of {result['train_seconds']} s")
 
 
-# SIGTERM to each kind of task stops all four with 143 after the chief's
-# save, and a relaunch ends exactly at the target. The chief's case also runs
-# 5 steps per scheduled function (one RPC to a worker): checkpoints and the
-# preemption check happen between functions, so a save due at step 48
-# happens at step 50, and the relaunch still ends exactly.
 @pytest.mark.slow
-@pytest.mark.parametrize("signalled, every_steps, per_execution", [
-    ("chief-0", 48, 5), ("worker-1", 50, 1), ("ps-0", 50, 1)])
+def test_ps_lost_after_fit_or_during_restore_is_a_lost_peer(
+    job_factory, mnist_dir, tmp_path):
+  """ps-0 SIGKILLed while the chief's final save is under way (8 s
+  slower, tfdist.bench.slowed): one line, 200, retried (was: a traceback
+  and 1, which fails a Kubernetes job for good). Relaunched, ps-0 killed
+  while the chief restores: 200 again, a lost peer (was: 2 and "corrupt,
+  remove it" of a good checkpoint), which is left as it was."""
+  from tfdist.bench import slowed  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "model")
+  flags = _flags(mnist_dir, model_dir, "ps", epochs=1, every_steps=50)
+  layout, names = ({"chief": 1, "worker": 2, "ps": 1},
+                   ("ps-0", "worker-0", "worker-1", "chief-0"))
+  for moment, slow, phase in [
+      ("final", {"writes": "final"}, "the end of training"),
+      ("restore", {"restore": True}, "set-up")]:
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    before = _tree_digest(checkpoints) if moment == "restore" else None
+    job = job_factory(layout, flags, [*slowed.command(seconds=8, **slow),
+                                      "-m", "trainers.mnist"])
+    job.start(*names)
+    _wait_for(lambda: "slowed by 8 s" in job.log("chief-0"), moment)
+    job.signal("ps-0", signal.SIGKILL)
+    assert job.wait("chief-0", timeout=60) == 200, job.log("chief-0")[-3000:]
+    (line,) = _error_lines(job.log("chief-0"))
+    assert f"lost ps-0 during {phase}" in line, line
+    assert "Traceback" not in job.log("chief-0"), job.log("chief-0")[-3000:]
+    job.stop()
+    if before is not None:
+      assert _tree_digest(checkpoints) == before
+
+
+# SIGTERM to each kind of task stops all four with 143 after the chief's
+# save, newer than the signal, and a relaunch ends exactly at the target.
+# The chief's case also runs 5 steps per scheduled function (one RPC to a
+# worker): checkpoints and the preemption check happen between functions,
+# so a save due at step 48 happens at step 50, and the relaunch still ends
+# exactly. There each of its first two writes (the save at step 50 and the
+# preemption's) takes 8 s longer than it would (tfdist.bench.slowed), past
+# the stall deadline of 5 s: a write is never a stall (was: the stall watch
+# ended the chief with 200 in the first one, or made 143 a 200 in the
+# second, losing the preemption checkpoint).
+@pytest.mark.slow
+@pytest.mark.parametrize("signalled, every_steps, per_execution, slow_s", [
+    ("chief-0", 48, 5, 8), ("worker-1", 50, 1, 0), ("ps-0", 50, 1, 0)])
 def test_ps_sigterm_every_task_143_relaunch_exact(
-    job_factory, mnist_dir, tmp_path, signalled, every_steps, per_execution):
+    job_factory, mnist_dir, tmp_path, signalled, every_steps, per_execution,
+    slow_s):
+  from tfdist.bench import slowed  # pylint: disable=g-import-not-at-top
   model_dir = str(tmp_path / "model")
   # Enough steps that the job is still training when the signal arrives
   # (it is sent after the checkpoint at step 46-50; saves were <= 160).
@@ -595,11 +639,15 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
                    every_steps=every_steps),
            f"--steps_per_execution={per_execution}"]
   names = ("ps-0", "worker-0", "worker-1", "chief-0")
-  job = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
+  job = job_factory({"chief": 1, "worker": 2, "ps": 1},
+                    [*flags, "--stall_timeout=5"] if slow_s else flags,
+                    [*slowed.command(writes="1,2", seconds=slow_s), "-m",
+                     "trainers.mnist"] if slow_s else None)
   job.start(*names)
   _wait_for(lambda: max(_checkpoint_steps(model_dir), default=0) >= 46,
             "a checkpoint at step 46 or later")
-  started = time.monotonic()
+  before = _checkpoint_steps(model_dir)
+  started, signalled_at = time.monotonic(), time.time()
   job.signal(signalled, signal.SIGTERM)
   for name in names:
     assert job.wait(name, timeout=60) == 143, job.log(name)[-3000:]
@@ -608,8 +656,16 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
   saved = max(steps)
   by = "" if signalled == "chief-0" else f" to {signalled}"
   assert f"preempted (SIGTERM{by}): saved step {saved}" in job.log("chief-0")
+  # The preemption's own checkpoint, written after the signal.
+  assert saved > max(before), (before, steps)
+  assert os.path.getmtime(os.path.join(
+      model_dir, "checkpoints", f"ckpt-{saved}.index")) >= signalled_at
   assert saved < target
   assert all(step % per_execution == 0 for step in steps), steps
+  if slow_s:
+    chief = job.log("chief-0")
+    assert chief.count(f"slowed by {slow_s} s") == 2, chief[-3000:]
+    assert "no step completed" not in chief, chief[-3000:]
 
   again = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
   again.start(*names)
@@ -642,6 +698,34 @@ def test_evaluator_scores_each_checkpoint_and_exits(mnist_dir, tmp_path):
   # The same weights, the same test split, the same code: the same number.
   assert evaluation["test_accuracy"] == chief["test_accuracy"]
   assert glob.glob(os.path.join(model_dir, "eval", "events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_evaluator_skips_a_checkpoint_it_cannot_read(resumed_mirrored,
+                                                     mnist_dir, tmp_path):
+  """The newest checkpoint garbled (a half-copied file), then the chief's
+  result: one line says it was skipped, and the evaluator ends as after
+  training (was: DataLossError, exit 1)."""
+  model_dir = tmp_path / "model"
+  shutil.copytree(resumed_mirrored["dir"], model_dir)
+  latest = max(glob.glob(str(model_dir / "checkpoints" / "*.data-*")))
+  with open(latest, "r+b") as f:
+    f.seek(40)
+    f.write(b"\xff" * 20)
+  (model_dir / "result.json").write_text("{}")  # newer than the checkpoint
+  cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"],
+             "evaluator": ["127.0.0.1:3"]}
+  done = run(trainer("mnist", "--strategy=multiworker",
+                     f"--mnist_dir={mnist_dir}", f"--model_dir={model_dir}"),
+             env=child_env(TF_CONFIG=json.dumps(
+                 {"cluster": cluster,
+                  "task": {"type": "evaluator", "index": 0}})),
+             timeout=120)
+  assert done.returncode == 0, done.stderr[-3000:]
+  step = latest.rsplit("ckpt-", 1)[1].split(".")[0]
+  assert re.search(rf"evaluator-0: skipped \S+ckpt-{step}, which it cannot "
+                   r"read \(DataLossError: ", done.stderr), done.stderr[-3000:]
+  assert json_lines(done.stdout)[-1]["checkpoints_evaluated"] == 0
 
 
 @pytest.mark.slow
@@ -720,13 +804,103 @@ def test_preflight_handshake_compares_spec_digests():
   finally:
     peer.close()
   # Once closed, the port is free again for TensorFlow.
-  cluster_lib.check_port_free(cluster_lib.make_task(cluster, "worker", 1))
+  with socket.socket() as again:
+    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    again.bind(("127.0.0.1", ports[1]))
+
+
+class _Calls:
+  """A clock for preflight that also says how often it was read: once a
+  wait has looked more than ``after`` times, ``looked`` is set."""
+
+  def __init__(self, after: int, step: float = 0.0):
+    self.calls, self.after, self.step = 0, after, step
+    self.looked = threading.Event()
+
+  def __call__(self) -> float:
+    self.calls += 1
+    if self.calls > self.after:
+      self.looked.set()
+    return time.monotonic() + self.calls * self.step
+
+
+def _preflight_in_a_thread(task, *, timeout: float, clock) -> tuple:
+  """check_peers of ``task`` in a thread; returns (thread, its outcome)."""
+  outcome = []
+
+  def check():
+    try:
+      preflight.check_peers(task, timeout=timeout, clock=clock)
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=check, daemon=True)
+  thread.start()
+  return thread, outcome
+
+
+def test_preflight_waits_for_a_missing_peer_until_it_answers():
+  """worker-1 not up: preflight keeps waiting (it looked several times),
+  and returns once worker-1 answers its handshake, which saw ours."""
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  clock = _Calls(after=8)  # a look at the peer is two reads, and more
+  thread, outcome = _preflight_in_a_thread(
+      cluster_lib.make_task(cluster, "worker", 0), timeout=60, clock=clock)
+  _wait_for(lambda: clock.looked.is_set() or not thread.is_alive(),
+            "preflight to look at worker-1", timeout=30)
+  assert thread.is_alive() and not outcome, outcome  # still waiting
+  peer = preflight._Listener(  # pylint: disable=protected-access
+      cluster_lib.make_task(cluster, "worker", 1),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      "worker-1\n".encode())
+  try:
+    thread.join(10)
+    assert outcome == [None], outcome
+    assert peer.heard_from == {"worker-0"}
+  finally:
+    peer.close()
+
+
+def test_preflight_waits_for_its_own_port_then_a_retried_status():
+  """Another process holds worker-0's port: preflight waits (it looked
+  more than once), takes the port once it is free and goes on; held past
+  the deadline, it is a lost peer's status (200, retried), in one line."""
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  task = cluster_lib.make_task(cluster, "worker", 0)
+  stand_in = preflight._Listener(  # pylint: disable=protected-access
+      cluster_lib.make_task(cluster, "worker", 1),
+      f"tfdist-preflight {cluster_lib.spec_digest(cluster)} "
+      "worker-1\n".encode())
+  try:
+    holder = socket.create_server(("127.0.0.1", ports[0]))
+    clock = _Calls(after=3)
+    thread, outcome = _preflight_in_a_thread(task, timeout=60, clock=clock)
+    _wait_for(lambda: clock.looked.is_set() or not thread.is_alive(),
+              "preflight to try its port", timeout=30)
+    assert thread.is_alive() and not outcome, outcome
+    holder.close()
+    thread.join(10)
+    assert outcome == [None], outcome
+    with socket.create_server(("127.0.0.1", ports[0])) as holder:
+      # Each read of this clock is 10 s later: past the deadline at once.
+      with pytest.raises(errors_lib.PeerLost) as raised:
+        preflight.check_peers(task, timeout=30, clock=_Calls(0, step=10))
+  finally:
+    stand_in.close()
+  assert (f"preflight: worker-0's port {ports[0]} (127.0.0.1:{ports[0]}) was "
+          "held by another process for 30 s; the job is retried"
+          in str(raised.value)), raised.value
+  assert "\n" not in str(raised.value)
 
 
 # --- launcher restarts, without TensorFlow ------------------------------------
 
-# A stand-in task: worker-1 fails on its first run; the others end once
-# worker-1's second run has begun (a file), within 20 s.
+# A stand-in task: worker-1 fails on its first run (with the status given,
+# 200 by default: a lost peer); the others end once worker-1's second run
+# has begun (a file), within 20 s.
 _FAIL_ONCE = r"""
 import json, os, sys, time
 task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -735,7 +909,7 @@ first, second = (os.path.join(sys.argv[1], f) for f in ("first", "second"))
 if name == "worker-1":
   if not os.path.exists(first):
     open(first, "w").close()
-    sys.exit(3)
+    sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
   open(second, "w").close()
 deadline = time.monotonic() + 20
 while not os.path.exists(second) and time.monotonic() < deadline:
@@ -746,7 +920,7 @@ sys.exit(0 if os.path.exists(second) else 5)
 
 @pytest.mark.parametrize("spec,message,starts", [
     ("two_workers.json", "restarting every task (restart 1/1)", 2),
-    ("chief_two_workers_ps.json", "worker-1 failed with exit status 3; "
+    ("chief_two_workers_ps.json", "worker-1 failed with exit status 200; "
      "restarting it (restart 1/1)", 1),
 ])
 def test_launcher_restart_policy(spec, message, starts, tmp_path):
@@ -758,10 +932,39 @@ def test_launcher_restart_policy(spec, message, starts, tmp_path):
   assert done.stdout.count("starting worker-0 at") == starts
 
 
+def test_launcher_fails_at_once_on_a_programs_verdict(tmp_path):
+  """Status 3 (1-127: the program's own verdict) is never restarted, as
+  the rendered podFailurePolicy fails the Job on it (was: restarted)."""
+  done = run(launch(os.path.join(SPECS, "chief_two_workers_ps.json"),
+                    [sys.executable, "-c", _FAIL_ONCE, str(tmp_path), "3"],
+                    "--max_restarts=1"), timeout=60)
+  assert done.returncode == 3, done.stdout
+  assert ("worker-1 failed with exit status 3 (the program's verdict: not "
+          "restarted, as Kubernetes would not); stopping the other tasks"
+          in done.stdout), done.stdout
+  assert "restart 1/1" not in done.stdout
+  assert done.stdout.count("starting worker-1 at") == 1
+
+
+def test_launcher_restarts_what_the_rendered_pod_failure_policy_retries():
+  """A local run previews the cluster: for every status, the launcher
+  restarts a task exactly when the rendered Job's podFailurePolicy does
+  not fail the Job (tfdist.k8s.controller applies it)."""
+  from tfdist.k8s import controller, local_cluster  # pylint: disable=g-import-not-at-top
+  (job,) = [o for o in local_cluster.load_manifests(
+      os.path.join(REPO, "k8s", "ps")) if o["kind"] == "Job"
+            and o["metadata"]["name"].endswith("-worker")]
+  container = job["spec"]["template"]["spec"]["containers"][0]["name"]
+  for status in range(1, 256):
+    fails_job = controller.pod_failure_action(
+        job["spec"], container, status) == controller.FAIL_JOB
+    assert retried(status) == (not fails_job), status
+
+
 def test_launcher_gives_up_after_max_restarts(tmp_path):
   done = run(launch(os.path.join(SPECS, "two_workers.json"),
-                    [sys.executable, "-c", "import sys; sys.exit(4)"],
+                    [sys.executable, "-c", "import sys; sys.exit(200)"],
                     "--max_restarts=2"), timeout=60)
-  assert done.returncode == 4
+  assert done.returncode == 200
   assert "restart 2/2" in done.stdout
   assert "job failed: worker-" in done.stdout

@@ -41,6 +41,11 @@ TASK = textwrap.dedent("""
           sys.argv[3]) and time.monotonic() < deadline:
         time.sleep(0.05)
       sys.exit(exits[name])
+    def stopped(signum, frame):  # the launcher's stop: SIGTERM, recorded
+      open(os.path.join(out, name + ".term"), "w").close()
+      os._exit(143)
+    import signal
+    signal.signal(signal.SIGTERM, stopped)
     threading.Event().wait(120)  # blocks until the launcher stops us
     sys.exit(9)
 """)
@@ -75,18 +80,24 @@ def _alive(pid):
     return f.read().split(")")[-1].split()[0] != "Z"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(60)
 def test_failing_task_stops_all_and_is_named(tmp_path):
+  """The others are stopped by the launcher (SIGTERM, which each records),
+  at once: not killed with it, not left to their own end."""
   spec = os.path.join(SPECS, "chief_two_workers_ps.json")
   command, out = _command(tmp_path, {"worker-1": 3}, 4)
-  done = run(_launcher(spec, command), timeout=100)
+  done = run(_launcher(spec, command), timeout=30)
   assert done.returncode == 3, done.stdout
+  assert ("[launch] worker-1 failed with exit status 3; stopping the other "
+          "tasks") in done.stdout
   assert "[launch] job failed: worker-1 exited with status 3" in done.stdout
   for name in ("chief-0", "worker-0", "worker-1", "ps-0"):
     assert f"[{name}] hello from {name}" in done.stdout
   pids = _pids(out)
   assert len(pids) == 4
   assert not [n for n, pid in pids.items() if _alive(pid)]
+  assert sorted(n[:-5] for n in os.listdir(out) if n.endswith(".term")) == [
+      "chief-0", "ps-0", "worker-0"]
 
 
 @pytest.mark.timeout(120)

@@ -35,8 +35,11 @@ def wait_for_peers(barrier_id: str, *, timeout: float,
   from tensorflow.python.framework import errors as tf_errors  # pylint: disable=g-import-not-at-top
   try:
     context.context().wait_at_barrier(barrier_id, int(timeout * 1000))
+  # FailedPrecondition: "Agent must be in CONNECTED state. It is currently
+  # in ERROR": the coordination service already reported a peer lost.
   except (tf_errors.DeadlineExceededError, tf_errors.UnavailableError,
-          tf_errors.AbortedError, tf_errors.InternalError) as e:
+          tf_errors.AbortedError, tf_errors.InternalError,
+          tf_errors.FailedPreconditionError) as e:
     first = (e.message or type(e).__name__).splitlines()[0][:200]
     raise PeerLost(f"{task_name or 'this task'}: not every task reached "
                    f"{barrier_id!r} within {timeout:g} s ({first})",

@@ -47,12 +47,13 @@ import dataclasses
 import json
 import os
 import signal
-import threading
 import time
 from typing import Callable, Optional
 
 from tfdist import console
+from tfdist import coordination
 from tfdist import features as features_lib
+from tfdist import peer_watch
 from tfdist import ps_save
 from tfdist import watchdog
 from tfdist.errors import ConfigError, Preempted
@@ -61,9 +62,6 @@ CHECKPOINT_SUBDIR = "checkpoints"
 # Written beside the checkpoints: lets a relaunch with the wrong model say so
 # in one line before TensorFlow is even imported.
 META_FILE = "tfdist_model.json"
-# How often a ps chief looks for a preemption request from another task: each
-# look is a remote call per task, too slow for every step of a small model.
-PEER_CHECK_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -150,6 +148,43 @@ def _write_meta(directory: str, signature: dict) -> None:
     os.replace(temp, path)  # atomic: never a half-written file
 
 
+def _unreadable(path: str) -> Optional[Exception]:
+  """What reading every tensor of the checkpoint ``path`` here raises
+  (a truncated or garbled file, a missing shard), or None: its files are
+  whole."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+      reader.get_tensor(key)
+  except (tf.errors.OpError, ValueError, IndexError) as e:
+    return e
+  return None
+
+
+def _cannot_restore(model_dir: str, path: str,
+                    error: Exception) -> Exception:
+  """The one line for a restore that failed with ``error`` (no peer
+  lost): "corrupt, remove it" only when the files prove it, "another
+  model" for a mismatch of variables or shapes; any other error as it
+  is."""
+  def line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
+
+  broken = _unreadable(path)
+  if broken is not None:
+    return ConfigError(
+        f"--model_dir={model_dir}: cannot restore {path}: it is corrupt "
+        f"({line(broken)}); remove it (older checkpoints are then used) or "
+        "use a new --model_dir")
+  if isinstance(error, (ValueError, AssertionError, KeyError)):
+    return ConfigError(
+        f"--model_dir={model_dir}: cannot restore {path} ({line(error)}); "
+        "it is from another model: use a new --model_dir, or the same "
+        "model to resume")
+  return error
+
+
 def _replica_sum_fn(strategy):
   """A tf.function: all-reduce (SUM) of one int64 over every replica.
 
@@ -180,53 +215,6 @@ class _InitialCounters:
     return divmod(self.start_step, steps_per_epoch)
 
 
-class _PeerWatch:
-  """Asks ``ask()`` (which task asked to stop) at once and then every
-  PEER_CHECK_SECONDS from a thread of its own, until it finds one or
-  :meth:`stop`.
-
-  The asking costs a probe and a remote op per task, and a stopped peer
-  answers nothing until the probe's timeout: asked from the batch hooks,
-  it slowed the chief's steps to one per timeout, which read as progress
-  to the stall watch (tfdist.stall_watch), so a stalled worker was gone
-  on without only after minutes. Here the training loop only reads
-  :meth:`found`; an error of ``ask`` is raised there too.
-  """
-  _STOP_S = 3.0  # waited at most for a question in flight
-
-  def __init__(self, ask: Callable[[], Optional[str]]):
-    self._ask = ask
-    self._stopped = threading.Event()
-    self._found = None  # a task's name, or the error of ask
-    self._thread = threading.Thread(target=self._run, daemon=True,
-                                    name="peer preemption")
-    self._thread.start()
-
-  def _run(self) -> None:
-    while True:  # at once (fit begins), then every PEER_CHECK_SECONDS
-      try:
-        found = self._ask()
-      except Exception as e:  # pylint: disable=broad-except
-        found = e  # the training loop raises it
-      if found is not None and not self._stopped.is_set():
-        self._found = found
-        return
-      if self._stopped.wait(PEER_CHECK_SECONDS):
-        return
-
-  def found(self) -> Optional[str]:
-    if isinstance(self._found, Exception):
-      raise self._found
-    return self._found
-
-  def stop(self) -> None:
-    """No question after this one returns (a peer may exit as the job
-    ends); waits a little for one in flight (never for a stopped peer)."""
-    self._stopped.set()
-    if self._thread is not threading.current_thread():
-      self._thread.join(self._STOP_S)
-
-
 class Checkpointing:
   """Saves and restores the training state of one compiled Keras model.
 
@@ -238,7 +226,8 @@ class Checkpointing:
                options: CheckpointOptions, steps_per_epoch: int,
                signature: dict, workers_agree: bool,
                peer_preempted: Optional[Callable[[], Optional[str]]] = None,
-               save_deadline: Callable = contextlib.nullcontext):
+               save_deadline: Callable = lambda model: (
+                   contextlib.nullcontext())):
     """Args:
       model: the compiled Keras model (built, inside strategy.scope()).
       strategy: the tf.distribute strategy the model was built under.
@@ -253,11 +242,12 @@ class Checkpointing:
       peer_preempted: returns the name of another task that got SIGTERM,
         or None (ps: tfdist.hosting.preemption_requested; multiworker: a
         SIGTERM TensorFlow's own handler took, which then counts as this
-        worker's at the next agreement); called every PEER_CHECK_SECONDS
-        during ``fit`` from a thread of its own (:class:`_PeerWatch`), as
+        worker's at the next agreement); called about once a second
+        during ``fit`` from a thread of its own (tfdist.peer_watch), as
         it costs remote calls.
-      save_deadline: returns a context that guards one save with a deadline
-        (tfdist.deadlines: a save waits for the peers).
+      save_deadline: ``save_deadline(model)`` returns the context of one
+        save (tfdist.runtime: under ps it first waits for the steps in
+        flight; the write has a deadline by its bytes).
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._model = model
@@ -277,7 +267,7 @@ class Checkpointing:
     self._manager = tf.train.CheckpointManager(
         self._checkpoint, directory=checkpoint_dir(write_dir),
         max_to_keep=options.keep)
-    self._preempt_requested = threading.Event()
+    self._preempt_requested = False  # set by the SIGTERM handler only
     self._previous_handler = signal.SIG_DFL
     self._replica_sum = _replica_sum_fn(strategy) if workers_agree else None
     self._peer_preempted = peer_preempted
@@ -296,8 +286,10 @@ class Checkpointing:
     """Restores the latest checkpoint of model_dir; returns the start step.
 
     Raises:
-      ConfigError: the checkpoint is corrupt or belongs to another model, or
-        (multiworker) the workers restored different steps.
+      ConfigError: the checkpoint is corrupt (its files cannot be read
+        here) or belongs to another model, or (multiworker) the workers
+        restored different steps. A lost peer's error passes through
+        (tfdist.runtime.lost_peers: retried).
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     path = latest(self._model_dir)
@@ -307,16 +299,11 @@ class Checkpointing:
         # Every variable of this model must come from the checkpoint: a
         # partial match means another model's checkpoint.
         status.assert_existing_objects_matched()
-      # A truncated file surfaces as IndexError ("Read less bytes than
-      # requested") or DataLossError; another model's as AssertionError.
+      except coordination.peer_loss_errors():
+        raise
       except (tf.errors.OpError, ValueError, AssertionError, IndexError,
               KeyError) as e:
-        reason = str(e).strip().splitlines()[0][:160]
-        raise ConfigError(
-            f"--model_dir={self._model_dir}: cannot restore {path} "
-            f"({type(e).__name__}: {reason}); it is corrupt or from another "
-            "model; remove it (older checkpoints are then used) or use a new "
-            "--model_dir")
+        raise _cannot_restore(self._model_dir, path, e) from None
     start = self.step
     if self._workers_agree:
       total = int(self._replica_sum(tf.constant(start, tf.int64)))
@@ -335,12 +322,9 @@ class Checkpointing:
   def save(self) -> Optional[str]:
     """Saves now (every worker must call it at the same step)."""
     start = time.perf_counter()
-    with self._save_deadline():
-      coordinator = getattr(self._model, "_cluster_coordinator", None)
-      if coordinator is not None:
-        # ps: wait for the steps in flight so the saved variables and step
-        # counter agree.
-        coordinator.join()
+    # Under ps the guard first waits for the steps in flight, so the saved
+    # variables and step counter agree; then the write has its deadline.
+    with self._save_deadline(self._model):
       step = self.step
       # Under ps: op by op on the ps tasks (no function registered with
       # a worker, a stopped one too).
@@ -358,11 +342,11 @@ class Checkpointing:
     at the next step boundary, whatever phase (a save, the first step) it
     is in; every watchdog guard learns it (tfdist.watchdog.acknowledge)."""
     del signum, frame
-    self._preempt_requested.set()
+    self._preempt_requested = True
     watchdog.acknowledge()
 
   def _preemption_agreed(self) -> bool:
-    local = self._preempt_requested.is_set()
+    local = self._preempt_requested
     if not self._workers_agree:
       return local
     # multiworker: a SIGTERM that TensorFlow's handler took (peer_preempted)
@@ -398,7 +382,7 @@ class Checkpointing:
         owner._previous_handler = signal.signal(  # pylint: disable=protected-access
             signal.SIGTERM, owner._on_sigterm)  # pylint: disable=protected-access
         if owner._peer_preempted is not None:  # pylint: disable=protected-access
-          owner._peer_watch = _PeerWatch(owner._peer_preempted)  # pylint: disable=protected-access
+          owner._peer_watch = peer_watch.PeerWatch(owner._peer_preempted)  # pylint: disable=protected-access
 
       def on_epoch_begin(self, epoch, logs=None):
         del logs

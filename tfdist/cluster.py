@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import socket
 from typing import Mapping, Optional
 
 from tfdist.errors import ConfigError
@@ -238,24 +237,3 @@ def task_from_environ(environ: Mapping[str, str]) -> Optional[Task]:
 def training_cluster(task: Task) -> dict:
   """The cluster TensorFlow sees: without the evaluator, which never trains."""
   return {k: list(v) for k, v in task.cluster.items() if k != "evaluator"}
-
-
-def check_port_free(task: Task) -> None:
-  """Fails with one line when this task's own port is already taken.
-
-  TensorFlow would otherwise abort with a gRPC stack trace (or, for a
-  collective, wait forever for a peer that is really another program).
-  Only local addresses are checked: a task can only bind its own.
-  """
-  host, port = split_address(task.address, where=task.name)
-  family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
-  with socket.socket(family, socket.SOCK_STREAM) as s:
-    # SO_REUSEADDR: a port in TIME_WAIT is free for gRPC too; only a live
-    # listener should count as "in use".
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      s.bind(("" if family == socket.AF_INET else "::", port))
-    except OSError:
-      raise ConfigError(f"{task.name}: port {port} ({task.address}) is already "
-                        "in use; stop what holds it, pick another port in the "
-                        "cluster spec, or run tfdist.launch with --free_ports")

@@ -4,29 +4,23 @@ Owns: which blocking phase of a training task gets which deadline, all
 derived from ``--peer_timeout`` (and ``--heartbeat_timeout``), and how each
 is guarded: TensorFlow's own knobs where they exist (the coordination
 service's registration barrier and heartbeats, see tfdist.coordination),
-otherwise a tfdist.watchdog phase (the ps chief's stall watch:
-tfdist.stall_watch). Imports tfdist.cluster, coordination, preflight and
-watchdog; TensorFlow only inside functions.
+otherwise a tfdist.watchdog phase (the ps chief's stall watch,
+tfdist.stall_watch, watches its steps, a save's wait for them included).
+Imports tfdist.cluster, coordination, preflight and watchdog; TensorFlow
+only inside functions.
 
-================================  =====================  ==================
-phase                             deadline               guarded by
-================================  =====================  ==================
-multiworker strategy creation     peer_timeout (+10 s)   registration
-                                                         barrier; watchdog
-                                                         backstop
-ps cluster creation (chief)       peer_timeout           watchdog
-set-up (variables, restore)       2 x peer_timeout       watchdog (ps: and
-                                                         the sentinel)
-ps: no step completes             --stall_timeout, or    stall_watch
-                                  50 x step time (10 s+)
-first step (per-worker datasets,  2 x peer_timeout       watchdog (ps: and
-  tracing included)                                      the sentinel)
-checkpoint save                   peer_timeout (ps: +    watchdog (ps: the
-                                  the stall deadline)    StallWatch first)
-multiworker start/end barrier     peer_timeout (+10 s)   the barrier's own
-                                                         timeout; watchdog
-a peer silent mid-training        heartbeat_timeout      heartbeats
-================================  =====================  ==================
+| phase | deadline | guarded by |
+|---|---|---|
+| preflight (a peer, this task's own port) | `--peer_timeout` | tfdist.preflight |
+| multiworker strategy creation | `--peer_timeout` (+10 s) | TensorFlow's registration barrier; the watchdog (its sentinel) behind it |
+| ps cluster creation (chief) | `--peer_timeout` | watchdog |
+| set-up (variables, restore) | 2 x `--peer_timeout` | watchdog (ps: and the sentinel) |
+| first step (per-worker datasets, tracing included) | 2 x `--peer_timeout` | watchdog (ps: and the sentinel) |
+| ps: no step completes (a stalled worker or ps), a save's wait for the steps in flight included | `--stall_timeout`, or 50 x the step time (at least 10 s) | tfdist.stall_watch (goes on without a stalled worker) |
+| a checkpoint write (never a stall) | 2 x `--peer_timeout` + 1 s per 16 MiB written | watchdog (ps: and the sentinel) |
+| multiworker start/end barrier | `--peer_timeout` (+10 s) | the barrier's own timeout; watchdog |
+| a multiworker peer silent mid-training | `--heartbeat_timeout` | TensorFlow's heartbeats |
+| ps worker or ps: the chief silent | `--peer_timeout` | tfdist.hosting |
 
 Every expiry is one line naming the phase and the peers not heard from,
 and PeerLost's exit status, or SIGALRM's (tfdist.errors) when
@@ -39,19 +33,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from tfdist import cluster as cluster_lib
 from tfdist import coordination
 from tfdist import preflight
 from tfdist import watchdog
 
-if TYPE_CHECKING:
-  from tfdist.stall_watch import StallWatch
-
 # After TensorFlow's own deadline (+5 s, the margin it gives the leader's
 # verdict to reach the other tasks): the watchdog acts only if it did not.
 _BACKSTOP_S = 10.0
+# The slowest write a checkpoint's deadline allows for (a network volume
+# at its worst), beyond 2 x --peer_timeout: a save of any size has time.
+WRITE_BYTES_PER_S = 16 << 20
 
 
 def peers(task: Optional[cluster_lib.Task]) -> dict:
@@ -109,32 +103,28 @@ def barrier(point: str, task: cluster_lib.Task, *, peer_timeout: float):
                         peers=peers(task), holds_gil=True)
 
 
-@contextlib.contextmanager
-def checkpoint_save(task: Optional[cluster_lib.Task], *,
-                    peer_timeout: float,
-                    stall_watch: Optional[StallWatch] = None):
-  """Around a checkpoint save (under multiworker it may run collectives).
+def write_deadline_s(*, peer_timeout: float, nbytes: int) -> float:
+  """The deadline of a checkpoint write of ``nbytes`` bytes: 2 x
+  ``peer_timeout``, plus a second per WRITE_BYTES_PER_S (16 MiB)."""
+  return 2 * peer_timeout + nbytes / WRITE_BYTES_PER_S
 
-  Under ps a save first waits for the steps in flight, one of which a
-  stalled worker may hold: pass the chief's ``stall_watch``, which then
-  watches the wait and comes first (it goes on without a stalled worker);
-  the save's own deadline is ``peer_timeout`` after the stall deadline.
-  Such a save may also hold the GIL (TensorFlow registers its function
-  with every worker, the stopped one too), where no thread acts: SIGALRM
-  ends the process at the deadline then (tfdist.watchdog).
-  """
+
+def checkpoint_write(task: Optional[cluster_lib.Task], *,
+                     peer_timeout: float, nbytes: int,
+                     may_hold_gil: bool = False):
+  """Around one checkpoint write of ``nbytes`` bytes (variables and
+  optimizer slots; under multiworker it may run collectives, under ps it
+  writes on the ps tasks). Its deadline grows with the bytes
+  (:func:`write_deadline_s`): a write is never a stall. Under ps
+  (``may_hold_gil``) TensorFlow may register a new op with every task,
+  the stopped one too, while holding the GIL: the sentinel acts then
+  (tfdist.watchdog)."""
   if task is None:
-    yield
-    return
-  deadline_s = peer_timeout
-  watching = contextlib.nullcontext()
-  if stall_watch is not None:
-    deadline_s += stall_watch.deadline_s()
-    watching = stall_watch.watching()
-  with watching, watchdog.phase("checkpoint save", deadline_s=deadline_s,
-                                peers=peers(task),
-                                may_hold_gil=stall_watch is not None):
-    yield
+    return contextlib.nullcontext()
+  return watchdog.phase(
+      "checkpoint save",
+      deadline_s=write_deadline_s(peer_timeout=peer_timeout, nbytes=nbytes),
+      peers=peers(task), may_hold_gil=may_hold_gil)
 
 
 def keras_callback(**hooks):

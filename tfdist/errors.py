@@ -12,7 +12,7 @@ manifests agree on. Imports nothing from tfdist.
 | 130 | interrupted (SIGINT, Ctrl-C) | retried |
 | 142 | TensorFlow froze the task (tfdist.sentinel's SIGALRM) | retried |
 | 143 | preempted (SIGTERM) | retried |
-| 200 | a peer was lost, or silent past a deadline (`PeerLost`) | retried |
+| 200 | a peer was lost, or silent past a deadline, or this task's port stayed taken (`PeerLost`) | retried |
 
 Bad input (2) is a flag, a spec or data that cannot work, a peer that
 answered from a different cluster spec, or something else at a peer's
@@ -23,13 +23,20 @@ was lost, or did not answer within a phase's deadline, preflight's
 ``--peer_timeout`` included.
 
 Statuses 1-127 are the program's own verdict: a retry would fail again, so
-the rendered ``podFailurePolicy`` fails the job at once. 128 and above mean
-the task was stopped from outside, or a peer was missing, and a new pod may
-succeed. A peer that never answers preflight is retried, not a bad input: a
-pod may wait minutes for a node (a cluster autoscaler adding one) or be
-preempted while it starts; each retry counts against ``--max_restarts``
-(the Job's ``backoffLimit``), so a peer address that is simply wrong still
-ends the job, after those retries, each with the line that names the peer.
+the rendered ``podFailurePolicy`` fails the job at once, and so does
+``python -m tfdist.launch --max_restarts`` (:func:`retried`: a local run
+previews the cluster). 128 and above mean the task was stopped from
+outside, or a peer was missing, and a new pod may succeed. Once TensorFlow
+has started, every cause that is not the program's is one of them: a peer
+lost at any moment (set-up and its restore, training, the final save, the
+test accuracy, the export) is 200, and so is this task's own port held by
+another process past ``--peer_timeout``; "corrupt, remove it" (2) is said
+only of a checkpoint whose files fail to read here. A peer that never
+answers preflight is retried, not a bad input: a pod may wait minutes for
+a node (a cluster autoscaler adding one) or be preempted while it starts;
+each retry counts against ``--max_restarts`` (the Job's ``backoffLimit``),
+so a peer address that is simply wrong still ends the job, after those
+retries, each with the line that names the peer.
 Every other docstring points here instead of restating a status.
 """
 
@@ -43,6 +50,14 @@ EXIT_PREEMPTED = 143  # SIGTERM
 # Above every 128 + signal status: a peer vanished or went silent past its
 # deadline. Not this task's fault, so Kubernetes retries (>= 128).
 EXIT_PEER_LOST = 200
+# The first status that is not a program's verdict (see the table).
+_FIRST_RETRIED = 128
+
+
+def retried(status: int) -> bool:
+  """Whether a task that exited ``status`` (not 0) is run again: 128 and
+  above, as the rendered podFailurePolicy and tfdist.launch decide."""
+  return status >= _FIRST_RETRIED
 
 
 class ConfigError(ValueError):

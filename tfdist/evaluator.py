@@ -3,9 +3,10 @@
 An ``evaluator`` in the cluster spec never joins training (TensorFlow's
 strategies leave it out, see cluster.training_cluster): it watches the
 chief's ``model_dir/checkpoints``, restores every new checkpoint into a plain
-copy of the model, measures the test metrics with the same code as the
-trainer (tfdist.evaluation.test_metrics: the task's own and every metric of
-the model), writes them as TensorBoard summaries under ``model_dir/eval``
+copy of the model (one it cannot read is skipped, in one line), measures
+the test metrics with the same code as the trainer
+(tfdist.evaluation.test_metrics: the task's own and every metric of the
+model), writes them as TensorBoard summaries under ``model_dir/eval``
 (``test_accuracy``, ``test_mse`` ...), and exits when the chief has written
 ``result.json`` after the last checkpoint. With no new checkpoint for
 ``timeout`` seconds it gives up with one line, so it never waits forever
@@ -111,8 +112,13 @@ def run(*, user: contract.UserModel, dataset: sources.Source,
       try:
         # expect_partial: the optimizer's state is in the checkpoint too.
         reader.read(latest).expect_partial()
-      except tf.errors.NotFoundError:
-        # Rotated away (keep_checkpoints) between listing and reading.
+      except (tf.errors.OpError, ValueError, IndexError) as e:
+        # Rotated away (keep_checkpoints) between listing and reading, or
+        # unreadable (half-copied, corrupt): skipped, training goes on.
+        console.info(f"{task_name}: skipped {latest}, which it cannot read "
+                     f"({type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0][:120]})")
+        last_path = latest
         continue
       step = int(latest.rsplit("-", 1)[1])
       metrics = evaluation.rounded(measure())

@@ -11,6 +11,13 @@ marker files written on their own machines by remote ops:
 * :func:`preemption_requested`: the chief asks whether a task got SIGTERM
   and left a request to stop.
 
+A worker the chief went on without (stalled, or lost by the end of
+training: tfdist.stall_watch) is no longer in the chief's cluster and
+cannot be told. The chief leaves a record of it in ``--model_dir``
+(:func:`record_left_out`); once the job is done (the chief's
+``result.json`` is newer), the worker, awake again or replaced, exits 0 by
+itself, so that its Job completes.
+
 :func:`start_local_ps_cluster` hosts workers and a ps inside one process, for
 ``--strategy=ps`` without TF_CONFIG. Imports tfdist.cluster, console,
 errors and preflight; TensorFlow only inside functions.
@@ -235,6 +242,55 @@ def signal_restart(task: cluster_lib.Task, *, skip=()) -> None:
       continue
 
 
+LEFT_OUT_DIR = "left_out"  # in --model_dir: a file per worker left out
+RESULT_FILE = "result.json"  # the chief's, in --model_dir once it is done
+
+
+def record_left_out(model_dir: str, task: cluster_lib.Task,
+                    workers: list) -> None:
+  """Records, before the chief goes on without ``workers`` (names), that
+  they were left out: a file each, holding its address."""
+  directory = os.path.join(model_dir, LEFT_OUT_DIR)
+  os.makedirs(directory, exist_ok=True)
+  for name in workers:
+    job, index = name.rsplit("-", 1)
+    _write_atomically(os.path.join(directory, name),
+                      task.cluster[job][int(index)])
+
+
+def _mtime(path: str) -> Optional[float]:
+  try:
+    return os.path.getmtime(path)
+  except OSError:
+    return None
+
+
+def left_out_and_done(model_dir: Optional[str], task: cluster_lib.Task, *,
+                      since: float) -> bool:
+  """Whether the chief went on without this task (a record written since
+  ``since``, this process's start, naming it at its address) and then
+  finished the training (its result is newer than the record)."""
+  if not model_dir:
+    return False
+  record = os.path.join(model_dir, LEFT_OUT_DIR, task.name)
+  left_at = _mtime(record)
+  if left_at is None or left_at < since:
+    return False
+  try:
+    with open(record) as f:
+      if f.read() != task.address:
+        return False
+  except OSError:
+    return False
+  done_at = _mtime(os.path.join(model_dir, RESULT_FILE))
+  return done_at is not None and done_at >= left_at
+
+
+def _left_out_line(task: cluster_lib.Task) -> None:
+  console.info(f"{task.name}: chief-0 went on without this task (stalled "
+               "or lost) and finished training; exiting")
+
+
 def _remove(*paths: str) -> None:
   for path in paths:
     if os.path.exists(path):
@@ -256,9 +312,11 @@ def _start_server(task: cluster_lib.Task, *, peer_timeout: float) -> None:
 
 
 def _wait_for_chief(task: cluster_lib.Task, *, chief_grace: float,
-                    preempt_grace: float) -> Optional[int]:
+                    preempt_grace: float, model_dir: Optional[str],
+                    since: float) -> Optional[int]:
   """Polls until the done marker appears (None) or this task must exit
-  without it (its exit status; PeerLost when the chief went silent).
+  without it (its exit status; PeerLost when the chief went silent; 0
+  once the chief went on without it and finished: left_out_and_done).
 
   The chief answered this task's preflight moments ago (or, for a task
   rejoining a running job, a peer did and the chief had checked them all):
@@ -272,12 +330,15 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_grace: float,
   seen_at = time.monotonic()
   asked_at = None
   restart_until = 0.0
-  sigterm = threading.Event()
-  # Only a flag: the request is written from the loop below.
-  signal.signal(signal.SIGTERM, lambda signum, frame: sigterm.set())
+  sigterm = []
+  # Only records: the request is written from the loop below.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sigterm.append(signum))
   while not os.path.exists(marker):
     now = time.monotonic()
-    if sigterm.is_set() and asked_at is None:
+    if left_out_and_done(model_dir, task, since=since):
+      _left_out_line(task)
+      return errors.EXIT_OK
+    if sigterm and asked_at is None:
       _write_atomically(request, task.name)
       asked_at = now
       console.info(f"{task.name}: SIGTERM; asking chief-0 to save a "
@@ -307,7 +368,9 @@ def _wait_for_chief(task: cluster_lib.Task, *, chief_grace: float,
 def host_until_done(task: cluster_lib.Task, *,
                     chief_grace: Optional[float] = None,
                     peer_timeout: float = 120.0,
-                    preempt_grace: float = 20.0) -> int:
+                    preempt_grace: float = 20.0,
+                    model_dir: Optional[str] = None,
+                    since: Optional[float] = None) -> int:
   """Hosts a ps-strategy worker or ps task until the chief is done.
 
   SIGTERM (preemption) does not stop the task at once: it asks the chief
@@ -324,18 +387,29 @@ def host_until_done(task: cluster_lib.Task, *,
   is left behind waiting forever; a chief that said it restarts gets
   ``RESTART_S`` for it), or when a peer is not up within ``peer_timeout``
   seconds; ConfigError when a peer was started from another spec (statuses:
-  tfdist.errors).
+  tfdist.errors). Returns 0 too when the chief went on without this task
+  and finished (a record in ``model_dir`` written after ``since``, this
+  process's start: :func:`left_out_and_done`), also when no peer is left
+  to find in preflight.
   ``chief_grace`` defaults to ``peer_timeout``.
   """
+  since = time.time() if since is None else since
   marker, request = done_marker(task.address), preempt_marker(task.address)
   # Left by an earlier job on the same address.
   _remove(marker, request, restart_marker(task.address))
-  _start_server(task, peer_timeout=peer_timeout)
+  try:
+    _start_server(task, peer_timeout=peer_timeout)
+  except errors.PeerLost:
+    if not left_out_and_done(model_dir, task, since=since):
+      raise
+    _left_out_line(task)
+    return errors.EXIT_OK
   console.info(f"{task.name} hosting at {task.address} until chief-0 at "
                f"{task.cluster['chief'][0]} is done")
   status = _wait_for_chief(task,
                            chief_grace=chief_grace or peer_timeout,
-                           preempt_grace=preempt_grace)
+                           preempt_grace=preempt_grace, model_dir=model_dir,
+                           since=since)
   if status is not None:
     return status
   with open(marker) as f:

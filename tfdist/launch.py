@@ -8,12 +8,14 @@ Each task gets its own TF_CONFIG; port 0 in the spec (or every port, with
 there is no chief) exits 0, the other tasks get ``--grace`` seconds to finish
 and are then stopped. When any task fails, all are stopped and the launcher
 exits with that task's status, naming it (``--max_restarts N`` restarts it,
-or the whole job when training is synchronous, up to N times). Ctrl-C or
-SIGTERM stops everything and exits 130 or 143: the signal handler only
-records the signal in a queue the main loop reads, so a signal can never
-interrupt the launcher inside a lock or a half-done start or stop. No child
-outlives the launcher: each gets SIGKILL from the kernel if the launcher
-dies.
+or the whole job when training is synchronous, up to N times, when its
+status is one the rendered Kubernetes manifests retry: tfdist.errors.retried;
+1-127, the program's own verdict, fails the job at once there and here).
+Ctrl-C or SIGTERM stops everything and exits 130 or 143: the signal handler
+only records the signal in a queue the main loop reads, so a signal can
+never interrupt the launcher inside a lock or a half-done start or stop. No
+child outlives the launcher: each gets SIGKILL from the kernel if the
+launcher dies.
 
 Every line a task writes, on its stdout or its stderr, goes to the
 launcher's stdout whole, prefixed with its task (``[worker-1] ...``), among
@@ -40,6 +42,7 @@ import time
 from typing import Optional, Sequence
 
 from tfdist import cli
+from tfdist import errors
 from tfdist import cluster as cluster_lib
 from tfdist import relay
 from tfdist.errors import ConfigError
@@ -266,7 +269,8 @@ class Launcher:
       if not any(c.process is process for c in self._children):
         continue  # a task stopped for a restart; its successor runs
       finished[name] = code
-      if code != 0 and self._restarts_left > 0 and grace_deadline is None:
+      if (code != 0 and self._restarts_left > 0 and grace_deadline is None
+          and errors.retried(exit_status(code))):
         if self._restart(name, exit_status(code)):
           finished = {}
         else:
@@ -274,8 +278,11 @@ class Launcher:
         continue
       if code != 0:
         status = exit_status(code)
-        self.say(f"{name} failed with exit status {status}; stopping the "
-                 "other tasks")
+        verdict = ("" if errors.retried(status) or not self._max_restarts
+                   else " (the program's verdict: not restarted, as "
+                   "Kubernetes would not)")
+        self.say(f"{name} failed with exit status {status}{verdict}; "
+                 "stopping the other tasks")
         self.stop()
         self.say(f"job failed: {name} exited with status {status}")
         return status
@@ -287,7 +294,8 @@ class Launcher:
   def _restart(self, name: str, status: int) -> bool:
     """Restarts a failed task, or the whole job; True for the whole job.
 
-    As Kubernetes would: under ps (asynchronous) the job survives one
+    As Kubernetes would (only a status it retries comes here): under ps
+    (asynchronous) the job survives one
     task's loss, so only that task restarts and rejoins; synchronous
     training (multiworker) cannot step without every worker, so every task
     restarts and resumes from the chief's last checkpoint. An evaluator
@@ -342,7 +350,9 @@ def main(argv=None) -> int:
   parser.add_argument("--max_restarts", type=int, default=0,
                       help="restart a failed task (or, without ps tasks, "
                            "the whole job) up to N times, as Kubernetes "
-                           "would; with --model_dir training resumes")
+                           "would: only a status of 128 or more (a signal, "
+                           "a lost peer); with --model_dir training "
+                           "resumes")
   parser.add_argument("--grace", type=float, default=30.0,
                       help="seconds the other tasks get to finish after the "
                            "chief is done, before they are stopped")

@@ -2,15 +2,19 @@
 
 Owns :func:`perform`: plan the task's role (tfdist.strategy.plan_role),
 then host (ps workers and ps tasks: tfdist.hosting), evaluate (the
-evaluator: tfdist.evaluator) or train (tfdist.loop), and return the result
+evaluator: tfdist.evaluator) or train (tfdist.loop, under the runtime of
+tfdist.runtimes, which turns a peer lost at any moment after TensorFlow
+starts into one line and a retried status), and return the result
 (tfdist.fit returns it). And :func:`run`, the entry point's: print the
 result as one JSON line; go on without stalled ps workers by re-executing
-the ps chief (:func:`restart_without`); and end the process past
+the ps chief (:func:`restart_without`, which leaves them a record that
+tells them, once the job is done, to end clean); and end the process past
 TensorFlow's teardown where that would wait for a peer. Every argument is
 plain: the entry point (tfdist.app) reads the flags and the environment and
 hands them over. Imports tfdist.cli, cluster, config, console, contract,
-data, errors, evaluator, hosting, loop, monitor, stall_watch, strategy and
-watchdog; TensorFlow only through them, once a task is known to need it.
+data, errors, evaluator, hosting, loop, monitor, runtimes, stall_watch,
+strategy and watchdog; TensorFlow only through them, once a task is known
+to need it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from typing import Mapping, Optional, Sequence
 
 from tfdist import cli
@@ -28,6 +33,7 @@ from tfdist import errors
 from tfdist import evaluator
 from tfdist import hosting
 from tfdist import loop
+from tfdist import runtimes
 from tfdist import stall_watch
 from tfdist import strategy as strategy_lib
 from tfdist import watchdog
@@ -50,12 +56,17 @@ class Process:
   environ: Mapping[str, str]
 
 
-def restart_without(process: Process, workers: list) -> None:
+def restart_without(process: Process, workers: list,
+                    model_dir: Optional[str]) -> None:
   """Re-executes this ps chief with a cluster that leaves out ``workers``
-  (stalled: see tfdist.stall_watch.StallWatch); it resumes from the last
-  checkpoint in --model_dir and trains with the other workers. Does not
-  return."""
+  (stalled, or lost by the end of training: see tfdist.stall_watch); it
+  resumes from the last checkpoint in ``model_dir`` and trains with the
+  other workers. Each worker left out finds a record there that tells it,
+  once the job is done, to exit 0 (tfdist.hosting.record_left_out). Does
+  not return."""
   task = cluster_lib.task_from_environ(process.environ)
+  if model_dir:
+    hosting.record_left_out(model_dir, task, workers)
   # The others wait for the restart (the chief's address is silent until
   # its preflight), not just the chief's usual grace.
   hosting.signal_restart(task, skip=workers)
@@ -65,9 +76,6 @@ def restart_without(process: Process, workers: list) -> None:
       dict(task.cluster, worker=kept), task.type, task.index))
   sys.stdout.flush()
   sys.stderr.flush()
-  # Called from the stall watch's thread, maybe inside a save's or the
-  # first step's phase: its SIGALRM timer would outlive execve.
-  watchdog.disarm_alarm()
   os.execve(process.executable, list(process.argv), env)
 
 
@@ -93,11 +101,15 @@ def run(*, config: TrainConfig, data_config: DataConfig,
     process: how this process was started (a ps chief restarts itself
       without stalled workers).
   """
+  started_at = time.time()
   stall_watch.on_stalled_workers(
-      lambda workers: restart_without(process, workers))
+      lambda workers: restart_without(process, workers, config.model_dir))
+  # The run's runtime, with what it keeps (tfdist.runtime.Runtime.keep),
+  # lives until the process ends.
+  kept = []
   try:
     result = perform(config=config, data_config=data_config, user=user,
-                     task=task)
+                     task=task, kept=kept, started_at=started_at)
     status = result.get("status", errors.EXIT_OK)
     if "role" not in result:
       console.result(result)
@@ -111,19 +123,28 @@ def run(*, config: TrainConfig, data_config: DataConfig,
   except KeyboardInterrupt:
     console.info("interrupted (SIGINT); exiting")
     watchdog.exit_now(errors.EXIT_INTERRUPTED)
+  finally:
+    stall_watch.on_stalled_workers(None)  # this run's, not the next one's
 
 
 def perform(*, config: TrainConfig, data_config: DataConfig,
-            user: contract.UserModel,
-            task: Optional[cluster_lib.Task]) -> dict:
+            user: contract.UserModel, task: Optional[cluster_lib.Task],
+            kept: Optional[list] = None,
+            started_at: Optional[float] = None) -> dict:
   """This task's part of the job: host, evaluate or train. Returns the
   result of a training task (tfdist.loop.run) or the evaluator
   (tfdist.evaluator.run); a hosting task's is its name, ``"role":
-  "host"`` and the ``status`` it ends with."""
+  "host"`` and the ``status`` it ends with. ``kept`` receives the training
+  runtime (with what it keeps: tfdist.runtime.Runtime.keep), to hold until
+  the process ends; ``started_at`` (time.time()) is when this process
+  started, which a left-out worker's record is compared with (default:
+  now)."""
+  started_at = time.time() if started_at is None else started_at
   role = strategy_lib.plan_role(config.strategy, task)
   if role == strategy_lib.HOST:
-    cluster_lib.check_port_free(task)
-    status = hosting.host_until_done(task, peer_timeout=config.peer_timeout)
+    status = hosting.host_until_done(task, peer_timeout=config.peer_timeout,
+                                     model_dir=config.model_dir,
+                                     since=started_at)
     from tfdist import monitor  # pylint: disable=g-import-not-at-top
     # Hosting tasks print no result: their memory is this line (read by
     # tfdist.bench).
@@ -135,4 +156,9 @@ def perform(*, config: TrainConfig, data_config: DataConfig,
         user=user, dataset=dataset, model_dir=config.model_dir,
         batch_size=config.eval_batch_size, timeout=config.eval_timeout,
         task_name=task.name)
-  return loop.run(config, user=user, dataset=dataset, task=task)
+  runtime = runtimes.create(config, task)
+  if kept is not None:
+    kept.append(runtime)
+  with runtime.running():
+    return loop.run(config, user=user, dataset=dataset, task=task,
+                    runtime=runtime)

@@ -4,14 +4,15 @@
 the user's model (tfdist.contract.UserModel), a data source of
 tfdist.data.sources, this process's task) and returns the result dict that
 the trainers print as their final JSON line. Whatever differs between the
-strategies it asks of a :class:`tfdist.runtime.Runtime`; the model it
-trains is tfdist.trainable's. TensorFlow is imported only once a task is
-known to train, after every input was checked. The test metrics
-(tfdist.evaluation) are measured on a plain copy of the trained model
-(tfdist.export.plain_copy), outside the strategy. Imports
-tfdist.checkpoint, cluster, config, console, contract, data.sources,
-evaluation, export, models, ps_save, runtime, serving, sharding, tasks and
-trainable (tfdist.monitor once TensorFlow is loaded).
+strategies it asks of a :class:`tfdist.runtime.Runtime` (tfdist.runtimes
+makes it); the model it trains is tfdist.trainable's. TensorFlow is
+imported only once a task is known to train, after every input was
+checked. The test metrics (tfdist.evaluation) are measured on a plain copy
+of the trained model (tfdist.export.plain_copy), outside the strategy.
+Imports tfdist.checkpoint, cluster, config, console, contract,
+data.sources, evaluation, export, models, ps_save, runtime, runtimes,
+serving, sharding, tasks and trainable (tfdist.monitor once TensorFlow is
+loaded).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tfdist import export as export_lib
 from tfdist import models as models_lib
 from tfdist import ps_save
 from tfdist import runtime as runtime_lib
+from tfdist import runtimes
 from tfdist import serving
 from tfdist import sharding
 from tfdist import tasks
@@ -45,16 +47,18 @@ from tfdist.evaluation import optimizer_digest, weights_digest
 
 
 def run(config: TrainConfig, *, user: contract.UserModel,
-        dataset: sources.Source, task: Optional[cluster_lib.Task]) -> dict:
+        dataset: sources.Source, task: Optional[cluster_lib.Task],
+        runtime: Optional[runtime_lib.Runtime] = None) -> dict:
   """Trains ``user``'s model on ``dataset`` under ``config.strategy``.
 
-  Call only for a task whose role (see strategy.plan_role) is TRAIN.
+  Call only for a task whose role (strategy.plan_role) is TRAIN;
+  ``runtime``: the caller's (default: a new one).
 
   Returns:
     The result: strategy, replicas, batch, timings, the task and its test
     metrics, the weights digest and where the variables live.
   """
-  runtime = runtime_lib.create(config, task)
+  runtime = runtime or runtimes.create(config, task)
   signature = checkpoint_lib.model_signature(
       model_name=user.name, features=dataset.features,
       num_classes=dataset.num_outputs)
@@ -105,7 +109,7 @@ def run(config: TrainConfig, *, user: contract.UserModel,
     train_seconds = time.perf_counter() - start
     if out_dir is not None:
       # Every worker saves (collectives may run); only the chief's survives.
-      with runtime.save_deadline(), ps_save.op_by_op(model):
+      with runtime.save_deadline(model), ps_save.op_by_op(model):
         tf.train.Checkpoint(model=model).write(
             os.path.join(out_dir, "final", "ckpt"))
 
@@ -119,7 +123,7 @@ def run(config: TrainConfig, *, user: contract.UserModel,
                      dataset=dataset, out_dir=out_dir)
   # Nothing made here may be freed once the others are told (freeing runs
   # ops, which under ps reach every task).
-  runtime_lib.hold_until_exit(dict(locals()))
+  runtime.keep(dict(locals()))
   runtime.finish()
   return result
 
@@ -145,8 +149,6 @@ def _check_before_tensorflow(runtime: runtime_lib.Runtime,
   # What a checkpoint must match to be resumed.
   if config.model_dir:
     checkpoint_lib.check_model_dir(config.model_dir, signature=signature)
-  if runtime.task is not None:
-    cluster_lib.check_port_free(runtime.task)
   if config.strategy == "ps":
     sharding.check_cluster(variable_partitioner=config.variable_partitioner,
                            variable_shards=config.variable_shards,

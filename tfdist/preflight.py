@@ -32,6 +32,7 @@ into a running job, whose servers count as found.
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -58,8 +59,10 @@ def peers_of(task: cluster_lib.Task) -> dict:
 class _Listener:
   """Answers the handshake on this task's port until closed."""
 
-  def __init__(self, task: cluster_lib.Task, handshake: bytes):
-    self._socket = _bind(task)
+  def __init__(self, task: cluster_lib.Task, handshake: bytes, *,
+               timeout: float = 0.0,
+               clock: Callable[[], float] = time.monotonic):
+    self._socket = _bind(task, timeout=timeout, clock=clock)
     self._digest = handshake.split()[1].decode()
     # Peers that read our handshake and said who they are (this run).
     self.heard_from: set = set()
@@ -93,11 +96,14 @@ class _Listener:
     self._socket.close()  # now TensorFlow can bind the port
 
 
-def _bind(task: cluster_lib.Task) -> socket.socket:
+def _try_bind(task: cluster_lib.Task) -> Optional[socket.socket]:
+  """A listening socket on this task's port, or None while another
+  process holds it."""
   host, port = cluster_lib.split_address(task.address, where=task.name)
   family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
   listener = socket.socket(family, socket.SOCK_STREAM)
-  # SO_REUSEADDR: TensorFlow rebinds this port right after we close it.
+  # SO_REUSEADDR: TensorFlow rebinds this port right after we close it (and
+  # a port in TIME_WAIT is free for gRPC too: only a live listener counts).
   listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
   bare = host.strip("[]")
   # A loopback spec stays on loopback. Otherwise all interfaces, like
@@ -110,12 +116,41 @@ def _bind(task: cluster_lib.Task) -> socket.socket:
     bind_host = "" if family == socket.AF_INET else "::"
   try:
     listener.bind((bind_host, port))
-  except OSError:
+  except OSError as e:
     listener.close()
-    cluster_lib.check_port_free(task)  # raises its one-line "in use" error
-    raise
+    if e.errno == errno.EADDRINUSE:
+      return None
+    raise ConfigError(f"{task.name}: cannot listen on port {port} "
+                      f"({task.address}): {e.strerror}; fix its address in "
+                      "the cluster spec") from None
   listener.listen(16)
   return listener
+
+
+def _bind(task: cluster_lib.Task, *, timeout: float,
+          clock: Callable[[], float]) -> socket.socket:
+  """This task's port, once no other process holds it (a previous run of
+  the task still exiting, another program): waited for up to ``timeout``
+  seconds, then PeerLost (retried, as the holder may be gone by then)."""
+  start = last_report = clock()
+  while True:
+    listener = _try_bind(task)
+    if listener is not None:
+      return listener
+    elapsed = clock() - start
+    port = cluster_lib.split_address(task.address, where=task.name)[1]
+    if elapsed >= timeout:
+      raise errors.PeerLost(
+          f"preflight: {task.name}'s port {port} ({task.address}) was held "
+          f"by another process for {timeout:.0f} s",
+          what_next="the job is retried; if it fails again, stop what holds "
+          "the port, pick another port in the cluster spec, or run "
+          "tfdist.launch with --free_ports")
+    if clock() - last_report >= REPORT_EVERY:
+      console.info(f"waiting for port {port} ({task.address}), held by "
+                   f"another process, {elapsed:.0f}/{timeout:.0f} s")
+      last_report = clock()
+    time.sleep(0.25)  # a polling interval, not synchronisation
 
 
 # What a gRPC client says first (RFC 7540 section 3.5): the connection
@@ -292,7 +327,8 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
   """Waits until every peer is up and started from the same cluster spec.
 
   Args:
-    task: this task (its port answers the handshake meanwhile).
+    task: this task (its port answers the handshake meanwhile; a port
+      another process holds is waited for within the same deadline).
     timeout: seconds before failing with a line naming a missing peer.
     peers: name -> address to wait for; default every training task.
     found_if_running: peers that count as found once another peer answers
@@ -305,18 +341,20 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
       something else answers at its address.
     PeerLost: a peer did not answer within ``timeout`` (or, under
       multiworker, still ran its earlier run's TensorFlow server: a gang
-      restart that did not meet).
+      restart that did not meet), or this task's port stayed held by
+      another process.
   """
   digest = cluster_lib.spec_digest(task.cluster)
   pending = dict(peers_of(task) if peers is None else peers)
   handshake = f"{_MAGIC} {digest} {task.name}\n".encode()
-  listener = _Listener(task, handshake)
+  start = clock()
+  # This task's own port first, within the same deadline.
+  listener = _Listener(task, handshake, timeout=timeout, clock=clock)
   # See the module docstring: under multiworker a server that did not see
   # us is a previous run's.
   restarts_together = "ps" not in task.cluster
   stale = set()
   try:
-    start = clock()
     last_report = start
     job_running = False
     silent = set()  # accepted a connection and never answered

@@ -7,12 +7,13 @@ watch goes on without a stalled worker, a worker lost near the end is
 waited for or finished without, the variables are split over the ps tasks
 (tfdist.sharding), and when training is done the chief stops its
 coordinator before it tells the workers and ps tasks. Imports
-tfdist.config, console, coordinator, deadlines, hosting, runtime and
-sharding; TensorFlow only inside methods.
+tfdist.config, console, coordinator, hosting, runtime, sharding and
+stall_watch; TensorFlow only inside methods.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import time
@@ -20,7 +21,6 @@ from typing import Callable, Optional
 
 from tfdist import console
 from tfdist import coordinator
-from tfdist import deadlines
 from tfdist import hosting
 from tfdist import sharding
 from tfdist import stall_watch as stall_watch_lib
@@ -94,12 +94,20 @@ class ParameterServerRuntime(Runtime):
                    f"checkpoint of step {saved_step}")
       stall_watch_lib.go_on_without(lost)
 
-  def save_deadline(self):
-    # A save waits for the steps in flight: a stalled worker's is the stall
-    # watch's to handle (it goes on without the worker), not the save's.
-    return deadlines.checkpoint_save(self.task,
-                                     peer_timeout=self.config.peer_timeout,
-                                     stall_watch=self.stall_watch)
+  @contextlib.contextmanager
+  def save_deadline(self, model):
+    # First the steps in flight, so that the saved variables and step
+    # counter agree: waiting for the workers, which the stall watch watches
+    # (it goes on without a stalled one). Then the write, which is no
+    # stall: its own deadline, by the bytes (tfdist.deadlines).
+    coordinator = getattr(model, "_cluster_coordinator", None)
+    watch = self.stall_watch
+    if coordinator is not None:
+      with watch.watching() if watch else contextlib.nullcontext():
+        coordinator.join()
+    with (watch.writing() if watch else contextlib.nullcontext()), \
+        super().save_deadline(model):
+      yield
 
   def peer_preemption(self):
     # A worker or ps task that gets SIGTERM asks the chief to save and stop

@@ -13,12 +13,14 @@ on preemption, and what happens when the job is preempted or done. The three imp
 * tfdist.ps_runtime's ``ParameterServerRuntime``: the chief coordinates,
   the workers and ps tasks host (tfdist.hosting).
 
-Also here: :func:`lost_peers`, which turns TensorFlow's errors about a
-vanished peer into one-line :class:`~tfdist.errors.PeerLost`, around the
-``fit`` that meets them. Imports tfdist.barrier, cluster, collectives,
-communication, config, console, coordination, deadlines, errors,
-fused_step, strategy and watchdog (tfdist.ps_runtime when it creates a
-ps runtime); TensorFlow only inside methods.
+tfdist.runtimes creates the one a task needs. Also here: :func:`lost_peers`,
+which turns TensorFlow's errors about a vanished peer into one-line
+:class:`~tfdist.errors.PeerLost`, around every phase that meets them (set-up
+with the restore, ``fit``, and what follows it: the final save, the test
+accuracy, the digests, the export). Imports tfdist.barrier, cluster,
+collectives, communication, config, console, coordination, deadlines,
+errors, fused_step, ps_save, strategy and watchdog; TensorFlow only inside
+methods.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from tfdist import coordination
 from tfdist import deadlines
 from tfdist import errors
 from tfdist import fused_step as fused_step_lib
+from tfdist import ps_save
 from tfdist import strategy as strategy_lib
 from tfdist import watchdog
 from tfdist.config import TrainConfig
@@ -106,6 +109,8 @@ class Runtime(abc.ABC):
     self.strategy = None
     # What tfdist.fused_step.install put on the model, if it runs.
     self.fused = None
+    self._kept = None  # the run's objects (keep)
+    self._fit_began = False
 
   @property
   def is_chief(self) -> bool:
@@ -243,6 +248,7 @@ class Runtime(abc.ABC):
   @contextlib.contextmanager
   def fitting(self):
     """Around ``fit``: a lost peer is one line; preemption stops the job."""
+    self._fit_began = True
     try:
       with self._lost_peers("training"):
         yield
@@ -250,10 +256,25 @@ class Runtime(abc.ABC):
       self.on_preempted()
       raise
 
-  def save_deadline(self):
-    """A context guarding one checkpoint save (tfdist.deadlines)."""
-    return deadlines.checkpoint_save(self.task,
-                                     peer_timeout=self.config.peer_timeout)
+  @contextlib.contextmanager
+  def running(self):
+    """Around the whole run (tfdist.lifecycle): a lost peer that no phase
+    of its own met (the final save, the test accuracy, the digests, the
+    export after ``fit``) is one line too, retried like any lost peer."""
+    try:
+      yield
+    except coordination.peer_loss_errors():
+      with self._lost_peers(
+          "the end of training (the final save, the test accuracy or the "
+          "export)" if self._fit_began else "start-up"):
+        raise
+
+  def save_deadline(self, model):
+    """A context guarding one checkpoint write of ``model`` and its
+    optimizer (tfdist.deadlines: its deadline grows with the bytes)."""
+    return deadlines.checkpoint_write(
+        self.task, peer_timeout=self.config.peer_timeout,
+        nbytes=ps_save.state_bytes(model), may_hold_gil=self.may_hold_gil)
 
   def first_step(self) -> deadlines.FirstStep:
     """The guard of ``fit``'s first step (tfdist.deadlines)."""
@@ -280,6 +301,14 @@ class Runtime(abc.ABC):
 
   def on_preempted(self) -> None:
     """What else must stop when this task was preempted."""
+
+  def keep(self, objects) -> None:
+    """Keeps ``objects`` (the run's model, data, callbacks) as long as this
+    runtime: freeing a TensorFlow object runs ops, and under ps a new op
+    kind is registered with every task of the cluster, an E-level line for
+    each task told that the job is done and gone. The entry point holds
+    the runtime until the process exits (tfdist.lifecycle)."""
+    self._kept = objects
 
   def finish(self) -> None:
     """What ends the job once this task's training and outputs are done."""
@@ -381,32 +410,3 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     # The coordination service's leader (worker 0) must not exit while
     # another task still runs: that task would lose its heartbeat target.
     self.wait_for_peers("done")
-
-
-# Objects of a finished run, held until the process exits (hold_until_exit).
-_HELD = []
-
-
-def hold_until_exit(objects) -> None:
-  """Keeps ``objects`` alive until the process exits.
-
-  Freeing a TensorFlow object (a model's variables, a dataset's iterator)
-  runs ops, and under ps a new op kind is registered with every task of
-  the cluster: after the chief told the others that the job is done, an
-  E-level line for each task that has exited. The loop hands over what it
-  made before the others are told; the process then exits without freeing
-  it (tfdist.watchdog.exit_now).
-  """
-  _HELD.append(objects)
-
-
-def create(config: TrainConfig, task: Optional[cluster_lib.Task]) -> Runtime:
-  """The runtime of a task whose role (strategy.plan_role) is TRAIN."""
-  from tfdist.ps_runtime import ParameterServerRuntime  # pylint: disable=g-import-not-at-top
-  runtimes = {"mirrored": MirroredRuntime, "multiworker": MultiWorkerRuntime,
-              "ps": ParameterServerRuntime}
-  if strategy_lib.plan_role(config.strategy, task) != strategy_lib.TRAIN:
-    raise ValueError(f"task {task.name} does not train under "
-                     f"{config.strategy}; call hosting.host_until_done "
-                     "instead")
-  return runtimes[config.strategy](config, task)

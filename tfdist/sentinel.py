@@ -67,7 +67,12 @@ class Sentinel:
       os.close(read)
 
   def acknowledge(self) -> None:
-    os.write(self.wakeup_fd, ACKNOWLEDGED)
+    """The task's own handler ran for the last signal (a thread of the
+    task says so, never the handler)."""
+    try:
+      os.write(self.wakeup_fd, ACKNOWLEDGED)
+    except OSError:
+      pass  # a full pipe: the sentinel is slow to read
 
   def beat(self) -> None:
     """A thread of the task runs: the deadline counts from now."""

@@ -28,8 +28,9 @@ from tfdist.deadlines import keras_callback, peers as _peers
 _on_stalled_workers = None
 
 
-def on_stalled_workers(handler: Callable[[list], None]) -> None:
-  """Sets how a ps chief goes on without stalled workers.
+def on_stalled_workers(handler: Optional[Callable[[list], None]]) -> None:
+  """Sets how a ps chief goes on without stalled workers (None: no way,
+  as when the run that set it has ended).
 
   ``handler(names)`` gets the stalled workers' names (``worker-1``) while
   some other worker still answers, and must not return: the trainers'
@@ -65,11 +66,13 @@ class StallWatch:
   first step (tracing; its own deadline) and at an epoch's end
   (evaluation, summaries: slow, but they may also wait for a stopped
   worker's step) it acts only on a stopped peer
-  (one that accepts connections and says nothing); a save is watched
-  fully (see :func:`checkpoint_save`). After ``fit`` (the final save, the
-  test accuracy) only a stopped ps ends the chief: it needs no worker any
-  more, so it never goes on without one; :meth:`disarm` stops every action
-  once the job is told that it is done. A ClusterCoordinator whose private
+  (one that accepts connections and says nothing); a save's wait for the
+  steps in flight is watched fully (:meth:`watching`), its write not at
+  all (:meth:`writing`: the write has a deadline of its own, by its bytes,
+  tfdist.deadlines). After ``fit`` (the test accuracy) only a stopped ps
+  ends the chief: it needs no worker any more, so it never goes on
+  without one; :meth:`disarm` stops every action once the job is told
+  that it is done. A ClusterCoordinator whose private
   attributes it cannot read (another TensorFlow) turns the watch off with
   one line; it never ends a healthy task.
 
@@ -98,9 +101,10 @@ class StallWatch:
     self._intervals = collections.deque(maxlen=self._STEPS)
     self._beats = 0  # batch hooks called
     self._watching = False  # between a first step and an epoch's end
+    self._writing = 0  # checkpoint writes in progress: no stall
     # Turns of the watch (on, off, a save begun or ended): an interval
     # across one is no step's (the first step's tracing, an epoch's end,
-    # a save), so it is not measured (see _watch).
+    # a save), so it is not measured; the clock starts again (see _watch).
     self._turns = 0
     # What a stall may end in: "workers" (go on without them, or end the
     # chief), "ps" (after fit: end the chief) or "nothing" (disarmed).
@@ -163,12 +167,21 @@ class StallWatch:
         return
       if self._acts_on == "nothing":
         continue  # beats only: TensorFlow may still hold the GIL
+      if self._writing:  # never a stall; the clock starts after it
+        seen, since, turns = progress, now, self._turns
+        continue
       if progress != seen:
         # Only intervals between steps: one slow first step or save would
         # stretch the deadline many times.
         if watching and turns == self._turns:
           self._measure(now - since)
         seen, since, turns = progress, now, self._turns
+        continue
+      if turns != self._turns:
+        # A turn (a save, an epoch's end) without a step meanwhile: the
+        # clock starts again, so the next step's interval is measured (with
+        # frequent saves, nearly every one would span a turn).
+        since, turns = now, self._turns
         continue
       if now - since < self.deadline_s():
         continue
@@ -195,7 +208,8 @@ class StallWatch:
         and len(silent) < len(workers)):
       console.info(
           f"{', '.join(f'{n} at {a}' for n, a in silent.items())} completed "
-          f"no step for {seconds:.0f} s; chief-0 goes on without it from "
+          f"no step for {seconds:.0f} s (the stall deadline: "
+          f"{self.deadline_s():.1f} s); chief-0 goes on without it from "
           "the last checkpoint")
       _on_stalled_workers(sorted(silent))
     watchdog.exit_now(cli.report(errors.PeerLost(
@@ -213,6 +227,18 @@ class StallWatch:
       yield
     finally:
       self._watching = before
+      self._turns += 1
+
+  @contextlib.contextmanager
+  def writing(self):
+    """A checkpoint write: never a stall, however long (its own deadline
+    guards it); the deadline's clock starts again after it."""
+    self._writing += 1
+    self._turns += 1
+    try:
+      yield
+    finally:
+      self._writing -= 1
       self._turns += 1
 
   def _fit_ended(self) -> None:

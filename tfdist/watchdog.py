@@ -23,7 +23,8 @@ a phase (and one that ``may_hold_gil``) with a deadline, a tfdist.sentinel
 process, which needs no GIL, says the phase's line at deadline + grace and
 ends the task by SIGALRM (SIGALRM's status): the backstop behind
 TensorFlow's own deadline (tfdist.coordination) and the watchdog's thread.
-SIGALRM's timer, 10 s later, is the sentinel's backstop.
+A signal handler of the task only records (:func:`acknowledge`); the
+watchdog's thread tells the sentinel.
 
 =========================================  ================================
 what happened in the phase                 the process
@@ -57,9 +58,9 @@ from tfdist import sentinel as sentinel_lib
 _STATUS = {signal.SIGINT: errors.EXIT_INTERRUPTED,
            signal.SIGTERM: errors.EXIT_PREEMPTED}
 _stack = []  # the guards of the phases entered, innermost last
-# SIGALRM's timer after deadline + grace, when a sentinel acts first (its
-# probes of the peers take up to 3 s).
-_SENTINEL_BACKSTOP_S = 10.0
+# How often the thread looks for an acknowledgement while a signal is
+# pending: the sentinel acts 1 s after the grace (tfdist.sentinel).
+_ACK_POLL_S = 0.1
 
 
 def _names(peers: Union[Mapping[str, str], Iterable[str]]) -> list:
@@ -87,6 +88,7 @@ class _Guard:
     self._expires_at = time.monotonic() + deadline_s
     self._signum, self._signalled_at = None, 0.0
     self._seen = self._handled = 0  # signals read, and handled by Python
+    self._told = 0  # acknowledgements handed to the sentinel
     self._suspended = False
     self._read, self._write = os.pipe()
     os.set_blocking(self._write, False)  # the C handler must never block
@@ -104,9 +106,9 @@ class _Guard:
       self._sentinel = sentinel_lib.Sentinel(
           name=self._name, deadline_s=self._deadline_s,
           grace_s=self.grace_s, peers=peers, forward_fd=self._write)
-    except OSError as e:  # no process to spare: SIGALRM's timer remains
-      console.info(f"{self._name}: no sentinel ({e}); a frozen task ends "
-                   "by SIGALRM without a line")
+    except OSError as e:  # no process to spare
+      console.info(f"{self._name}: no sentinel ({e}); a task TensorFlow "
+                   "freezes here is not ended")
       return
     signal.set_wakeup_fd(self._sentinel.wakeup_fd, warn_on_full_buffer=False)
 
@@ -120,18 +122,22 @@ class _Guard:
     with self._exiting:  # not while the thread is ending the process
       self._done.set()
     signal.set_wakeup_fd(previous_fd)
+    os.write(self._write, b"\0")  # wakes the thread's select
+    self._thread.join()  # then nothing writes to the sentinel any more
     if self._sentinel is not None:
       self._sentinel.stop()
-    os.write(self._write, b"\0")  # wakes the thread's select
-    self._thread.join()
     os.close(self._read)
     os.close(self._write)
 
   def acknowledge(self) -> None:
     """The main thread's own handler ran for a signal (it was not blocked):
-    it acts on that signal, not the guard."""
+    it acts on that signal, not the guard. Only counts (a signal handler
+    calls it); the thread tells the sentinel."""
     self._handled += 1
-    if self._sentinel is not None:
+
+  def _tell_sentinel(self) -> None:
+    if self._sentinel is not None and self._told < self._handled:
+      self._told = self._handled
       self._sentinel.acknowledge()
 
   def _pending(self) -> bool:
@@ -161,7 +167,10 @@ class _Guard:
 
   def _watch(self) -> None:
     while True:
+      self._tell_sentinel()
       until = math.inf if self._suspended else self._acts_at()
+      if self._pending():
+        until = min(until, time.monotonic() + _ACK_POLL_S)
       timeout = (None if until == math.inf
                  else max(0.0, until - time.monotonic()))
       ready, _, _ = select.select([self._read], [], [], timeout)
@@ -207,12 +216,6 @@ def acknowledge() -> None:
     guard.acknowledge()
 
 
-def disarm_alarm() -> None:
-  """Cancels a phase's SIGALRM timer: before ``execve``, which keeps
-  interval timers, so that the new program is not ended by this one's."""
-  signal.setitimer(signal.ITIMER_REAL, 0)
-
-
 def exit_now(status: int) -> None:
   """Ends the process at once, without TensorFlow's teardown.
 
@@ -225,15 +228,13 @@ def exit_now(status: int) -> None:
 
 
 @contextlib.contextmanager
-def _default_signals(deadline_s: float, signals: tuple):
-  """``signals`` (SIGINT/SIGTERM: at once) end the process by their default
-  action; SIGALRM at ``deadline_s``."""
+def _default_signals(signals: tuple):
+  """``signals`` end the process by their default action (SIGALRM: the
+  sentinel's; SIGINT/SIGTERM: at once)."""
   kept = {s: signal.signal(s, signal.SIG_DFL) for s in signals}
-  signal.setitimer(signal.ITIMER_REAL, deadline_s)
   try:
     yield
   finally:
-    signal.setitimer(signal.ITIMER_REAL, 0)
     for number, handler in kept.items():
       signal.signal(number, handler)
 
@@ -279,9 +280,8 @@ def phase(name: str, *, deadline_s: float = math.inf,
     if (holds_gil or may_hold_gil) and deadline_s != math.inf:
       guard.start_sentinel()
     if holds_gil or may_hold_gil:
-      with _default_signals(deadline_s + grace_s + _SENTINEL_BACKSTOP_S, (
-          signal.SIGINT, signal.SIGTERM, signal.SIGALRM) if holds_gil
-                            else (signal.SIGALRM,)):
+      with _default_signals((signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
+                            if holds_gil else (signal.SIGALRM,)):
         yield guard
     else:
       yield guard

@@ -5,16 +5,23 @@ r"""The chaos sweep: real jobs, one task killed, stopped or signalled.
 Each trial starts a real job on loopback (tfdist.bench.jobs: multiworker
 with 2 workers; ps with a chief, 2 workers and 1 ps; ps-2ps, the same with
 2 ps tasks; sweep() defaults to the first two) training MNIST with a
---model_dir and frequent checkpoints, and at a random moment of start-up,
-training or shutdown sends SIGKILL, SIGSTOP or SIGTERM to a random task.
+--model_dir and frequent checkpoints, and at a random moment of one of
+its phases (tfdist.bench.windows: start-up, training, shutdown, and the
+windows a slow volume widens: a save slower than the stall deadline, the
+final save after ``fit``, a relaunch's restore) sends SIGKILL, SIGSTOP or
+SIGTERM to a random task (in the last two, a peer the chief needs there).
 It measures how long every other task takes to exit and with which
 status, continues (SIGCONT) a stopped task once the others are gone,
 relaunches an unfinished job that left a checkpoint to see whether it
 resumes, and reads every checkpoint left. A *hang* is a task alive past
 its deadline (:func:`deadline_s`, from the action or the end of the
 task's own start-up): killed, and counted. Every status must be explained
-(:data:`MEANINGS`), and a finished job must end clean (no E-level line or
-traceback after the chief's last epoch: tfdist.bench.log_noise).
+(:data:`MEANINGS`); a status of 1-127 (the program's verdict, which fails a
+Kubernetes job for good) is a *permanent* one, which no injected fault
+(every one is transient) may cause: counted, in the trial's job and its
+relaunch, as a failure of the sweep. A finished job must end clean (no
+E-level line or traceback after the chief's last epoch:
+tfdist.bench.log_noise).
 
 ``--strategies``, ``--phases``, ``--actions`` and ``--targets`` narrow
 the sweep, e.g. to ps workers stopped in training: the summary then also
@@ -24,7 +31,7 @@ Prints one line per trial and a summary table (per strategy and phase:
 trials, hangs, seconds until every other task exited); ``--out`` writes
 every trial as a JSON line as it ends. Every trial trains on the MNIST
 sample bundled with tfdist, whatever is on this machine. Imports
-tfdist.bench.jobs, tfdist.checkpoint, tfdist.data (where the sample is),
+tfdist.bench.jobs, tfdist.bench.windows, tfdist.data (where the sample is),
 tfdist.errors and tfdist.cli; no TensorFlow.
 """
 
@@ -42,13 +49,13 @@ import tempfile
 import time
 from typing import Optional
 
-from tfdist import checkpoint as checkpoint_lib
 from tfdist import cli
 from tfdist import data as data_lib
 from tfdist.bench import jobs as jobs_lib
-from tfdist.errors import ConfigError
+from tfdist.bench import windows
+from tfdist.errors import ConfigError, retried
 
-PHASES = ("start-up", "training", "shutdown")
+PHASES = windows.PHASES
 ACTIONS = {"SIGKILL": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP,
            "SIGTERM": signal.SIGTERM}
 # What each exit status means; any other (2 too) is unexplained.
@@ -73,6 +80,9 @@ class Settings:
   steps_per_epoch: int = 30
   checkpoint_every_steps: int = 5
   startup_s: float = 10.0  # start-up actions fall in [0, startup_s)
+  # How much slower the slow phases' write or restore is: past the stall
+  # deadline (at least 10 s), within the write's own (2 x peer_timeout).
+  slow_s: float = 12.0
   # How long a task may take to start (TensorFlow's import, the data) before
   # it waits for its peers; minutes on a loaded machine.
   startup_limit_s: float = 180.0
@@ -101,37 +111,6 @@ def deadline_s(strategy: str, settings: Settings) -> float:
   if strategy == "multiworker":
     return 2 * settings.peer_timeout + settings.heartbeat_timeout + 30
   return 3 * settings.peer_timeout + settings.heartbeat_timeout + 60 + 30
-
-
-def _has_checkpoint(model_dir: str) -> bool:
-  # TensorFlow's state file, renamed into place after a complete save.
-  return os.path.exists(os.path.join(
-      checkpoint_lib.checkpoint_dir(model_dir), "checkpoint"))
-
-
-def _phase_now(job: jobs_lib.Job, model_dir: str) -> str:
-  if job.result(job.primary) is not None or not job.alive(job.primary):
-    return "shutdown"
-  if _has_checkpoint(model_dir):
-    return "training"
-  return "start-up"
-
-
-def _wait_for_phase(job: jobs_lib.Job, phase: str, model_dir: str,
-                    rng: random.Random, settings: Settings) -> None:
-  """Returns at a random moment of ``phase`` (or when the job ended)."""
-  if phase == "start-up":
-    pause = rng.uniform(0, settings.startup_s)
-  else:
-    reached = ((lambda: _has_checkpoint(model_dir))
-               if phase == "training" else
-               (lambda: job.result(job.primary) is not None))
-    until = time.monotonic() + 180
-    while not reached() and job.alive(job.primary) and (
-        time.monotonic() < until):
-      time.sleep(0.05)  # a polling interval, not synchronisation
-    pause = rng.uniform(0, 2.0 if phase == "training" else 0.3)
-  time.sleep(pause)  # the random moment itself
 
 
 def _wait_for_exits(job: jobs_lib.Job, names: list, acted_at: float,
@@ -167,32 +146,27 @@ def _explained(status: Optional[int], errors: list) -> bool:
   return status not in (142, 200) or bool(errors)
 
 
-def _end_stopped_target(job: jobs_lib.Job, target: str) -> None:
-  """Continues a stopped target once the others are gone; kills it if it
-  does not exit on its own within 20 s."""
-  job.signal(target, signal.SIGCONT)
-  if job.wait([target], time.monotonic() + 20):
-    job.signal(target, signal.SIGKILL)
-    job.wait([target], time.monotonic() + 10)
-
-
 def run_trial(index: int, strategy: str, phase: str, action: str,
               settings: Settings, workdir: str, rng: random.Random,
               relaunch: bool = True, targets=None) -> dict:
   """One trial; returns its record (see the module docstring). The target
-  is a random task, of the jobs in ``targets`` (e.g. ``("worker",)``) if
-  given."""
+  is a random task (tfdist.bench.windows.candidates), of the jobs in
+  ``targets`` (e.g. ``("worker",)``) if given."""
   model_dir = os.path.join(workdir, f"trial-{index}")
-  job = jobs_lib.Job(strategy, settings.flags(model_dir))
-  target = rng.choice(sorted(
-      n for n in job.task_names()
-      if targets is None or n.rsplit("-", 1)[0] in targets))
+  flags = settings.flags(model_dir)
+  if phase == "restore":  # what the job restores
+    windows.first_checkpoint(strategy, flags, model_dir)
+  job = windows.job_for(phase, strategy, flags, slow_s=settings.slow_s)
+  pool = windows.candidates(phase, job)
+  target = rng.choice([n for n in pool if targets is None
+                       or n.rsplit("-", 1)[0] in targets] or pool)
   record = {"trial": index, "strategy": strategy, "phase": phase,
             "action": action, "target": target}
   try:
     job.start()
-    _wait_for_phase(job, phase, model_dir, rng, settings)
-    record["acted_in"] = _phase_now(job, model_dir)
+    record["acted_in"] = windows.wait_for(
+        job, phase, model_dir, rng, startup_s=settings.startup_s,
+        slow_s=settings.slow_s)
     acted_at = time.monotonic()
     target_worked = job.status(target) is None  # not exited yet
     job.signal(target, ACTIONS[action])
@@ -208,13 +182,14 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     for name in hung:
       job.signal(name, signal.SIGKILL)
     if action == "SIGSTOP":
-      _end_stopped_target(job, target)
+      windows.end_stopped(job, target)
     job.wait(list(job.processes), time.monotonic() + 10)
     others = [n for n in watched if n != target]
     record.update(_outcome(job, acted_at, others, hung))
     if (action == "SIGTERM" and target_worked and job.status(target) == 0
-        and min(job.done_at(target), job.done_at(job.primary)) > acted_at):
-      record["unexplained"].append(target)  # swallowed while it worked
+        and min(job.done_at(target), job.done_at(job.primary)) > acted_at
+        and acted_at < job.training_ended_at()):
+      record["unexplained"].append(target)  # swallowed while it trained
     if record["statuses"].get(job.primary) == 0:
       noise = job.noise_after_training() or []
       record.update(noise_after_training=len(noise), noise=noise[:3])
@@ -226,11 +201,21 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
   finally:
     job.kill()
   if (relaunch and record["statuses"].get(job.primary) != 0
-      and _has_checkpoint(model_dir)):
+      and windows.has_checkpoint(model_dir)):
     record.update(_relaunch(strategy, settings, model_dir))
   record["checkpoints_readable"] = jobs_lib.checkpoints_readable(model_dir)
   shutil.rmtree(model_dir, ignore_errors=True)
   return record
+
+
+def permanent(record: dict) -> list:
+  """The tasks of a trial (its job's, its relaunch's) that exited with a
+  program's verdict (1-127): what a transient fault must never cause."""
+  return [f"{name}={status}" for name, status in (
+      *record["statuses"].items(),
+      *(("relaunch " + name, status) for name, status in
+        record.get("relaunch_statuses", {}).items()))
+          if status and not retried(status)]
 
 
 def _outcome(job: jobs_lib.Job, acted_at: float, others: list,
@@ -251,7 +236,7 @@ def _outcome(job: jobs_lib.Job, acted_at: float, others: list,
 
 def _relaunch(strategy: str, settings: Settings, model_dir: str) -> dict:
   """Runs the job again on ``model_dir``: did it resume and finish?"""
-  had_checkpoint = _has_checkpoint(model_dir)
+  had_checkpoint = windows.has_checkpoint(model_dir)
   job = jobs_lib.Job(strategy, settings.flags(model_dir))
   try:
     job.start()
@@ -261,6 +246,7 @@ def _relaunch(strategy: str, settings: Settings, model_dir: str) -> dict:
     failed = {n: job.output[n][-3:] for n in job.processes
               if job.status(n) != 0}
     return {"relaunch_status": job.status(job.primary),
+            "relaunch_statuses": {n: job.status(n) for n in job.processes},
             "relaunch_hangs": hung, "relaunch_failed": failed,
             "resumed": bool(had_checkpoint and start_step)}
   finally:
@@ -282,8 +268,9 @@ def summary(records: list) -> str:
   seconds until every other task exited (median, max), unexplained
   statuses, finished jobs that ended clean, relaunches that resumed."""
   rows = ["| strategy | phase | trials | hangs | exit s (median / max) | "
-          "unexplained | clean / finished | resumed / relaunched |",
-          "|---|---|---|---|---|---|---|---|"]
+          "unexplained | permanent | clean / finished | "
+          "resumed / relaunched |",
+          "|---|---|---|---|---|---|---|---|---|"]
   groups = {}
   for r in records:
     groups.setdefault((r["strategy"], r["acted_in"]), []).append(r)
@@ -295,6 +282,7 @@ def summary(records: list) -> str:
         f"{sum(len(r['hangs']) for r in group)} | "
         f"{statistics.median(times):.1f} / {max(times):.1f} | "
         f"{sum(len(r['unexplained']) for r in group)} | "
+        f"{sum(len(permanent(r)) for r in group)} | "
         f"{_clean(group)} | "
         f"{sum(r['resumed'] for r in relaunched)} / {len(relaunched)} |")
   stalled = [r for r in records
@@ -344,6 +332,7 @@ def _one_line(r: dict) -> str:
                 if "resumed" in r else "")
   noise = (f" noise_after_training={r['noise_after_training']}"
            if "noise_after_training" in r else "")
+  noise += "".join(f" PERMANENT {p}" for p in permanent(r))
   startup = "".join(f" ({n} was still starting for {s} s)"
                     for n, s in r.get("startup_s", {}).items())
   return (f"trial {r['trial']}: {r['strategy']} {r['action']} {r['target']} "
@@ -421,15 +410,17 @@ def main(argv=None) -> int:
   print(summary(records))
   hangs = sum(len(r["hangs"]) + len(r.get("relaunch_hangs", ()))
               for r in records)
+  permanents = sum(len(permanent(r)) for r in records)
   print(f"{len(records)} trials in {time.monotonic() - start:.0f} s: "
         f"{hangs} hangs, "
         f"{sum(len(r['unexplained']) for r in records)} unexplained "
-        f"statuses, {sum(not r['checkpoints_readable'] for r in records)} "
+        f"statuses, {permanents} permanent statuses (1-127) for transient "
+        f"faults, {sum(not r['checkpoints_readable'] for r in records)} "
         f"with an unreadable checkpoint, {_clean(records)} finished jobs "
         "ended clean")
   if out:
     out.close()
-  return 0 if hangs == 0 else 1
+  return 0 if hangs == 0 and permanents == 0 else 1
 
 
 if __name__ == "__main__":

@@ -158,14 +158,19 @@ class Job:
         return at
     return float("inf")
 
+  def training_ended_at(self) -> float:
+    """When the primary task ended its last epoch (tfdist.bench.log_noise:
+    it must run at ``--verbose=2``); infinity if it never did."""
+    end = log_noise.training_end(self.output[self.primary])
+    return float("inf") if end is None else self.line_times[self.primary][end]
+
   def noise_after_training(self) -> Optional[list]:
     """Every task's E-level lines and tracebacks after the primary task's
-    last epoch (tfdist.bench.log_noise: it must run at ``--verbose=2``),
-    each prefixed ``[task] ``; None if it never ended an epoch."""
-    end = log_noise.training_end(self.output[self.primary])
-    if end is None:
+    last epoch (see :meth:`training_ended_at`), each prefixed
+    ``[task] ``; None if it never ended an epoch."""
+    ended_at = self.training_ended_at()
+    if ended_at == float("inf"):
       return None
-    ended_at = self.line_times[self.primary][end]
     return [f"[{name}] {line}" for name in self.processes
             for line, at in zip(self.output[name], self.line_times[name])
             if at > ended_at and log_noise.is_noise(line)]
