@@ -65,7 +65,8 @@ def train(dataset: data_lib.Dataset, *, batch_size: int, epochs: int,
       len(labels)).repeat().batch(global_batch_size)
   with strategy.scope():
     model = tf.keras.Sequential([
-        tf.keras.layers.InputLayer(input_shape=dataset.image_shape),
+        tf.keras.layers.InputLayer(input_shape=dataset.image_shape,
+                                   name=data_lib.IMAGE_NAME),
         tf.keras.layers.Flatten(),
         tf.keras.layers.Dense(dataset.num_classes, kernel_initializer="zeros"),
     ])
