@@ -19,12 +19,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import pytest  # pylint: disable=wrong-import-position
 
 from conftest import child_env, json_lines, launch, run, trainer, SPECS  # pylint: disable=wrong-import-position
-from tfdist import schedules  # pylint: disable=wrong-import-position
 from tfdist.bench import figures as bench_figures  # pylint: disable=wrong-import-position
 from tfdist.bench import plan as bench_plan  # pylint: disable=wrong-import-position
 from tfdist.bench import runner as bench_runner  # pylint: disable=wrong-import-position
-from tfdist.config import TrainConfig  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+from tfdist.training import schedules  # pylint: disable=wrong-import-position
+from tfdist.training.config import TrainConfig  # pylint: disable=wrong-import-position
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -317,7 +317,8 @@ _ALL_REDUCE_CHECK = textwrap.dedent("""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
     import tensorflow as tf
-    from tfdist import communication, strategy as strategy_lib
+    from tfdist.training import communication
+    from tfdist.training import strategy as strategy_lib
 
     # Two replicas (logical CPU devices): a real MirroredStrategy all-reduce.
     strategy = strategy_lib.create("mirrored", task=None, num_cpu_devices=2)

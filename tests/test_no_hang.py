@@ -18,10 +18,10 @@ import portpicker
 import pytest
 
 from conftest import REPO, child_env, trainer, wait_for
-from tfdist import cluster as cluster_lib
 from tfdist import errors
-from tfdist import launch
-from tfdist import preflight
+from tfdist.cluster import launch
+from tfdist.cluster import preflight
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
 
 STUCK_TASK = os.path.join(REPO, "tests", "stuck_task.py")

@@ -5,7 +5,7 @@ Owns where the data comes from (:func:`resolve_source`: TFRecord files,
 ``tfdist/datasets/mnist``), loading small data (MNIST IDX files, synthetic
 images) into memory, and that in-memory input pipeline. Files and TFDS
 stream instead (tfdist.data.sources, records, window, tfds_stream), behind the same
-interface. Imports tfdist.errors, console, features and data.parsing (the
+interface. Imports tfdist.errors, console, data.features and data.parsing (the
 examples' weights); TensorFlow only inside the functions that need it.
 
 Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from tfdist import console
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 from tfdist.data import parsing
 from tfdist.errors import ConfigError
 
@@ -83,7 +83,7 @@ class Dataset:
 
   @property
   def features(self) -> dict:
-    """One feature: the images (tfdist.features)."""
+    """One feature: the images (tfdist.data.features)."""
     image = features_lib.image_feature(self.image_shape, name=IMAGE_NAME,
                                        encoding="raw")
     return {image.name: image}
