@@ -1,0 +1,57 @@
+"""The house's layering (docs/architecture.md): import-linter's contracts in
+setup.cfg pass, they name every module at tfdist's top level, and the top
+level stays small. Runs without TensorFlow in ~2 s.
+
+A broken contract fails here: an import from tfdist.model into
+tfdist.training (or any import a contract forbids, function-level and
+type-only ones included) is reported with its chain of imports.
+"""
+
+import configparser
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+SETUP_CFG = os.path.join(REPO, "setup.cfg")
+# __init__, __main__, the entry points, the base and the command shims.
+MAX_TOP_LEVEL_MODULES = 12
+
+
+def _top_level() -> set:
+  """tfdist's top-level modules and packages (those holding Python)."""
+  names = set()
+  for name in os.listdir(os.path.join(REPO, "tfdist")):
+    path = os.path.join(REPO, "tfdist", name)
+    if name.endswith(".py") and name != "__init__.py":
+      names.add(name[:-3])
+    elif os.path.isfile(os.path.join(path, "__init__.py")):
+      names.add(name)
+  return names
+
+
+def test_import_contracts_are_kept():
+  lint = os.path.join(os.path.dirname(sys.executable), "lint-imports")
+  done = subprocess.run([lint, "--no-cache", "--no-logo", SETUP_CFG],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert "0 broken" in done.stdout, done.stdout
+
+
+def test_layers_name_every_top_level_module():
+  """A module the layers do not name would escape every rule."""
+  config = configparser.ConfigParser()
+  config.read(SETUP_CFG)
+  assert config.getboolean("importlinter", "exclude_type_checking_imports") \
+      is False
+  layers = config["importlinter:contract:layers"]["layers"]
+  named = {part.strip() for line in layers.split("\n")
+           for part in line.replace(":", "|").split("|") if part.strip()}
+  assert _top_level() - {"datasets"} == named
+
+
+def test_top_level_stays_small():
+  files = [n for n in os.listdir(os.path.join(REPO, "tfdist"))
+           if n.endswith(".py")]
+  assert len(files) <= MAX_TOP_LEVEL_MODULES, sorted(files)
