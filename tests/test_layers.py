@@ -1,12 +1,14 @@
 """The house's layering (docs/architecture.md): import-linter's contracts in
-setup.cfg pass, they name every module at tfdist's top level, and the top
-level stays small. Runs without TensorFlow in ~2 s.
+setup.cfg pass, they name every module at tfdist's top level, the top level
+stays small, and so do modules and functions. Runs without TensorFlow in
+~2 s.
 
 A broken contract fails here: an import from tfdist.model into
 tfdist.training (or any import a contract forbids, function-level and
 type-only ones included) is reported with its chain of imports.
 """
 
+import ast
 import configparser
 import os
 import subprocess
@@ -17,6 +19,8 @@ from conftest import REPO
 SETUP_CFG = os.path.join(REPO, "setup.cfg")
 # __init__, __main__, the entry points, the base and the command shims.
 MAX_TOP_LEVEL_MODULES = 12
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 79  # under 80
 
 
 def _top_level() -> set:
@@ -55,3 +59,22 @@ def test_top_level_stays_small():
   files = [n for n in os.listdir(os.path.join(REPO, "tfdist"))
            if n.endswith(".py")]
   assert len(files) <= MAX_TOP_LEVEL_MODULES, sorted(files)
+
+
+def test_modules_and_functions_stay_small():
+  too_long = []
+  for directory in ("tfdist", "trainers"):
+    for root, _, names in os.walk(os.path.join(REPO, directory)):
+      for name in (n for n in names if n.endswith(".py")):
+        path = os.path.join(root, name)
+        with open(path) as f:
+          text = f.read()
+        where = os.path.relpath(path, REPO)
+        if text.count("\n") > MAX_MODULE_LINES:
+          too_long.append(f"{where}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+              too_long.append(f"{where}:{node.lineno} {node.name}: {lines}")
+  assert not too_long, too_long

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from tfdist import console
 from tfdist import errors
@@ -66,6 +66,34 @@ def _measurement(user: contract.UserModel, dataset, batch_size: int):
       outputs=objective.outputs, metrics=copies)
 
 
+def _evaluate(path: str, *, reader, measure: Callable[[], dict], writer,
+              task_name: str) -> Optional[tuple]:
+  """Restores the checkpoint at ``path`` into ``reader``'s model and writes
+  its test metrics as summaries; returns (step, metrics), or None for a
+  checkpoint it cannot read (one line says so)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    # expect_partial: the optimizer's state is in the checkpoint too.
+    reader.read(path).expect_partial()
+  except (tf.errors.OpError, ValueError, IndexError) as e:
+    # Rotated away (keep_checkpoints) between listing and reading, or
+    # unreadable (half-copied, corrupt): skipped, training goes on.
+    console.info(f"{task_name}: skipped {path}, which it cannot read "
+                 f"({type(e).__name__}: "
+                 f"{str(e).strip().splitlines()[0][:120]})")
+    return None
+  step = int(path.rsplit("-", 1)[1])
+  metrics = measurement.rounded(measure())
+  with writer.as_default():
+    for metric, value in metrics.items():
+      if value is not None:
+        tf.summary.scalar(f"test_{metric}", value, step=step)
+  writer.flush()
+  console.info(f"{task_name}: step {step}: test " + ", ".join(
+      f"{k} {v}" for k, v in metrics.items()))
+  return step, metrics
+
+
 def run(*, user: contract.UserModel, dataset: sources.Source,
         model_dir: Optional[str], batch_size: int = 1000,
         timeout: float = 600.0, task_name: str = "evaluator-0") -> dict:
@@ -109,29 +137,13 @@ def run(*, user: contract.UserModel, dataset: sources.Source,
   while True:
     latest = checkpoint_lib.latest(model_dir)
     if latest is not None and latest != last_path:
-      try:
-        # expect_partial: the optimizer's state is in the checkpoint too.
-        reader.read(latest).expect_partial()
-      except (tf.errors.OpError, ValueError, IndexError) as e:
-        # Rotated away (keep_checkpoints) between listing and reading, or
-        # unreadable (half-copied, corrupt): skipped, training goes on.
-        console.info(f"{task_name}: skipped {latest}, which it cannot read "
-                     f"({type(e).__name__}: "
-                     f"{str(e).strip().splitlines()[0][:120]})")
-        last_path = latest
-        continue
-      step = int(latest.rsplit("-", 1)[1])
-      metrics = measurement.rounded(measure())
-      with writer.as_default():
-        for metric, value in metrics.items():
-          if value is not None:
-            tf.summary.scalar(f"test_{metric}", value, step=step)
-      writer.flush()
-      console.info(f"{task_name}: step {step}: test " + ", ".join(
-          f"{k} {v}" for k, v in metrics.items()))
-      evaluated += 1
       last_path = latest
-      waiting_since = time.monotonic()
+      scored = _evaluate(latest, reader=reader, measure=measure,
+                         writer=writer, task_name=task_name)
+      if scored is not None:
+        step, metrics = scored
+        evaluated += 1
+        waiting_since = time.monotonic()
       continue
     if training_done(model_dir, latest):
       break

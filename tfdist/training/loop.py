@@ -84,17 +84,9 @@ def run(config: TrainConfig, *, user: contract.UserModel,
                              batch_size=config.eval_batch_size)
 
   with runtime.write_dir() as out_dir:
-    with runtime.setting_up():
-      checkpointing = (_checkpointing(runtime, model, out_dir, signature,
-                                      steps_per_epoch)
-                       if out_dir is not None else None)
-      start_step = checkpointing.restore() if checkpointing else 0
-      epoch_monitor, callbacks = training_callbacks(
-          runtime, model, measure, out_dir=out_dir,
-          checkpointing=checkpointing, steps_per_epoch=steps_per_epoch)
-      # No task's train_seconds includes waiting for a peer that started
-      # late.
-      runtime.wait_for_peers("start")
+    checkpointing, start_step, epoch_monitor, callbacks = _prepare(
+        runtime, model, measure, out_dir=out_dir, signature=signature,
+        steps_per_epoch=steps_per_epoch)
     start = time.perf_counter()
     first_step = runtime.first_step()
     watches = runtime.progress_watches(
@@ -128,6 +120,25 @@ def run(config: TrainConfig, *, user: contract.UserModel,
   runtime.keep(dict(locals()))
   runtime.finish()
   return result
+
+
+def _prepare(runtime: runtime_lib.Runtime, model, measure, *,
+             out_dir: Optional[str], signature: dict,
+             steps_per_epoch: int) -> tuple:
+  """What fit needs once the model is built: (the checkpointing or None,
+  the step restored, the epoch monitor, the callbacks), every peer there."""
+  with runtime.setting_up():
+    checkpointing = (_checkpointing(runtime, model, out_dir, signature,
+                                    steps_per_epoch)
+                     if out_dir is not None else None)
+    start_step = checkpointing.restore() if checkpointing else 0
+    epoch_monitor, callbacks = training_callbacks(
+        runtime, model, measure, out_dir=out_dir,
+        checkpointing=checkpointing, steps_per_epoch=steps_per_epoch)
+    # No task's train_seconds includes waiting for a peer that started
+    # late.
+    runtime.wait_for_peers("start")
+  return checkpointing, start_step, epoch_monitor, callbacks
 
 
 def _check_writable(directory: str, flag: str) -> None:
