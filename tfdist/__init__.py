@@ -35,9 +35,10 @@ gets and returns, what tfdist owns): tfdist.model.contract; the tasks
 how a model's own loss, metrics and optimizer are kept: tfdist.model.tasks and
 tfdist.training.trainable.
 
-The commands: ``python -m tfdist.train``, ``tfdist.cluster.launch``,
-``tfdist.cluster.tfconfig``, ``tfdist.data``, ``tfdist.serving.predict``,
-``tfdist.k8s``, ``tfdist.bench``.
+The commands: ``python -m tfdist.train``, ``tfdist.launch``,
+``tfdist.tfconfig``, ``tfdist.data``, ``tfdist.predict``, ``tfdist.k8s``,
+``tfdist.bench`` (or ``tfdist train``, ``tfdist launch`` ...). Where
+everything lives, and who may import whom: docs/architecture.md.
 
 Importing tfdist imports neither TensorFlow nor absl: the names above are
 loaded on first use.

@@ -9,13 +9,13 @@ A user's own ``train.py``::
       tfdist.main(build, defaults={"epochs": 10, "batch_size": 64})
 
 gets every flag of the shipped trainers, under all three strategies, with
-TF_CONFIG, tfdist.cluster.launch and Kubernetes. The flags are generated: one
-per field of tfdist.training.config.TrainConfig and
+TF_CONFIG, ``python -m tfdist.launch`` and Kubernetes. The flags are generated:
+one per field of tfdist.training.config.TrainConfig and
 tfdist.data.options.DataConfig (its name, type, default and help); ``defaults``
 only changes defaults. :func:`fit` runs the same job from Python (a notebook, a
-sweep) with the same settings as keyword arguments, and returns the result. This
-module is the entry-point side: it reads the flags and the environment, sets
-what TensorFlow reads before it starts, and hands plain arguments to
+sweep) with the same settings as keyword arguments, and returns the result.
+This module is the entry-point side: it reads the flags and the environment,
+sets what TensorFlow reads before it starts, and hands plain arguments to
 tfdist.lifecycle. Imports tfdist.cli, cluster.specs, training.config,
 model.contract, errors, lifecycle, tf_startup and data.options; absl.
 """

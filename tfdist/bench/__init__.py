@@ -6,9 +6,9 @@ r"""Benchmarks of the trainers on this machine: one command, a table, plots.
 
 Runs the real trainer ``trainers.mnist`` (softmax regression), and in full
 mode ``trainers.inception`` (mini-Inception), as real processes through
-``tfdist.cluster.launch``, one configuration at a time, on the MNIST IDX files
-(``--runs=a,b``: only the runs whose name contains a or b), and writes into
-``--out_dir``:
+``python -m tfdist.launch``, one configuration at a time, on the MNIST IDX
+files (``--runs=a,b``: only the runs whose name contains a or b), and
+writes into ``--out_dir``:
 
 * ``results.json``: the machine, the settings, every run's result lines
   (one per task), the figures below and the targets (met or missed by how

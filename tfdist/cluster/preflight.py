@@ -145,7 +145,7 @@ def _bind(task: cluster_lib.Task, *, timeout: float,
           f"by another process for {timeout:.0f} s",
           what_next="the job is retried; if it fails again, stop what holds "
           "the port, pick another port in the cluster spec, or run "
-          "tfdist.cluster.launch with --free_ports")
+          "python -m tfdist.launch with --free_ports")
     if clock() - last_report >= REPORT_EVERY:
       console.info(f"waiting for port {port} ({task.address}), held by "
                    f"another process, {elapsed:.0f}/{timeout:.0f} s")

@@ -8,5 +8,5 @@ model gets are the data's (tfdist.data.features).
 
 May import: tfdist.liveness (the peer-loss errors), data, cli, console,
 errors. Never training, serving or the entry layer (setup.cfg's
-import-linter contracts).
+import-linter contracts); serving never imports it either.
 """

@@ -5,7 +5,7 @@ signatures and description (signatures), loading an export (loading),
 predictions with their scores (predict, scoring) and image inputs
 (image_files).
 
-May import: tfdist.model, data, cli, console, tf_startup, errors. Never
-training or liveness: the trainer hands the export a plain copy of its
+May import: tfdist.data, cli, console, tf_startup, errors. Never training,
+the model or liveness: the trainer hands the export a plain copy of its
 model (setup.cfg's import-linter contracts).
 """
