@@ -76,13 +76,12 @@ def run(config: TrainConfig, *, user: contract.UserModel,
   name = user.name or model.name
   if runtime.is_chief:
     _announce(runtime, trainable, name=name, steps_per_epoch=steps_per_epoch)
-  train_data = runtime.training_data(dataset)
-  measure = test_measurement(model, user=user, source=dataset,
-                             objective=trainable.objective,
-                             batch_size=config.eval_batch_size)
-
   with runtime.write_dir() as out_dir:
-    with runtime.setting_up():
+    with runtime.setting_up():  # each step here may wait for a peer
+      train_data = runtime.training_data(dataset)
+      measure = test_measurement(model, user=user, source=dataset,
+                                 objective=trainable.objective,
+                                 batch_size=config.eval_batch_size)
       checkpointing = (_checkpointing(runtime, model, out_dir, signature,
                                       steps_per_epoch)
                        if out_dir is not None else None)
