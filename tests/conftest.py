@@ -30,7 +30,8 @@ SPECS = os.path.join(REPO, "cluster_specs")
 SLOW_FIXTURES = frozenset({
     "mnist_records", "mirrored_run", "multiworker_launched", "ps_launched",
     # test_bench, test_data_window, test_examples, test_export
-    "smoke", "raw_shards", "example", "ps_job", "multiworker_job",
+    "smoke", "raw_shards", "example", "diabetes_example", "ps_job",
+    "multiworker_job",
     # test_fault_tolerance, test_fused_step, test_inception
     "resumed_mirrored", "mirrored_runs", "mirrored", "multiworker", "ps",
     "model_checks",

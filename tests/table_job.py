@@ -4,6 +4,8 @@ in this process) and trains a model of tests/user_models.py on each with
 result as a line:
 
     python tests/table_job.py OUT_DIR regression weighted multilabel
+    python -m tfdist.launch --workers=2 -- \
+        python tests/table_job.py OUT_DIR multilabel@multiworker
 
 The jobs (JOBS, each with its table, conversion flags and settings):
 ``regression``, the diabetes table's disease progression from its 10
@@ -14,7 +16,8 @@ step); ``multilabel``, two yes/no columns made of the diabetes table (sex,
 progression above its median) from the other 9 measurements, a sigmoid
 each, under ps (an in-process cluster: no TF_CONFIG). The weighted and
 multi-label jobs' tables are written from the vendored ones first: a
-column added, two replaced.
+column added, two replaced. ``NAME@STRATEGY`` runs job NAME under another
+strategy (under TF_CONFIG, each task converts into a folder of its own).
 """
 
 import contextlib
@@ -93,9 +96,10 @@ def records(name: str, out_dir: str) -> str:
 
 
 def train(name: str, out_dir: str) -> dict:
-  """The result of job ``name``."""
+  """The result of job ``name`` (``NAME@STRATEGY``: under that strategy)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  job = dict(JOBS[name])
+  name, _, strategy = name.partition("@")
+  job = dict(JOBS[name], **({"strategy": strategy} if strategy else {}))
   out = records(name, out_dir)
   for key in ("file", "rows", "write"):
     job.pop(key, None)
@@ -110,6 +114,9 @@ def train(name: str, out_dir: str) -> dict:
 def main(out_dir: str, names) -> int:
   from tfdist import app  # pylint: disable=g-import-not-at-top
   app.prepare_environment()
+  task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task")
+  if task:  # a task of a cluster: its own records
+    out_dir = os.path.join(out_dir, f"{task['type']}-{task['index']}")
   for name in names:
     print(json.dumps(train(name, out_dir)), flush=True)
   return 0

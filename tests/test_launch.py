@@ -224,6 +224,37 @@ def test_bad_spec_and_missing_command(tmp_path):
   assert "no command to launch" in done.stderr
 
 
+
+def test_workers_shorthand_needs_no_spec_file():
+  """``--workers=2 --ps=1``: a chief, two workers and a ps on this machine,
+  each on a free port of its own, each told its own task: what the README's
+  launcher commands run after ``pip install``, outside a clone."""
+  show = "import os; print(os.environ['TF_CONFIG'], flush=True)"
+  done = run([sys.executable, "-m", "tfdist.launch", "--workers=2", "--ps=1",
+              "--", sys.executable, "-c", show], timeout=60)
+  assert done.returncode == 0, done.stdout + done.stderr
+  configs = {name: json_lines(done.stdout, f"[{name}] ")
+             for name in ("chief-0", "worker-0", "worker-1", "ps-0")}
+  clusters = {json.dumps(c["cluster"]) for [c] in configs.values()}
+  [cluster] = [json.loads(c) for c in clusters]  # one cluster for all
+  assert {job: len(a) for job, a in cluster.items()} == {
+      "chief": 1, "worker": 2, "ps": 1}
+  addresses = [a for job in cluster.values() for a in job]
+  assert len(set(addresses)) == 4 and all(
+      a.startswith("127.0.0.1:") and not a.endswith(":0") for a in addresses)
+  for name, [config] in configs.items():
+    assert f"{config['task']['type']}-{config['task']['index']}" == name
+  for flags, says in ((["--workers=0"], "--workers=0: must be at least 1"),
+                      (["--workers=1", "--ps=-1"], "--ps=-1: must be at least"),
+                      ([f"--cluster_spec={SPECS}/two_workers.json", "--ps=1"],
+                       "--ps=1: only with --workers"),
+                      (["--workers=1", f"--cluster_spec={SPECS}/x.json"],
+                       "not allowed with")):
+    done = run([sys.executable, "-m", "tfdist.launch", *flags, "--", "true"],
+               timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error: "), flags
+    assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
 # --- Signals at random moments --------------------------------------------
 #
 # The launcher's signal handler only records the signal; its main loop stops

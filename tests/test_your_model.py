@@ -425,11 +425,12 @@ def _table_jobs(out_dir, *names) -> dict:
 
 @pytest.fixture(scope="module")
 def mirrored_tables(tmp_path_factory):
-  """Diabetes progression (with the user's RMSE), then iris with setosa
-  and versicolor weighing 0 in training: mirrored, the fused step, one
-  process (two strategies one after the other, as tfdist.fit in a sweep)."""
+  """Diabetes progression (with the user's RMSE), iris with setosa and
+  versicolor weighing 0 in training, and two yes/no labels: mirrored, the
+  fused step, one process (one job after the other, as tfdist.fit in a
+  sweep)."""
   return _table_jobs(tmp_path_factory.mktemp("tables"), "regression",
-                     "weighted")
+                     "weighted", "multilabel@mirrored")
 
 
 @pytest.fixture(scope="module")
@@ -443,10 +444,19 @@ def weighted(mirrored_tables):
 
 
 @pytest.fixture(scope="module")
-def multilabel(tmp_path_factory):
-  """Two yes/no columns of diabetes, a sigmoid each, under ps."""
-  return _table_jobs(tmp_path_factory.mktemp("multilabel"),
-                     "multilabel")["multilabel"]
+def multilabel(tmp_path_factory, mirrored_tables):
+  """Two yes/no columns of diabetes, a sigmoid each: under ps (an
+  in-process cluster), mirrored, and two workers through the launcher."""
+  ps = _table_jobs(tmp_path_factory.mktemp("multilabel"), "multilabel")
+  out = tmp_path_factory.mktemp("multilabel-multiworker")
+  done = run([sys.executable, "-m", "tfdist.launch", "--workers=2", "--",
+              sys.executable, os.path.join(REPO, "tests", "table_job.py"),
+              str(out), "multilabel@multiworker"], timeout=240)
+  assert done.returncode == 0, done.stdout[-3000:]
+  assert "Traceback" not in done.stdout
+  return {"ps": ps["multilabel"], "mirrored": mirrored_tables["multilabel"],
+          **{name: result for name in ("worker-0", "worker-1")
+             for result in json_lines(done.stdout, f"[{name}] ")}}
 
 
 @pytest.mark.slow
@@ -468,12 +478,17 @@ def test_a_regression_trains_and_reports_its_own_metrics(regression):
 
 @pytest.mark.slow
 def test_a_sigmoid_head_trains_as_probabilities(multilabel):
-  result = multilabel
-  assert (result["ml_task"], result["model_outputs"], result["loss"]) == (
-      "multilabel", "probabilities", "binary_crossentropy")
-  assert result["strategy"] == "ps" and not result["fused_step"]
-  # Chance is 0.5 on both labels.
-  assert result["test_metrics"]["binary_accuracy"] >= 0.68, result
+  assert {r["strategy"] for r in multilabel.values()} == {
+      "ps", "mirrored", "multiworker"}
+  for name, result in multilabel.items():
+    assert (result["ml_task"], result["model_outputs"], result["loss"]) == (
+        "multilabel", "probabilities", "binary_crossentropy"), name
+    assert result["fused_step"] == (name != "ps"), name
+    # Chance is 0.5 on both labels.
+    assert result["test_metrics"]["binary_accuracy"] >= 0.68, (name, result)
+  # Two workers, one model: the same test metrics on both.
+  assert (multilabel["worker-0"]["test_metrics"]
+          == multilabel["worker-1"]["test_metrics"])
 
 
 @pytest.mark.slow

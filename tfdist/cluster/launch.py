@@ -1,8 +1,12 @@
 r"""Runs every task of a cluster spec as a local process.
 
-    python -m tfdist.launch
-    --cluster_spec=cluster_specs/chief_two_workers_ps.json \
+    python -m tfdist.launch --workers=2 -- python -m trainers.mnist \
+        --strategy=multiworker
+    python -m tfdist.launch --cluster_spec=cluster_specs/chief_two_workers_ps.json \
         -- python -m trainers.mnist --strategy=ps
+
+``--workers=N`` (and ``--ps=M``: a chief, N workers and M ps tasks) needs
+no spec file: every task on this machine, on free ports.
 
 Each task gets its own TF_CONFIG; port 0 in the spec (or every port, with
 ``--free_ports``) becomes a free loopback port. When the chief (worker 0 if
@@ -112,8 +116,8 @@ def check_local(cluster) -> None:
     raise ConfigError(
         f"the spec puts {', '.join(away[:2])}{more} on other machines, but "
         "python -m tfdist.launch starts every task on this one; on each "
-        "machine start its task with TF_CONFIG=$(python -m tfdist.tfconfig SPEC TYPE "
-        "INDEX), or launch a spec of loopback addresses (127.0.0.1)")
+        "machine start its task with TF_CONFIG=$(python -m tfdist.tfconfig "
+        "SPEC TYPE INDEX), or launch a spec of loopback addresses (127.0.0.1)")
 
 
 def primary_task(cluster) -> str:
@@ -341,11 +345,18 @@ def main(argv=None) -> int:
   own, command = cli.split_command(sys.argv[1:] if argv is None else argv)
   parser = cli.OneLineParser(
       prog="python -m tfdist.launch",
-      usage="python -m tfdist.launch --cluster_spec SPEC [options] -- "
-            "COMMAND [ARGS...]",
+      usage="python -m tfdist.launch (--cluster_spec SPEC | --workers N "
+            "[--ps M]) [options] -- COMMAND [ARGS...]",
       description="Run every task of a cluster spec as a local process.")
-  parser.add_argument("--cluster_spec", required=True,
-                      help="cluster spec JSON, e.g. cluster_specs/two_workers.json")
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument("--cluster_spec",
+                     help="cluster spec JSON, e.g. cluster_specs/two_workers.json")
+  where.add_argument("--workers", type=int,
+                     help="N workers on this machine, free ports, no spec "
+                          "file (with --ps: a chief, N workers, M ps)")
+  parser.add_argument("--ps", type=int, default=0,
+                      help="with --workers: M parameter-server tasks and a "
+                           "chief, for --strategy=ps")
   parser.add_argument("--free_ports", action="store_true",
                       help="replace every port of the spec with a free one")
   parser.add_argument("--max_restarts", type=int, default=0,
@@ -359,7 +370,13 @@ def main(argv=None) -> int:
                            "chief is done, before they are stopped")
   args = parser.parse_args(own)
   try:
-    spec = cluster_lib.load_spec(args.cluster_spec)
+    if args.cluster_spec is None:
+      spec = cluster_lib.loopback_cluster(args.workers, args.ps)
+    elif args.ps:
+      raise ConfigError("--ps=%d: only with --workers; a spec file lists "
+                        "its own ps tasks" % args.ps)
+    else:
+      spec = cluster_lib.load_spec(args.cluster_spec)
     check_local(spec)
     import portpicker  # pylint: disable=g-import-not-at-top
     spec = cluster_lib.assign_ports(spec, portpicker.pick_unused_port,

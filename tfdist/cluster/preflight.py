@@ -295,7 +295,7 @@ def _answered(name: str, address: str, answer, *, task, digest: str,
         f"{name} at {address} was started from a different cluster spec (it "
         f"is {their_name}, spec digest {their_digest}; {task.name} has "
         f"{digest}); start every task from the same spec (python -m "
-        "tfdist.cluster.tfconfig SPEC TYPE INDEX)")
+        "tfdist.tfconfig SPEC TYPE INDEX)")
   return kind
 
 

@@ -134,6 +134,21 @@ def load_spec(path: str) -> dict:
   return validate_cluster(cluster, where=f"cluster spec {path}")
 
 
+def loopback_cluster(workers: int, ps: int = 0) -> dict:
+  """A cluster of ``workers`` workers on this machine (and, with ``ps``
+  parameter servers, a chief to coordinate them), every port 0: free ports
+  picked at launch. What the launcher's ``--workers``/``--ps`` start, with
+  no spec file."""
+  for name, value, least in (("--workers", workers, 1), ("--ps", ps, 0)):
+    if value < least:
+      raise ConfigError(f"{name}={value}: must be at least {least}")
+  cluster = {"worker": ["127.0.0.1:0"] * workers}
+  if ps:
+    cluster = {"chief": ["127.0.0.1:0"], **cluster,
+               "ps": ["127.0.0.1:0"] * ps}
+  return validate_cluster(cluster, where="--workers/--ps")
+
+
 def has_unassigned_ports(cluster: Mapping[str, tuple]) -> bool:
   """True when some address asks for a port to be picked at launch (port 0)."""
   return any(split_address(a, where="cluster")[1] == 0

@@ -78,15 +78,11 @@ def run(config: TrainConfig, *, user: contract.UserModel,
   name = user.name or model.name
   if runtime.is_chief:
     _announce(runtime, trainable, name=name, steps_per_epoch=steps_per_epoch)
-  train_data = runtime.training_data(dataset)
-  measure = test_measurement(model, user=user, source=dataset,
-                             objective=trainable.objective,
-                             batch_size=config.eval_batch_size)
-
   with runtime.write_dir() as out_dir:
-    checkpointing, start_step, epoch_monitor, callbacks = _prepare(
-        runtime, model, measure, out_dir=out_dir, signature=signature,
-        steps_per_epoch=steps_per_epoch)
+    (train_data, measure, checkpointing, start_step, epoch_monitor,
+     callbacks) = _prepare(runtime, trainable, user=user, dataset=dataset,
+                           out_dir=out_dir, signature=signature,
+                           steps_per_epoch=steps_per_epoch)
     start = time.perf_counter()
     first_step = runtime.first_step()
     watches = runtime.progress_watches(
@@ -122,12 +118,20 @@ def run(config: TrainConfig, *, user: contract.UserModel,
   return result
 
 
-def _prepare(runtime: runtime_lib.Runtime, model, measure, *,
+def _prepare(runtime: runtime_lib.Runtime, trainable, *,
+             user: contract.UserModel, dataset: sources.Source,
              out_dir: Optional[str], signature: dict,
              steps_per_epoch: int) -> tuple:
-  """What fit needs once the model is built: (the checkpointing or None,
-  the step restored, the epoch monitor, the callbacks), every peer there."""
+  """What fit needs once the model is built, under the set-up phase's
+  deadline (each step here may wait for a peer): (the training data, the
+  test measurement, the checkpointing or None, the step restored, the epoch
+  monitor, the callbacks), every peer there."""
+  model = trainable.model
   with runtime.setting_up():
+    train_data = runtime.training_data(dataset)
+    measure = test_measurement(model, user=user, source=dataset,
+                               objective=trainable.objective,
+                               batch_size=runtime.config.eval_batch_size)
     checkpointing = (_checkpointing(runtime, model, out_dir, signature,
                                     steps_per_epoch)
                      if out_dir is not None else None)
@@ -138,7 +142,8 @@ def _prepare(runtime: runtime_lib.Runtime, model, measure, *,
     # No task's train_seconds includes waiting for a peer that started
     # late.
     runtime.wait_for_peers("start")
-  return checkpointing, start_step, epoch_monitor, callbacks
+  return (train_data, measure, checkpointing, start_step, epoch_monitor,
+          callbacks)
 
 
 def _check_writable(directory: str, flag: str) -> None:
