@@ -211,6 +211,22 @@ def _present(task: cluster_lib.Task) -> list:
           if name == task.name or name in here]
 
 
+def _decide(task: cluster_lib.Task, directory: str, generation: int,
+            present: list, *, min_workers: int, step: Callable,
+            timeout: float) -> None:
+  """At the deadline (or with every task here): fewer than K is a lost
+  peer; the leader writes the record (exclusively: one of two wins)."""
+  full = members_of(task.cluster)
+  if len(present) < min_workers:
+    raise errors.PeerLost(
+        f"--min_workers={min_workers}: only {len(present)} of {len(full)} "
+        f"workers answered within {timeout:.0f} s",
+        [n for n in full if n not in present])
+  if present[0] == task.name:
+    _write_exclusive(_record_path(directory, generation), json.dumps(
+        _new_record(directory, generation, present, step=step())))
+
+
 def _wait_for_record(task: cluster_lib.Task, directory: str,
                      generation: int, *, min_workers: int, step: Callable,
                      timeout: float, clock: Callable[[], float]) -> dict:
@@ -218,28 +234,24 @@ def _wait_for_record(task: cluster_lib.Task, directory: str,
   written by this task if it leads (see the module docstring)."""
   full = members_of(task.cluster)
   start = last_report = clock()
+  seen = set()  # every task that answered in this round
   while True:
     record = read_record(directory, generation)
     if record is not None:
       return record
     present = _present(task)
+    seen.update(present)
     elapsed = clock() - start
-    if len(present) == len(full) or elapsed >= timeout:
-      # A leader closes its port only once its record exists: read again
-      # before deciding on what the probes saw.
-      record = read_record(directory, generation)
-      if record is not None:
-        return record
-      if len(present) < min_workers:
-        missing = [n for n in full if n not in present]
-        raise errors.PeerLost(
-            f"--min_workers={min_workers}: only {len(present)} of "
-            f"{len(full)} workers answered within {timeout:.0f} s",
-            missing)
-      if present[0] == task.name:
-        _write_exclusive(_record_path(directory, generation), json.dumps(
-            _new_record(directory, generation, present, step=step())))
-        continue
+    # A leader closes its port only once its record exists: read again
+    # before deciding on what the probes saw. A task ranked first that
+    # answered and went silent led (or died): its record is waited for.
+    if ((len(present) == len(full) or elapsed >= timeout)
+        and read_record(directory, generation) is None
+        and not [n for n in full[:full.index(task.name)]
+                 if n in seen and n not in present]):
+      _decide(task, directory, generation, present, min_workers=min_workers,
+              step=step, timeout=timeout)
+      continue
     if elapsed >= 2 * timeout:
       raise errors.PeerLost(
           f"{task.name}: no membership record {generation} in {directory} "
