@@ -190,12 +190,36 @@ STEPS_PER_EPOCH = 40
 UNINTERRUPTED_ACCURACY = 0.9006
 
 
-def _shrink_command(mnist_dir, model_dir) -> list:
-  return [sys.executable, "-m", "tfdist.launch", "--workers=3", "--",
+def _elastic_job(mnist_dir, model_dir, *, epochs=3, launch_flags=(),
+                 wrapper=()) -> list:
+  return [sys.executable, "-m", "tfdist.launch", "--workers=3",
+          *launch_flags, "--", *wrapper,
           *trainer("mnist", "--strategy=multiworker", "--min_workers=2",
                    f"--mnist_dir={mnist_dir}", f"--model_dir={model_dir}",
-                   "--epochs=3", f"--steps_per_epoch={STEPS_PER_EPOCH}",
+                   f"--epochs={epochs}", f"--steps_per_epoch={STEPS_PER_EPOCH}",
                    "--checkpoint_every_epochs=1", "--peer_timeout=20")]
+
+
+def _kill_worker_2(out_path) -> None:
+  pid = int(re.search(r"starting worker-2 at \S+ \(pid (\d+)\)",
+                      out_path.read_text()).group(1))
+  os.killpg(pid, signal.SIGKILL)
+
+
+def _run_job(command, out_path, during) -> float:
+  """Runs the launcher, calls ``during(process)``, waits for its status 0;
+  returns the seconds from the end of ``during`` to the job's."""
+  with open(out_path, "w") as out:
+    process = subprocess.Popen(command, cwd=REPO, env=child_env(),
+                               stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+  try:
+    during(process)
+    done_at = time.monotonic()
+    assert process.wait(timeout=240) == 0, out_path.read_text()[-5000:]
+    return time.monotonic() - done_at
+  finally:
+    kill_groups([process])
 
 
 @pytest.mark.slow
@@ -205,22 +229,15 @@ def test_a_worker_lost_for_good_the_other_two_finish(mnist_dir, tmp_path):
   from that checkpoint and finish, with the same global batch."""
   model_dir = tmp_path / "model"
   out_path = tmp_path / "launch.log"
-  with open(out_path, "w") as out:
-    process = subprocess.Popen(_shrink_command(mnist_dir, model_dir),
-                               cwd=REPO, env=child_env(), stdout=out,
-                               stderr=subprocess.STDOUT,
-                               start_new_session=True)
-  try:
+
+  def kill_in_epoch_2(process):
+    del process
     wait_for(lambda: elastic.checkpoint_step(str(model_dir)) > 0,
              "epoch 1's checkpoint", timeout=150)
-    pid = int(re.search(r"starting worker-2 at \S+ \(pid (\d+)\)",
-                        out_path.read_text()).group(1))
-    os.killpg(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert process.wait(timeout=180) == 0, out_path.read_text()[-5000:]
-    recovery = time.monotonic() - killed_at
-  finally:
-    kill_groups([process])
+    _kill_worker_2(out_path)
+
+  recovery = _run_job(_elastic_job(mnist_dir, model_dir), out_path,
+                      kill_in_epoch_2)
   text = out_path.read_text()
   assert ("[launch] worker-2 exited with status 137; --min_workers=2: the "
           "other 2 workers go on without it") in text
@@ -247,3 +264,85 @@ def test_a_worker_lost_for_good_the_other_two_finish(mnist_dir, tmp_path):
   print(f"\nelastic shrink 3 -> 2: kill to end {recovery:.1f} s, resumed at "
         f"step {result['start_step']}, test accuracy "
         f"{result['test_accuracy']} (uninterrupted {UNINTERRUPTED_ACCURACY})")
+
+
+@pytest.mark.slow
+def test_the_lost_worker_back_later_joins_and_the_job_ends_on_3(mnist_dir,
+                                                                tmp_path):
+  """worker-2 SIGKILLed in epoch 2 and restarted by the launcher (as a Job
+  recreates a pod), but held back until the other two trained on as a
+  two-worker cluster (a pod not scheduled until its node is back): it asks
+  to join, the two stop at their next agreement, save, and all three
+  train on from there."""
+  model_dir, gate = tmp_path / "model", tmp_path / "gate"
+  out_path = tmp_path / "launch.log"
+  records = model_dir / elastic.MEMBERSHIP_SUBDIR
+
+  def kill_then_come_back(process):
+    del process
+    wait_for(lambda: elastic.checkpoint_step(str(model_dir)) > 0,
+             "epoch 1's checkpoint", timeout=150)
+    _kill_worker_2(out_path)
+    wait_for(lambda: (records / "gen-000002.json").exists(),
+             "the two-worker round", timeout=120)
+    # Its node is back once the two train (their TensorFlow servers up).
+    addresses = dict(re.findall(r"starting (worker-\d) at (\S+) \(pid",
+                                out_path.read_text()))
+    wait_for(lambda: all(
+        (preflight.probe(addresses[name]) or ("",))[0] == "server"
+        for name in ("worker-0", "worker-1")), "the two workers' servers",
+             timeout=120)
+    (gate / "open").touch()
+
+  seconds = _run_job(
+      _elastic_job(mnist_dir, model_dir, epochs=6,
+                   launch_flags=["--max_restarts=1"],
+                   wrapper=[sys.executable, os.path.join(
+                       REPO, "tests", "elastic_gate.py"), str(gate), "--"]),
+      out_path, kill_then_come_back)
+  text = out_path.read_text()
+  result = json_lines(text, "[worker-0] ")[-1]
+  three, two, back = result["membership"]
+  assert (three["workers"], two["workers"], back["workers"]) == (3, 2, 3)
+  assert back["members"] == ["worker-0", "worker-1", "worker-2"]
+  assert two["step"] < back["step"] < 6 * STEPS_PER_EPOCH
+  assert result["num_replicas"] == 3
+  assert result["global_batch_size"] == 3 * 100
+  assert result["global_step"] == 6 * STEPS_PER_EPOCH
+  assert "worker-2 asks to join" in text
+  assert json_lines(text, "[worker-2] ")[-1]["weights_digest"] == result[
+      "weights_digest"]
+  print(f"\nelastic grow 3 -> 2 -> 3: shrunk at step {two['step']}, grew "
+        f"back at step {back['step']}; gate open to end {seconds:.1f} s")
+
+
+def test_a_task_back_while_a_cluster_trains_asks_to_join_never_leads(
+    tmp_path):
+  """worker-0 and worker-1 train (gRPC servers answer on their ports, as
+  TensorFlow's do): worker-2, back, asks to join and waits past its
+  deadline without leading a round of its own (even with --min_workers=1);
+  once the job's result is written and they stop, it ends clean."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  from concurrent import futures  # pylint: disable=g-import-not-at-top
+  tasks = _cluster_tasks(3)
+  servers = []
+  for task in tasks[:2]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server.add_insecure_port(task.address)
+    server.start()
+    servers.append(server)
+  directory = tmp_path / elastic.MEMBERSHIP_SUBDIR
+
+  def finish_while_it_waits():
+    wait_for(lambda: elastic.join_request(str(tmp_path)) is not None,
+             "a join request", timeout=10)
+    assert elastic.join_request(str(tmp_path)) == "worker-2 asks to join"
+    time.sleep(2.0)  # twice its deadline pass while the two train
+    assert not list(directory.glob("gen-*.json"))
+    (tmp_path / "result.json").write_text("{}")
+    for server in servers:
+      server.stop(None)
+
+  back = _round([tasks[2]], [tmp_path], min_workers=1, timeout=1.0,
+                while_waiting=finish_while_it_waits)["worker-2"]
+  assert back is None, back

@@ -24,12 +24,19 @@ TensorFlow starts:
    begins, so the smaller cluster's preflight meets only its own.
 
 A member that meets a lost peer later (tfdist.runtime.lost_peers) re-executes
-itself with its original TF_CONFIG (:func:`regroup`): a new round. Fewer
-than K tasks, no record within twice the deadline, or a record that leaves
-this task out is a lost peer (status 200, retried: tfdist.errors). Each
+itself with its original TF_CONFIG (:func:`regroup`): a new round. A task
+that starts while a smaller cluster trains (its peers answer as TensorFlow
+servers) never leads: it writes ``join-<g+1>-<name>`` and waits as long as
+they train; the members' check for a preempted peer (every
+--preemption_check_steps steps, one all-reduce: tfdist.checkpoint) finds
+the request, they save and re-execute, and the round takes the joiner in:
+the job grows back at that step. Fewer than K tasks, no record within
+twice the deadline, or a record that leaves this task out is a lost peer
+(status 200, retried: tfdist.errors). Each
 record carries the history of membership changes; the result line reports
 it (``membership``). docs/reliability.md has the failure cases. Imports
-tfdist.cluster, console, errors and preflight; no TensorFlow.
+tfdist.cluster, console, errors, hosting (the result file's name) and
+preflight; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from typing import Callable, Optional, Sequence
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import errors
+from tfdist import hosting
 from tfdist import preflight
 from tfdist.errors import ConfigError
 
@@ -122,11 +130,14 @@ class Membership:
     batch_size: the per-replica batch that keeps the full cluster's
       global batch.
     history: every membership change: ``{"step", "workers", "members"}``.
+    generation: the record's: a task asking to join the next round
+      (:func:`join_request`) stops the members at their next agreement.
   """
   task: cluster_lib.Task
   members: tuple
   batch_size: int
   history: tuple
+  generation: int
 
   def result_fields(self) -> dict:
     """What the result line adds: every membership change."""
@@ -198,17 +209,35 @@ def _new_record(directory: str, generation: int, members: list, *,
           "history": history}
 
 
-def _present(task: cluster_lib.Task) -> list:
-  """This task and the peers in an elastic round of the same cluster, by
-  rank."""
+def _present(task: cluster_lib.Task) -> tuple:
+  """(this task and the peers in an elastic round of the same cluster, by
+  rank; the peers that answer as TensorFlow servers: a cluster training)."""
   digest = cluster_lib.spec_digest(task.cluster)
   hello = preflight.handshake(task)
-  peers = preflight.peers_of(task)
-  here = {name for name, address in peers.items()
-          if preflight.probe(address, introduce=hello)
-          == ("tfdist", digest, name)}
-  return [name for name in members_of(task.cluster)
-          if name == task.name or name in here]
+  answers = {name: preflight.probe(address, introduce=hello)
+             for name, address in preflight.peers_of(task).items()}
+  here = [name for name in members_of(task.cluster)
+          if name == task.name or answers.get(name) == ("tfdist", digest,
+                                                        name)]
+  return here, [n for n, a in answers.items() if a and a[0] == "server"]
+
+
+def _join_path(directory: str, generation: int, name: str) -> str:
+  return os.path.join(directory, f"join-{generation:06d}-{name}")
+
+
+def join_request(model_dir: str, generation: int = 0) -> Optional[str]:
+  """A task that asks to join round ``generation`` (default: the next
+  one), as ``"worker-2 asks to join"``, or None."""
+  directory = _records_dir(model_dir)
+  generation = generation or latest_generation(directory) + 1
+  prefix = f"join-{generation:06d}-"
+  try:
+    names = sorted(n[len(prefix):] for n in os.listdir(directory)
+                   if n.startswith(prefix))
+  except FileNotFoundError:
+    return None
+  return f"{', '.join(names)} asks to join" if names else None
 
 
 def _decide(task: cluster_lib.Task, directory: str, generation: int,
@@ -227,21 +256,41 @@ def _decide(task: cluster_lib.Task, directory: str, generation: int,
         _new_record(directory, generation, present, step=step())))
 
 
+def _mtime(path: str) -> float:
+  try:
+    return os.path.getmtime(path)
+  except FileNotFoundError:
+    return 0.0
+
+
 def _wait_for_record(task: cluster_lib.Task, directory: str,
                      generation: int, *, min_workers: int, step: Callable,
-                     timeout: float, clock: Callable[[], float]) -> dict:
+                     result_path: str, timeout: float,
+                     clock: Callable[[], float]) -> Optional[dict]:
   """Record ``generation``: waited for while this task answers on its port,
-  written by this task if it leads (see the module docstring)."""
+  written by this task if it leads (see the module docstring). None: this
+  task asked to join, and the job finished (``result_path`` written)
+  instead."""
   full = members_of(task.cluster)
   start = last_report = clock()
   seen = set()  # every task that answered in this round
+  asked_at = None  # when this task asked to join (time.time())
   while True:
     record = read_record(directory, generation)
     if record is not None:
       return record
-    present = _present(task)
+    present, running = _present(task)
+    if running:
+      # A smaller cluster trains: ask to join (its members stop at their
+      # next agreement and start this round); wait as long as it runs,
+      # never leading (the deadline starts again).
+      if _write_exclusive(_join_path(directory, generation, task.name), ""):
+        asked_at = time.time()
+      start = clock()
     seen.update(present)
     elapsed = clock() - start
+    if asked_at and _mtime(result_path) >= asked_at:
+      return None  # the members finished without taking it in
     # A leader closes its port only once its record exists: read again
     # before deciding on what the probes saw. A task ranked first that
     # answered and went silent led (or died): its record is waited for.
@@ -258,9 +307,11 @@ def _wait_for_record(task: cluster_lib.Task, directory: str,
           f"within {2 * timeout:.0f} s (its leader lost, or --model_dir not "
           "storage every worker shares)", [n for n in full if n != task.name])
     if clock() - last_report >= preflight.REPORT_EVERY:
-      console.info(f"--min_workers={min_workers}: {len(present)} of "
-                   f"{len(full)} workers here ({', '.join(present)}), "
-                   f"{elapsed:.0f}/{timeout:.0f} s")
+      console.info(
+          f"--min_workers={min_workers}: asked to join {', '.join(running)}"
+          if running else f"--min_workers={min_workers}: {len(present)} of "
+          f"{len(full)} workers here ({', '.join(present)}), "
+          f"{elapsed:.0f}/{timeout:.0f} s")
       last_report = clock()
     time.sleep(_POLL_S)
 
@@ -300,8 +351,9 @@ def _members_task(task: cluster_lib.Task, members: list) -> cluster_lib.Task:
 
 def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
           batch_size: int, timeout: float,
-          clock: Callable[[], float] = time.monotonic) -> Membership:
-  """One round (the module docstring): the members this task trains with.
+          clock: Callable[[], float] = time.monotonic) -> Optional[Membership]:
+  """One round (the module docstring): the members this task trains with;
+  None when it asked to join and the job finished meanwhile.
 
   Raises:
     PeerLost: fewer than ``min_workers`` answered, no record came, a
@@ -313,8 +365,13 @@ def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
   with preflight.answering(task, timeout=timeout):
     record = _wait_for_record(
         task, directory, generation, min_workers=min_workers,
-        step=lambda: checkpoint_step(model_dir), timeout=timeout,
+        step=lambda: checkpoint_step(model_dir),
+        result_path=os.path.join(model_dir, hosting.RESULT_FILE), timeout=timeout,
         clock=clock)
+  if record is None:
+    console.info(f"{task.name}: the job finished before it could take this "
+                 "task in; exiting")
+    return None
   members = list(record["members"])
   if task.name not in members:
     raise errors.PeerLost(
@@ -333,14 +390,15 @@ def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
   return Membership(task=_members_task(task, members),
                     members=tuple(members),
                     batch_size=batch_size * full // len(members),
-                    history=tuple(record["history"]))
+                    history=tuple(record["history"]),
+                    generation=generation)
 
 
-def regroup(lost: errors.PeerLost, *, executable: str, argv: Sequence[str],
+def regroup(reason: str, *, executable: str, argv: Sequence[str],
             environ) -> None:
   """Re-executes this task with its original command and environment (the
   full TF_CONFIG): a new round. Does not return."""
-  console.info(f"{lost.phase}; --min_workers: regrouping (this task starts "
+  console.info(f"{reason}; --min_workers: regrouping (this task starts "
                "again and waits for the others)")
   sys.stdout.flush()
   sys.stderr.flush()

@@ -281,6 +281,10 @@ class Launcher:
         continue  # a task stopped for a restart; its successor runs
       finished[name] = code
       if code != 0 and self._goes_on_without(name, exit_status(code)):
+        if self._restarts_left > 0:  # as a Job recreates a lost pod
+          del finished[name]
+          self._restart_alone(name, f"{name} joins the others at their "
+                              "next agreement once it runs")
         continue
       if (code != 0 and self._restarts_left > 0 and grace_deadline is None
           and errors.retried(exit_status(code))):
@@ -317,6 +321,15 @@ class Launcher:
              f"{self._min_workers}: the other {len(training)} workers go on "
              "without it")
     return True
+
+  def _restart_alone(self, name: str, why: str) -> None:
+    """Restarts one task (--max_restarts permitting), saying ``why``."""
+    self._restarts_left -= 1
+    self.say(f"{why}; restarting it (restart "
+             f"{self._max_restarts - self._restarts_left}/"
+             f"{self._max_restarts})")
+    task_type, index = name.rsplit("-", 1)
+    self._start_task(task_type, int(index))
 
   def _restart(self, name: str, status: int) -> bool:
     """Restarts a failed task, or the whole job; True for the whole job.

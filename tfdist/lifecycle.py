@@ -114,6 +114,8 @@ def run(*, config: TrainConfig, data_config: DataConfig,
   try:
     if config.min_workers:
       membership = _elastic_round(config, task)
+      if membership is None:  # done without this task
+        return errors.EXIT_OK
       task = membership.task
       config = dataclasses.replace(config, batch_size=membership.batch_size)
     result = perform(config=config, data_config=data_config, user=user,
@@ -129,9 +131,17 @@ def run(*, config: TrainConfig, data_config: DataConfig,
     return status
   except errors.PeerLost as e:
     if membership is not None:  # the members regroup without the lost one
-      elastic.regroup(e, executable=process.executable, argv=process.argv,
-                      environ=process.environ)
+      elastic.regroup(e.phase, executable=process.executable,
+                      argv=process.argv, environ=process.environ)
     watchdog.exit_now(cli.report(e))
+  except errors.Preempted as e:
+    joining = membership and elastic.join_request(
+        config.model_dir, membership.generation + 1)
+    if joining:  # the members saved; they regroup with the one that joins
+      elastic.regroup(f"{joining} (saved step {e.step})",
+                      executable=process.executable, argv=process.argv,
+                      environ=process.environ)
+    raise
   except KeyboardInterrupt:
     console.info("interrupted (SIGINT); exiting")
     watchdog.exit_now(errors.EXIT_INTERRUPTED)
@@ -139,10 +149,12 @@ def run(*, config: TrainConfig, data_config: DataConfig,
     stall_watch.on_stalled_workers(None)  # this run's, not the next one's
 
 
-def _elastic_round(config: TrainConfig,
-                   task: Optional[cluster_lib.Task]) -> elastic.Membership:
+def _elastic_round(
+    config: TrainConfig,
+    task: Optional[cluster_lib.Task]) -> Optional[elastic.Membership]:
   """--min_workers: the members of this round (tfdist.elastic), checked
-  and agreed before TensorFlow starts."""
+  and agreed before TensorFlow starts; None: the job finished without
+  this task."""
   elastic.check_cluster(task, min_workers=config.min_workers,
                         batch_size=config.batch_size)
   return elastic.agree(task, min_workers=config.min_workers,
