@@ -86,7 +86,7 @@ def test_the_launcher_reads_min_workers_from_the_command():
   assert elastic.min_workers_of(["t", "--epochs=2"]) == 0
 
 
-# --- the agreement, in-process --------------------------------------------------
+# --- the agreement, in-process ---------------------------------------------
 
 def _round(tasks, model_dirs, *, min_workers=2, timeout=2.0,
            while_waiting=None):

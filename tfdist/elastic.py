@@ -35,8 +35,8 @@ twice the deadline, or a record that leaves this task out is a lost peer
 (status 200, retried: tfdist.errors). Each
 record carries the history of membership changes; the result line reports
 it (``membership``). docs/reliability.md has the failure cases. Imports
-tfdist.cluster, console, errors, hosting (the result file's name) and
-preflight; no TensorFlow.
+tfdist.checkpoint (where checkpoints are), cluster, console, errors,
+hosting (the result file's name) and preflight; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import tempfile
 import time
 from typing import Callable, Optional, Sequence
 
+from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import errors
@@ -126,7 +127,6 @@ class Membership:
   Attributes:
     task: this task in the members' cluster (the original one when every
       task is a member).
-    members: the members' original names, by rank.
     batch_size: the per-replica batch that keeps the full cluster's
       global batch.
     history: every membership change: ``{"step", "workers", "members"}``.
@@ -134,7 +134,6 @@ class Membership:
       (:func:`join_request`) stops the members at their next agreement.
   """
   task: cluster_lib.Task
-  members: tuple
   batch_size: int
   history: tuple
   generation: int
@@ -191,7 +190,8 @@ def checkpoint_step(model_dir: str) -> int:
   """The step of the last checkpoint in ``model_dir`` (0: none), from
   TensorFlow's state file, without TensorFlow."""
   try:
-    with open(os.path.join(model_dir, "checkpoints", "checkpoint")) as f:
+    with open(os.path.join(checkpoint_lib.checkpoint_dir(model_dir),
+                           "checkpoint")) as f:
       found = _CHECKPOINT_RE.search(f.read())
   except FileNotFoundError:
     return 0
@@ -366,8 +366,8 @@ def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
     record = _wait_for_record(
         task, directory, generation, min_workers=min_workers,
         step=lambda: checkpoint_step(model_dir),
-        result_path=os.path.join(model_dir, hosting.RESULT_FILE), timeout=timeout,
-        clock=clock)
+        result_path=os.path.join(model_dir, hosting.RESULT_FILE),
+        timeout=timeout, clock=clock)
   if record is None:
     console.info(f"{task.name}: the job finished before it could take this "
                  "task in; exiting")
@@ -388,7 +388,6 @@ def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
                  f"{batch_size * full // len(members)}, global batch "
                  "unchanged")
   return Membership(task=_members_task(task, members),
-                    members=tuple(members),
                     batch_size=batch_size * full // len(members),
                     history=tuple(record["history"]),
                     generation=generation)

@@ -19,8 +19,8 @@ which turns TensorFlow's errors about a vanished peer into one-line
 with the restore, ``fit``, and what follows it: the final save, the test
 accuracy, the digests, the export). Imports tfdist.barrier, cluster,
 collectives, communication, config, console, coordination, deadlines,
-elastic, errors, fused_step, ps_save, strategy and watchdog; TensorFlow only inside
-methods.
+elastic, errors, fused_step, ps_save, strategy and watchdog; TensorFlow
+only inside methods.
 """
 
 from __future__ import annotations
