@@ -139,7 +139,7 @@ def test_all_answer_the_full_cluster_then_two_of_three_regroup(tmp_path):
   assert (new["worker-0"].name, new["worker-2"].name) == ("worker-0",
                                                           "worker-1")
   assert left["worker-2"].batch_size == 150  # 300 / 2: the same global batch
-  assert list(left["worker-0"].history) == [
+  assert elastic.result_fields(str(tmp_path))["membership"] == [
       {"step": 0, "workers": 3,
        "members": ["worker-0", "worker-1", "worker-2"]},
       {"step": 40, "workers": 2, "members": ["worker-0", "worker-2"]}]
@@ -248,6 +248,8 @@ def test_a_worker_lost_for_good_the_other_two_finish(mnist_dir, tmp_path):
   assert last == {"step": result["start_step"], "workers": 2,
                   "members": ["worker-0", "worker-1"]}
   assert result["start_step"] in (STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)
+  saved = json.loads((model_dir / "result.json").read_text())
+  assert saved["membership"] == result["membership"]
   assert result["num_replicas"] == 2
   assert result["global_batch_size"] == 3 * 100  # the full cluster's
   assert result["global_step"] == 3 * STEPS_PER_EPOCH

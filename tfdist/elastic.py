@@ -129,18 +129,12 @@ class Membership:
       task is a member).
     batch_size: the per-replica batch that keeps the full cluster's
       global batch.
-    history: every membership change: ``{"step", "workers", "members"}``.
     generation: the record's: a task asking to join the next round
       (:func:`join_request`) stops the members at their next agreement.
   """
   task: cluster_lib.Task
   batch_size: int
-  history: tuple
   generation: int
-
-  def result_fields(self) -> dict:
-    """What the result line adds: every membership change."""
-    return {"membership": list(self.history)}
 
 
 def _records_dir(model_dir: str) -> str:
@@ -207,6 +201,14 @@ def _new_record(directory: str, generation: int, members: list, *,
                     "members": members})
   return {"generation": generation, "members": members, "step": step,
           "history": history}
+
+
+def result_fields(model_dir: str) -> dict:
+  """What an elastic job's result adds: ``membership``, every change of
+  the newest record's history as ``{"step", "workers", "members"}``."""
+  directory = _records_dir(model_dir)
+  record = read_record(directory, latest_generation(directory)) or {}
+  return {"membership": record.get("history", [])}
 
 
 def _present(task: cluster_lib.Task) -> tuple:
@@ -389,7 +391,6 @@ def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
                  "unchanged")
   return Membership(task=_members_task(task, members),
                     batch_size=batch_size * full // len(members),
-                    history=tuple(record["history"]),
                     generation=generation)
 
 

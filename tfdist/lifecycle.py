@@ -122,8 +122,7 @@ def run(*, config: TrainConfig, data_config: DataConfig,
                      task=task, kept=kept, started_at=started_at)
     status = result.get("status", errors.EXIT_OK)
     if "role" not in result:
-      console.result({**result, **(membership.result_fields()
-                                   if membership else {})})
+      console.result(result)
     if task is not None and config.strategy != "multiworker":
       # Done, outputs written: TensorFlow's teardown would wait for any
       # peer's pending remote call, forever for a stopped peer.
