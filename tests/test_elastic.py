@@ -49,6 +49,15 @@ def _task(workers: int, index: int = 0) -> cluster_lib.Task:
   return cluster_lib.make_task(cluster, "worker", index)
 
 
+def test_without_a_cluster_or_through_fit_it_says_how_to_run_it(tmp_path):
+  with pytest.raises(ConfigError, match="--min_workers needs a cluster"):
+    elastic.check_cluster(None, min_workers=2, batch_size=100)
+  import tfdist  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match="a regroup re-executes the process"):
+    tfdist.fit(lambda features, num_outputs: None, strategy="multiworker",
+               model_dir=str(tmp_path), min_workers=2)
+
+
 def test_more_min_workers_than_the_cluster_has():
   with pytest.raises(ConfigError, match="the cluster has 3 training tasks"):
     elastic.check_cluster(_task(3), min_workers=4, batch_size=100)
