@@ -11,10 +11,12 @@ the ps chief (:func:`restart_without`, which leaves them a record that
 tells them, once the job is done, to end clean); and end the process past
 TensorFlow's teardown where that would wait for a peer. Every argument is
 plain: the entry point (tfdist.app) reads the flags and the environment and
-hands them over. Imports tfdist.cli, cluster, config, console, contract,
-data, errors, evaluator, hosting, loop, monitor, runtimes, stall_watch,
-strategy and watchdog; TensorFlow only through them, once a task is known
-to need it.
+hands them over. With --min_workers, :func:`run` first agrees with the other
+workers on who trains (tfdist.elastic), and a lost peer re-executes the task
+into a new round instead of ending it. Imports tfdist.cli, cluster, config,
+console, contract, data, elastic, errors, evaluator, hosting, loop, monitor,
+runtimes, stall_watch, strategy and watchdog; TensorFlow only through them,
+once a task is known to need it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tfdist import cli
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import contract
+from tfdist import elastic
 from tfdist import errors
 from tfdist import evaluator
 from tfdist import hosting
@@ -107,7 +110,14 @@ def run(*, config: TrainConfig, data_config: DataConfig,
   # The run's runtime, with what it keeps (tfdist.runtime.Runtime.keep),
   # lives until the process ends.
   kept = []
+  membership = None
   try:
+    if config.min_workers:
+      membership = _elastic_round(config, task)
+      if membership is None:  # done without this task
+        return errors.EXIT_OK
+      task = membership.task
+      config = dataclasses.replace(config, batch_size=membership.batch_size)
     result = perform(config=config, data_config=data_config, user=user,
                      task=task, kept=kept, started_at=started_at)
     status = result.get("status", errors.EXIT_OK)
@@ -119,12 +129,37 @@ def run(*, config: TrainConfig, data_config: DataConfig,
       watchdog.exit_now(status)
     return status
   except errors.PeerLost as e:
+    if membership is not None:  # the members regroup without the lost one
+      elastic.regroup(e.phase, executable=process.executable,
+                      argv=process.argv, environ=process.environ)
     watchdog.exit_now(cli.report(e))
+  except errors.Preempted as e:
+    joining = membership and elastic.join_request(
+        config.model_dir, membership.generation + 1)
+    if joining:  # the members saved; they regroup with the one that joins
+      elastic.regroup(f"{joining} (saved step {e.step})",
+                      executable=process.executable, argv=process.argv,
+                      environ=process.environ)
+    raise
   except KeyboardInterrupt:
     console.info("interrupted (SIGINT); exiting")
     watchdog.exit_now(errors.EXIT_INTERRUPTED)
   finally:
     stall_watch.on_stalled_workers(None)  # this run's, not the next one's
+
+
+def _elastic_round(
+    config: TrainConfig,
+    task: Optional[cluster_lib.Task]) -> Optional[elastic.Membership]:
+  """--min_workers: the members of this round (tfdist.elastic), checked
+  and agreed before TensorFlow starts; None: the job finished without
+  this task."""
+  elastic.check_cluster(task, min_workers=config.min_workers,
+                        batch_size=config.batch_size)
+  return elastic.agree(task, min_workers=config.min_workers,
+                       model_dir=config.model_dir,
+                       batch_size=config.batch_size,
+                       timeout=config.peer_timeout)
 
 
 def perform(*, config: TrainConfig, data_config: DataConfig,

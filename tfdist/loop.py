@@ -10,7 +10,7 @@ imported only once a task is known to train, after every input was
 checked. The test metrics (tfdist.evaluation) are measured on a plain copy
 of the trained model (tfdist.export.plain_copy), outside the strategy.
 Imports tfdist.checkpoint, cluster, config, console, contract,
-data.sources, evaluation, export, models, ps_save, runtime, runtimes,
+data.sources, elastic, evaluation, export, models, ps_save, runtime, runtimes,
 serving, sharding, tasks and trainable (tfdist.monitor once TensorFlow is
 loaded).
 """
@@ -30,6 +30,7 @@ from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import console
 from tfdist import contract
+from tfdist import elastic
 from tfdist import evaluation
 from tfdist import export as export_lib
 from tfdist import models as models_lib
@@ -117,6 +118,8 @@ def run(config: TrainConfig, *, user: contract.UserModel,
         test_metrics=measure(), steps=steps_per_epoch * config.epochs,
         start_step=start_step, train_seconds=train_seconds,
         checkpointing=checkpointing, epoch_monitor=epoch_monitor)
+    if config.min_workers:  # every membership change (tfdist.elastic)
+      result.update(elastic.result_fields(config.model_dir))
     if runtime.is_chief:
       _write_outputs(runtime, model, result, model_fn=user.model_fn,
                      dataset=dataset, out_dir=out_dir)

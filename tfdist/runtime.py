@@ -19,8 +19,8 @@ which turns TensorFlow's errors about a vanished peer into one-line
 with the restore, ``fit``, and what follows it: the final save, the test
 accuracy, the digests, the export). Imports tfdist.barrier, cluster,
 collectives, communication, config, console, coordination, deadlines,
-errors, fused_step, ps_save, strategy and watchdog; TensorFlow only inside
-methods.
+elastic, errors, fused_step, ps_save, strategy and watchdog; TensorFlow
+only inside methods.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from tfdist import communication
 from tfdist import console
 from tfdist import coordination
 from tfdist import deadlines
+from tfdist import elastic
 from tfdist import errors
 from tfdist import fused_step as fused_step_lib
 from tfdist import ps_save
@@ -402,9 +403,13 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     # A SIGTERM TensorFlow's handler took in strategy creation and recorded
     # after the start barrier looked (under load it can take seconds):
     # read again during fit, and acted on at the next agreement.
+    # With --min_workers, a task that asks to join stops the members the
+    # same way (tfdist.elastic), and they regroup with it.
     if self.task is None:
       return None
-    return lambda: coordination.sigterm_taken(timeout_s=0) or None
+    joins = self.config.model_dir if self.config.min_workers else None
+    return lambda: (coordination.sigterm_taken(timeout_s=0)
+                    or (joins and elastic.join_request(joins)) or None)
 
   def finish(self) -> None:
     # The coordination service's leader (worker 0) must not exit while
