@@ -49,7 +49,7 @@ SLOW_FIXTURES = frozenset({
 # early in creation can leave none: docs/reliability.md, Preemption.)
 DEADLINE_MODULES = frozenset({
     "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
-    "test_launch", "test_straggler", "test_peer_watch"})
+    "test_launch", "test_straggler", "test_peer_watch", "test_elastic"})
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -112,12 +112,12 @@ def test_smoke_figures_are_consistent(smoke):
   assert figs["collectives"]["collectives_per_step"] == 1
   assert figs["collectives"]["collectives_per_step_one_worker"] == 0
   assert figs["collectives"]["ms_per_collective"] is not None
-  # The all-reduce: 7,850 float32 parameters and 3 metric sums = 31,412
-  # bytes per step; in float16 the gradients take half (the sums stay
-  # float32).
+  # The all-reduce: 7,850 float32 parameters and 4 metric sums (the loss
+  # tracker's and the accuracy's total and count) = 31,416 bytes per step;
+  # in float16 the gradients take half (the sums stay float32).
   fp16 = figs["all_reduce_float16"]
-  assert fp16["float32_bytes_per_step"] == (7850 + 3) * 4
-  assert fp16["float16_bytes_per_step"] == 7850 * 2 + 3 * 4
+  assert fp16["float32_bytes_per_step"] == (7850 + 4) * 4
+  assert fp16["float16_bytes_per_step"] == 7850 * 2 + 4 * 4
   assert fp16["ratio"] == 0.5
   assert len(figs["large_batch"]["runs"]) == 3
   for run_figs in figs["large_batch"]["runs"].values():

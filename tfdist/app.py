@@ -357,6 +357,10 @@ def fit(model_fn: Union[Callable, str], *, name: Optional[str] = None,
       tf_config if tf_config is None or isinstance(tf_config, str)
       else json.dumps(tf_config))
   config, data = _settings_of(settings, task)
+  if config.min_workers:
+    raise ConfigError("fit(..., min_workers=...): a regroup re-executes the "
+                      "process; run the job with tfdist.main or python -m "
+                      "tfdist.train instead")
   data.source()  # where the data is, checked without TensorFlow
   return lifecycle.perform(config=config, data_config=data, user=user,
                            task=task)

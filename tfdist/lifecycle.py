@@ -1,21 +1,24 @@
 """One task's whole life in a job: its role, its work and how it ends.
 
-Owns :func:`perform`: plan the task's role (tfdist.training.strategy.plan_role),
-then host (ps workers and ps tasks: tfdist.training.hosting), evaluate (the
-evaluator: tfdist.training.evaluator) or train (tfdist.training.loop, under the
-runtime of tfdist.training.choose_runtime, which turns a peer lost at any moment
-after TensorFlow starts into one line and a retried status), and return the
-result (tfdist.fit returns it). And :func:`run`, the entry point's: print the
-result as one JSON line; go on without stalled ps workers by re-executing the ps
-chief (:func:`restart_without`, which leaves them a record that tells them, once
-the job is done, to end clean); and end the process past TensorFlow's teardown
+Owns :func:`perform`: plan the task's role
+(tfdist.training.strategy.plan_role), then host (ps workers and ps tasks:
+tfdist.training.hosting), evaluate (the evaluator: tfdist.training.evaluator)
+or train (tfdist.training.loop, under the runtime of
+tfdist.training.choose_runtime, which turns a peer lost at any moment after
+TensorFlow starts into one line and a retried status), and return the result
+(tfdist.fit returns it). And :func:`run`, the entry point's: print the result
+as one JSON line; go on without stalled ps workers by re-executing the ps chief
+(:func:`restart_without`, which leaves them a record that tells them, once the
+job is done, to end clean); and end the process past TensorFlow's teardown
 where that would wait for a peer. Every argument is plain: the entry point
-(tfdist.app) reads the flags and the environment and hands them over. Imports
-tfdist.cli, cluster.specs, training.config, console, model.contract, data,
-errors, training.evaluator, training.hosting, training.loop, training.monitor,
-training.choose_runtime, liveness.stall_watch, training.strategy and
-liveness.watchdog; TensorFlow only through them, once a task is known to need
-it.
+(tfdist.app) reads the flags and the environment and hands them over. With
+--min_workers, :func:`run` first agrees with the other workers on who trains
+(tfdist.training.elastic), and a lost peer re-executes the task into a new
+round instead of ending it. Imports tfdist.cli, cluster.specs, console, data,
+errors, liveness (stall_watch, watchdog), model.contract and of
+tfdist.training: choose_runtime, config, elastic, evaluator, hosting, loop,
+monitor and strategy; TensorFlow only through them, once a task is known to
+need it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tfdist.liveness import stall_watch
 from tfdist.liveness import watchdog
 from tfdist.model import contract
 from tfdist.training import choose_runtime
+from tfdist.training import elastic
 from tfdist.training import evaluator
 from tfdist.training import hosting
 from tfdist.training import loop
@@ -108,7 +112,14 @@ def run(*, config: TrainConfig, data_config: DataConfig,
   # The run's runtime, with what it keeps
   # (tfdist.training.runtime.Runtime.keep), lives until the process ends.
   kept = []
+  membership = None
   try:
+    if config.min_workers:
+      membership = _elastic_round(config, task)
+      if membership is None:  # done without this task
+        return errors.EXIT_OK
+      task = membership.task
+      config = dataclasses.replace(config, batch_size=membership.batch_size)
     result = perform(config=config, data_config=data_config, user=user,
                      task=task, kept=kept, started_at=started_at)
     status = result.get("status", errors.EXIT_OK)
@@ -120,12 +131,37 @@ def run(*, config: TrainConfig, data_config: DataConfig,
       watchdog.exit_now(status)
     return status
   except errors.PeerLost as e:
+    if membership is not None:  # the members regroup without the lost one
+      elastic.regroup(e.phase, executable=process.executable,
+                      argv=process.argv, environ=process.environ)
     watchdog.exit_now(cli.report(e))
+  except errors.Preempted as e:
+    joining = membership and elastic.join_request(
+        config.model_dir, membership.generation + 1)
+    if joining:  # the members saved; they regroup with the one that joins
+      elastic.regroup(f"{joining} (saved step {e.step})",
+                      executable=process.executable, argv=process.argv,
+                      environ=process.environ)
+    raise
   except KeyboardInterrupt:
     console.info("interrupted (SIGINT); exiting")
     watchdog.exit_now(errors.EXIT_INTERRUPTED)
   finally:
     stall_watch.on_stalled_workers(None)  # this run's, not the next one's
+
+
+def _elastic_round(
+    config: TrainConfig,
+    task: Optional[cluster_lib.Task]) -> Optional[elastic.Membership]:
+  """--min_workers: the members of this round (tfdist.training.elastic),
+  checked and agreed before TensorFlow starts; None: the job finished
+  without this task."""
+  elastic.check_cluster(task, min_workers=config.min_workers,
+                        batch_size=config.batch_size)
+  return elastic.agree(task, min_workers=config.min_workers,
+                       model_dir=config.model_dir,
+                       batch_size=config.batch_size,
+                       timeout=config.peer_timeout)
 
 
 def perform(*, config: TrainConfig, data_config: DataConfig,

@@ -16,6 +16,9 @@ exits with that task's status, naming it (``--max_restarts N`` restarts it,
 or the whole job when training is synchronous, up to N times, when its
 status is one the rendered Kubernetes manifests retry: tfdist.errors.retried;
 1-127, the program's own verdict, fails the job at once there and here).
+With ``--min_workers=K`` in the command (tfdist.training.elastic), a worker lost
+with such a status is neither restarted nor the end of the job while K
+others run: they regroup without it.
 Ctrl-C or SIGTERM stops everything and exits 130 or 143: the signal handler
 only records the signal in a queue the main loop reads, so a signal can
 never interrupt the launcher inside a lock or a half-done start or stop. No
@@ -125,6 +128,24 @@ def primary_task(cluster) -> str:
   return "chief-0" if "chief" in cluster else "worker-0"
 
 
+def min_workers_of(command: Sequence[str]) -> int:
+  """``--min_workers`` of a training command line (0 when absent): how the
+  launcher knows that the job goes on without a lost worker."""
+  value = 0
+  for i, word in enumerate(command):
+    if word.startswith("--min_workers="):
+      text = word.split("=", 1)[1]
+    elif word == "--min_workers" and i + 1 < len(command):
+      text = command[i + 1]
+    else:
+      continue
+    try:
+      value = int(text)
+    except ValueError:
+      value = 0  # the trainer says what is wrong with it
+  return value
+
+
 class Launcher:
   """Starts, watches and stops the local processes of one job."""
 
@@ -138,6 +159,8 @@ class Launcher:
       raise ConfigError(f"--grace={grace}: must be >= 0")
     if max_restarts < 0:
       raise ConfigError(f"--max_restarts={max_restarts}: must be >= 0")
+    # --min_workers in the command: the job goes on without a lost worker.
+    self._min_workers = min_workers_of(command)
     self._restarts_left = max_restarts
     self._max_restarts = max_restarts
     self._cluster = cluster
@@ -274,6 +297,12 @@ class Launcher:
       if not any(c.process is process for c in self._children):
         continue  # a task stopped for a restart; its successor runs
       finished[name] = code
+      if code != 0 and self._goes_on_without(name, exit_status(code)):
+        if self._restarts_left > 0:  # as a Job recreates a lost pod
+          del finished[name]
+          self._restart_alone(name, f"{name} joins the others at their "
+                              "next agreement once it runs")
+        continue
       if (code != 0 and self._restarts_left > 0 and grace_deadline is None
           and errors.retried(exit_status(code))):
         if self._restart(name, exit_status(code)):
@@ -295,6 +324,29 @@ class Launcher:
         grace_deadline = time.monotonic() + self._grace
     self._join_readers()
     return 0
+
+  def _goes_on_without(self, name: str, status: int) -> bool:
+    """With --min_workers=K in the command, a training task lost with a
+    status Kubernetes retries is not restarted, nor the job stopped, while
+    at least K others run: they regroup without it (tfdist.training.elastic)."""
+    training = [c for c in self._running()
+                if c.name.rsplit("-", 1)[0] in ("chief", "worker")]
+    if (not self._min_workers or not errors.retried(status)
+        or len(training) < self._min_workers):
+      return False
+    self.say(f"{name} exited with status {status}; --min_workers="
+             f"{self._min_workers}: the other {len(training)} workers go on "
+             "without it")
+    return True
+
+  def _restart_alone(self, name: str, why: str) -> None:
+    """Restarts one task (--max_restarts permitting), saying ``why``."""
+    self._restarts_left -= 1
+    self.say(f"{why}; restarting it (restart "
+             f"{self._max_restarts - self._restarts_left}/"
+             f"{self._max_restarts})")
+    task_type, index = name.rsplit("-", 1)
+    self._start_task(task_type, int(index))
 
   def _restart(self, name: str, status: int) -> bool:
     """Restarts a failed task, or the whole job; True for the whole job.

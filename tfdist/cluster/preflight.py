@@ -32,6 +32,7 @@ into a running job, whose servers count as found.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import threading
@@ -320,6 +321,24 @@ def _missing(name: str, address: str, *, timeout: float, stale: set,
       "cluster spec), fix its address or raise --peer_timeout")
 
 
+def handshake(task: cluster_lib.Task) -> bytes:
+  """What ``task`` says on its port in preflight: the magic word, the
+  digest of its cluster spec and its name."""
+  digest = cluster_lib.spec_digest(task.cluster)
+  return f"{_MAGIC} {digest} {task.name}\n".encode()
+
+
+@contextlib.contextmanager
+def answering(task: cluster_lib.Task, *, timeout: float):
+  """This task's port answers :func:`handshake` while the block runs (its
+  port waited for within ``timeout``, as in :func:`check_peers`)."""
+  listener = _Listener(task, handshake(task), timeout=timeout)
+  try:
+    yield
+  finally:
+    listener.close()
+
+
 def check_peers(task: cluster_lib.Task, *, timeout: float,
                 peers: Mapping[str, str] = None,
                 found_if_running: tuple = (),
@@ -346,10 +365,10 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
   """
   digest = cluster_lib.spec_digest(task.cluster)
   pending = dict(peers_of(task) if peers is None else peers)
-  handshake = f"{_MAGIC} {digest} {task.name}\n".encode()
+  hello = handshake(task)
   start = clock()
   # This task's own port first, within the same deadline.
-  listener = _Listener(task, handshake, timeout=timeout, clock=clock)
+  listener = _Listener(task, hello, timeout=timeout, clock=clock)
   # See the module docstring: under multiworker a server that did not see
   # us is a previous run's.
   restarts_together = "ps" not in task.cluster
@@ -360,7 +379,7 @@ def check_peers(task: cluster_lib.Task, *, timeout: float,
     silent = set()  # accepted a connection and never answered
     while True:
       for name, address in list(pending.items()):
-        found = _answered(name, address, probe(address, introduce=handshake),
+        found = _answered(name, address, probe(address, introduce=hello),
                           task=task, digest=digest, listener=listener,
                           restarts_together=restarts_together,
                           stale=stale, silent=silent)

@@ -3,10 +3,9 @@
 Each field is one training setting: its name, type, default and help (the
 field's ``metadata["help"]``) are all there is; the trainers generate their absl
 flags from the fields (tfdist.app) and only override defaults. Everything here
-is checked without TensorFlow. Imports tfdist.training.checkpoint,
-training.communication, errors, training.fused_step, training.precision,
-training.schedules, training.sharding and training.strategy (their plain-Python
-checks and constants).
+is checked without TensorFlow. Imports tfdist.errors and of
+tfdist.training: checkpoint, communication, elastic, fused_step, precision,
+schedules, sharding and strategy (their plain-Python checks and constants).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Optional
 from tfdist.errors import ConfigError
 from tfdist.training import checkpoint as checkpoint_lib
 from tfdist.training import communication
+from tfdist.training import elastic
 from tfdist.training import fused_step as fused_step_lib
 from tfdist.training import precision as precision_lib
 from tfdist.training import schedules
@@ -71,6 +71,12 @@ class TrainConfig:
       120.0, "Seconds to wait for the other tasks before failing (at "
       "start-up, in barriers, checkpoint saves; see "
       "tfdist.liveness.deadlines).")
+  min_workers: int = _setting(
+      0, "multiworker with --model_dir: when workers are lost and not back "
+      "within --peer_timeout, the others (at least this many) regroup and "
+      "train on from the last checkpoint, with the same global batch "
+      "(--batch_size x the full cluster's workers); 0 = off "
+      "(docs/reliability.md, Elastic multiworker).")
   heartbeat_timeout: float = _setting(
       10.0, "multiworker: seconds without a peer's heartbeat (killed, "
       "stopped, cut off) before the job stops with status 200.")
@@ -177,6 +183,8 @@ class TrainConfig:
     communication.check(all_reduce_dtype=self.all_reduce_dtype,
                         strategy=self.strategy)
     self.fuses_step()  # validates --fused_step with --accumulate_steps
+    elastic.check(min_workers=self.min_workers, strategy=self.strategy,
+                  model_dir=self.model_dir)
     sharding.check(strategy=self.strategy,
                    variable_partitioner=self.variable_partitioner,
                    min_shard_bytes=self.min_shard_bytes,

@@ -12,9 +12,9 @@ metrics (tfdist.training.measurement) are measured on a plain copy of the
 trained model (tfdist.training.sharding.plain_copy), outside the strategy; the
 export is written from another. Imports tfdist.cluster.specs, console, errors,
 data.sources, model (contract, models, tasks), serving (export, signatures) and
-of tfdist.training: checkpoint, choose_runtime, config, measurement, ps_save,
-runtime, sharding and trainable (tfdist.training.monitor once TensorFlow is
-loaded).
+of tfdist.training: checkpoint, choose_runtime, config, elastic, measurement,
+ps_save, runtime, sharding and trainable (tfdist.training.monitor once
+TensorFlow is loaded).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from tfdist.serving import export as export_lib
 from tfdist.serving import signatures
 from tfdist.training import checkpoint as checkpoint_lib
 from tfdist.training import choose_runtime
+from tfdist.training import elastic
 from tfdist.training import measurement
 from tfdist.training import ps_save
 from tfdist.training import runtime as runtime_lib
@@ -108,6 +109,8 @@ def run(config: TrainConfig, *, user: contract.UserModel,
         test_metrics=measure(), steps=steps_per_epoch * config.epochs,
         start_step=start_step, train_seconds=train_seconds,
         checkpointing=checkpointing, epoch_monitor=epoch_monitor)
+    if config.min_workers:  # every membership change (tfdist.training.elastic)
+      result.update(elastic.result_fields(config.model_dir))
     if runtime.is_chief:
       _write_outputs(runtime, model, result, model_fn=user.model_fn,
                      dataset=dataset, out_dir=out_dir)

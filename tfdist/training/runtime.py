@@ -16,12 +16,11 @@ on preemption, and what happens when the job is preempted or done. The three imp
 tfdist.training.choose_runtime creates the one a task needs. Also here:
 :func:`lost_peers`, which turns TensorFlow's errors about a vanished peer into
 one-line :class:`~tfdist.errors.PeerLost`, around every phase that meets them
-(set-up with the restore, ``fit``, and what follows it: the final save, the test
-accuracy, the digests, the export). Imports tfdist.liveness.barrier,
-cluster.specs, training.collectives, training.communication, training.config,
-console, liveness.coordination, liveness.deadlines, errors, training.fused_step,
-training.ps_save, training.strategy and liveness.watchdog; TensorFlow only
-inside methods.
+(set-up with the restore, ``fit``, and what follows it: the final save, the
+test accuracy, the digests, the export). Imports tfdist.cluster.specs, console,
+errors, liveness (barrier, coordination, deadlines, watchdog) and of
+tfdist.training: collectives, communication, config, elastic, fused_step,
+ps_save and strategy; TensorFlow only inside methods.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from tfdist.liveness import deadlines
 from tfdist.liveness import watchdog
 from tfdist.training import collectives
 from tfdist.training import communication
+from tfdist.training import elastic
 from tfdist.training import fused_step as fused_step_lib
 from tfdist.training import ps_save
 from tfdist.training import strategy as strategy_lib
@@ -405,9 +405,13 @@ class MultiWorkerRuntime(_AllReduceRuntime):
     # A SIGTERM TensorFlow's handler took in strategy creation and recorded
     # after the start barrier looked (under load it can take seconds):
     # read again during fit, and acted on at the next agreement.
+    # With --min_workers, a task that asks to join stops the members the
+    # same way (tfdist.training.elastic), and they regroup with it.
     if self.task is None:
       return None
-    return lambda: coordination.sigterm_taken(timeout_s=0) or None
+    joins = self.config.model_dir if self.config.min_workers else None
+    return lambda: (coordination.sigterm_taken(timeout_s=0)
+                    or (joins and elastic.join_request(joins)) or None)
 
   def finish(self) -> None:
     # The coordination service's leader (worker 0) must not exit while
