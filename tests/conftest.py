@@ -1,5 +1,10 @@
 """Shared test helpers: run real processes with deadlines, read their JSON.
 
+The tests are grouped by the concern they test, as tfdist's packages are
+(tests/cluster, liveness, training, records, serving, k8s, bench and
+project: the docs, the examples and the layering); the helpers they share
+and the programs their jobs run are here, in tests/.
+
 Every child process runs with a hard timeout and is killed (its whole
 process group) when the test ends, passed or not.
 
@@ -19,6 +24,14 @@ import time
 import pytest
 
 import machine_share
+
+# A test module may use another's helpers by its name, as when they shared
+# one folder (test_export: test_tables' table), wherever each concern keeps
+# it.
+sys.path.extend(sorted(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), d.name)
+    for d in os.scandir(os.path.dirname(os.path.abspath(__file__)))
+    if d.is_dir() and d.name not in ("data", "__pycache__")))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real MNIST sample bundled in the package: the suite needs nothing

@@ -1,5 +1,5 @@
 """A task whose restart is held back, as a pod whose replacement is not
-scheduled until a node comes back (for tests/test_elastic.py).
+scheduled until a node comes back (for tests/liveness/test_elastic.py).
 
 python tests/elastic_gate.py GATE_DIR -- COMMAND [ARGS...]
   The first start of a task (named by its TF_CONFIG) leaves a mark in

@@ -1,4 +1,4 @@
-"""A ps chief's liveness pieces, one at a time, for tests/test_liveness.py.
+"""A ps chief's liveness pieces, one at a time, for tests/liveness/test_liveness.py.
 
 python tests/liveness_task.py peer_watch WORKDIR
   runs 50 step boundaries of tfdist.training.checkpoint's callback while its

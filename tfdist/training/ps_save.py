@@ -26,7 +26,7 @@ It replaces ``MultiDeviceSaver.save`` for the context's duration and calls
 the saver's private parts (``_get_shards_by_task``, ``_registered_savers``,
 ``functional_saver._single_shard_save``): TensorFlow has no public way.
 A TensorFlow where they differ fails the save (AttributeError), and
-``tests/test_liveness.py`` fails the moment the replacement is no longer
+``tests/liveness/test_liveness.py`` fails the moment the replacement is no longer
 what a save calls (it counts the calls of :func:`_parallel_save`).
 
 Imports nothing from tfdist; TensorFlow lazily.

@@ -427,6 +427,7 @@ def test_signal_stops_real_trainers(cpu_load, after, max_delay):
     _trial(_launcher(spec, command), signum, after, rng.uniform(0, max_delay))
 
 
+@pytest.mark.slow  # trains two workers
 @pytest.mark.timeout(180)
 def test_successful_two_worker_run_prints_no_error(tmp_path):
   """The README's two-worker command, with no flags: the bundled data, no

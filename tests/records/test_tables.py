@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import json_lines, run
+from conftest import REPO, json_lines, run
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
@@ -42,7 +42,7 @@ from tfdist.model import preprocessing  # pylint: disable=wrong-import-position
 from tfdist.training import measurement  # pylint: disable=wrong-import-position
 import tfdist  # pylint: disable=wrong-import-position
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA = os.path.join(REPO, "tests", "data")
 
 
 def convert(source, out, *flags):

@@ -17,7 +17,7 @@ trainer's accuracy, one shared job; other rows of it (another file without
 one category, other columns) are then predicted in this process and must
 predict as the same rows of test.csv and as their records. Exports made in
 this process (every task, TFLite of a table, image folders):
-tests/test_serving.py.
+tests/serving/test_serving.py.
 """
 
 import csv

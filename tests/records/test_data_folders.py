@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import json_lines, run
+from conftest import REPO, json_lines, run
 from test_data_files import fingerprints, write
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -30,7 +30,7 @@ from tfdist.data import tfds_stream  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 from tfdist.model import models  # pylint: disable=wrong-import-position
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(REPO, "tests")  # the suite's helper programs
 
 
 def save(path, image, encode):

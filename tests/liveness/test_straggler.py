@@ -2,7 +2,7 @@
 that measure the bench's straggler and data figures.
 
 The straggler figure itself runs in the bench's smoke test
-(tests/test_bench.py); these need no TensorFlow.
+(tests/bench/test_bench.py); these need no TensorFlow.
 """
 
 import subprocess

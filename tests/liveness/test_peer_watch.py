@@ -4,7 +4,7 @@ A stopped worker answers a probe only at its timeout. Asked from the batch
 hooks, every question cost the chief's loop that timeout: it dispatched one step
 per probe, which the stall watch read as progress, so a stalled worker was gone
 on without after minutes instead of its deadline (2 of 5 runs of
-tests/test_sharding.py's stalled job, and one CI run). The question now runs in
+tests/training/test_sharding.py's stalled job, and one CI run). The question now runs in
 tfdist.liveness.peer_watch's thread; the loop (tfdist.training.checkpoint's
 batch hook) only reads the answer: the last test drives that hook in a real
 process.

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import run
+from conftest import SPECS, run
 from tfdist import __main__ as command
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "tfdist")
@@ -41,8 +41,7 @@ def test_every_subcommand_and_its_module_answer_help(name):
 
 
 def test_a_subcommand_runs_as_its_module_does(tmp_path):
-  spec = os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), "cluster_specs", "two_workers.json")
+  spec = os.path.join(SPECS, "two_workers.json")
   via_command = _tfdist("tfconfig", spec, "worker", "1")
   via_module = run([sys.executable, "-m", "tfdist.tfconfig", spec, "worker",
                     "1"], timeout=60)
