@@ -740,6 +740,35 @@ def test_exercise_of_k8s_jobset_restarts_the_set(mnist_dir, tmp_path):
   print(f"\nJobSet restart: {line[len('[exercise] '):]}")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_exercise_of_an_elastic_jobset_finishes_without_a_pod_gone_for_good(
+    mnist_dir, tmp_path):
+  """Rendered with --min_workers=2 for 3 workers: worker 2's pod killed at
+  step 10 and its replacement never scheduled; the other two regroup with
+  the global batch kept, and the JobSet completes on them."""
+  del mnist_dir
+  out = _render(tmp_path, {"worker": ["w:1", "w:2", "w:3"]}, "--job_name=el",
+                "--image=img:1", "--kind=jobset", "--gpus_per_worker=0",
+                "--", "--min_workers=2")
+  result = _exercise(out, tmp_path, "--kill=el-worker-0-2@10steps:gone",
+                     "--grace=20", "--", f"--mnist_dir={MNIST_DIR}",
+                     "--epochs=1", "--steps_per_epoch=30",
+                     "--checkpoint_every_steps=10", "--peer_timeout=10")
+  out = result.stdout
+  assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+  assert ("[exercise] pod el-worker-0-2 stays Pending: its node is gone"
+          in out)
+  assert not [l for l in out.splitlines() if "RestartJobSet" in l]
+  assert "[exercise] Job el-worker-0: 2/3 pods succeeded: Complete" in out
+  assert "[exercise] JobSet el: successPolicy met: Completed" in out
+  (chief,) = json_lines(out, "[worker-0] ")
+  assert chief["global_step"] == 30 and chief["global_batch_size"] == 300
+  assert [(m["workers"], m["members"]) for m in chief["membership"]][1:] == [
+      (2, ["worker-0", "worker-1"])]
+  assert chief["membership"][0]["workers"] == 3
+
+
 def _admitted(stdout):
   """What the exercise admitted in Kueue's stead (before any pod)."""
   lines = stdout.splitlines()
@@ -842,6 +871,8 @@ def test_exercise_needs_the_data_claim_mapped():
 @pytest.mark.parametrize("kill, message", [
     ("mnist-worker-1", "write POD@SECONDS or POD@NUMBERsteps"),
     ("mnist-worker-1@soon", "write POD@SECONDS or POD@NUMBERsteps"),
+    ("mnist-worker-1@40steps:never", "then :gone if its replacement "
+                                     "never schedules"),
     ("mnist-worker-7@5", "--kill=mnist-worker-7@...: no such pod; the pods "
                          "are mnist-worker-0, mnist-worker-1"),
 ])
