@@ -9,7 +9,8 @@ tfdist.launch it never stops the other tasks when one exits: what each
 survivor does on its own is what is measured. Also
 :func:`checkpoints_readable`, what a job left. Imports
 tfdist.bench.log_noise, tfdist.bench.runner (the children's environment),
-tfdist.checkpoint, tfdist.cluster, tfdist.launch (exit statuses),
+tfdist.checkpoint, tfdist.cluster, tfdist.elastic (a shape's
+--min_workers), tfdist.launch (exit statuses),
 tfdist.preflight (is a task up?) and tfdist.relay (whole lines);
 TensorFlow only to read checkpoints.
 """
@@ -26,6 +27,7 @@ from typing import Callable, Optional, Sequence
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
+from tfdist import elastic
 from tfdist import launch
 from tfdist import preflight
 from tfdist import relay
@@ -37,13 +39,23 @@ SHAPES = {"multiworker": {"worker": 2},
           "ps": {"chief": 1, "worker": 2, "ps": 1}}
 # More shapes, each named ``STRATEGY-...``: its tasks run --strategy=STRATEGY.
 # ps-2ps: the variables over two ps tasks (tfdist.sharding).
-MORE_SHAPES = {"ps-2ps": {"chief": 1, "worker": 2, "ps": 2}}
+# multiworker-elastic: 3 workers with --min_workers=2 (tfdist.elastic): one
+# lost for good, the other two regroup and finish.
+MORE_SHAPES = {"ps-2ps": {"chief": 1, "worker": 2, "ps": 2},
+               "multiworker-elastic": {"worker": 3}}
+# The trainer flags a shape adds to every task's.
+_SHAPE_FLAGS = {"multiworker-elastic": ("--min_workers=2",)}
 _START_ORDER = ("ps", "worker", "chief", "evaluator")  # servers first
 
 
 def strategy_of(shape: str) -> str:
   """The --strategy of a shape's tasks: ``ps`` for ``ps-2ps``."""
   return shape.split("-", 1)[0]
+
+
+def min_workers(shape: str) -> int:
+  """The --min_workers of a shape's tasks (0: not elastic)."""
+  return elastic.min_workers_of(_SHAPE_FLAGS.get(shape, ()))
 
 
 def free_cluster(shape: str) -> dict:
@@ -75,7 +87,8 @@ class Job:
     tfdist.bench.capped's)."""
     self.strategy = strategy_of(shape)
     self.cluster = cluster or free_cluster(shape)
-    self._flags = [f"--strategy={self.strategy}", *flags]
+    self._flags = [f"--strategy={self.strategy}",
+                   *_SHAPE_FLAGS.get(shape, ()), *flags]
     self._module = f"trainers.{trainer}"
     self._prefix = prefix
     self._env = runner.child_env(dict(os.environ if environ is None
