@@ -200,8 +200,11 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
         and min(job.done_at(target), job.done_at(job.primary)) > acted_at
         and acted_at < job.training_ended_at()):
       record["unexplained"].append(target)  # swallowed while it trained
-    if record["statuses"].get(job.primary) == 0:
-      noise = job.noise_after_training() or []
+    # Under --min_workers the next worker by rank leads a primary gone.
+    finisher = (others[0] if jobs_lib.min_workers(strategy)
+                and target == job.primary else job.primary)
+    if record["statuses"].get(finisher) == 0:
+      noise = job.noise_after_training(finisher) or []
       record.update(noise_after_training=len(noise), noise=noise[:3])
     # A ps job that went on without a stopped worker (no relaunch).
     record["healed"] = (jobs_lib.strategy_of(strategy) == "ps"

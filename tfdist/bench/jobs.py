@@ -171,17 +171,19 @@ class Job:
         return at
     return float("inf")
 
-  def training_ended_at(self) -> float:
-    """When the primary task ended its last epoch (tfdist.bench.log_noise:
-    it must run at ``--verbose=2``); infinity if it never did."""
-    end = log_noise.training_end(self.output[self.primary])
-    return float("inf") if end is None else self.line_times[self.primary][end]
+  def training_ended_at(self, name: str = "") -> float:
+    """When task ``name`` (default: the primary) ended its last epoch
+    (tfdist.bench.log_noise: it must run at ``--verbose=2``); infinity if
+    it never did."""
+    name = name or self.primary
+    end = log_noise.training_end(self.output[name])
+    return float("inf") if end is None else self.line_times[name][end]
 
-  def noise_after_training(self) -> Optional[list]:
-    """Every task's E-level lines and tracebacks after the primary task's
-    last epoch (see :meth:`training_ended_at`), each prefixed
-    ``[task] ``; None if it never ended an epoch."""
-    ended_at = self.training_ended_at()
+  def noise_after_training(self, name: str = "") -> Optional[list]:
+    """Every task's E-level lines and tracebacks after the last epoch of
+    task ``name`` (default: the primary; see :meth:`training_ended_at`),
+    each prefixed ``[task] ``; None if it never ended an epoch."""
+    ended_at = self.training_ended_at(name)
     if ended_at == float("inf"):
       return None
     return [f"[{name}] {line}" for name in self.processes
