@@ -1,7 +1,7 @@
 """MkDocs hook: the flag reference, generated when the docs are built.
 
-A line ``<!-- flags: tfdist.config.TrainConfig -->`` in a page becomes the
-table of that settings class's flags (tfdist.app.flags_table): each flag is
+A line ``<!-- flags: tfdist.training.config.TrainConfig -->`` in a page becomes
+the table of that settings class's flags (tfdist.app.flags_table): each flag is
 declared once, as a field, and never copied by hand into the docs.
 """
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from tfdist import cluster as cluster_lib
+from tfdist.cluster import specs as cluster_lib
 
 _WAIT_S = 600
 

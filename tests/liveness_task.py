@@ -1,19 +1,20 @@
 """A ps chief's liveness pieces, one at a time, for tests/test_liveness.py.
 
 python tests/liveness_task.py peer_watch WORKDIR
-  runs 50 step boundaries of tfdist.checkpoint's callback while its
+  runs 50 step boundaries of tfdist.training.checkpoint's callback while its
   question to the peers hangs (printing the seconds each took), then
   answers it (worker-1 asked to stop): the next boundary saves and stops.
 python tests/liveness_task.py ps_save WORKDIR
   a ps chief (2 ps tasks in this process, worker-0 a process of its own)
   runs steps on worker-0, saves, stops worker-0 (SIGSTOP) between steps
-  and saves again (tfdist.ps_save: no function registered with it), each
-  save's 2 ps tasks writing at once (their writes meet at a barrier);
+  and saves again (tfdist.training.ps_save: no function registered with
+  it), each save's 2 ps tasks writing at once (their writes meet at a
+  barrier);
   prints the saves and the tasks they wrote on.
 python tests/liveness_task.py save WORKDIR
   gets SIGTERM (sent to itself) inside a save nested in training that runs
   Python for 5 s (the task's handler runs; the save's sentinel must not
-  act); then reaches the next step boundary of tfdist.checkpoint's
+  act); then reaches the next step boundary of tfdist.training.checkpoint's
   callback, which saves to WORKDIR.
 python tests/liveness_task.py unreadable WORKDIR
   starts a stall watch on a ClusterCoordinator whose private attributes
@@ -40,12 +41,12 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import portpicker
 
 from tfdist import cli
-from tfdist import cluster as cluster_lib
-from tfdist import deadlines
-from tfdist import preflight
-from tfdist import stall_watch
-from tfdist import watchdog
+from tfdist.cluster import preflight
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import Preempted
+from tfdist.liveness import deadlines
+from tfdist.liveness import stall_watch
+from tfdist.liveness import watchdog
 
 
 def _cluster(worker_0: str = "", worker_1: str = "") -> dict:
@@ -56,10 +57,10 @@ def _cluster(worker_0: str = "", worker_1: str = "") -> dict:
 
 
 def _checkpointing(workdir: str, **kwargs):
-  """tfdist.checkpoint's callback of a small model, begun (its SIGTERM
+  """tfdist.training.checkpoint's callback of a small model, begun (its SIGTERM
   handler installed) and in its first epoch."""
   import tensorflow as tf
-  from tfdist import checkpoint
+  from tfdist.training import checkpoint
   model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
   model.compile(optimizer="sgd", loss="mse")
   saving = checkpoint.Checkpointing(
@@ -125,10 +126,10 @@ def _ps_strategy(cluster: dict) -> tuple:
 
 
 def _instrumented_saves() -> list:
-  """Counts tfdist.ps_save's saves (the replacement took effect), and
+  """Counts tfdist.training.ps_save's saves (the replacement took effect), and
   makes each ps task's write wait for the other's (they run at once)."""
   from tensorflow.python.checkpoint import functional_saver
-  from tfdist import ps_save
+  from tfdist.training import ps_save
   calls, barrier = [], threading.Barrier(2, timeout=20)
   parallel_save, shard_save = (ps_save._parallel_save,
                                functional_saver._single_shard_save)
@@ -148,7 +149,7 @@ def _instrumented_saves() -> list:
 
 def ps_save_with_a_stopped_worker(workdir: str) -> int:
   import tensorflow as tf
-  from tfdist import ps_save
+  from tfdist.training import ps_save
   free = [f"127.0.0.1:{portpicker.pick_unused_port()}" for _ in range(4)]
   cluster = {"chief": free[:1], "worker": free[1:2], "ps": free[2:]}
   strategy, worker = _ps_strategy(cluster)

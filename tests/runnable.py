@@ -10,7 +10,7 @@ separated by ``;``; the guide shows OLD). Every ``/tmp/`` of a block is the
 test's own temporary directory. The blocks of one file run in order, in one
 working directory, so a later block may use what an earlier one wrote.
 
-A block that launches a shipped cluster spec (``tfdist.launch
+A block that launches a shipped cluster spec (``tfdist.cluster.launch
 --cluster_spec=...``) runs with ``--free_ports`` added: the specs' fixed
 ports are the reader's, and two test processes run at once.
 """

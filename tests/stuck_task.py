@@ -28,10 +28,10 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 # pylint: disable=g-import-not-at-top
 from tfdist import cli
-from tfdist import cluster as cluster_lib
-from tfdist import coordination
-from tfdist import preflight
-from tfdist import watchdog
+from tfdist.cluster import preflight
+from tfdist.cluster import specs as cluster_lib
+from tfdist.liveness import coordination
+from tfdist.liveness import watchdog
 
 
 def _ready(path: str) -> None:
@@ -76,7 +76,7 @@ def freeze_after_heartbeats(ready: str, deadline_s: float, peer: str) -> int:
   import ctypes
   import threading
   import time
-  from tfdist import sentinel
+  from tfdist.liveness import sentinel
   watching = sentinel.Sentinel(name="training", deadline_s=deadline_s,
                                grace_s=1, peers={"worker-1": peer})
 

@@ -19,12 +19,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import pytest  # pylint: disable=wrong-import-position
 
 from conftest import child_env, json_lines, launch, run, trainer, SPECS  # pylint: disable=wrong-import-position
-from tfdist import schedules  # pylint: disable=wrong-import-position
 from tfdist.bench import figures as bench_figures  # pylint: disable=wrong-import-position
 from tfdist.bench import plan as bench_plan  # pylint: disable=wrong-import-position
 from tfdist.bench import runner as bench_runner  # pylint: disable=wrong-import-position
-from tfdist.config import TrainConfig  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+from tfdist.training import schedules  # pylint: disable=wrong-import-position
+from tfdist.training.config import TrainConfig  # pylint: disable=wrong-import-position
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -112,12 +112,12 @@ def test_smoke_figures_are_consistent(smoke):
   assert figs["collectives"]["collectives_per_step"] == 1
   assert figs["collectives"]["collectives_per_step_one_worker"] == 0
   assert figs["collectives"]["ms_per_collective"] is not None
-  # The all-reduce: 7,850 float32 parameters and 3 metric sums = 31,412
-  # bytes per step; in float16 the gradients take half (the sums stay
-  # float32).
+  # The all-reduce: 7,850 float32 parameters and 4 metric sums (the loss
+  # tracker's and the accuracy's total and count) = 31,416 bytes per step;
+  # in float16 the gradients take half (the sums stay float32).
   fp16 = figs["all_reduce_float16"]
-  assert fp16["float32_bytes_per_step"] == (7850 + 3) * 4
-  assert fp16["float16_bytes_per_step"] == 7850 * 2 + 3 * 4
+  assert fp16["float32_bytes_per_step"] == (7850 + 4) * 4
+  assert fp16["float16_bytes_per_step"] == 7850 * 2 + 4 * 4
   assert fp16["ratio"] == 0.5
   assert len(figs["large_batch"]["runs"]) == 3
   for run_figs in figs["large_batch"]["runs"].values():
@@ -317,7 +317,8 @@ _ALL_REDUCE_CHECK = textwrap.dedent("""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
     import tensorflow as tf
-    from tfdist import communication, strategy as strategy_lib
+    from tfdist.training import communication
+    from tfdist.training import strategy as strategy_lib
 
     # Two replicas (logical CPU devices): a real MirroredStrategy all-reduce.
     strategy = strategy_lib.create("mirrored", task=None, num_cpu_devices=2)

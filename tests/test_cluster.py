@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from conftest import REPO, SPECS, child_env
-from tfdist import cluster
-from tfdist import strategy
+from tfdist.cluster import specs
 from tfdist.errors import ConfigError
+from tfdist.training import strategy
 
 SHIPPED = sorted(glob.glob(os.path.join(SPECS, "*.json")))
 
@@ -25,29 +25,29 @@ def test_there_are_specs_for_each_topology():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
 def test_shipped_spec_is_valid_and_on_loopback(path):
-  spec = cluster.load_spec(path)
+  spec = specs.load_spec(path)
   for addresses in spec.values():
     for address in addresses:
-      host, _ = cluster.split_address(address, where=path)
+      host, _ = specs.split_address(address, where=path)
       # Servers are unauthenticated: shipped local specs stay on loopback.
       assert host in ("127.0.0.1", "localhost", "[::1]"), address
   # Every task of the spec gets a TF_CONFIG that parses back to itself.
   for task_type, addresses in spec.items():
     for index in range(len(addresses)):
-      task = cluster.parse_tf_config(
-          cluster.make_tf_config(spec, task_type, index))
+      task = specs.parse_tf_config(
+          specs.make_tf_config(spec, task_type, index))
       assert (task.type, task.index) == (task_type, index)
       assert task.address == addresses[index]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
 def test_shipped_spec_fits_a_strategy(path):
-  spec = cluster.load_spec(path)
+  spec = specs.load_spec(path)
   fitting = []
   for name in strategy.STRATEGIES:
     try:
       for task_type in spec:
-        strategy.plan_role(name, cluster.make_task(spec, task_type, 0))
+        strategy.plan_role(name, specs.make_task(spec, task_type, 0))
       fitting.append(name)
     except ConfigError:
       pass
@@ -55,22 +55,22 @@ def test_shipped_spec_fits_a_strategy(path):
 
 
 def test_chief_is_worker_zero_without_a_chief():
-  spec = cluster.validate_cluster({"worker": ["a:1", "b:2"]})
-  assert cluster.make_task(spec, "worker", 0).is_chief
-  assert not cluster.make_task(spec, "worker", 1).is_chief
-  with_chief = cluster.validate_cluster({"chief": ["c:3"], "worker": ["a:1"]})
-  assert not cluster.make_task(with_chief, "worker", 0).is_chief
-  assert cluster.make_task(with_chief, "chief", 0).is_chief
+  spec = specs.validate_cluster({"worker": ["a:1", "b:2"]})
+  assert specs.make_task(spec, "worker", 0).is_chief
+  assert not specs.make_task(spec, "worker", 1).is_chief
+  with_chief = specs.validate_cluster({"chief": ["c:3"], "worker": ["a:1"]})
+  assert not specs.make_task(with_chief, "worker", 0).is_chief
+  assert specs.make_task(with_chief, "chief", 0).is_chief
 
 
 def test_assign_ports_fills_port_zero_only():
-  spec = cluster.validate_cluster({"worker": ["127.0.0.1:0", "127.0.0.1:0"],
+  spec = specs.validate_cluster({"worker": ["127.0.0.1:0", "127.0.0.1:0"],
                                    "ps": ["127.0.0.1:5000"]})
   ports = iter([41001, 41002, 41003])
-  assigned = cluster.assign_ports(spec, lambda: next(ports))
+  assigned = specs.assign_ports(spec, lambda: next(ports))
   assert assigned == {"worker": ("127.0.0.1:41001", "127.0.0.1:41002"),
                       "ps": ("127.0.0.1:5000",)}
-  assert not cluster.has_unassigned_ports(assigned)
+  assert not specs.has_unassigned_ports(assigned)
 
 
 BAD_TF_CONFIGS = [
@@ -99,14 +99,14 @@ BAD_TF_CONFIGS = [
 @pytest.mark.parametrize("text,message", BAD_TF_CONFIGS)
 def test_bad_tf_config_is_one_clear_line(text, message):
   with pytest.raises(ConfigError) as raised:
-    cluster.parse_tf_config(text)
+    specs.parse_tf_config(text)
   assert message in str(raised.value)
   assert "\n" not in str(raised.value)
 
 
 def test_unset_tf_config_means_no_task():
-  assert cluster.parse_tf_config(None) is None
-  assert cluster.parse_tf_config("  ") is None
+  assert specs.parse_tf_config(None) is None
+  assert specs.parse_tf_config("  ") is None
 
 
 @pytest.mark.parametrize("cluster_dict,message", [
@@ -116,23 +116,23 @@ def test_unset_tf_config_means_no_task():
     ({"ps": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "has no chief"),
 ])
 def test_ps_strategy_needs_chief_and_ps(cluster_dict, message):
-  spec = cluster.validate_cluster(cluster_dict)
+  spec = specs.validate_cluster(cluster_dict)
   with pytest.raises(ConfigError, match=message):
-    strategy.plan_role("ps", cluster.make_task(spec, "worker", 0))
+    strategy.plan_role("ps", specs.make_task(spec, "worker", 0))
 
 
 def test_roles():
-  spec = cluster.validate_cluster({
+  spec = specs.validate_cluster({
       "chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"],
       "ps": ["127.0.0.1:3"], "evaluator": ["127.0.0.1:4"]})
-  roles = {t: strategy.plan_role("ps", cluster.make_task(spec, t, 0))
+  roles = {t: strategy.plan_role("ps", specs.make_task(spec, t, 0))
            for t in spec}
   assert roles == {"chief": "train", "worker": "host", "ps": "host",
                    "evaluator": "evaluate"}
   with pytest.raises(ConfigError, match="has ps tasks"):
-    strategy.plan_role("multiworker", cluster.make_task(spec, "chief", 0))
+    strategy.plan_role("multiworker", specs.make_task(spec, "chief", 0))
   with pytest.raises(ConfigError, match="trains on one machine"):
-    strategy.plan_role("mirrored", cluster.make_task(spec, "chief", 0))
+    strategy.plan_role("mirrored", specs.make_task(spec, "chief", 0))
   assert strategy.plan_role("multiworker", None) == "train"
 
 
@@ -187,4 +187,4 @@ def test_bad_spec_files(tmp_path):
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
-      cluster.load_spec(str(path))
+      specs.load_spec(str(path))

@@ -19,11 +19,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
-from tfdist import evaluation  # pylint: disable=wrong-import-position
-from tfdist import models  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+from tfdist.model import models  # pylint: disable=wrong-import-position
+from tfdist.training import measurement  # pylint: disable=wrong-import-position
 
 
 def write(*flags, timeout=180):
@@ -178,7 +178,7 @@ def test_softmax_trains_from_the_shards(mnist_records):
   with source.reading():
     model.fit(data, epochs=2, steps_per_epoch=source.train_examples // batch,
               verbose=0)
-  accuracy = evaluation.accuracy(model, source.test_batches(1000))
+  accuracy = measurement.accuracy(model, source.test_batches(1000))
   assert accuracy >= 0.88, accuracy
 
 

@@ -24,11 +24,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
-from tfdist import models  # pylint: disable=wrong-import-position
 from tfdist.data import convert  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.data import tfds_stream  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+from tfdist.model import models  # pylint: disable=wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,7 +1,7 @@
 """Elastic multiworker (--min_workers): the workers that are left regroup
 and train on, with the same global batch.
 
-The agreement (tfdist.elastic) runs in-process without TensorFlow: each
+The agreement (tfdist.training.elastic) runs in-process without TensorFlow: each
 task a thread answering on its own free loopback port, the model_dir a
 temporary directory, so its rules cost a few seconds. One slow job proves
 the whole: three workers through the launcher, one SIGKILLed for good in
@@ -22,11 +22,12 @@ import pytest
 
 from conftest import (REPO, child_env, json_lines, kill_groups, run, trainer,
                       wait_for)
-from tfdist import cluster as cluster_lib
-from tfdist import elastic
-from tfdist import preflight
-from tfdist.config import TrainConfig
+from tfdist.cluster import launch
+from tfdist.cluster import preflight
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError, PeerLost
+from tfdist.training import elastic
+from tfdist.training.config import TrainConfig
 
 
 # --- the flag, checked before TensorFlow -------------------------------------
@@ -90,9 +91,9 @@ def test_the_trainer_says_it_in_one_line_before_tensorflow(mnist_dir,
 
 
 def test_the_launcher_reads_min_workers_from_the_command():
-  assert elastic.min_workers_of(["python", "-m", "t", "--min_workers=2"]) == 2
-  assert elastic.min_workers_of(["t", "--min_workers", "3"]) == 3
-  assert elastic.min_workers_of(["t", "--epochs=2"]) == 0
+  assert launch.min_workers_of(["python", "-m", "t", "--min_workers=2"]) == 2
+  assert launch.min_workers_of(["t", "--min_workers", "3"]) == 3
+  assert launch.min_workers_of(["t", "--epochs=2"]) == 0
 
 
 # --- the agreement, in-process ---------------------------------------------

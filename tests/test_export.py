@@ -1,4 +1,5 @@
-"""Export (SavedModel + TFLite), tfdist.predict and the serving manifests.
+"""Export (SavedModel + TFLite), tfdist.serving.predict and the serving
+manifests.
 
 Softmax regression trains on real MNIST under ps and under multiworker,
 started by the real launcher (conftest's jobs, shared with the strategy
@@ -354,7 +355,7 @@ def table_job(tmp_path_factory):
   assert done.returncode == 0, done.stderr[-3000:]
   # In this process too: the command line is
   # test_a_bad_row_fails_before_tensorflow's.
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  from tfdist.serving import predict  # pylint: disable=g-import-not-at-top
   out = io.StringIO()
   summary = predict.predict(model=str(export_dir), out=out,
                             inputs=[str(base / "table" / "test.csv")])
@@ -365,7 +366,7 @@ def table_job(tmp_path_factory):
 
 def _predicted(export_dir, **inputs):
   """(summary, predict's output) of predict in this process."""
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  from tfdist.serving import predict  # pylint: disable=g-import-not-at-top
   out = io.StringIO()
   summary = predict.predict(model=str(export_dir), out=out, **inputs)
   return summary, out.getvalue()
@@ -453,7 +454,7 @@ def test_rows_without_labels_in_any_column_order_predict_the_same(
 
 def test_an_older_export_predicts_records_and_says_how_to_read_rows(
     table_job, tmp_path, capsys):
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  from tfdist.serving import predict  # pylint: disable=g-import-not-at-top
   older = tmp_path / "export"
   shutil.copytree(table_job["export_dir"], older)
   os.remove(older / "1" / "assets.extra" / "tfdist.json")
@@ -513,7 +514,7 @@ def _cell(line, column, value):
      "{csv}:1: column 'mean area' is named twice"),
 ])
 def test_bad_rows_are_one_line(table_job, tmp_path, capsys, change, message):
-  from tfdist import predict  # pylint: disable=g-import-not-at-top
+  from tfdist.serving import predict  # pylint: disable=g-import-not-at-top
   path = tmp_path / "rows.csv"
   _bad_rows(path, change)
   status = predict.main([f"--model={table_job['export_dir']}", str(path)])

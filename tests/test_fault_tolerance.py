@@ -27,11 +27,11 @@ import pytest
 
 from conftest import (REPO, SPECS, child_env, json_lines, kill_groups, launch,
                       run, trainer, wait_for)
-from tfdist import cluster as cluster_lib
-from tfdist import launch as launch_lib
 from tfdist import errors as errors_lib
-from tfdist import preflight
 from tfdist.bench import log_noise
+from tfdist.cluster import launch as launch_lib
+from tfdist.cluster import preflight
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError, retried
 
 # Small and quick: a few hundred steps of softmax regression.
@@ -291,7 +291,7 @@ _CHECKPOINTING = r"""
 import json, os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tensorflow as tf
-from tfdist import checkpoint
+from tfdist.training import checkpoint
 model = tf.keras.Sequential([tf.keras.Input((2000,)),
                              tf.keras.layers.Dense(2000)])
 model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="mse")

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from conftest import SPECS, json_lines, launch, run, train_mirrored, trainer
-from tfdist import fused_step
 from tfdist.errors import ConfigError
+from tfdist.training import fused_step
 
 # Softmax regression on MNIST: 784 x 10 weights and 10 biases, plus the
 # metric states the fused step sends with them: the loss's and the

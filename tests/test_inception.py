@@ -90,7 +90,10 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
-from tfdist import contract, features, models, precision
+from tfdist.data import features
+from tfdist.model import contract
+from tfdist.model import models
+from tfdist.training import precision
 
 rng = np.random.default_rng(0)
 loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)

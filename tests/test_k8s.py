@@ -30,7 +30,7 @@ from tfdist.k8s import render as k8s_render
 
 K8S = os.path.join(REPO, "k8s")
 # Every directory of rendered manifests (k8s/serving is written by hand by
-# tfdist.export's owner and tested there).
+# tfdist.serving.export's owner and tested there).
 RENDERED = {"": "mnist", "ps": "mnist-ps", "inception": "inception",
             "tfjob": "mnist-tfjob", "jobset": "mnist-jobset",
             "jobset-kueue": "mnist-kueue", "sparse-ps": "sparse-ps"}

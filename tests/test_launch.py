@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import REPO, SPECS, child_env, json_lines, run, wait_for
-from tfdist import launch
+from tfdist.cluster import launch
 
 TASK = textwrap.dedent("""
     import json, os, sys, threading, time
@@ -265,7 +265,7 @@ def test_workers_shorthand_needs_no_spec_file():
 # no process is left in any task's process group. A CPU-burning process runs
 # beside the trials, so that races which need a busy machine can show.
 
-STOP_TIMEOUT = 10  # tfdist.launch.Launcher's default stop_timeout
+STOP_TIMEOUT = 10  # tfdist.cluster.launch.Launcher's default stop_timeout
 # A task of the stress trials: "block" waits to be stopped; "exit:N" exits N
 # once every task is up; "linger" also waits, and answers SIGTERM only after
 # a second, so that the launcher's stop takes a while.

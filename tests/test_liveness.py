@@ -20,10 +20,10 @@ import pytest
 
 from conftest import (MNIST_DIR, REPO, child_env, kill_groups, run, trainer,
                       wait_for)
-from tfdist import cluster as cluster_lib
-from tfdist import hosting
-from tfdist import launch
-from tfdist import preflight
+from tfdist.cluster import launch
+from tfdist.cluster import preflight
+from tfdist.cluster import specs as cluster_lib
+from tfdist.training import hosting
 
 LIVENESS_TASK = os.path.join(REPO, "tests", "liveness_task.py")
 
@@ -36,11 +36,11 @@ def _run(mode: str, workdir, timeout: float):
 
 @pytest.mark.slow
 def test_ps_save_with_a_worker_stopped_between_steps(tmp_path):
-  """Two ps tasks, worker-0 stopped between steps, then a save: it runs
-  op by op and registers nothing with worker-0, so it ends (a traced save
-  registers its function with every task, and froze the chief: 142). Each
-  save is tfdist.ps_save's (counted: the replacement took effect) and its
-  2 ps tasks write at once (their writes meet at a barrier)."""
+  """Two ps tasks, worker-0 stopped between steps, then a save: it runs op by op
+  and registers nothing with worker-0, so it ends (a traced save registers its
+  function with every task, and froze the chief: 142). Each save is
+  tfdist.training.ps_save's (counted: the replacement took effect) and its 2 ps
+  tasks write at once (their writes meet at a barrier)."""
   status, out, err = _run("ps_save", tmp_path, timeout=120)
   assert status == 0, out + err[-3000:]
   tasks = "['/job:ps/replica:0/task:0', '/job:ps/replica:0/task:1']"
@@ -136,7 +136,7 @@ def _probe_kind(address: str) -> str:
 # switched off, as when the record comes after it (under load): the look
 # during fit must act on it.
 _NO_START_LOOK = (
-    "import runpy, sys; from tfdist import runtime; "
+    "import runpy, sys; from tfdist.training import runtime; "
     "runtime.MultiWorkerRuntime._stop_if_sigterm_taken = lambda self: None; "
     "sys.argv[0] = 'trainers.mnist'; "
     "runpy.run_module('trainers.mnist', run_name='__main__', alter_sys=True)")

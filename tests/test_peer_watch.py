@@ -1,12 +1,13 @@
 """The ps chief asks its peers for preemption requests off the training loop.
 
 A stopped worker answers a probe only at its timeout. Asked from the batch
-hooks, every question cost the chief's loop that timeout: it dispatched one
-step per probe, which the stall watch read as progress, so a stalled worker
-was gone on without after minutes instead of its deadline (2 of 5 runs of
-tests/test_sharding.py's stalled job, and one CI run). The question now runs
-in tfdist.peer_watch's thread; the loop (tfdist.checkpoint's batch hook)
-only reads the answer: the last test drives that hook in a real process.
+hooks, every question cost the chief's loop that timeout: it dispatched one step
+per probe, which the stall watch read as progress, so a stalled worker was gone
+on without after minutes instead of its deadline (2 of 5 runs of
+tests/test_sharding.py's stalled job, and one CI run). The question now runs in
+tfdist.liveness.peer_watch's thread; the loop (tfdist.training.checkpoint's
+batch hook) only reads the answer: the last test drives that hook in a real
+process.
 """
 
 import os
@@ -17,7 +18,7 @@ import time
 import pytest
 
 from conftest import REPO, run
-from tfdist import peer_watch
+from tfdist.liveness import peer_watch
 
 
 def test_found_answers_at_once_while_a_question_hangs():
@@ -77,10 +78,10 @@ def test_stop_discards_an_answer_in_flight_and_returns():
 
 @pytest.mark.slow
 def test_the_training_loop_never_waits_for_a_question_in_flight(tmp_path):
-  """tfdist.checkpoint's batch hook, with a question that hangs (a stopped
-  peer): 50 step boundaries take no longer than without one; once the
-  question is answered (worker-1 asked to stop), the next boundary saves
-  and stops the job (was: the hook asked, and waited, itself)."""
+  """tfdist.training.checkpoint's batch hook, with a question that hangs (a
+  stopped peer): 50 step boundaries take no longer than without one; once the
+  question is answered (worker-1 asked to stop), the next boundary saves and
+  stops the job (was: the hook asked, and waited, itself)."""
   done = run([sys.executable, os.path.join(REPO, "tests", "liveness_task.py"),
               "peer_watch", str(tmp_path)], timeout=120)
   assert done.returncode == 143, done.stdout + done.stderr[-3000:]

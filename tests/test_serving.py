@@ -1,5 +1,5 @@
 """What an export serves, exported in this process: raw features in, the
-task's predictions out (tfdist.serving, export, exported, predict).
+task's predictions out (tfdist.serving.signatures, export, exported, predict).
 
 A table of real rows (the breast-cancer CSV, with a category column made
 of its measurements, ``concavity``) trains three small Keras models, each
@@ -34,17 +34,17 @@ from test_export import cancer_table  # pylint: disable=wrong-import-position
 from test_tables import table  # pylint: disable=wrong-import-position
 
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
-from tfdist import export as export_lib  # pylint: disable=wrong-import-position
-from tfdist import exported  # pylint: disable=wrong-import-position
-from tfdist import features as features_lib  # pylint: disable=wrong-import-position
-from tfdist import image_files  # pylint: disable=wrong-import-position
-from tfdist import models  # pylint: disable=wrong-import-position
-from tfdist import predict  # pylint: disable=wrong-import-position
-from tfdist import serving  # pylint: disable=wrong-import-position
 from tfdist.data import convert  # pylint: disable=wrong-import-position
+from tfdist.data import features as features_lib  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+from tfdist.model import models  # pylint: disable=wrong-import-position
+from tfdist.serving import export as export_lib  # pylint: disable=wrong-import-position
+from tfdist.serving import image_files  # pylint: disable=wrong-import-position
+from tfdist.serving import loading  # pylint: disable=wrong-import-position
+from tfdist.serving import predict  # pylint: disable=wrong-import-position
+from tfdist.serving import signatures  # pylint: disable=wrong-import-position
 
 INPUTS = ("mean radius", "mean texture", "concavity")
 FILLED = "mean texture"  # the regression's numbers: missing ones filled
@@ -132,7 +132,7 @@ def _train_and_export(task, header, train, export_dir):
   source = types.SimpleNamespace(
       features=features, num_outputs=width, task=task, class_names=classes,
       label_names=labels)
-  export_lib.export(model, model_fn=model_fn, source=source,
+  export_lib.export(model, source=source,
                     export_dir=str(export_dir),
                     probabilities=activation == "softmax",
                     tflite=task == "regression")
@@ -153,7 +153,7 @@ def table_exports(tmp_path_factory):
 
 @functools.lru_cache(maxsize=None)
 def _loaded(export_dir):
-  return exported.load_model(exported.resolve_model(str(export_dir)))
+  return loading.load_model(loading.resolve_model(str(export_dir)))
 
 
 def _served(export_dir, inputs):
@@ -283,8 +283,8 @@ def test_tflite_is_refused_for_strings_before_training():
   with pytest.raises(ConfigError, match="--tflite: TFLite's built-in ops "
                      "look up no strings, and 'concavity' is a "
                      "category feature; drop --tflite"):
-    serving.check_tflite(features)
-  serving.check_tflite({"mean_radius": features["mean_radius"]})
+    signatures.check_tflite(features)
+  signatures.check_tflite({"mean_radius": features["mean_radius"]})
 
 
 # ---- A folder of real digits: PNG and JPEG, grayscale and colour ---------
@@ -330,8 +330,7 @@ def digit_folder(mnist_dir, tmp_path_factory):
                     from_logits=True))
   model.fit(source.train_dataset_fn(50, seed=0)(tf.distribute.InputContext()),
             epochs=5, steps_per_epoch=10, verbose=0)
-  export_lib.export(model, model_fn=models.softmax_regression,
-                    source=source, export_dir=str(base / "export"))
+  export_lib.export(model, source=source, export_dir=str(base / "export"))
   test_files = [name for name, _, _ in folder.splits["test"][1]()]
   return {"base": base, "source": source, "said": said,
           "test_files": test_files}

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from conftest import run, trainer, wait_for
-from tfdist import sharding
-from tfdist.config import TrainConfig
 from tfdist.data import planted as planted_lib
 from tfdist.errors import ConfigError
+from tfdist.training import sharding
+from tfdist.training.config import TrainConfig
 
 # The job's set-up (its fixture) counts toward the first test that uses it.
 pytestmark = pytest.mark.timeout(600)
@@ -163,8 +163,8 @@ import json, os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np
 import tensorflow as tf
-from tfdist import contract
 from tfdist.data import sources
+from tfdist.model import contract
 from trainers import sparse
 export, final, data = sys.argv[1:4]
 source = sources.open_files(os.path.join(data, "train-*"),

@@ -29,11 +29,8 @@ from conftest import json_lines, run
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-import tfdist  # pylint: disable=wrong-import-position
 from tfdist import cli  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
-from tfdist import evaluation  # pylint: disable=wrong-import-position
-from tfdist import preprocessing  # pylint: disable=wrong-import-position
 from tfdist.data import __main__ as data_main  # pylint: disable=wrong-import-position
 from tfdist.data import csv_files  # pylint: disable=wrong-import-position
 from tfdist.data import manifest as manifest_lib  # pylint: disable=wrong-import-position
@@ -41,6 +38,9 @@ from tfdist.data import options  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import rows as rows_lib  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
+from tfdist.model import preprocessing  # pylint: disable=wrong-import-position
+from tfdist.training import measurement  # pylint: disable=wrong-import-position
+import tfdist  # pylint: disable=wrong-import-position
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -539,7 +539,7 @@ def test_a_model_of_encoded_iris_learns(iris):
       source.train_dataset_fn(16, seed=0))
   model.fit(data, epochs=15, steps_per_epoch=source.train_examples // 16,
             verbose=0)
-  assert evaluation.accuracy(model, source.test_batches(30)) >= 0.9
+  assert measurement.accuracy(model, source.test_batches(30)) >= 0.9
 
 
 # --- bad tables: one line, before TensorFlow, nothing written ---------------

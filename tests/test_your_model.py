@@ -98,8 +98,8 @@ def test_a_model_of_one_input_named_otherwise_gets_the_tensor():
   from tfdist import app  # pylint: disable=g-import-not-at-top
   app.prepare_environment()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import contract  # pylint: disable=g-import-not-at-top
-  from tfdist.features import Feature  # pylint: disable=g-import-not-at-top
+  from tfdist.data.features import Feature  # pylint: disable=g-import-not-at-top
+  from tfdist.model import contract  # pylint: disable=g-import-not-at-top
   keras = tf.keras
   image = Feature(name="images", kind="image", shape=(4, 4, 1),
                   encoding="png")
@@ -160,9 +160,9 @@ def test_a_broken_model_function_is_one_error_line(cancer, model, message):
                  "PACKAGE.MODULE:FUNCTION"),
     ("no_such_package.model:build", "no module no_such_package on the "
                                     "Python path"),
-    ("tfdist.models:no_such_function", "tfdist.models has no "
+    ("tfdist.model.models:no_such_function", "tfdist.model.models has no "
                                        "no_such_function"),
-    ("tfdist.models:MIN_IMAGE_SIDE", "MIN_IMAGE_SIDE is a dict, not a "
+    ("tfdist.model.models:MIN_IMAGE_SIDE", "MIN_IMAGE_SIDE is a dict, not a "
                                      "function"),
 ])
 def test_a_bad_model_reference_is_one_line_before_tensorflow(reference,
@@ -577,8 +577,8 @@ def test_the_readme_example_trains_iris_verbatim(tmp_path):
     (dict(warmup_epochs=1.0), "--warmup_epochs"),
 ])
 def test_a_compiled_optimizer_keeps_its_own_rate_or_says_why(settings, flag):
-  from tfdist import config as config_lib  # pylint: disable=g-import-not-at-top
-  from tfdist import trainable  # pylint: disable=g-import-not-at-top
+  from tfdist.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfdist.training import trainable  # pylint: disable=g-import-not-at-top
 
   class Adam:  # what the model was compiled with (its class names it)
     pass

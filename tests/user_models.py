@@ -1,5 +1,5 @@
-"""Model functions a user could write, good and broken, for the tests of
-the model-function contract (tfdist.contract): each is named on the command
+"""Model functions a user could write, good and broken, for the tests of the
+model-function contract (tfdist.model.contract): each is named on the command
 line as --model=tests.user_models:NAME."""
 
 import json

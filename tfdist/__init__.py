@@ -15,13 +15,14 @@ callbacks=None, optimizer_fn=None, tf_config=None, **settings) -> dict``
   (tfdist.app.fit).
 ``tfdist.Feature``
   One input of a model: name, kind (image, numeric, category, text, id,
-  id_list), shape, dtype (tfdist.features); a model function gets a dict
+  id_list), shape, dtype (tfdist.data.features); a model function gets a dict
   of them.
 ``tfdist.keras_inputs(features)``
   The Keras inputs of those features, a dict by name (also for one).
 ``tfdist.encoded(inputs, features, *, combine=True)``
   Those inputs made ready for a dense layer by Keras preprocessing layers
-  built from the data's statistics and vocabularies (tfdist.preprocessing).
+  built from the data's statistics and vocabularies
+  (tfdist.model.preprocessing).
 ``tfdist.preprocessing_layer(feature, *, output="encoded")``
   One feature's preprocessing layer (``ids`` for an Embedding).
 ``tfdist.ConfigError``
@@ -29,14 +30,15 @@ callbacks=None, optimizer_fn=None, tf_config=None, **settings) -> dict``
   ends the program with one ``error:`` line and status 2.
 
 The model-function contract (``model_fn(features, num_outputs)``, what it
-gets and returns, what tfdist owns): tfdist.contract; the tasks
+gets and returns, what tfdist owns): tfdist.model.contract; the tasks
 (classification, regression, multilabel), their losses and metrics, and
-how a model's own loss, metrics and optimizer are kept: tfdist.tasks and
-tfdist.trainable.
+how a model's own loss, metrics and optimizer are kept: tfdist.model.tasks and
+tfdist.training.trainable.
 
 The commands: ``python -m tfdist.train``, ``tfdist.launch``,
 ``tfdist.tfconfig``, ``tfdist.data``, ``tfdist.predict``, ``tfdist.k8s``,
-``tfdist.bench``.
+``tfdist.bench`` (or ``tfdist train``, ``tfdist launch`` ...). Where
+everything lives, and who may import whom: docs/architecture.md.
 
 Importing tfdist imports neither TensorFlow nor absl: the names above are
 loaded on first use.
@@ -48,10 +50,10 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _PUBLIC = {"main": "tfdist.app", "fit": "tfdist.app",
-           "Feature": "tfdist.features",
-           "keras_inputs": "tfdist.features",
-           "encoded": "tfdist.preprocessing",
-           "preprocessing_layer": "tfdist.preprocessing",
+           "Feature": "tfdist.data.features",
+           "keras_inputs": "tfdist.data.features",
+           "encoded": "tfdist.model.preprocessing",
+           "preprocessing_layer": "tfdist.model.preprocessing",
            "ConfigError": "tfdist.errors"}
 
 

@@ -21,13 +21,13 @@ from typing import Optional, Sequence
 COMMANDS = {
     "train": ("tfdist.train", "train a model function under any strategy "
               "(--model=PACKAGE.MODULE:FUNCTION)"),
-    "launch": ("tfdist.launch", "run every task of a cluster spec as a "
+    "launch": ("tfdist.cluster.launch", "run every task of a cluster spec as a "
                "local process"),
-    "tfconfig": ("tfdist.tfconfig", "print the TF_CONFIG of one task of a "
-                 "cluster spec"),
+    "tfconfig": ("tfdist.cluster.tfconfig", "print the TF_CONFIG of one "
+                 "task of a cluster spec"),
     "data": ("tfdist.data", "convert CSV tables, image folders, MNIST or "
              "TFDS to TFRecord shards; verify shards"),
-    "predict": ("tfdist.predict", "predict with an export: CSV rows, "
+    "predict": ("tfdist.serving.predict", "predict with an export: CSV rows, "
                 "images, records"),
     "k8s": ("tfdist.k8s", "render Kubernetes manifests from a cluster "
             "spec; run them on a local controller"),

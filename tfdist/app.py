@@ -9,15 +9,15 @@ A user's own ``train.py``::
       tfdist.main(build, defaults={"epochs": 10, "batch_size": 64})
 
 gets every flag of the shipped trainers, under all three strategies, with
-TF_CONFIG, tfdist.launch and Kubernetes. The flags are generated: one per
-field of tfdist.config.TrainConfig and tfdist.data.options.DataConfig (its
-name, type, default and help); ``defaults`` only changes defaults.
-:func:`fit` runs the same job from Python (a notebook, a sweep) with the
-same settings as keyword arguments, and returns the result. This module is
-the entry-point side: it reads the flags and the environment, sets what
-TensorFlow reads before it starts, and hands plain arguments to
-tfdist.lifecycle. Imports tfdist.cli, cluster, config, contract, errors,
-lifecycle, tf_startup and data.options; absl.
+TF_CONFIG, ``python -m tfdist.launch`` and Kubernetes. The flags are generated:
+one per field of tfdist.training.config.TrainConfig and
+tfdist.data.options.DataConfig (its name, type, default and help); ``defaults``
+only changes defaults. :func:`fit` runs the same job from Python (a notebook, a
+sweep) with the same settings as keyword arguments, and returns the result.
+This module is the entry-point side: it reads the flags and the environment,
+sets what TensorFlow reads before it starts, and hands plain arguments to
+tfdist.lifecycle. Imports tfdist.cli, cluster.specs, training.config,
+model.contract, errors, lifecycle, tf_startup and data.options; absl.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from absl import flags
 from absl import logging
 
 from tfdist import cli
-from tfdist import cluster as cluster_lib
-from tfdist import config as config_lib
-from tfdist import contract
 from tfdist import tf_startup
+from tfdist.cluster import specs as cluster_lib
 from tfdist.data.options import DataConfig
 from tfdist.errors import ConfigError
+from tfdist.model import contract
+from tfdist.training import config as config_lib
 
 FLAGS = flags.FLAGS
 SETTINGS = (config_lib.TrainConfig, DataConfig)
@@ -247,7 +247,7 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
 
   Args:
     model_fn: ``model_fn(features, num_outputs)`` returns a Keras model,
-      compiled or not (the contract: tfdist.contract); called after the
+      compiled or not (the contract: tfdist.model.contract); called after the
       flags are parsed, so it may read a program's own absl flags. Or
       ``"PACKAGE.MODULE:FUNCTION"``, imported after the flags are parsed.
     name: the result's and the checkpoints' model name, or a function of
@@ -257,7 +257,7 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
     optimizer_fn: ``optimizer_fn(learning_rate)`` returns a tf.keras
       optimizer (``learning_rate`` a float or a schedule: --learning_rate
       after the large-batch recipe); default: the model's compiled
-      optimizer, else --optimizer's (tfdist.trainable has the order).
+      optimizer, else --optimizer's (tfdist.training.trainable has the order).
     check_flags: called once the flags are parsed and tfdist's training
       flags checked, before the data flags are read and the task starts:
       checks a program's own flags, and may set tfdist's data flags (e.g.
@@ -265,7 +265,7 @@ def main(model_fn: Union[Callable, str], *, name: Name = None,
       program's one ``error:`` line (status 2).
     argv: the command line (default ``sys.argv``).
     loss: a tf.keras loss (object, name, or function of ``(y_true,
-      y_pred)``) instead of the task's (tfdist.tasks); a model compiled
+      y_pred)``) instead of the task's (tfdist.model.tasks); a model compiled
       with a loss keeps its own, and giving both is an error.
     metrics: tf.keras metrics (objects, names or functions) beside the
       task's: trained with, logged, and measured on the test split.

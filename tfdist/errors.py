@@ -10,7 +10,7 @@ manifests agree on. Imports nothing from tfdist.
 | 1 | the program failed | fails the job |
 | 2 | bad input (`ConfigError`) | fails the job |
 | 130 | interrupted (SIGINT, Ctrl-C) | retried |
-| 142 | TensorFlow froze the task (tfdist.sentinel's SIGALRM) | retried |
+| 142 | TensorFlow froze the task (tfdist.liveness.sentinel's SIGALRM) | retried |
 | 143 | preempted (SIGTERM) | retried |
 | 200 | a peer was lost, or silent past a deadline, or this task's port stayed taken (`PeerLost`) | retried |
 
@@ -56,7 +56,7 @@ _FIRST_RETRIED = 128
 
 def retried(status: int) -> bool:
   """Whether a task that exited ``status`` (not 0) is run again: 128 and
-  above, as the rendered podFailurePolicy and tfdist.launch decide."""
+  above, as the rendered podFailurePolicy and tfdist.cluster.launch decide."""
   return status >= _FIRST_RETRIED
 
 

@@ -15,10 +15,10 @@ The flags of trainers.mnist, plus --model and --width (below).
 
 from absl import flags
 
-import tfdist
 from tfdist import app as tfdist_app
-from tfdist import models
 from tfdist.errors import ConfigError
+from tfdist.model import models
+import tfdist
 
 MODELS = {"mini": "mini_inception", "v3": "inception_v3"}
 # Defaults for a batch-normalised convolutional network (the softmax

@@ -9,8 +9,8 @@ defaults that suit it, handed to :func:`tfdist.main` (every flag comes with
 it; ``--helpfull`` lists them).
 """
 
+from tfdist.model import models
 import tfdist
-from tfdist import models
 
 if __name__ == "__main__":
   tfdist.main(models.softmax_regression)

@@ -10,13 +10,13 @@ r"""A sparse model: an embedding-bag classifier of id lists, under any strategy.
         --test_files='DIR/test-*'                    # your id-list records
 
 The model of the talk's sparse case (language or click models with huge
-embedding tables): each id list (a bag of hashed tokens or categorical
-values) is looked up in an embedding table of ``num_ids`` rows of
-``--embedding_dim`` floats, the rows are summed, and a dense layer gives
-one score per class. Under ``--strategy=ps`` the table is split over the ps
-tasks (``--variable_partitioner``, tfdist.sharding) and a lookup reads only
-the rows of the batch's ids; under mirrored and multiworker it is mirrored
-whole on every replica.
+embedding tables): each id list (a bag of hashed tokens or categorical values)
+is looked up in an embedding table of ``num_ids`` rows of ``--embedding_dim``
+floats, the rows are summed, and a dense layer gives one score per class. Under
+``--strategy=ps`` the table is split over the ps tasks
+(``--variable_partitioner``, tfdist.training.sharding) and a lookup reads only
+the rows of the batch's ids; under mirrored and multiworker it is mirrored whole
+on every replica.
 
 Without --train_files the data is generated (tfdist.data.planted): id lists
 from a vocabulary of ``--vocab_size`` ids with a planted class structure,
@@ -36,11 +36,11 @@ import tempfile
 
 from absl import flags
 
-import tfdist
-from tfdist import cluster as cluster_lib
 from tfdist import console
+from tfdist.cluster import specs as cluster_lib
 from tfdist.data import planted as planted_lib
 from tfdist.errors import ConfigError
+import tfdist
 
 DEFAULT_EMBEDDING_DIM = 32
 # A sparse model's usual optimizer: Adagrad, whose per-coordinate steps suit

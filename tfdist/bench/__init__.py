@@ -6,9 +6,9 @@ r"""Benchmarks of the trainers on this machine: one command, a table, plots.
 
 Runs the real trainer ``trainers.mnist`` (softmax regression), and in full
 mode ``trainers.inception`` (mini-Inception), as real processes through
-``tfdist.launch``, one configuration at a time, on the MNIST IDX files
-(``--runs=a,b``: only the runs whose name contains a or b), and writes into
-``--out_dir``:
+``python -m tfdist.launch``, one configuration at a time, on the MNIST IDX
+files (``--runs=a,b``: only the runs whose name contains a or b), and
+writes into ``--out_dir``:
 
 * ``results.json``: the machine, the settings, every run's result lines
   (one per task), the figures below and the targets (met or missed by how
@@ -60,7 +60,8 @@ Modules, each importing only those above it (and tfdist's foundations):
 * peer: ``python -m tfdist.bench.peer``, the TF tutorial's multi-worker fit;
 * pin: ``python -m tfdist.bench.pin``, one core per training task;
 * fused_step_compare: ``python -m tfdist.bench.fused_step_compare``, Keras'
-  step against tfdist.fused_step on one model (weights, metrics, timing);
+  step against tfdist.training.fused_step on one model (weights, metrics,
+  timing);
 * ps_steps_per_execution: ``python -m tfdist.bench.ps_steps_per_execution``,
   examples/s of ps at N steps per scheduled function;
 * jobs: a job as real task processes, each watched alone (no launcher);

@@ -10,8 +10,8 @@ in the Keras guides, on the trainer's own tf.data pipeline, timed by the same
 callback. Prints one JSON line with the fields the trainers print for timing.
 
 Owns that fit. Imports tfdist.data (a source of tfdist.data.sources: in
-memory, files or TFDS), tfdist.models, tfdist.evaluation and
-tfdist.monitor (the latter two, and TensorFlow, only when fitting).
+memory, files or TFDS), tfdist.model.models, tfdist.training.measurement and
+tfdist.training.monitor (the latter two, and TensorFlow, only when fitting).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import sys
 
 from tfdist import cli
 from tfdist import data as data_lib
-from tfdist import models
 from tfdist import tf_startup
 from tfdist.data import sources
 from tfdist.errors import ConfigError
+from tfdist.model import models
 
 
 def fit(*, dataset: sources.Source, batch_size: int, epochs: int,
@@ -38,8 +38,8 @@ def fit(*, dataset: sources.Source, batch_size: int, epochs: int,
   Keras and returns its timing; ``momentum`` and ``steps_per_execution`` as
   the trainers' flags."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import monitor  # pylint: disable=g-import-not-at-top
-  from tfdist import evaluation  # pylint: disable=g-import-not-at-top
+  from tfdist.training import measurement  # pylint: disable=g-import-not-at-top
+  from tfdist.training import monitor  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
   model = model_fn(dataset.features, dataset.num_classes)
   model.compile(
@@ -57,7 +57,7 @@ def fit(*, dataset: sources.Source, batch_size: int, epochs: int,
             "task": "local", "num_replicas": 1,
             "global_batch_size": batch_size,
             "steps": steps_per_epoch * epochs,
-            "test_accuracy": round(evaluation.accuracy(
+            "test_accuracy": round(measurement.accuracy(
                 model, dataset.test_batches(1000)), 5)}
   result.update(epoch_monitor.summary())
   return result

@@ -37,9 +37,9 @@ import numpy as np
 
 from tfdist import cli
 from tfdist import data as data_lib
-from tfdist import features as features_lib
 from tfdist.bench import report as report_lib
 from tfdist.bench import runner
+from tfdist.data import features as features_lib
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import sources
 from tfdist.data import throughput
@@ -138,10 +138,10 @@ _MEMORY_FLAGS = ("--strategy=mirrored", "--num_cpu_devices=1", "--epochs=1",
 def in_memory_task(examples: int, *, size: int = 32) -> dict:
   """Trains softmax on ``examples`` random images held in memory, as the
   trainer's in-memory path does; returns the trainer's result."""
-  from tfdist import config as config_lib  # pylint: disable=g-import-not-at-top
-  from tfdist import contract  # pylint: disable=g-import-not-at-top
-  from tfdist import loop  # pylint: disable=g-import-not-at-top
-  from tfdist import models  # pylint: disable=g-import-not-at-top
+  from tfdist.model import contract  # pylint: disable=g-import-not-at-top
+  from tfdist.model import models  # pylint: disable=g-import-not-at-top
+  from tfdist.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfdist.training import loop  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
 
   def split(n):

@@ -1,13 +1,13 @@
 """The benchmark's figures and targets, from the records of its runs.
 
 Every figure picks its runs by the tags and labels the plan gave them
-(tfdist.bench.plan), never by their names: examples/s per run, seconds to
-an accuracy, weak scaling per series, the trainer's overhead against plain
-Keras and against the TF tutorial's code (the peer), collectives per step
-and milliseconds per collective and per ps RPC, synchronous against
-asynchronous accuracy over time, the large-batch recipe, the float16
-all-reduce and peak memory. Owns them and the targets
-they are held to. Imports tfdist.communication and tfdist.bench.plan only.
+(tfdist.bench.plan), never by their names: examples/s per run, seconds to an
+accuracy, weak scaling per series, the trainer's overhead against plain Keras
+and against the TF tutorial's code (the peer), collectives per step and
+milliseconds per collective and per ps RPC, synchronous against asynchronous
+accuracy over time, the large-batch recipe, the float16 all-reduce and peak
+memory. Owns them and the targets they are held to. Imports
+tfdist.training.communication and tfdist.bench.plan only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import statistics
 from typing import Optional
 
-from tfdist import communication
 from tfdist.bench import plan as plan_lib
+from tfdist.training import communication
 
 SOFTMAX_THRESHOLDS = (0.91, 0.915)
 INCEPTION_THRESHOLD = 0.98

@@ -32,11 +32,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfdist import cli  # pylint: disable=wrong-import-position
-from tfdist import cluster as cluster_lib  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
-from tfdist import fused_step  # pylint: disable=wrong-import-position
-from tfdist import models  # pylint: disable=wrong-import-position
-from tfdist import tasks  # pylint: disable=wrong-import-position
+from tfdist.cluster import specs as cluster_lib  # pylint: disable=wrong-import-position
+from tfdist.model import models  # pylint: disable=wrong-import-position
+from tfdist.model import tasks  # pylint: disable=wrong-import-position
+from tfdist.training import fused_step  # pylint: disable=wrong-import-position
 
 
 def _metrics(tf, which: str) -> dict:
@@ -78,9 +78,9 @@ def _train(strategy, dataset, *, fused: bool, args) -> dict:
   """Builds, fits and measures one model; returns its figures and weights."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import collectives  # pylint: disable=g-import-not-at-top
-  from tfdist import monitor  # pylint: disable=g-import-not-at-top
-  from tfdist.evaluation import weights_digest  # pylint: disable=g-import-not-at-top
+  from tfdist.training import collectives  # pylint: disable=g-import-not-at-top
+  from tfdist.training import monitor  # pylint: disable=g-import-not-at-top
+  from tfdist.training.measurement import weights_digest  # pylint: disable=g-import-not-at-top
   k = args.accumulate_steps
   replicas = strategy.num_replicas_in_sync
   pipeline_batch = args.batch_size * replicas * k
@@ -143,7 +143,7 @@ def _checkpoint_check(standard_model, fused_model) -> dict:
   restores into it (every saved object matched, the same weights after)."""
   import tempfile  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist.evaluation import weights_digest  # pylint: disable=g-import-not-at-top
+  from tfdist.training.measurement import weights_digest  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory(prefix="tfdist-fused-") as temp:
     paths = [tf.train.Checkpoint(model=m).write(os.path.join(temp, name))
              for name, m in (("standard", standard_model),
@@ -158,7 +158,7 @@ def _checkpoint_check(standard_model, fused_model) -> dict:
 
 def _strategy(name: str, task):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from tfdist.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   if name == "default":
     return tf.distribute.get_strategy()
   return strategy_lib.create(name, task=task, num_cpu_devices=2)

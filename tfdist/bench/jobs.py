@@ -1,18 +1,17 @@
 """One training job as real task processes on loopback, each watched alone.
 
-Owns: :class:`Job`, which starts every task of a cluster (free loopback
-ports, its own TF_CONFIG each, its own process group) running a trainer
-(MNIST's by default), collects each task's output lines (its stdout's and
-stderr's, each whole) and exit time, and sends signals to single tasks;
-the chaos sweep (tfdist.bench.chaos) and the no-hang tests use it. Unlike
-tfdist.launch it never stops the other tasks when one exits: what each
-survivor does on its own is what is measured. Also
-:func:`checkpoints_readable`, what a job left. Imports
-tfdist.bench.log_noise, tfdist.bench.runner (the children's environment),
-tfdist.checkpoint, tfdist.cluster, tfdist.elastic (a shape's
---min_workers), tfdist.launch (exit statuses),
-tfdist.preflight (is a task up?) and tfdist.relay (whole lines);
-TensorFlow only to read checkpoints.
+Owns: :class:`Job`, which starts every task of a cluster (free loopback ports,
+its own TF_CONFIG each, its own process group) running a trainer (MNIST's by
+default), collects each task's output lines (its stdout's and stderr's, each
+whole) and exit time, and sends signals to single tasks; the chaos sweep
+(tfdist.bench.chaos) and the no-hang tests use it. Unlike tfdist.cluster.launch
+it never stops the other tasks when one exits: what each survivor does on its
+own is what is measured. Also :func:`checkpoints_readable`, what a job left.
+Imports tfdist.bench.log_noise, tfdist.bench.runner (the children's
+environment), tfdist.training.checkpoint, tfdist.cluster.specs,
+tfdist.cluster.launch (exit statuses, a shape's --min_workers),
+tfdist.cluster.preflight (is a task up?) and tfdist.cluster.relay (whole
+lines); TensorFlow only to read checkpoints.
 """
 
 from __future__ import annotations
@@ -25,22 +24,22 @@ import threading
 import time
 from typing import Callable, Optional, Sequence
 
-from tfdist import checkpoint as checkpoint_lib
-from tfdist import cluster as cluster_lib
-from tfdist import elastic
-from tfdist import launch
-from tfdist import preflight
-from tfdist import relay
 from tfdist.bench import log_noise
 from tfdist.bench import runner
+from tfdist.cluster import launch
+from tfdist.cluster import preflight
+from tfdist.cluster import relay
+from tfdist.cluster import specs as cluster_lib
+from tfdist.training import checkpoint as checkpoint_lib
 
 # Task counts per strategy: the smallest clusters with every role.
 SHAPES = {"multiworker": {"worker": 2},
           "ps": {"chief": 1, "worker": 2, "ps": 1}}
 # More shapes, each named ``STRATEGY-...``: its tasks run --strategy=STRATEGY.
-# ps-2ps: the variables over two ps tasks (tfdist.sharding).
-# multiworker-elastic: 3 workers with --min_workers=2 (tfdist.elastic): one
-# lost for good, the other two regroup and finish.
+# ps-2ps: the variables over two ps tasks (tfdist.training.sharding).
+# multiworker-elastic: 3 workers with --min_workers=2
+# (tfdist.training.elastic): one lost for good, the other two regroup and
+# finish.
 MORE_SHAPES = {"ps-2ps": {"chief": 1, "worker": 2, "ps": 2},
                "multiworker-elastic": {"worker": 3}}
 # The trainer flags a shape adds to every task's.
@@ -55,7 +54,7 @@ def strategy_of(shape: str) -> str:
 
 def min_workers(shape: str) -> int:
   """The --min_workers of a shape's tasks (0: not elastic)."""
-  return elastic.min_workers_of(_SHAPE_FLAGS.get(shape, ()))
+  return launch.min_workers_of(_SHAPE_FLAGS.get(shape, ()))
 
 
 def free_cluster(shape: str) -> dict:

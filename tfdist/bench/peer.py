@@ -13,14 +13,14 @@ build and compile the model in the strategy's scope, and
 ``model.fit(dataset, epochs, steps_per_epoch)``. No tfdist code trains:
 tfdist only sets TensorFlow's start-up environment as for the trainers
 (tfdist.tf_startup), reads the MNIST files into arrays before, times the
-epochs with the trainers' callback (tfdist.monitor, the same clock for
+epochs with the trainers' callback (tfdist.training.monitor, the same clock for
 both) and counts the test accuracy after. The model is the trainers'
 softmax regression, written out in plain Keras; the optimizer plain SGD.
 
 Prints one JSON line per worker with the fields the bench reads (examples/s
 after the warm-up epoch, test accuracy). Owns that script; imports
-tfdist.cli, tfdist.data and tfdist.tf_startup (tfdist.evaluation and
-tfdist.monitor, and TensorFlow, once training starts).
+tfdist.cli, tfdist.data and tfdist.tf_startup (tfdist.training.measurement and
+tfdist.training.monitor, and TensorFlow, once training starts).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def train(dataset: data_lib.Dataset, *, batch_size: int, epochs: int,
   """The tutorial's code on ``dataset``; returns this worker's result."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import evaluation  # pylint: disable=g-import-not-at-top
   from tfdist.data import sources  # pylint: disable=g-import-not-at-top
-  from tfdist import monitor  # pylint: disable=g-import-not-at-top
+  from tfdist.training import measurement  # pylint: disable=g-import-not-at-top
+  from tfdist.training import monitor  # pylint: disable=g-import-not-at-top
   task, num_workers = _task()
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
   global_batch_size = batch_size * num_workers
@@ -82,7 +82,7 @@ def train(dataset: data_lib.Dataset, *, batch_size: int, epochs: int,
             "task": task, "num_replicas": strategy.num_replicas_in_sync,
             "global_batch_size": global_batch_size,
             "steps": steps_per_epoch * epochs,
-            "test_accuracy": round(evaluation.accuracy(
+            "test_accuracy": round(measurement.accuracy(
                 model, sources.split_batches(dataset.test, 1000)), 5)}
   result.update(timer.summary())
   return result

@@ -15,7 +15,7 @@ first core.
 The affinity is set on this process and then the command is exec'd: it is
 inherited across exec and by every thread the command starts.
 
-Owns core_for. Imports tfdist.cli and tfdist.cluster only.
+Owns core_for. Imports tfdist.cli and tfdist.cluster.specs only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 from typing import Optional, Sequence
 
 from tfdist import cli
-from tfdist import cluster as cluster_lib
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
 
 

@@ -188,7 +188,8 @@ class Run:
 
   @property
   def cluster(self) -> Optional[dict]:
-    """The spec for tfdist.launch (port 0: picked at launch), or None."""
+    """The spec for tfdist.cluster.launch (port 0: picked at launch), or
+    None."""
     if self.strategy in ("multiworker", "peer"):
       return {"worker": ["127.0.0.1:0"] * self.workers}
     if self.strategy == "ps":

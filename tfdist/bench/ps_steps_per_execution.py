@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfdist import cli  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
-from tfdist import models  # pylint: disable=wrong-import-position
+from tfdist.model import models  # pylint: disable=wrong-import-position
 
 
 def measure(dataset: data_lib.Dataset, *, workers: int, batch_size: int,
@@ -35,8 +35,8 @@ def measure(dataset: data_lib.Dataset, *, workers: int, batch_size: int,
             epochs: int) -> dict:
   """Fits under an in-process ps cluster; returns examples/s and steps."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdist import monitor  # pylint: disable=g-import-not-at-top
-  from tfdist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from tfdist.training import monitor  # pylint: disable=g-import-not-at-top
+  from tfdist.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   strategy = strategy_lib.create("ps", task=None, local_ps_workers=workers)
   with strategy.scope():
     model = models.softmax_regression(dataset.features, dataset.num_classes)

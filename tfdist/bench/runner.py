@@ -1,7 +1,7 @@
 """Runs one planned configuration as real processes and records its results.
 
 Owns the command line of a run (every process pinned by tfdist.bench.pin;
-clusters through tfdist.launch; the plain Keras runs through
+clusters through tfdist.cluster.launch; the plain Keras runs through
 tfdist.bench.baseline, the peer's through tfdist.bench.peer), the
 children's environment, the deadline of a run, and reading the result lines
 and peak memory of its tasks. Imports
@@ -33,7 +33,7 @@ _SCRIPTS = {"keras": "tfdist.bench.baseline", "peer": "tfdist.bench.peer"}
 
 def command(run: plan_lib.Run, *, base_batch_size: int, mnist_dir: str,
             spec_path: Optional[str]) -> list:
-  """The command line of a run (through tfdist.launch for a cluster).
+  """The command line of a run (through tfdist.cluster.launch for a cluster).
 
   Every process runs under tfdist.bench.pin: one core per training task, so
   that N workers have N times the compute of one.

@@ -9,14 +9,14 @@ stall deadline below what a save takes: a save of any size is no stall).
 Figures:
 
 * each checkpoint's bytes (variables and Adagrad slots), its write
-  deadline (tfdist.deadlines.write_deadline_s at the run's
+  deadline (tfdist.liveness.deadlines.write_deadline_s at the run's
   ``--peer_timeout``) and when each ps task's data file was complete (the
-  spread between them: the ps tasks write at once, tfdist.ps_save);
+  spread between them: the ps tasks write at once, tfdist.training.ps_save);
 * the chief's seconds per save (its wait for the steps in flight
   included), and how the job ended (every task 0, no stall line).
 
 Writes ``results.json`` (settings, machine, figures) and ``logs/saves.log``
-into --out_dir. Imports tfdist.cli, deadlines, errors and tfdist.bench
+into --out_dir. Imports tfdist.cli, liveness.deadlines, errors and tfdist.bench
 (jobs, report); no TensorFlow.
 """
 
@@ -32,10 +32,10 @@ import tempfile
 import time
 
 from tfdist import cli
-from tfdist import deadlines
 from tfdist.bench import jobs
 from tfdist.bench import report as report_lib
 from tfdist.errors import ConfigError
+from tfdist.liveness import deadlines
 
 PROG = "python -m tfdist.bench.saves"
 _DATA = re.compile(r"ckpt-(\d+)\.data-(\d+)-of-(\d+)$")

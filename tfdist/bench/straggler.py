@@ -24,7 +24,7 @@ The trainers' own deadlines are set far above a 75 ms stop
 (``TRAINER_FLAGS``): the straggler is slow, never lost.
 
 Owns DutyCycle, Settings, measure and the plot. Imports tfdist.cli,
-tfdist.cluster, tfdist.data (the bundled sample's path), tfdist.errors and
+tfdist.cluster.specs, tfdist.data (the bundled sample's path), tfdist.errors and
 tfdist.bench (jobs, pin, report); no TensorFlow.
 """
 
@@ -40,11 +40,11 @@ import time
 from typing import Optional
 
 from tfdist import cli
-from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
 from tfdist.bench import jobs
 from tfdist.bench import pin
 from tfdist.bench import report as report_lib
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
 
 PROG = "python -m tfdist.bench.straggler"

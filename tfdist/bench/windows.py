@@ -1,14 +1,13 @@
 """The moments of a job at which the chaos sweep acts (tfdist.bench.chaos).
 
-Owns :data:`PHASES` and, for each, how a trial's job is set up and when
-it acts: at a random moment of start-up, of training (once a checkpoint
-exists) or of shutdown (after the chief's result); or inside a window a
-slow volume widens (tfdist.bench.slowed): a scheduled save slower than the
-stall deadline (``slow-save``), the final save after ``fit``
-(``after-fit``), or the restore of a relaunch on a checkpoint
-(``restore``). In the last two the target is a peer the chief needs there
-(a ps task under ps, a worker under multiworker). Imports tfdist.checkpoint
-and tfdist.bench (jobs, slowed); no TensorFlow.
+Owns :data:`PHASES` and, for each, how a trial's job is set up and when it acts:
+at a random moment of start-up, of training (once a checkpoint exists) or of
+shutdown (after the chief's result); or inside a window a slow volume widens
+(tfdist.bench.slowed): a scheduled save slower than the stall deadline
+(``slow-save``), the final save after ``fit`` (``after-fit``), or the restore of
+a relaunch on a checkpoint (``restore``). In the last two the target is a peer
+the chief needs there (a ps task under ps, a worker under multiworker). Imports
+tfdist.training.checkpoint and tfdist.bench (jobs, slowed); no TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import signal
 import time
 from typing import Callable, Optional
 
-from tfdist import checkpoint as checkpoint_lib
 from tfdist.bench import jobs as jobs_lib
 from tfdist.bench import slowed
+from tfdist.training import checkpoint as checkpoint_lib
 
 CLASSIC = ("start-up", "training", "shutdown")
 # A slow write or restore: the sweep acts within it.

@@ -4,9 +4,13 @@ Owns where the data comes from (:func:`resolve_source`: TFRecord files,
 ``--mnist_dir``, a TFDS copy already on disk, or the MNIST sample bundled in
 ``tfdist/datasets/mnist``), loading small data (MNIST IDX files, synthetic
 images) into memory, and that in-memory input pipeline. Files and TFDS
-stream instead (tfdist.data.sources, records, window, tfds_stream), behind the same
-interface. Imports tfdist.errors, console, features and data.parsing (the
-examples' weights); TensorFlow only inside the functions that need it.
+stream instead (tfdist.data.sources, records, window, tfds_stream), behind
+the same interface; what each feature is (tfdist.data.features: Feature).
+Imports tfdist.errors, console, data.features and data.parsing (the
+examples' weights); TensorFlow only inside the functions that need it. The
+package may import tfdist.cli, console, tf_startup and errors only: the
+model, serving and training build on it (setup.cfg's import-linter
+contracts).
 
 Loading returns plain uint8 numpy arrays, checked without TensorFlow, so a bad
 ``--mnist_dir`` is reported at once. :func:`make_dataset_fn` turns arrays
@@ -27,7 +31,7 @@ from typing import Optional
 import numpy as np
 
 from tfdist import console
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 from tfdist.data import parsing
 from tfdist.errors import ConfigError
 
@@ -83,7 +87,7 @@ class Dataset:
 
   @property
   def features(self) -> dict:
-    """One feature: the images (tfdist.features)."""
+    """One feature: the images (tfdist.data.features)."""
     image = features_lib.image_feature(self.image_shape, name=IMAGE_NAME,
                                        encoding="raw")
     return {image.name: image}

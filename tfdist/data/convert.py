@@ -16,8 +16,8 @@ re-encoded in its own format (JPEG at quality 95).
 Channels: the records' image has the most channels any image has (at most
 3): a folder that mixes grayscale and colour images is read as RGB, each
 grayscale image repeated in the three channels when decoded (one line
-says so; tfdist.predict reads a user's images the same way, see
-tfdist.image_files). A folder needs two class folders or more, each with
+says so; tfdist.serving.predict reads a user's images the same way, see
+tfdist.serving.image_files). A folder needs two class folders or more, each with
 an image: an empty one would still be a class and shift the ids.
 """
 
@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from tfdist import console
 from tfdist import data as data_lib
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import shards
 from tfdist.errors import ConfigError

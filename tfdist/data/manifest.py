@@ -7,7 +7,7 @@ their example counts and sizes), the checks that it agrees with the files
 on disk, and which older manifests still read (image and id records) and
 which must be rewritten (tables of the second layout, whose records hold
 preprocessed values). Imports tfdist.errors and
-tfdist.features, and TensorFlow lazily (tf.io.gfile, so manifests on any
+tfdist.data.features, and TensorFlow lazily (tf.io.gfile, so manifests on any
 filesystem TensorFlow opens, e.g. ``gs://``, are read).
 """
 
@@ -19,7 +19,7 @@ import os
 import posixpath
 from typing import Dict, List, Optional, Tuple
 
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 from tfdist.errors import ConfigError
 
 MANIFEST_NAME = "manifest.json"
@@ -70,7 +70,7 @@ class Manifest:
       the label columns (see :attr:`num_outputs`).
     class_names: classification: the classes (label i is the i-th);
       multilabel: the label columns; regression: none.
-    features: of a record (tfdist.features.Feature).
+    features: of a record (tfdist.data.features.Feature).
     label_key: the label's record key: classification, an int64 class
       index; regression, ``len(label_names)`` floats; multilabel as many 0
       or 1 floats.

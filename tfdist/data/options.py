@@ -1,7 +1,7 @@
 """Which data to train on: :class:`DataConfig`, one declaration per setting.
 
 Each field is one data setting; the trainers generate their absl flags from
-the fields (tfdist.app), as they do for tfdist.config.TrainConfig.
+the fields (tfdist.app), as they do for tfdist.training.config.TrainConfig.
 Checked without TensorFlow (where the data comes from, too: :meth:`DataConfig.source`).
 Imports tfdist.errors, tfdist.data (its sources) and tfdist.data.manifest
 (the default feature keys).

@@ -12,7 +12,7 @@ weight or classes are weighted (:func:`weights_of`). Every id and class
 index is checked against its range in the pipeline; a failure names the
 file (tfdist.data.records.reading turns it into one line). Images travel
 as uint8 and are scaled to float32 0..1 once per batch (:func:`scaled`).
-Imports tfdist.features; TensorFlow lazily.
+Imports tfdist.data.features; TensorFlow lazily.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 
 # The marker of the pipeline's range checks: [marker] [what] [value] [bound]
 # [file name] (tfdist.data.records.reading parses it).

@@ -37,7 +37,7 @@ directory named by the settings (tfdist.data.shards: TFRecord shards and a
 manifest; ``planted.json`` beside them) and finds them there afterwards.
 The directory appears whole, by one rename: tasks that generate at once
 each build their own copy and the first rename wins. Imports
-tfdist.console, errors, features and data (manifest, shards); TensorFlow
+tfdist.console, errors, data.features and data (manifest, shards); TensorFlow
 lazily.
 """
 
@@ -53,7 +53,7 @@ from typing import Callable, Iterator, Tuple
 import numpy as np
 
 from tfdist import console
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import shards
 from tfdist.errors import ConfigError

@@ -230,7 +230,7 @@ def test_dataset(files: List[str], spec: RecordSpec, *, batch_size: int):
 
 def serving_inputs(files: List[str], spec: RecordSpec) -> tuple:
   """Every record of ``files`` as a served model takes it (the export's
-  serving_default: tfdist.export): ``({feature name: numpy array},
+  serving_default: tfdist.serving.export): ``({feature name: numpy array},
   labels)``: images uint8 at the model's size, numbers float32 ``[n,
   width]`` (NaN where missing), categories and texts their UTF-8 bytes
   ``[n]``, ids int64 ``[n]``, id lists padded with -1 to the longest; the

@@ -2,11 +2,11 @@
 
 Owns what a cell means, the one reading shared by the table converter
 (tfdist.data.tables, which writes these values into records) and by
-anything that feeds a trained model CSV rows (``tfdist.predict``): so a
+anything that feeds a trained model CSV rows (``tfdist.serving.predict``): so a
 row predicts exactly as its record would. A cell is missing when it is
 empty or ``NA``, ``N/A``, ``NaN`` or ``null`` (any case): never a string,
 never a number. A number is what Python's ``float`` reads, finite. Imports
-tfdist.errors and tfdist.features; no TensorFlow.
+tfdist.errors and tfdist.data.features; no TensorFlow.
 
 :func:`feature_values` gives, per feature: ``numeric``, a list of floats
 (NaN for a missing value of a feature filled with the mean); ``category``
@@ -23,7 +23,7 @@ import functools
 import math
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from tfdist import features as features_lib
+from tfdist.data import features as features_lib
 from tfdist.errors import ConfigError
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null"})

@@ -27,8 +27,8 @@ from typing import Callable, Iterator, List, Optional, Union
 import numpy as np
 
 from tfdist import console
-from tfdist import features as features_lib
 from tfdist import data as data_lib
+from tfdist.data import features as features_lib
 from tfdist.data import framing
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import options

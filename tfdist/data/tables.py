@@ -8,17 +8,17 @@
 Records keep raw values: numbers as float32 (NaN for a value filled
 inside the model), categories and text as their strings; the training
 split's statistics (float64) and vocabularies go into the manifest, from
-which tfdist.preprocessing builds the model's first layers. What each
+which tfdist.model.preprocessing builds the model's first layers. What each
 column becomes is tfdist.data.columns', what the labels ask for
 tfdist.data.targets', how a cell reads tfdist.data.rows' (shared with
-``tfdist.predict``, so a CSV row predicts as its record does).
+``tfdist.serving.predict``, so a CSV row predicts as its record does).
 
 Passes over the files: the first reads and checks every row and decides
 (a bad row or column is one ConfigError, before anything is written and
 before TensorFlow starts), the next collects the categories' values; then
 TensorFlow's TextVectorization learns each text column's vocabulary from
 the training split, and the last pass writes (tfdist.data.shards, all or
-nothing). Imports tfdist.console, errors, features and data (columns,
+nothing). Imports tfdist.console, errors, data.features and data (columns,
 csv_files, manifest, rows, shards, targets); TensorFlow lazily.
 """
 
@@ -27,9 +27,9 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from tfdist import console
-from tfdist import features as features_lib
 from tfdist.data import columns as columns_lib
 from tfdist.data import csv_files
+from tfdist.data import features as features_lib
 from tfdist.data import manifest as manifest_lib
 from tfdist.data import rows as rows_lib
 from tfdist.data import shards

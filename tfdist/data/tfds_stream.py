@@ -18,8 +18,8 @@ import dataclasses
 from typing import Callable, Iterator, Optional
 
 from tfdist import console
-from tfdist import features as features_lib
 from tfdist import data as data_lib
+from tfdist.data import features as features_lib
 from tfdist.data import records
 from tfdist.errors import ConfigError
 

@@ -7,9 +7,10 @@
     python -m tfdist.k8s exercise DIR [--pvc=CLAIM=DIR] \
         [--kill=POD@SECONDS|POD@NUMBERsteps] [-- TRAINER FLAGS]
 
-Modules, each importing only those above it and tfdist's foundations
-(cli, cluster, errors, console, launch, checkpoint's paths, strategy's
-topology check):
+Modules, each importing only those above it and tfdist.cli, console,
+errors, tfdist.cluster (specs, launch, relay) and tfdist.training
+(checkpoint's paths, strategy's topology check); never serving (setup.cfg's
+import-linter contracts):
 
 * kueue: the names of Kueue's label and annotations;
 * options: RenderOptions, the checked settings of a render;

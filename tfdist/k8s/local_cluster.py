@@ -7,7 +7,7 @@ ConfigMap) is the DNS name of a pod of an Indexed Job behind a headless
 Service that selects it on a port both expose, and the NetworkPolicies admit
 every other pod to it. Each address becomes a free loopback port.
 
-Owns Pod, Plan and those checks. Imports tfdist.cluster and tfdist.errors
+Owns Pod, Plan and those checks. Imports tfdist.cluster.specs and tfdist.errors
 only; tfdist.k8s.exercise runs the plan.
 """
 
@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 
-from tfdist import cluster as cluster_lib
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
 
 _EXTENSIONS = (".yaml", ".yml", ".json")  # what kubectl apply -f DIR reads

@@ -1,9 +1,10 @@
 """What a render makes: the options of ``python -m tfdist.k8s render``, checked.
 
-Owns RenderOptions (one field per render flag, each checked when the options
-are made) and the trainer modules a job may run. Imports tfdist.cluster,
-tfdist.elastic (the trainer's ``--min_workers``, read from the words after
-the render's ``--``), tfdist.errors and tfdist.strategy (the strategy's own
+Owns RenderOptions (one field per render flag, each checked when the options are
+made) and the trainer modules a job may run. Imports tfdist.cluster.specs,
+tfdist.cluster.launch and tfdist.training.elastic (the trainer's
+``--min_workers``, read from the words after the render's ``--``, and its
+checks), tfdist.errors and tfdist.training.strategy (the strategy's own
 topology check); no Kubernetes objects are built here
 (tfdist.k8s.manifests).
 """
@@ -15,10 +16,11 @@ import importlib.util
 import pkgutil
 import re
 
-from tfdist import cluster as cluster_lib
-from tfdist import elastic
-from tfdist import strategy as strategy_lib
+from tfdist.cluster import launch
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
+from tfdist.training import elastic
+from tfdist.training import strategy as strategy_lib
 
 KINDS = ("job", "tfjob", "jobset")
 # --all_reduce of a render; auto = nccl with GPUs, else ring.
@@ -83,7 +85,7 @@ class RenderOptions:
     cpu, memory: requests of every task (memory is also the limit).
     ps_memory: the memory of each ps task instead (request and limit), or
       empty for ``memory``: a ps holds its share of the variables, about
-      1/N of a sharded table with N ps tasks (tfdist.sharding; the
+      1/N of a sharded table with N ps tasks (tfdist.training.sharding; the
       trainer's result line says the bytes each holds).
     data_pvc: an existing PersistentVolumeClaim mounted read-only at /data;
       empty for none.
@@ -265,7 +267,7 @@ class RenderOptions:
   def min_workers(self) -> int:
     """The trainer's ``--min_workers`` among the words after ``--`` (0:
     not elastic)."""
-    return elastic.min_workers_of(self.trainer_args)
+    return launch.min_workers_of(self.trainer_args)
 
   @property
   def roles(self) -> list:

@@ -15,7 +15,8 @@ has no handler for), and a trainer killed by signal N must end the pod with
 status 128 + N, which the Job's podFailurePolicy retries.
 
 Owns pod_tf_config and run_child (also how tfdist.k8s.exercise runs a pod).
-Imports tfdist.cli, tfdist.cluster, tfdist.console and tfdist.launch.
+Imports tfdist.cli, tfdist.cluster.specs, tfdist.console and
+tfdist.cluster.launch.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import sys
 from typing import Mapping, Optional
 
 from tfdist import cli
-from tfdist import cluster as cluster_lib
 from tfdist import console
-from tfdist import launch
+from tfdist.cluster import launch
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
 
 # Set by the Job controller in every pod of an Indexed Job.

@@ -9,9 +9,10 @@ process is reported as an event on one queue, which only the exercise's main
 loop reads: ``("exit", task, process, status)`` and ``("resumed", task,
 step)`` (the trainer restored a checkpoint).
 
-Owns Pods and Kill (when to SIGKILL one, and whether it comes back). Imports tfdist.checkpoint (where
-checkpoints are), tfdist.errors, tfdist.launch (exit statuses, and
-children that die with their parent) and tfdist.relay (whole lines).
+Owns Pods and Kill (when to SIGKILL one, and whether it comes back).
+Imports tfdist.training.checkpoint (where checkpoints are), tfdist.errors,
+tfdist.cluster.launch (exit statuses, and children that die with their
+parent) and tfdist.cluster.relay (whole lines).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ import threading
 import time
 from typing import Optional
 
-from tfdist import checkpoint
-from tfdist import launch
-from tfdist import relay
+from tfdist.cluster import launch
+from tfdist.cluster import relay
 from tfdist.errors import ConfigError
+from tfdist.training import checkpoint
 
-# What tfdist.checkpoint prints when a trainer restores a checkpoint.
+# What tfdist.training.checkpoint prints when a trainer restores a checkpoint.
 _RESUMED = re.compile(r"resumed from \S+ at step (\d+)")
 
 

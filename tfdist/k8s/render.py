@@ -11,7 +11,7 @@ checked in memory before the first one is written, and each file starts with
 the command that re-renders it.
 
 Owns the render flags (one per RenderOptions field) and that command line.
-Imports tfdist.cli, tfdist.cluster and the render modules of tfdist.k8s.
+Imports tfdist.cli, tfdist.cluster.specs and the render modules of tfdist.k8s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import shlex
 from typing import Sequence
 
 from tfdist import cli
-from tfdist import cluster as cluster_lib
+from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
 from tfdist.k8s import files as files_lib
 from tfdist.k8s import manifests

@@ -2,7 +2,8 @@ r"""``python -m tfdist.train --model=PACKAGE.MODULE:FUNCTION [flags]``.
 
 Trains any model function on the Python path (the current directory
 first) with every flag of the shipped trainers, under mirrored,
-multiworker and ps, with TF_CONFIG, tfdist.launch and Kubernetes::
+multiworker and ps, with TF_CONFIG, ``python -m tfdist.launch`` and
+Kubernetes::
 
     python -m tfdist.train --model=my_project.model:build --epochs=10
     python -m tfdist.launch --cluster_spec=cluster_specs/two_workers.json -- \

@@ -2,9 +2,9 @@
 
 Trains any model function on the Python path (the current directory
 first) with every flag of the shipped trainers, under mirrored,
-multiworker and ps, with TF_CONFIG, tfdist.launch and Kubernetes. The
+multiworker and ps, with TF_CONFIG, tfdist.cluster.launch and Kubernetes. The
 function is called as FUNCTION(features, num_outputs) and returns a Keras
-model (the contract: tfdist.contract; --helpfull lists every flag).
+model (the contract: tfdist.model.contract; --helpfull lists every flag).
 """
 
 from absl import app as absl_app
