@@ -6,8 +6,8 @@ r"""The chaos sweep's trial kind "a worker gone for good" under --min_workers.
 The shape ``multiworker-elastic`` (tfdist.bench.jobs: 3 workers with
 ``--min_workers=2``) SIGKILLed in training: the sweep never restarts a
 task, so the target is gone for good. The other two must regroup without
-it (tfdist.elastic), train to the end and exit 0, within a deadline that
-counts their round and the rest of the training; a trial records whether
+it (tfdist.training.elastic), train to the end and exit 0, within a
+deadline that counts their round and the rest of the training; a trial records whether
 they did (``finished_without``), the workers of each membership change
 and the global batch, from the first one's result line. Imports
 tfdist.bench.jobs; no TensorFlow.

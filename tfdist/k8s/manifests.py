@@ -16,9 +16,9 @@ replacement pod starts only once the pod it replaces has terminated
 (podReplacementPolicy: Failed): two pods of one task never meet.
 
 Elastic multiworker (the trainer's ``--min_workers=K`` after the render's
-``--``, tfdist.elastic): a lost worker's pod is retried alone (the others
-regroup without it, never exiting), and the workers' Job is complete once
-enough of its pods succeeded (a Job ``successPolicy``, see
+``--``, tfdist.training.elastic): a lost worker's pod is retried alone (the
+others regroup without it, never exiting), and the workers' Job is complete
+once enough of its pods succeeded (a Job ``successPolicy``, see
 _elastic_success); the Job controller then removes a replacement pod that
 never scheduled. A JobSet is complete with Any of its training Jobs.
 
