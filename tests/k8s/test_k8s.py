@@ -453,6 +453,41 @@ def test_queued_jobset_renders_validate_and_start_suspended(strategy, flags,
   assert header.count("topology=") == 1
 
 
+@pytest.mark.parametrize("kind", ["job", "jobset"])
+@pytest.mark.parametrize("spec, needed", [
+    ({"worker": ["w:1", "w:2", "w:3"]}, 2),
+    ({"chief": ["c:1"], "worker": ["w:1", "w:2"]}, 1)])
+def test_elastic_renders_finish_on_min_workers(kind, spec, needed, tmp_path):
+  """--min_workers=2 after --: strictly valid; a lost pod is retried alone;
+  the workers' Job is complete with the members' pods (2 of 3 workers, or
+  1 worker beside a chief), the JobSet with the chief's Job or theirs."""
+  out = _render(tmp_path, spec, "--job_name=el", "--image=img:1",
+                f"--kind={kind}", "--gpus_per_worker=0", "--",
+                "--min_workers=2")
+  _validate([str(out / f) for f in _yaml_files(out)])
+  objects = _objects(out)
+  assert _validate_custom_resources(objects) == (kind == "jobset")
+  specs = dict(_job_specs(objects))
+  worker = specs["worker"]
+  assert worker["successPolicy"] == {"rules": [{"succeededCount": needed}]}
+  assert worker["backoffLimit"] == 3 * len(spec["worker"])
+  assert "successPolicy" not in specs.get("chief", {})
+  # The controller's reading (the exercise's): the members' pods complete
+  # it, one fewer does not.
+  job = controller.JobState("el-worker", worker, "trainer")
+  job.succeeded = set(range(needed - 1))
+  assert not job.complete
+  job.succeeded.add(len(spec["worker"]) - 1)
+  assert job.complete
+  if kind == "jobset":
+    (jobset,) = [o for o in objects if o["kind"] == "JobSet"]
+    assert jobset["spec"]["successPolicy"] == {
+        "operator": "Any", "targetReplicatedJobs": [
+            r for r in ("worker", "chief") if r in spec]}
+    state = controller.JobSetState("el", jobset["spec"])
+    assert state.succeeded({"worker"}) and not state.succeeded(set())
+
+
 def test_render_is_deterministic_and_removes_stale_files(tmp_path):
   ps_spec = os.path.join(SPECS, "chief_two_workers_ps.json")
   out = tmp_path / "out"
@@ -509,6 +544,11 @@ def test_render_is_deterministic_and_removes_stale_files(tmp_path):
      "--prefer_topology='rack level' is not a node label key"),
     ({"worker": ["127.0.0.1:1"]}, ["--priority_class=High"],
      "--priority_class='High' is not a Kubernetes object name"),
+    ({"worker": ["127.0.0.1:1"], "chief": ["127.0.0.1:2"],
+      "ps": ["127.0.0.1:3"]}, ["--strategy=ps", "--", "--min_workers=1"],
+     "--min_workers applies to --strategy=multiworker"),
+    ({"worker": ["127.0.0.1:1"]}, ["--", "--min_workers=2"],
+     "--min_workers=2 after --: the cluster spec has 1 training tasks"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(spec, flags, message,
                                                   tmp_path):
@@ -700,6 +740,35 @@ def test_exercise_of_k8s_jobset_restarts_the_set(mnist_dir, tmp_path):
   print(f"\nJobSet restart: {line[len('[exercise] '):]}")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_exercise_of_an_elastic_jobset_finishes_without_a_pod_gone_for_good(
+    mnist_dir, tmp_path):
+  """Rendered with --min_workers=2 for 3 workers: worker 2's pod killed at
+  step 10 and its replacement never scheduled; the other two regroup with
+  the global batch kept, and the JobSet completes on them."""
+  del mnist_dir
+  out = _render(tmp_path, {"worker": ["w:1", "w:2", "w:3"]}, "--job_name=el",
+                "--image=img:1", "--kind=jobset", "--gpus_per_worker=0",
+                "--", "--min_workers=2")
+  result = _exercise(out, tmp_path, "--kill=el-worker-0-2@10steps:gone",
+                     "--grace=20", "--", f"--mnist_dir={MNIST_DIR}",
+                     "--epochs=1", "--steps_per_epoch=30",
+                     "--checkpoint_every_steps=10", "--peer_timeout=10")
+  out = result.stdout
+  assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+  assert ("[exercise] pod el-worker-0-2 stays Pending: its node is gone"
+          in out)
+  assert not [l for l in out.splitlines() if "RestartJobSet" in l]
+  assert "[exercise] Job el-worker-0: 2/3 pods succeeded: Complete" in out
+  assert "[exercise] JobSet el: successPolicy met: Completed" in out
+  (chief,) = json_lines(out, "[worker-0] ")
+  assert chief["global_step"] == 30 and chief["global_batch_size"] == 300
+  assert [(m["workers"], m["members"]) for m in chief["membership"]][1:] == [
+      (2, ["worker-0", "worker-1"])]
+  assert chief["membership"][0]["workers"] == 3
+
+
 def _admitted(stdout):
   """What the exercise admitted in Kueue's stead (before any pod)."""
   lines = stdout.splitlines()
@@ -802,6 +871,8 @@ def test_exercise_needs_the_data_claim_mapped():
 @pytest.mark.parametrize("kill, message", [
     ("mnist-worker-1", "write POD@SECONDS or POD@NUMBERsteps"),
     ("mnist-worker-1@soon", "write POD@SECONDS or POD@NUMBERsteps"),
+    ("mnist-worker-1@40steps:never", "then :gone if its replacement "
+                                     "never schedules"),
     ("mnist-worker-7@5", "--kill=mnist-worker-7@...: no such pod; the pods "
                          "are mnist-worker-0, mnist-worker-1"),
 ])

@@ -4,7 +4,8 @@ r"""The chaos sweep: real jobs, one task killed, stopped or signalled.
 
 Each trial starts a real job on loopback (tfdist.bench.jobs: multiworker
 with 2 workers; ps with a chief, 2 workers and 1 ps; ps-2ps, the same with
-2 ps tasks; sweep() defaults to the first two) training MNIST with a
+2 ps tasks; multiworker-elastic, 3 workers with --min_workers=2; sweep()
+defaults to the first two) training MNIST with a
 --model_dir and frequent checkpoints, and at a random moment of one of
 its phases (tfdist.bench.windows: start-up, training, shutdown, and the
 windows a slow volume widens: a save slower than the stall deadline, the
@@ -31,6 +32,7 @@ Prints one line per trial and a summary table (per strategy and phase:
 trials, hangs, seconds until every other task exited); ``--out`` writes
 every trial as a JSON line as it ends. Every trial trains on the MNIST
 sample bundled with tfdist, whatever is on this machine. Imports
+tfdist.bench.gone (workers gone for good under --min_workers),
 tfdist.bench.jobs, tfdist.bench.windows, tfdist.data (where the sample is),
 tfdist.errors and tfdist.cli; no TensorFlow.
 """
@@ -51,6 +53,7 @@ from typing import Optional
 
 from tfdist import cli
 from tfdist import data as data_lib
+from tfdist.bench import gone
 from tfdist.bench import jobs as jobs_lib
 from tfdist.bench import windows
 from tfdist.errors import ConfigError, retried
@@ -103,11 +106,16 @@ def deadline_s(strategy: str, settings: Settings) -> float:
   its own start-up, if it was still starting: see :func:`_wait_for_exits`).
 
   multiworker: preflight (--peer_timeout), then the registration or barrier
-  deadline (--peer_timeout) or the heartbeat (--heartbeat_timeout). ps: also the hosting tasks' wait for a silent chief
+  deadline (--peer_timeout) or the heartbeat (--heartbeat_timeout); with
+  --min_workers (multiworker-elastic), the others' round and the rest of
+  the training too. ps: also the hosting tasks' wait for a silent chief
   and the chief's wait to tell a restarting worker (--peer_timeout each),
   and a chief that goes on without a stalled worker: its restart and the
   rest of the training (60 s). Plus 30 s for the exit.
   """
+  if jobs_lib.min_workers(strategy):
+    return gone.deadline_s(peer_timeout=settings.peer_timeout,
+                           heartbeat_timeout=settings.heartbeat_timeout)
   if strategy == "multiworker":
     return 2 * settings.peer_timeout + settings.heartbeat_timeout + 30
   return 3 * settings.peer_timeout + settings.heartbeat_timeout + 60 + 30
@@ -186,12 +194,17 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
     job.wait(list(job.processes), time.monotonic() + 10)
     others = [n for n in watched if n != target]
     record.update(_outcome(job, acted_at, others, hung))
+    if jobs_lib.min_workers(strategy):
+      record.update(gone.outcome(job, others))
     if (action == "SIGTERM" and target_worked and job.status(target) == 0
         and min(job.done_at(target), job.done_at(job.primary)) > acted_at
         and acted_at < job.training_ended_at()):
       record["unexplained"].append(target)  # swallowed while it trained
-    if record["statuses"].get(job.primary) == 0:
-      noise = job.noise_after_training() or []
+    # Under --min_workers the next worker by rank leads a primary gone.
+    finisher = (others[0] if jobs_lib.min_workers(strategy)
+                and target == job.primary else job.primary)
+    if record["statuses"].get(finisher) == 0:
+      noise = job.noise_after_training(finisher) or []
       record.update(noise_after_training=len(noise), noise=noise[:3])
     # A ps job that went on without a stopped worker (no relaunch).
     record["healed"] = (jobs_lib.strategy_of(strategy) == "ps"
@@ -201,6 +214,7 @@ def run_trial(index: int, strategy: str, phase: str, action: str,
   finally:
     job.kill()
   if (relaunch and record["statuses"].get(job.primary) != 0
+      and not record.get("finished_without")
       and windows.has_checkpoint(model_dir)):
     record.update(_relaunch(strategy, settings, model_dir))
   record["checkpoints_readable"] = jobs_lib.checkpoints_readable(model_dir)
@@ -294,6 +308,7 @@ def summary(records: list) -> str:
     rows.append(f"\nps workers stopped in training: "
                 f"{sum(r['healed'] for r in stalled)} of {len(stalled)} jobs "
                 "finished without them, in place")
+  rows += gone.summary(records)
   return "\n".join(rows)
 
 
@@ -332,6 +347,7 @@ def _one_line(r: dict) -> str:
                 if "resumed" in r else "")
   noise = (f" noise_after_training={r['noise_after_training']}"
            if "noise_after_training" in r else "")
+  noise += gone.one_line(r)
   noise += "".join(f" PERMANENT {p}" for p in permanent(r))
   startup = "".join(f" ({n} was still starting for {s} s)"
                     for n, s in r.get("startup_s", {}).items())

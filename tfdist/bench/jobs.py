@@ -9,8 +9,9 @@ it never stops the other tasks when one exits: what each survivor does on its
 own is what is measured. Also :func:`checkpoints_readable`, what a job left.
 Imports tfdist.bench.log_noise, tfdist.bench.runner (the children's
 environment), tfdist.training.checkpoint, tfdist.cluster.specs,
-tfdist.cluster.launch (exit statuses), tfdist.cluster.preflight (is a task up?)
-and tfdist.cluster.relay (whole lines); TensorFlow only to read checkpoints.
+tfdist.cluster.launch (exit statuses, a shape's --min_workers),
+tfdist.cluster.preflight (is a task up?) and tfdist.cluster.relay (whole
+lines); TensorFlow only to read checkpoints.
 """
 
 from __future__ import annotations
@@ -36,13 +37,24 @@ SHAPES = {"multiworker": {"worker": 2},
           "ps": {"chief": 1, "worker": 2, "ps": 1}}
 # More shapes, each named ``STRATEGY-...``: its tasks run --strategy=STRATEGY.
 # ps-2ps: the variables over two ps tasks (tfdist.training.sharding).
-MORE_SHAPES = {"ps-2ps": {"chief": 1, "worker": 2, "ps": 2}}
+# multiworker-elastic: 3 workers with --min_workers=2
+# (tfdist.training.elastic): one lost for good, the other two regroup and
+# finish.
+MORE_SHAPES = {"ps-2ps": {"chief": 1, "worker": 2, "ps": 2},
+               "multiworker-elastic": {"worker": 3}}
+# The trainer flags a shape adds to every task's.
+_SHAPE_FLAGS = {"multiworker-elastic": ("--min_workers=2",)}
 _START_ORDER = ("ps", "worker", "chief", "evaluator")  # servers first
 
 
 def strategy_of(shape: str) -> str:
   """The --strategy of a shape's tasks: ``ps`` for ``ps-2ps``."""
   return shape.split("-", 1)[0]
+
+
+def min_workers(shape: str) -> int:
+  """The --min_workers of a shape's tasks (0: not elastic)."""
+  return launch.min_workers_of(_SHAPE_FLAGS.get(shape, ()))
 
 
 def free_cluster(shape: str) -> dict:
@@ -74,7 +86,8 @@ class Job:
     tfdist.bench.capped's)."""
     self.strategy = strategy_of(shape)
     self.cluster = cluster or free_cluster(shape)
-    self._flags = [f"--strategy={self.strategy}", *flags]
+    self._flags = [f"--strategy={self.strategy}",
+                   *_SHAPE_FLAGS.get(shape, ()), *flags]
     self._module = f"trainers.{trainer}"
     self._prefix = prefix
     self._env = runner.child_env(dict(os.environ if environ is None
@@ -157,17 +170,19 @@ class Job:
         return at
     return float("inf")
 
-  def training_ended_at(self) -> float:
-    """When the primary task ended its last epoch (tfdist.bench.log_noise:
-    it must run at ``--verbose=2``); infinity if it never did."""
-    end = log_noise.training_end(self.output[self.primary])
-    return float("inf") if end is None else self.line_times[self.primary][end]
+  def training_ended_at(self, name: str = "") -> float:
+    """When task ``name`` (default: the primary) ended its last epoch
+    (tfdist.bench.log_noise: it must run at ``--verbose=2``); infinity if
+    it never did."""
+    name = name or self.primary
+    end = log_noise.training_end(self.output[name])
+    return float("inf") if end is None else self.line_times[name][end]
 
-  def noise_after_training(self) -> Optional[list]:
-    """Every task's E-level lines and tracebacks after the primary task's
-    last epoch (see :meth:`training_ended_at`), each prefixed
-    ``[task] ``; None if it never ended an epoch."""
-    ended_at = self.training_ended_at()
+  def noise_after_training(self, name: str = "") -> Optional[list]:
+    """Every task's E-level lines and tracebacks after the last epoch of
+    task ``name`` (default: the primary; see :meth:`training_ended_at`),
+    each prefixed ``[task] ``; None if it never ended an epoch."""
+    ended_at = self.training_ended_at(name)
     if ended_at == float("inf"):
       return None
     return [f"[{name}] {line}" for name in self.processes

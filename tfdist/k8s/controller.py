@@ -9,7 +9,8 @@ failed. The JobSet controller, for a Job that failed: the first rule of the
 ``failurePolicy`` whose reasons and replicated jobs match decides
 (``FailJobSet``, or ``RestartJobSet``: every Job recreated), a restart only
 while fewer than ``maxRestarts`` were made; its ``successPolicy`` says when
-the set is complete. A Job's ``podReplacementPolicy``: ``Failed`` (a new pod
+the set is complete (a Job's own ``successPolicy`` may complete it before
+every index succeeded). A Job's ``podReplacementPolicy``: ``Failed`` (a new pod
 only once the old one has terminated), the only value allowed beside a
 podFailurePolicy; the exercise's pods are processes replaced only once they
 have exited, i.e. ``Failed``. Admission: a suspended JobSet or Job starts
@@ -116,6 +117,15 @@ def pod_failure_action(job_spec: dict, container: str, status: int) -> str:
   return COUNT
 
 
+def _index_set(text: str) -> set:
+  """A Job's index list (``"0,2-4"``) as a set."""
+  indexes = set()
+  for part in text.split(","):
+    first, _, last = part.partition("-")
+    indexes.update(range(int(first), int(last or first) + 1))
+  return indexes
+
+
 @dataclasses.dataclass
 class JobState:
   """One Indexed Job: which indexes succeeded, how many pods failed."""
@@ -128,7 +138,19 @@ class JobState:
 
   @property
   def complete(self) -> bool:
-    return len(self.succeeded) >= self.spec.get("completions", 1)
+    """Every index succeeded, or a rule of the successPolicy holds: its
+    succeededIndexes all succeeded and at least succeededCount of them
+    (each part optional; the Job controller then removes the pods left)."""
+    if len(self.succeeded) >= self.spec.get("completions", 1):
+      return True
+    for rule in self.spec.get("successPolicy", {}).get("rules", []):
+      indexes = (_index_set(rule["succeededIndexes"])
+                 if "succeededIndexes" in rule else None)
+      done = self.succeeded if indexes is None else self.succeeded & indexes
+      if ((indexes is None or indexes <= self.succeeded)
+          and len(done) >= rule.get("succeededCount", 0)):
+        return True
+    return False
 
   @property
   def backoff_limit(self) -> int:

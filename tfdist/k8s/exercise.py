@@ -29,7 +29,8 @@ only a cluster provides is mapped, the way a node would provide it:
   in one line (no quota here); one suspended with no queue label would
   never start, which fails the exercise before any pod starts. ``--kill=POD@SECONDS`` (or ``@NUMBERsteps``: once
   a checkpoint of that step is in the pod's --model_dir) SIGKILLs a pod
-  once, as a lost node or an OOM kill would.
+  once, as a lost node or an OOM kill would; ``:gone`` after it keeps its
+  replacement Pending for good (a node gone, none other fits).
 * GPUs: none here; ``--all_reduce=nccl`` (GPU renders) runs as ring on a
   machine without GPUs, said in one line: the exercise proves everything
   but NCCL itself.
@@ -199,6 +200,7 @@ class _Run:
     self.tasks = {name: pod for name, pod in job_plan.pods.items()}
     self.nccl_as_ring = not pods_lib.has_gpu()
     self.killed_at: Optional[float] = None
+    self.pending: set = set()  # pods that never schedule (--kill ...:gone)
     self.figures: dict = {}
 
   def _new_jobs(self) -> None:
@@ -227,6 +229,11 @@ class _Run:
       command = pods_lib.without_nccl(command)
     if task not in self.pods.started_at:
       self.pods.say(f"{task} is pod {pod.name}: {' '.join(command)}")
+    elif self.kill and self.kill.gone and pod.name == self.kill.pod:
+      self.pods.say(f"pod {pod.name} stays Pending: its node is gone and "
+                    "no other fits it (--kill ...:gone)")
+      self.pending.add(pod.name)
+      return
     self.pods.start(task, command, process["env"])
 
   def start_all(self) -> None:
@@ -259,9 +266,13 @@ class _Run:
     if status == 0:
       job.succeeded.add(pod.index)
       if job.complete:
-        count = len(job.succeeded)
-        self.pods.say(f"Job {job.name}: {count}/{count} pods succeeded: "
+        self.pods.say(f"Job {job.name}: {len(job.succeeded)}/"
+                      f"{job.spec.get('completions', 1)} pods succeeded: "
                       "Complete")
+        # A successPolicy met: the Job controller removes the pods left.
+        self.pods.stop(self.pods.running([
+            t for t, p in self.tasks.items() if p.job_name == job.name]),
+                       grace=pod.spec.get("terminationGracePeriodSeconds", 30))
       return None
     action = job.pod_failed(status)
     if job.failed is None:
@@ -353,13 +364,12 @@ class _Run:
                     f"{seconds:.1f} s after the kill")
 
   def _lingering(self) -> Outcome:
-    running = sorted(self.tasks[t].name for t in self.pods.running())
-    if self.jobsets:  # the controller deletes what is left
-      return Outcome(0, "")
-    return Outcome(1, f"pods {', '.join(running)} did not end by themselves "
+    left = sorted({self.tasks[t].name for t in self.pods.running()}
+                  | self.pending)
+    return Outcome(1, f"pods {', '.join(left)} did not end by themselves "
                       f"within {self.grace:.0f} s of the chief: on Kubernetes "
-                      "they would keep running and their Job would never "
-                      "complete")
+                      "they would keep running (or Pending) and their Job "
+                      "would never complete")
 
 
 def exercise(directory: str, *, pvcs: dict, extra_args: list, grace: float,
@@ -417,8 +427,9 @@ def main(argv=None) -> int:
                       help="seconds the other pods get to end by themselves "
                            "after the chief's pod succeeded")
   parser.add_argument("--kill", default=None,
-                      help="POD@SECONDS or POD@NUMBERsteps: SIGKILL that pod "
-                           "once, e.g. mnist-worker-1@40steps")
+                      help="POD@SECONDS or POD@NUMBERsteps[:gone]: SIGKILL "
+                           "that pod once (:gone: its replacement stays "
+                           "Pending), e.g. mnist-worker-1@40steps")
   args = parser.parse_args(own)
   work_dir = tempfile.mkdtemp(prefix="tfdist-exercise-")
   try:

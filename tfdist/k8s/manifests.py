@@ -15,6 +15,13 @@ podFailurePolicy retries like a signal; 1-127 fail the job at once. A
 replacement pod starts only once the pod it replaces has terminated
 (podReplacementPolicy: Failed): two pods of one task never meet.
 
+Elastic multiworker (the trainer's ``--min_workers=K`` after the render's
+``--``, tfdist.training.elastic): a lost worker's pod is retried alone (the
+others regroup without it, never exiting), and the workers' Job is complete
+once enough of its pods succeeded (a Job ``successPolicy``, see
+_elastic_success); the Job controller then removes a replacement pod that
+never scheduled. A JobSet is complete with Any of its training Jobs.
+
 Owns the objects and their YAML files' names and text. Imports
 tfdist.k8s.options, tfdist.k8s.files and tfdist.k8s.kueue only.
 """
@@ -222,7 +229,21 @@ def _job_spec(options: RenderOptions, role: str, *,
       "template": _pod_template(options, role, command,
                                 container_name=CONTAINER,
                                 port_name="grpc", job_pod=True),
+      **_elastic_success(options, role),
   }
+
+
+def _elastic_success(options: RenderOptions, role: str) -> dict:
+  """With --min_workers=K, the workers' Job is complete once as many of
+  its pods succeeded as the fewest workers that can train (K, or K - 1
+  beside a chief; at least 1): a training task exits 0 only after every
+  member passed the final barrier, after the chief's outputs. Lingering
+  pods (a replacement that never scheduled) are then removed. GA since
+  Kubernetes 1.33."""
+  if not options.min_workers or role != "worker":
+    return {}
+  needed = max(1, options.min_workers - len(options.cluster.get("chief", ())))
+  return {"successPolicy": {"rules": [{"succeededCount": needed}]}}
 
 
 def _backoff_limit(options: RenderOptions, role: str) -> int:
@@ -268,8 +289,13 @@ def _jobset(options: RenderOptions) -> dict:
                   "publishNotReadyAddresses": True},
       # The chief (else worker 0, whose Job completes with every worker's
       # pod, all ending together) ends the set; ps and worker tasks of the
-      # ps strategy end once the chief tells them to.
-      "successPolicy": {"operator": "All", "targetReplicatedJobs": [primary]},
+      # ps strategy end once the chief tells them to. Elastic: the chief's
+      # Job or the workers' (their successPolicy), whichever completes; a
+      # chief lost for good never completes its own.
+      "successPolicy": {"operator": "Any", "targetReplicatedJobs": [
+          r for r in options.roles if r in ("chief", "worker")]}
+                       if options.min_workers else
+                       {"operator": "All", "targetReplicatedJobs": [primary]},
       "failurePolicy": {
           "maxRestarts": options.max_restarts,
           "rules": [
@@ -288,8 +314,10 @@ def _jobset(options: RenderOptions) -> dict:
   jobs = []
   for role in options.roles:
     # Multiworker: the first lost pod fails its Job and the JobSet restarts
-    # them all at once. ps: a lost worker pod is retried alone.
-    backoff = _backoff_limit(options, role) if options.strategy == "ps" else 0
+    # them all at once. ps, and elastic multiworker (--min_workers): a lost
+    # pod is retried alone while the others go on.
+    backoff = (_backoff_limit(options, role)
+               if options.strategy == "ps" or options.min_workers else 0)
     jobs.append({"name": role, "replicas": 1, "template": {
         "metadata": {"labels": _labels(options, role)},
         "spec": _job_spec(options, role, backoff_limit=backoff)}})

@@ -2,8 +2,11 @@
 
 Owns RenderOptions (one field per render flag, each checked when the options are
 made) and the trainer modules a job may run. Imports tfdist.cluster.specs,
-tfdist.errors and tfdist.training.strategy (the strategy's own topology check);
-no Kubernetes objects are built here (tfdist.k8s.manifests).
+tfdist.cluster.launch and tfdist.training.elastic (the trainer's
+``--min_workers``, read from the words after the render's ``--``, and its
+checks), tfdist.errors and tfdist.training.strategy (the strategy's own
+topology check); no Kubernetes objects are built here
+(tfdist.k8s.manifests).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import importlib.util
 import pkgutil
 import re
 
+from tfdist.cluster import launch
 from tfdist.cluster import specs as cluster_lib
 from tfdist.errors import ConfigError
+from tfdist.training import elastic
 from tfdist.training import strategy as strategy_lib
 
 KINDS = ("job", "tfjob", "jobset")
@@ -198,6 +203,18 @@ class RenderOptions:
       if getattr(self, name):
         _check_dns_label(getattr(self, name), f"--{name}")
     self._check_scheduling()
+    self._check_min_workers()
+
+  def _check_min_workers(self) -> None:
+    """The trainer's --min_workers (after ``--``): multiworker, at most the
+    cluster's training tasks (the trainer would fail every pod with 2)."""
+    elastic.check(min_workers=self.min_workers, strategy=self.strategy,
+                  model_dir="the claim every pod mounts: always rendered")
+    full = len(elastic.members_of(self.cluster))
+    if self.min_workers > full:
+      raise ConfigError(f"--min_workers={self.min_workers} after --: the "
+                        f"cluster spec has {full} training tasks; use at "
+                        f"most {full}")
 
   def _check_scheduling(self) -> None:
     """The Kueue and priority flags: names, levels and combinations."""
@@ -245,6 +262,12 @@ class RenderOptions:
       raise ConfigError(f"--trainer={self.trainer} and the command after -- "
                         "both name what the pods run: drop one of them")
     return words[:3], words[3:]
+
+  @property
+  def min_workers(self) -> int:
+    """The trainer's ``--min_workers`` among the words after ``--`` (0:
+    not elastic)."""
+    return launch.min_workers_of(self.trainer_args)
 
   @property
   def roles(self) -> list:

@@ -9,9 +9,10 @@ process is reported as an event on one queue, which only the exercise's main
 loop reads: ``("exit", task, process, status)`` and ``("resumed", task,
 step)`` (the trainer restored a checkpoint).
 
-Owns Pods and Kill (when to SIGKILL one). Imports tfdist.training.checkpoint
-(where checkpoints are), tfdist.errors, tfdist.cluster.launch (exit statuses,
-and children that die with their parent) and tfdist.cluster.relay (whole lines).
+Owns Pods and Kill (when to SIGKILL one, and whether it comes back).
+Imports tfdist.training.checkpoint (where checkpoints are), tfdist.errors,
+tfdist.cluster.launch (exit statuses, and children that die with their
+parent) and tfdist.cluster.relay (whole lines).
 """
 
 from __future__ import annotations
@@ -126,23 +127,28 @@ class Pods:
 
 @dataclasses.dataclass(frozen=True)
 class Kill:
-  """``--kill=POD@SECONDS`` or ``--kill=POD@NUMBERsteps``: SIGKILL once."""
+  """``--kill=POD@SECONDS`` or ``--kill=POD@NUMBERsteps``: SIGKILL once;
+  with ``:gone`` after it, every later pod of that name stays Pending (its
+  node gone for good, no other fits it)."""
   pod: str
   seconds: Optional[float] = None
   steps: Optional[int] = None
+  gone: bool = False
 
   @classmethod
   def parse(cls, value: str) -> "Kill":
     pod, _, when = value.rpartition("@")
+    when, gone, rest = when.partition(":")
     steps = re.fullmatch(r"(\d+)steps", when)
     seconds = re.fullmatch(r"(\d+(\.\d*)?)s?", when)
-    if not pod or not (steps or seconds):
+    if not pod or not (steps or seconds) or (gone and rest != "gone"):
       raise ConfigError(f"--kill={value!r}: write POD@SECONDS or "
-                        "POD@NUMBERsteps, e.g. mnist-worker-1@8 or "
-                        "mnist-worker-1@40steps")
+                        "POD@NUMBERsteps, then :gone if its replacement "
+                        "never schedules, e.g. mnist-worker-1@8 or "
+                        "mnist-worker-1@40steps:gone")
     if steps:
-      return cls(pod, steps=int(steps.group(1)))
-    return cls(pod, seconds=float(seconds.group(1)))
+      return cls(pod, steps=int(steps.group(1)), gone=bool(gone))
+    return cls(pod, seconds=float(seconds.group(1)), gone=bool(gone))
 
   def describe(self) -> str:
     if self.steps is not None:
