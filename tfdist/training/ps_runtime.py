@@ -104,7 +104,7 @@ class ParameterServerRuntime(Runtime):
     watch = self.stall_watch
     if coordinator is not None:
       with watch.watching() if watch else contextlib.nullcontext():
-        ps_coordinator.join()
+        coordinator.join()
     with (watch.writing() if watch else contextlib.nullcontext()), \
         super().save_deadline(model):
       yield
