@@ -6,9 +6,11 @@ test, in bash with ``set -euo pipefail``, so a guide's command that stops
 working fails the suite. A marker may name replacements that keep a long
 command small in the test: ``<!-- runnable: --epochs=5 => --epochs=1;
 multiworker => multiworker --steps_per_epoch=50 -->`` (``OLD => NEW`` pairs
-separated by ``;``; the guide shows OLD). Every ``/tmp/`` of a block is the
-test's own temporary directory. The blocks of one file run in order, in one
-working directory, so a later block may use what an earlier one wrote.
+separated by ``;``; the guide shows OLD). An empty NEW (``OLD =>``) leaves
+a command out of the test where an earlier block's replacement already ran
+it. Every ``/tmp/`` of a block is the test's own temporary directory. The
+blocks of one file run in order, in one working directory, so a later
+block may use what an earlier one wrote.
 
 A block that launches a shipped cluster spec (``tfdist.cluster.launch
 --cluster_spec=...``) runs with ``--free_ports`` added: the specs' fixed
@@ -57,7 +59,11 @@ def blocks(path: str) -> List[Block]:
     for replacement in (marker.group("replacements") or "").split(";"):
       if not replacement.strip():
         continue
-      old, new = (part.strip() for part in replacement.split(" => ", 1))
+      old, arrow, new = (part.strip() for part in
+                         replacement.partition(" =>"))
+      if not arrow:
+        raise ValueError(f"{path}:{index + 1}: a replacement is OLD => NEW, "
+                         f"not {replacement.strip()!r}")
       if old not in script:
         raise ValueError(f"{path}:{index + 1}: the marker replaces {old!r}, "
                          "which the block does not have")
