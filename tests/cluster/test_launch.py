@@ -263,7 +263,8 @@ def test_workers_shorthand_needs_no_spec_file():
 # synchronisation: the phase's start is found from the launcher's output) and
 # checks the launcher exits 128 + the signal within its stop timeout and that
 # no process is left in any task's process group. A CPU-burning process runs
-# beside the trials, so that races which need a busy machine can show.
+# beside the trials of small tasks, so that races which need a busy machine
+# can show (real trainers keep the machine busy themselves).
 
 STOP_TIMEOUT = 10  # tfdist.cluster.launch.Launcher's default stop_timeout
 # A task of the stress trials: "block" waits to be stopped; "exit:N" exits N
@@ -291,8 +292,10 @@ STRESS_TASK = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cpu_load():
+  """A core kept busy for one test's trials (not between tests: it costs a
+  core's CPU-seconds while it runs)."""
   burner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
                             start_new_session=True)
   yield
@@ -418,7 +421,7 @@ def test_signal_at_a_random_moment_stops_everything(tmp_path, cpu_load,
     ("[launch] starting worker-1", 4.0),  # TensorFlow starting, connecting
     ("[worker-0] Epoch 2/", 1.0),  # training
 ])
-def test_signal_stops_real_trainers(cpu_load, after, max_delay):
+def test_signal_stops_real_trainers(after, max_delay):
   spec = os.path.join(SPECS, "two_workers.json")
   command = [sys.executable, "-m", "trainers.mnist", "--strategy=multiworker",
              "--data=synthetic", "--epochs=1000", "--steps_per_epoch=20"]

@@ -207,7 +207,7 @@ def _elastic_job(mnist_dir, model_dir, *, epochs=3, launch_flags=(),
           *trainer("mnist", "--strategy=multiworker", "--min_workers=2",
                    f"--mnist_dir={mnist_dir}", f"--model_dir={model_dir}",
                    f"--epochs={epochs}", f"--steps_per_epoch={STEPS_PER_EPOCH}",
-                   "--checkpoint_every_epochs=1", "--peer_timeout=20")]
+                   "--checkpoint_every_epochs=1", "--peer_timeout=10")]
 
 
 def _kill_worker_2(out_path) -> None:

@@ -50,9 +50,10 @@ FLAGS = ["--epochs=2", f"--checkpoint_every_steps={EVERY_STEPS}",
 SAMPLE_S, PROBE_S, RELAY_S = 0.2, 3.0, 1.0
 
 
-def _job(shape, model_dir, *, evaluator=False, environ):
+def _job(shape, model_dir, *, evaluator=False, workers=None, environ):
   from tfdist.bench import jobs  # pylint: disable=g-import-not-at-top
   cluster = jobs.free_cluster(shape)
+  cluster["worker"] = cluster["worker"][:workers]  # None: all
   if evaluator:
     cluster["evaluator"] = jobs.free_cluster("multiworker")["worker"][:1]
   return jobs.Job(shape, [*FLAGS, f"--model_dir={model_dir}",
@@ -208,7 +209,8 @@ def test_relaunch_onto_one_ps_resumes_bit_for_bit_with_sharded_slots(
   accumulator (saved in 2 slices, restored whole) and the step, and trains
   nothing more; both digests equal the first run's final state."""
   first = stalled_job["chief"]
-  job = _job("ps", stalled_job["model_dir"],
+  # One worker: the chief trains nothing more (a TensorFlow process fewer).
+  job = _job("ps", stalled_job["model_dir"], workers=1,
              environ=stalled_job["environ"])
   try:
     job.start()
