@@ -174,9 +174,10 @@ def job_factory(tmp_path):
     job.stop()
 
 
-def _flags(mnist_dir, model_dir, strategy, *, epochs, every_steps):
+def _flags(mnist_dir, model_dir, strategy, *, epochs, every_steps,
+           steps_per_epoch=STEPS_PER_EPOCH):
   return [f"--strategy={strategy}", f"--mnist_dir={mnist_dir}",
-          f"--epochs={epochs}", f"--steps_per_epoch={STEPS_PER_EPOCH}",
+          f"--epochs={epochs}", f"--steps_per_epoch={steps_per_epoch}",
           f"--model_dir={model_dir}",
           f"--checkpoint_every_steps={every_steps}", "--peer_timeout=60"]
 
@@ -592,9 +593,11 @@ def test_ps_lost_after_fit_or_during_restore_is_a_lost_peer(
   remove it" of a good checkpoint), which is left as it was."""
   from tfdist.bench import slowed  # pylint: disable=g-import-not-at-top
   model_dir = str(tmp_path / "model")
-  flags = _flags(mnist_dir, model_dir, "ps", epochs=1, every_steps=50)
-  layout, names = ({"chief": 1, "worker": 2, "ps": 1},
-                   ("ps-0", "worker-0", "worker-1", "chief-0"))
+  flags = _flags(mnist_dir, model_dir, "ps", epochs=1, every_steps=10,
+                 steps_per_epoch=20)
+  # One worker: the claim is the ps's and the chief's.
+  layout, names = ({"chief": 1, "worker": 1, "ps": 1},
+                   ("ps-0", "worker-0", "chief-0"))
   for moment, slow, phase in [
       ("final", {"writes": "final"}, "the end of training"),
       ("restore", {"restore": True}, "set-up")]:
@@ -615,68 +618,140 @@ def test_ps_lost_after_fit_or_during_restore_is_a_lost_peer(
 
 
 # SIGTERM to each kind of task stops all four with 143 after the chief's
-# save, newer than the signal, and a relaunch ends exactly at the target.
-# The chief's case also runs 5 steps per scheduled function (one RPC to a
-# worker): checkpoints and the preemption check happen between functions,
-# so a save due at step 48 happens at step 50, and the relaunch still ends
-# exactly. There each of its first two writes (the save at step 50 and the
-# preemption's) takes 8 s longer than it would (tfdist.bench.slowed), past
-# the stall deadline of 5 s: a write is never a stall (was: the stall watch
-# ended the chief with 200 in the first one, or made 143 a 200 in the
-# second, losing the preemption checkpoint).
-@pytest.mark.slow
-@pytest.mark.parametrize("signalled, every_steps, per_execution, slow_s", [
-    ("chief-0", 48, 5, 8), ("worker-1", 50, 1, 0), ("ps-0", 50, 1, 0)])
-def test_ps_sigterm_every_task_143_relaunch_exact(
-    job_factory, mnist_dir, tmp_path, signalled, every_steps, per_execution,
-    slow_s):
+# save, newer than the signal, and a relaunch resumes exactly there. One
+# chain of ps jobs on one model_dir serves the three cases: each job is the
+# relaunch of the one before it (it resumes at that one's preemption
+# checkpoint) and is itself SIGTERMed to the next kind of task; the last
+# relaunch ends exactly at the target. The chief's case comes first and also
+# runs 5 steps per scheduled function (one RPC to a worker): checkpoints and
+# the preemption check happen between functions, so a save due at step 48
+# happens at step 50, and the relaunches still end exactly (the last one
+# also runs 5 steps per function). There each of its first two writes (the
+# save at step 50 and the preemption's) takes 8 s longer than it would
+# (tfdist.bench.slowed), past the stall deadline of 5 s: a write is never a
+# stall (was: the stall watch ended the chief with 200 in the first one, or
+# made 143 a 200 in the second, losing the preemption checkpoint).
+_PS_SIGTERM_CASES = [("chief-0", 48, 5, 8), ("worker-1", 50, 1, 0),
+                     ("ps-0", 50, 1, 0)]
+_PS_NAMES = ("ps-0", "worker-0", "worker-1", "chief-0")
+# Enough steps that the chain is still training when each signal arrives
+# (each is sent after a checkpoint of its job; saves came <= 110 steps
+# after that checkpoint): 3 jobs of at most about 160 steps each.
+_PS_SIGTERM_TARGET = 6 * STEPS_PER_EPOCH
+
+
+def _ps_flags(mnist_dir, model_dir, every_steps, per_execution):
+  return [*_flags(mnist_dir, model_dir, "ps", epochs=6,
+                  every_steps=every_steps),
+          f"--steps_per_execution={per_execution}"]
+
+
+def _sigterm_one(tmp, mnist_dir, model_dir, case, jobs) -> dict:
+  """Starts the next job of the chain, SIGTERMs ``case``'s task once a
+  checkpoint of this job is written; every task must exit 143."""
   from tfdist.bench import slowed  # pylint: disable=g-import-not-at-top
-  model_dir = str(tmp_path / "model")
-  # Enough steps that the job is still training when the signal arrives
-  # (it is sent after the checkpoint at step 46-50; saves were <= 160).
-  target = 4 * STEPS_PER_EPOCH
-  flags = [*_flags(mnist_dir, model_dir, "ps", epochs=4,
-                   every_steps=every_steps),
-           f"--steps_per_execution={per_execution}"]
-  names = ("ps-0", "worker-0", "worker-1", "chief-0")
-  job = job_factory({"chief": 1, "worker": 2, "ps": 1},
-                    [*flags, "--stall_timeout=5"] if slow_s else flags,
-                    [*slowed.command(writes="1,2", seconds=slow_s), "-m",
-                     "trainers.mnist"] if slow_s else None)
-  job.start(*names)
-  _wait_for(lambda: max(_checkpoint_steps(model_dir), default=0) >= 46,
-            "a checkpoint at step 46 or later")
+  signalled, every_steps, per_execution, slow_s = case
+  resumed_at = max(_checkpoint_steps(model_dir), default=0)
+  flags = _ps_flags(mnist_dir, model_dir, every_steps, per_execution)
+  job = Job(tmp / signalled, {"chief": 1, "worker": 2, "ps": 1},
+            [*flags, "--stall_timeout=5"] if slow_s else flags,
+            [*slowed.command(writes="1,2", seconds=slow_s), "-m",
+             "trainers.mnist"] if slow_s else None)
+  os.makedirs(job.dir)
+  jobs.append(job)
+  job.start(*_PS_NAMES)
+  chief = job.processes["chief-0"]
+  _wait_for(lambda: chief.poll() is not None or max(_checkpoint_steps(
+      model_dir), default=0) > max(45, resumed_at),
+            f"a checkpoint after step {max(45, resumed_at)}")
   before = _checkpoint_steps(model_dir)
   started, signalled_at = time.monotonic(), time.time()
-  job.signal(signalled, signal.SIGTERM)
-  for name in names:
-    assert job.wait(name, timeout=60) == 143, job.log(name)[-3000:]
+  if chief.poll() is None:
+    job.signal(signalled, signal.SIGTERM)
+    statuses = {name: job.wait(name, timeout=60) for name in _PS_NAMES}
+  else:  # this case fails on the chief's status
+    statuses = {"chief-0": job.wait("chief-0")}
+    job.stop()
   stopped = time.monotonic() - started
   steps = _checkpoint_steps(model_dir)
-  saved = max(steps)
+  saved = max(steps, default=0)
+  index = os.path.join(model_dir, "checkpoints", f"ckpt-{saved}.index")
+  return {"job": job, "statuses": statuses, "stopped": stopped,
+          "before": before, "steps": steps, "saved": saved,
+          # (a later job of the chain removes it: read now)
+          "saved_at": os.path.getmtime(index) if saved else 0,
+          "resumed_at": resumed_at, "signalled_at": signalled_at,
+          "logs": {name: job.log(name) for name in _PS_NAMES}}
+
+
+@pytest.fixture(scope="module")
+def ps_sigterm_chain(tmp_path_factory, mnist_dir):
+  """The chain of ps jobs, each SIGTERMed to one case's task, and the last
+  relaunch (5 steps per function) run to the end: per case, what its job
+  did and the next job's chief log (its relaunch)."""
+  tmp = tmp_path_factory.mktemp("ps_sigterm")
+  model_dir = str(tmp / "model")
+  jobs, done = [], {}
+  try:
+    for case in _PS_SIGTERM_CASES:
+      # A case whose job failed fails on it; the next one goes on from the
+      # checkpoints there are.
+      done[case[0]] = _sigterm_one(tmp, mnist_dir, model_dir, case, jobs)
+    last = Job(tmp / "last", {"chief": 1, "worker": 2, "ps": 1},
+               _ps_flags(mnist_dir, model_dir, 50, 5))
+    os.makedirs(last.dir)
+    jobs.append(last)
+    last.start(*_PS_NAMES)
+    done["last"] = {"status": last.wait("chief-0"),
+                    "log": last.log("chief-0")}
+    names = [case[0] for case in _PS_SIGTERM_CASES] + ["last"]
+    for name, after in zip(names, names[1:]):
+      done[name]["relaunch"] = done[after].get("log") or (
+          done[after]["logs"]["chief-0"])
+    yield done
+  finally:
+    for job in jobs:
+      job.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # the first case sets up the chain of 4 jobs
+@pytest.mark.parametrize("signalled, every_steps, per_execution, slow_s",
+                         _PS_SIGTERM_CASES)
+def test_ps_sigterm_every_task_143_relaunch_exact(
+    ps_sigterm_chain, signalled, every_steps, per_execution, slow_s):
+  case = ps_sigterm_chain[signalled]
+  done = ps_sigterm_chain
+  for name in reversed(_PS_NAMES):  # the chief first
+    assert case["statuses"].get(name) == 143, case["logs"][name][-3000:]
+  steps, saved, before = case["steps"], case["saved"], case["before"]
+  chief = case["logs"]["chief-0"]
   by = "" if signalled == "chief-0" else f" to {signalled}"
-  assert f"preempted (SIGTERM{by}): saved step {saved}" in job.log("chief-0")
+  assert f"preempted (SIGTERM{by}): saved step {saved}" in chief
   # The preemption's own checkpoint, written after the signal.
   assert saved > max(before), (before, steps)
-  assert os.path.getmtime(os.path.join(
-      model_dir, "checkpoints", f"ckpt-{saved}.index")) >= signalled_at
-  assert saved < target
+  assert case["saved_at"] >= case["signalled_at"]
+  assert saved < _PS_SIGTERM_TARGET
   assert all(step % per_execution == 0 for step in steps), steps
   if slow_s:
-    chief = job.log("chief-0")
     assert chief.count(f"slowed by {slow_s} s") == 2, chief[-3000:]
     assert "no step completed" not in chief, chief[-3000:]
+  if case["resumed_at"]:
+    assert re.search(rf"resumed from \S+ at step {case['resumed_at']}\n",
+                     chief), chief[-3000:]
 
-  again = job_factory({"chief": 1, "worker": 2, "ps": 1}, flags)
-  again.start(*names)
-  assert again.wait("chief-0") == 0, again.log("chief-0")[-3000:]
-  result = again.result("chief-0")
-  assert result["start_step"] == saved  # nothing redone
-  assert result["global_step"] == target  # exactly the target
-  _assert_ends_clean(again.log("chief-0"))
+  # The relaunch: the next case's job, or the last one, which ends.
+  relaunch = done[signalled]["relaunch"]
+  assert re.search(rf"resumed from \S+ at step {saved}\n",
+                   relaunch), relaunch[-3000:]  # nothing redone
+  assert done["last"]["status"] == 0, done["last"]["log"][-3000:]
+  result = json_lines(done["last"]["log"])[-1]
+  assert result["global_step"] == _PS_SIGTERM_TARGET  # exactly the target
+  _assert_ends_clean(done["last"]["log"])
   print(f"\nps SIGTERM to {signalled}, steps_per_execution={per_execution}: "
-        f"all 4 tasks exited 143 in {stopped:.1f} s, checkpoints at {steps}; "
-        f"relaunch resumed at {saved}, ended at exactly {target}")
+        f"all 4 tasks exited 143 in {case['stopped']:.1f} s, checkpoints at "
+        f"{steps}; relaunch resumed at {saved}, the chain ended at exactly "
+        f"{_PS_SIGTERM_TARGET}")
 
 
 # --- evaluator ----------------------------------------------------------------
@@ -684,7 +759,12 @@ def test_ps_sigterm_every_task_143_relaunch_exact(
 @pytest.mark.slow
 def test_evaluator_scores_each_checkpoint_and_exits(mnist_dir, tmp_path):
   model_dir = str(tmp_path / "model")
-  done = run(launch(os.path.join(SPECS, "chief_two_workers_evaluator.json"),
+  # One worker beside the chief: the claim is the evaluator's.
+  with open(os.path.join(SPECS, "chief_two_workers_evaluator.json")) as f:
+    spec = json.load(f)
+  spec["worker"] = spec["worker"][:1]  # its ports are replaced by free ones
+  (tmp_path / "spec.json").write_text(json.dumps(spec))
+  done = run(launch(str(tmp_path / "spec.json"),
                     trainer("mnist", "--strategy=multiworker",
                             f"--mnist_dir={mnist_dir}", "--epochs=2",
                             "--steps_per_epoch=30", f"--model_dir={model_dir}",
