@@ -8,23 +8,21 @@ run its ``main`` in this process, which imports TensorFlow anyway: no
 TensorFlow start per case.
 """
 
-import importlib
+import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
-from unittest import mock
 
 import pytest
 
 from conftest import run
+from test_data_files import main_here
 from test_data_files import write as write_process
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-from tfdist import cli  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
 from tfdist.data import features  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
@@ -32,22 +30,9 @@ from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 
 
-with mock.patch.dict(os.environ):  # its environment defaults stay its own
-  data_main = importlib.import_module("tfdist.data.__main__")
-
-
 @pytest.fixture
 def in_process(capfd):
-  """Runs ``python -m tfdist.data ARGV``'s main here, as its process would
-  (tfdist.cli.run: an error is one line and a status); returns it as a
-  CompletedProcess."""
-  def run_main(*argv):
-    capfd.readouterr()
-    with mock.patch.dict(os.environ):
-      status = cli.run(lambda: data_main.main(list(argv)))
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(argv, status, out, err)
-  return run_main
+  return functools.partial(main_here, capfd)
 
 
 @pytest.fixture(scope="module")
