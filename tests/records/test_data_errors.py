@@ -2,8 +2,13 @@
 
 Shards are written from real MNIST digits, copied per test and damaged:
 truncated, stripped of their manifest, relabelled, or listed wrongly.
+``python -m tfdist.data`` runs as a process where the process is what is
+claimed (a good verify, one bad input's line and status); the other cases
+run its ``main`` in this process, which imports TensorFlow anyway: no
+TensorFlow start per case.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -12,7 +17,8 @@ import sys
 import pytest
 
 from conftest import run
-from test_data_files import write
+from test_data_files import main_here
+from test_data_files import write as write_process
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
@@ -22,6 +28,11 @@ from tfdist.data import features  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
+
+
+@pytest.fixture
+def in_process(capfd):
+  return functools.partial(main_here, capfd)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +45,9 @@ def shards(mnist_dir, tmp_path_factory):
       os.makedirs(root / "digits" / str(digit), exist_ok=True)
       with open(root / "digits" / str(digit) / f"{i}.png", "wb") as f:
         f.write(tf.io.encode_png(image).numpy())
-  result = write(f"--source={root / 'digits'}", f"--out_dir={root / 'out'}",
-                 "--shards=2", "--test_every=3")
+  result = write_process(f"--source={root / 'digits'}",
+                         f"--out_dir={root / 'out'}", "--shards=2",
+                         "--test_every=3")
   assert result.returncode == 0, result.stderr
   return root
 
@@ -55,10 +67,14 @@ def one_error(result) -> str:
   return errors[0]
 
 
-def verify(directory, *flags, train="train-*", test="test-*"):
-  return run([sys.executable, "-m", "tfdist.data", "verify",
-              f"--train_files={directory}/{train}",
-              f"--test_files={directory}/{test}", *flags], timeout=180)
+def _verify_flags(directory, train="train-*", test="test-*"):
+  return ("verify", f"--train_files={directory}/{train}",
+          f"--test_files={directory}/{test}")
+
+
+def verify_process(directory, *flags, **patterns):
+  return run([sys.executable, "-m", "tfdist.data",
+              *_verify_flags(directory, **patterns), *flags], timeout=180)
 
 
 def edit_manifest(directory, change):
@@ -76,29 +92,29 @@ def truncate(path):
 
 
 def test_the_shards_verify(shards):
-  result = verify(shards / "out")
+  result = verify_process(shards / "out")
   assert result.returncode == 0, result.stderr
   assert '"train": {"files": 2, "examples": 40}' in result.stdout
 
 
 def test_no_file_matches(copy):
-  line = one_error(verify(copy, train="nothing-*.tfrecord"))
+  line = one_error(verify_process(copy, train="nothing-*.tfrecord"))
   assert line.startswith(f"error: --train_files={copy}/nothing-*.tfrecord: "
                          "no file matches")
 
 
-def test_truncated_file_listed_in_a_manifest(copy):
+def test_truncated_file_listed_in_a_manifest(copy, in_process):
   truncate(copy / "train-00001-of-00002.tfrecord")
-  line = one_error(verify(copy))
+  line = one_error(in_process(*_verify_flags(copy)))
   assert line.startswith(f"error: {copy}/train-00001-of-00002.tfrecord: ")
   assert "truncated" in line
 
 
-def test_truncated_file_without_a_manifest(copy):
+def test_truncated_file_without_a_manifest(copy, in_process):
   os.remove(copy / "manifest.json")
   bad = str(copy / "train-00000-of-00002.tfrecord")
   truncate(bad)
-  line = one_error(verify(copy, "--num_classes=10"))
+  line = one_error(in_process(*_verify_flags(copy), "--num_classes=10"))
   assert line.startswith(f"error: {bad}: truncated or corrupt TFRecord")
   # The training pipeline reports it the same way, on its first read.
   spec = records.RecordSpec(
@@ -115,16 +131,17 @@ def test_truncated_file_without_a_manifest(copy):
         pass
 
 
-def test_record_without_the_feature_lists_its_keys(copy):
+def test_record_without_the_feature_lists_its_keys(copy, in_process):
   # With a manifest, the manifest names the keys: a flag that disagrees.
-  line = one_error(verify(copy, "--image_key=image/png"))
+  line = one_error(in_process(*_verify_flags(copy), "--image_key=image/png"))
   assert line == (
       f"error: --image_key=image/png: the manifest beside {copy}/train-"
       "00000-of-00002.tfrecord names the records' keys ('image/encoded'); "
       "drop the flag")
   # Without one, the flags name them: a key the records lack.
   os.remove(copy / "manifest.json")
-  line = one_error(verify(copy, "--num_classes=10", "--image_key=image/png"))
+  line = one_error(in_process(*_verify_flags(copy), "--num_classes=10",
+                              "--image_key=image/png"))
   assert line == (
       f"error: {copy}/train-00000-of-00002.tfrecord: its records have no "
       "'image/png' for feature 'images' (they have image/class/label, "
@@ -132,28 +149,28 @@ def test_record_without_the_feature_lists_its_keys(copy):
       "right keys with --image_key/--label_key")
 
 
-def test_label_outside_the_manifests_classes(copy):
+def test_label_outside_the_manifests_classes(copy, in_process):
   def five_classes(manifest):
     manifest["num_classes"] = 5
     manifest["class_names"] = manifest["class_names"][:5]
   edit_manifest(copy, five_classes)
-  line = one_error(verify(copy))
+  line = one_error(in_process(*_verify_flags(copy)))
   assert line.startswith(f"error: {copy}/train-0000")
   assert ": label 5 is outside the 5 classes of the manifest" in line
 
 
-def test_manifest_missing_a_file(copy):
+def test_manifest_missing_a_file(copy, in_process):
   os.remove(copy / "test-00001-of-00002.tfrecord")
-  line = one_error(verify(copy))
+  line = one_error(in_process(*_verify_flags(copy)))
   assert line.startswith(f"error: {copy}/manifest.json disagrees with the "
                          "test files: missing test-00001-of-00002.tfrecord")
 
 
-def test_manifest_with_a_wrong_count(copy):
+def test_manifest_with_a_wrong_count(copy, in_process):
   def one_more(manifest):
     manifest["splits"]["train"]["examples"][0] += 1
   edit_manifest(copy, one_more)
-  line = one_error(verify(copy))
+  line = one_error(in_process(*_verify_flags(copy)))
   assert line == (f"error: {copy}/train-00000-of-00002.tfrecord: 20 records, "
                   f"{copy}/manifest.json says 21; rewrite the shards and "
                   "manifest together")
@@ -165,20 +182,20 @@ def test_open_files_reports_without_reading(copy):
     sources.open_files(f"{copy}/train-*", f"{copy}/test-*")
 
 
-def test_converter_leaves_nothing_on_a_bad_image(shards, tmp_path):
+def test_converter_leaves_nothing_on_a_bad_image(shards, tmp_path, in_process):
   shutil.copytree(shards / "digits", tmp_path / "digits")
   bad = tmp_path / "digits" / "7" / "5.png"
   bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
   out = tmp_path / "out"
-  line = one_error(write(f"--source={tmp_path / 'digits'}",
-                         f"--out_dir={out}", "--shards=2"))
+  line = one_error(in_process("write", f"--source={tmp_path / 'digits'}",
+                              f"--out_dir={out}", "--shards=2"))
   assert line.startswith(f"error: {bad}: cannot decode it as an image")
   assert not out.exists()
 
 
-def test_converter_keeps_an_existing_dataset(shards):
+def test_converter_keeps_an_existing_dataset(shards, in_process):
   before = sorted(os.listdir(shards / "out"))
-  line = one_error(write(f"--source={shards / 'digits'}",
-                         f"--out_dir={shards / 'out'}"))
+  line = one_error(in_process("write", f"--source={shards / 'digits'}",
+                              f"--out_dir={shards / 'out'}"))
   assert line.startswith(f"error: --out_dir={shards / 'out'} already holds")
   assert sorted(os.listdir(shards / "out")) == before

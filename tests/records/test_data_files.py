@@ -1,14 +1,19 @@
 """TFRecord input: real MNIST converted to shards, read as the trainers will.
 
-The converter runs as a process (its JSON line, its files); the pipelines
+The converter runs as a process for the shared shards (conftest's
+mnist_records: its JSON line, its files), through its main in this process
+for the raw ones (main_here: no TensorFlow start per case); the pipelines
 run in this process with simulated input contexts, one per worker, and the
 tests compare what each pipeline actually read with the files' contents.
 """
 
 import collections
+import importlib
 import json
 import os
+import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,12 +23,29 @@ from conftest import run
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
+from tfdist import cli  # pylint: disable=wrong-import-position
 from tfdist import data as data_lib  # pylint: disable=wrong-import-position
 from tfdist.data import records  # pylint: disable=wrong-import-position
 from tfdist.data import sources  # pylint: disable=wrong-import-position
 from tfdist.errors import ConfigError  # pylint: disable=wrong-import-position
 from tfdist.model import models  # pylint: disable=wrong-import-position
 from tfdist.training import measurement  # pylint: disable=wrong-import-position
+
+
+with mock.patch.dict(os.environ):  # its environment defaults stay its own
+  _DATA_MAIN = importlib.import_module("tfdist.data.__main__")
+
+
+def main_here(capfd, *argv) -> subprocess.CompletedProcess:
+  """``python -m tfdist.data ARGV`` run in this process, which imports
+  TensorFlow anyway (no TensorFlow start per case), as its process would
+  (tfdist.cli.run: an error is one line and a status); ``capfd`` holds its
+  output."""
+  capfd.readouterr()
+  with mock.patch.dict(os.environ):
+    status = cli.run(lambda: _DATA_MAIN.main(list(argv)))
+  out, err = capfd.readouterr()
+  return subprocess.CompletedProcess(argv, status, out, err)
 
 
 def write(*flags, timeout=180):
@@ -182,10 +204,10 @@ def test_softmax_trains_from_the_shards(mnist_records):
   assert accuracy >= 0.88, accuracy
 
 
-def test_raw_pixels_read_as_the_in_memory_split(mnist_dir, tmp_path):
+def test_raw_pixels_read_as_the_in_memory_split(mnist_dir, tmp_path, capfd):
   out = str(tmp_path / "raw")
-  result = write(f"--source={mnist_dir}", f"--out_dir={out}", "--shards=4",
-                 "--encoding=raw")
+  result = main_here(capfd, "write", f"--source={mnist_dir}",
+                     f"--out_dir={out}", "--shards=4", "--encoding=raw")
   assert result.returncode == 0, result.stderr
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   assert source.spec.features[0].encoding == "raw"

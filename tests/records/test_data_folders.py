@@ -1,10 +1,11 @@
 """The converter's other sources: image folders (PNG, JPEG) and TFDS.
 
-Each converts in a real process (or, for the folder checks, in this one);
-the shards are then read back through the training and evaluation
-pipelines and compared pixel for pixel with the source images. A folder
-that cannot mean its classes (one class, an empty class folder, two test
-folders) is one line before TensorFlow.
+Each converts through ``python -m tfdist.data``'s main in this process,
+which imports TensorFlow anyway (the folder checks through
+tfdist.data.convert); the shards are then read back through the training
+and evaluation pipelines and compared pixel for pixel with the source
+images. A folder that cannot mean its classes (one class, an empty class
+folder, two test folders) is one line before TensorFlow, in a real process.
 """
 
 import collections
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, json_lines, run
-from test_data_files import fingerprints, write
+from test_data_files import fingerprints, main_here, write
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=wrong-import-position
@@ -44,7 +45,7 @@ def expected(batches):
                        for images, labels in batches])
 
 
-def test_png_folder_converts_and_reads(mnist_dir, tmp_path):
+def test_png_folder_converts_and_reads(mnist_dir, tmp_path, capfd):
   mnist = data_lib.load_mnist_idx(mnist_dir)
   # Digits 0, 1, 2 in folders whose sorted names give labels 2, 0, 1.
   names = {0: "zero", 1: "one", 2: "two"}
@@ -58,8 +59,8 @@ def test_png_folder_converts_and_reads(mnist_dir, tmp_path):
       # --test_every=5: the 5th, 10th, ... image of each class is a test one.
       (test if i % 5 == 4 else train)[label_of[name]].append(image)
   out = str(tmp_path / "records")
-  result = write(f"--source={tmp_path / 'digits'}", f"--out_dir={out}",
-                 "--shards=2", "--test_every=5")
+  result = main_here(capfd, "write", f"--source={tmp_path / 'digits'}",
+                     f"--out_dir={out}", "--shards=2", "--test_every=5")
   assert result.returncode == 0, result.stderr
   assert json_lines(result.stdout)[-1]["counts"] == {"train": 48, "test": 12}
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
@@ -76,7 +77,7 @@ def test_png_folder_converts_and_reads(mnist_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
+def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path, capfd):
   rng = np.random.default_rng(0)
   prototypes = rng.integers(0, 256, (4, 40, 40, 3))
   originals = []
@@ -88,8 +89,8 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
       save(path, image, lambda x: tf.io.encode_jpeg(x, quality=90))
       originals.append((path, label))
   out = str(tmp_path / "records")
-  result = write(f"--source={tmp_path / 'jpegs'}", f"--out_dir={out}",
-                 "--shards=3")
+  result = main_here(capfd, "write", f"--source={tmp_path / 'jpegs'}",
+                     f"--out_dir={out}", "--shards=3")
   assert result.returncode == 0, result.stderr
   manifest = json.load(open(os.path.join(out, "manifest.json")))
   (image,) = manifest["features"]
@@ -116,21 +117,21 @@ def test_jpeg_folder_converts_and_reads_at_another_size(tmp_path):
 
 
 @pytest.mark.slow
-def test_images_of_several_sizes_need_image_size(tmp_path):
+def test_images_of_several_sizes_need_image_size(tmp_path, capfd):
   rng = np.random.default_rng(1)
   for label, shape in enumerate([(40, 40, 3), (48, 40, 3)]):
     for i in range(3):
       save(str(tmp_path / "mixed" / f"c{label}" / f"{i}.jpg"),
            rng.integers(0, 256, shape, dtype=np.uint8), tf.io.encode_jpeg)
   out = tmp_path / "records"
-  result = write(f"--source={tmp_path / 'mixed'}", f"--out_dir={out}",
-                 "--test_every=3")
+  result = main_here(capfd, "write", f"--source={tmp_path / 'mixed'}",
+                     f"--out_dir={out}", "--test_every=3")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       f"error: {tmp_path / 'mixed' / 'c1' / '0.jpg'}: 48x40 pixels")
   assert "--image_size" in result.stderr and not out.exists()
-  result = write(f"--source={tmp_path / 'mixed'}", f"--out_dir={out}",
-                 "--test_every=3", "--image_size=36")
+  result = main_here(capfd, "write", f"--source={tmp_path / 'mixed'}",
+                     f"--out_dir={out}", "--test_every=3", "--image_size=36")
   assert result.returncode == 0, result.stderr
   assert json_lines(result.stdout)[-1]["features"] == [
       "images: image float32[36,36,3]"]
@@ -139,14 +140,15 @@ def test_images_of_several_sizes_need_image_size(tmp_path):
 
 
 @pytest.mark.slow
-def test_prepared_tfds_dataset_converts(tmp_path):
+def test_prepared_tfds_dataset_converts(tmp_path, capfd):
   data_dir = str(tmp_path / "tfds")
   prepared = run([sys.executable, os.path.join(HERE, "tiny_tfds.py"),
                   data_dir], timeout=300)
   assert prepared.returncode == 0, prepared.stderr[-2000:]
   out = str(tmp_path / "records")
-  result = write("--source=tfds:tiny_digits", f"--tfds_data_dir={data_dir}",
-                 f"--out_dir={out}", "--shards=2")
+  result = main_here(capfd, "write", "--source=tfds:tiny_digits",
+                     f"--tfds_data_dir={data_dir}", f"--out_dir={out}",
+                     "--shards=2")
   assert result.returncode == 0, result.stderr
   source = sources.open_files(f"{out}/train-*", f"{out}/test-*")
   assert source.class_names == ["a", "b", "c"]
@@ -171,8 +173,9 @@ def test_prepared_tfds_dataset_converts(tmp_path):
       split="train", as_supervised=True, batch_size=30)
   assert epoch == fingerprints(
       (images.numpy() / 255.0, labels) for images, labels in train)
-  missing = write("--source=tfds:tiny_digits", "--tfds_data_dir=" +
-                  str(tmp_path / "nowhere"), f"--out_dir={tmp_path / 'x'}")
+  missing = main_here(capfd, "write", "--source=tfds:tiny_digits",
+                      f"--tfds_data_dir={tmp_path / 'nowhere'}",
+                      f"--out_dir={tmp_path / 'x'}")
   assert missing.returncode == 2 and not (tmp_path / "x").exists()
   assert missing.stderr.strip().splitlines()[-1].startswith(
       "error: --source=tfds:tiny_digits")

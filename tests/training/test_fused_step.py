@@ -221,7 +221,7 @@ def _multiworker_results(mnist_dir, *flags) -> list:
   done = run(launch(f"{SPECS}/two_workers.json",
                     trainer("mnist", "--strategy=multiworker",
                             f"--mnist_dir={mnist_dir}", "--epochs=1",
-                            "--steps_per_epoch=100", "--verbose=0", *flags)),
+                            "--steps_per_epoch=25", "--verbose=0", *flags)),
              timeout=250)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   results = [json_lines(done.stdout, prefix=f"[worker-{i}] ")[-1]
