@@ -345,8 +345,8 @@ def test_trainer_names_the_peer_that_vanished_after_preflight():
   """The issue's first repro: worker-0 exits within --peer_timeout + 10 s
   with one line naming worker-1, status 200."""
   cluster = _two_workers()
-  process = _past_preflight(cluster, "worker-0", "multiworker", 10)
-  status, err = _finish(process, timeout=10 + 10)
+  process = _past_preflight(cluster, "worker-0", "multiworker", 4)
+  status, err = _finish(process, timeout=4 + 10)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
   (line,) = _error_lines(err)
   assert "strategy creation" in line, line
@@ -403,27 +403,27 @@ def test_ps_worker_whose_chief_vanished_after_preflight_exits():
   chief = _answer_once(cluster, "chief-0")
   ps = _StandIn(cluster, "ps-0")
   try:
-    process = _start_trainer(cluster, "worker-0", "ps", 8)
+    process = _start_trainer(cluster, "worker-0", "ps", 4)
     chief.join(60)
     assert not chief.is_alive(), "worker-0 never asked for chief-0"
-    status, err = _finish(process, timeout=8 + 10)
+    status, err = _finish(process, timeout=4 + 10)
   finally:
     ps.close()
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
   (line,) = [l for l in err.splitlines() if l.startswith("error:")]
   assert line.startswith(
-      "error: hosting: chief-0 did not answer for 8 s without finishing; "
+      "error: hosting: chief-0 did not answer for 4 s without finishing; "
       f"not heard from chief-0 at {cluster['chief'][0]}"), err[-3000:]
 
 
 @pytest.mark.slow
 def test_ps_chief_names_its_vanished_peers_at_the_deadline():
   cluster = _ps_cluster()
-  process = _past_preflight(cluster, "chief-0", "ps", 8)
-  status, err = _finish(process, timeout=8 + 10)
+  process = _past_preflight(cluster, "chief-0", "ps", 4)
+  status, err = _finish(process, timeout=4 + 10)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
   (line,) = _error_lines(err)
-  assert "cluster creation did not finish within 8 s" in line, line
+  assert "cluster creation did not finish within 4 s" in line, line
   for job in ("worker", "ps"):
     assert f"{job}-0 at {cluster[job][0]}" in line, line
 
