@@ -17,7 +17,8 @@ progression above its median) from the other 9 measurements, a sigmoid
 each, under ps (an in-process cluster: no TF_CONFIG). The weighted and
 multi-label jobs' tables are written from the vendored ones first: a
 column added, two replaced. ``NAME@STRATEGY`` runs job NAME under another
-strategy (under TF_CONFIG, each task converts into a folder of its own).
+strategy (under TF_CONFIG, each task converts into a folder of its own);
+a job given twice converts its table once.
 """
 
 import contextlib
@@ -81,10 +82,13 @@ def _table(job: dict, out: str) -> str:
 
 
 def records(name: str, out_dir: str) -> str:
-  """Job ``name``'s table converted into ``out_dir/name``."""
+  """Job ``name``'s table converted into ``out_dir/name`` (once: a job
+  run again under another strategy reads the same records)."""
   from tfdist import cli  # pylint: disable=g-import-not-at-top
   from tfdist.data import __main__ as data_main  # pylint: disable=g-import-not-at-top
   job, out = JOBS[name], os.path.join(out_dir, name)
+  if os.path.isdir(out):
+    return f"{out}/records"
   os.makedirs(out)
   with contextlib.redirect_stdout(sys.stderr):  # its JSON line: not a result
     status = cli.run(lambda: data_main.main(

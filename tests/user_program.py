@@ -5,10 +5,14 @@ started).
 
     python tests/user_program.py --strategy=ps ...        # tfdist.main
     python tests/user_program.py fit '{"epochs": 2, ...}'  # tfdist.fit
+    python tests/user_program.py fit SETTINGS SETTINGS ...  # a sweep
 
 ``fit`` hands this process's TF_CONFIG (the launcher's) to tfdist.fit as
 ``tf_config=`` (tfdist.fit reads no environment variable) and prints
-``fit returned: RESULT`` (JSON) when it returns.
+``fit returned: RESULT`` (JSON) when it returns; given several SETTINGS,
+it fits each in turn in this process, as a notebook's sweep does. A
+SETTINGS with ``"model": NAME`` trains tests/user_models.py's NAME
+instead, without the metric and the callback.
 """
 
 import json
@@ -45,9 +49,13 @@ def recorder():
 
 if __name__ == "__main__":
   if sys.argv[1:2] == ["fit"]:
-    result = tfdist.fit(MODEL, metrics=[cross_entropy], callbacks=[recorder],
-                        tf_config=os.environ.get("TF_CONFIG"),
-                        **json.loads(sys.argv[2]))
-    print("fit returned: " + json.dumps(result), flush=True)
+    for settings in map(json.loads, sys.argv[2:]):
+      own = "model" not in settings
+      result = tfdist.fit(
+          MODEL if own else f"tests.user_models:{settings.pop('model')}",
+          metrics=[cross_entropy] if own else None,
+          callbacks=[recorder] if own else None,
+          tf_config=os.environ.get("TF_CONFIG"), **settings)
+      print("fit returned: " + json.dumps(result), flush=True)
   else:
     tfdist.main(MODEL, metrics=[cross_entropy], callbacks=[recorder])

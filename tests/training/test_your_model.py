@@ -69,14 +69,13 @@ def test_the_table_converts_to_numeric_features_and_named_classes(cancer):
     ("subclassed", 0.9),
     # Two measurements only: still well above 0.63.
     ("two_columns", 0.85)])
-def test_functional_subclassed_and_partial_models_train(cancer, model,
+def test_functional_subclassed_and_partial_models_train(cancer_fits, model,
                                                         accuracy):
-  done = train(model, *cancer, *CANCER)
-  assert done.returncode == 0, done.stderr[-3000:]
-  [result] = json_lines(done.stdout)
+  results, log = cancer_fits
+  result = results[model]
   assert result["model"] == model and result["model_outputs"] == "logits"
   assert result["test_accuracy"] >= accuracy, result
-  assert "Traceback" not in done.stderr
+  assert "Traceback" not in log
 
 
 @pytest.mark.slow
@@ -224,25 +223,15 @@ def test_a_bad_table_is_one_line_and_writes_nothing(tmp_path, rows, flags,
   assert not out.exists()
 
 
-def test_a_user_model_resumes_with_the_step_features(cancer, tmp_path):
-  """Through the public entry, a table's model with gradient accumulation,
-  bfloat16 mixed precision and the large-batch recipe: stopped after 2
-  epochs and relaunched with the same --model_dir, it resumes at the saved
-  step and ends at exactly the target, as an uninterrupted run does."""
-  features = ["--accumulate_steps=2", "--mixed_precision",
-              "--lr_scaling=linear", "--base_batch_size=32",
-              "--warmup_epochs=1", "--batch_size=16", "--optimizer=adam",
-              "--learning_rate=0.01", "--verbose=0"]
-
-  def result(model_dir, epochs):
-    done = train("functional", *cancer, *features, f"--epochs={epochs}",
-                 f"--model_dir={model_dir}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json_lines(done.stdout)[-1]
-
-  whole = result(tmp_path / "whole", 4)
-  first = result(tmp_path / "resumed", 2)
-  resumed = result(tmp_path / "resumed", 4)
+def test_a_user_model_resumes_with_the_step_features(cancer_fits):
+  """Through the public entry (tfdist.fit), a table's model with gradient
+  accumulation, bfloat16 mixed precision and the large-batch recipe:
+  stopped after 2 epochs and fitted again with the same model_dir, it
+  resumes at the saved step and ends at exactly the target, as an
+  uninterrupted run does (cancer_fits' whole, first and resumed)."""
+  results, _ = cancer_fits
+  whole, first, resumed = (results[n] for n in ("whole", "first",
+                                                "resumed"))
   assert (whole["dtype_policy"], whole["accumulate_steps"]) == (
       "mixed_bfloat16", 2)
   assert resumed["start_step"] == first["global_step"] == whole["steps"] // 2
@@ -284,12 +273,56 @@ def _fit_results(stdout: str, prefix: str = "") -> list:
   return [json.loads(line.split(": ", 1)[1]) for line in lines]
 
 
+def _settings(flags) -> dict:
+  """tfdist.fit's settings of command-line flags."""
+  settings = {}
+  for flag in flags:
+    key, _, value = flag.lstrip("-").partition("=")
+    try:
+      settings[key] = json.loads(value) if value else True
+    except json.JSONDecodeError:
+      settings[key] = value
+  return settings
+
+
+# The resumed job: a table's model with the step features, 4 epochs
+# whole, or 2 and then 4 again in the same model_dir.
+RESUMED = ["--accumulate_steps=2", "--mixed_precision", "--lr_scaling=linear",
+           "--base_batch_size=32", "--warmup_epochs=1", "--batch_size=16",
+           "--optimizer=adam", "--learning_rate=0.01", "--verbose=0"]
+
+
 @pytest.fixture(scope="module")
-def own_mirrored(cancer):
-  """tfdist.fit in a Python program: (its result, stderr)."""
-  done = run(_program("fit", _fit_settings(cancer)), timeout=180)
+def cancer_fits(cancer, tmp_path_factory):
+  """tfdist.fit in a Python program, mirrored, job after job in one process
+  (tests/user_program.py fit, a sweep): the user's compiled model with its
+  metric and callback ("own"), the subclassed and the two-column models,
+  and the resumed job's three runs ("whole", "first", "resumed", mixed
+  precision last). (Their results by job, stderr.)"""
+  base = tmp_path_factory.mktemp("fits")
+  cancer_settings = _settings(CANCER)
+  jobs = {
+      "own": {},
+      "subclassed": dict(cancer_settings, model="subclassed"),
+      "two_columns": dict(cancer_settings, model="two_columns"),
+      **{job: dict(_settings(RESUMED), model="functional", epochs=epochs,
+                   model_dir=str(base / model_dir))
+         for job, epochs, model_dir in [("whole", 4, "whole"),
+                                        ("first", 2, "resumed"),
+                                        ("resumed", 4, "resumed")]}}
+  done = run(_program("fit", *(_fit_settings(cancer, **settings)
+                               for settings in jobs.values())), timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
-  return _fit_results(done.stdout), done.stderr
+  results = _fit_results(done.stdout)
+  assert len(results) == len(jobs), done.stdout
+  return dict(zip(jobs, results)), done.stderr
+
+
+@pytest.fixture(scope="module")
+def own_mirrored(cancer_fits):
+  """tfdist.fit in a Python program: (its result, stderr)."""
+  results, log = cancer_fits
+  return [results["own"]], log
 
 
 @pytest.fixture(scope="module")
@@ -415,22 +448,24 @@ def test_fit_in_a_process_where_tensorflow_already_ran(cancer):
 
 def _table_jobs(out_dir, *names) -> dict:
   """tests/table_job.py's jobs, one after another in one process: their
-  results by name."""
+  results by name (``NAME@STRATEGY`` as given)."""
   done = run([sys.executable, os.path.join(REPO, "tests", "table_job.py"),
-              str(out_dir), *names], timeout=240)
+              str(out_dir), *names], timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "Traceback" not in done.stderr
-  return {r["model"]: r for r in json_lines(done.stdout)}
+  results = json_lines(done.stdout)
+  assert [r["model"] for r in results] == [n.split("@")[0] for n in names]
+  return dict(zip(names, results))
 
 
 @pytest.fixture(scope="module")
 def mirrored_tables(tmp_path_factory):
   """Diabetes progression (with the user's RMSE), iris with setosa and
   versicolor weighing 0 in training, and two yes/no labels: mirrored, the
-  fused step, one process (one job after the other, as tfdist.fit in a
-  sweep)."""
+  fused step; then the two yes/no labels under ps (an in-process cluster):
+  one process (one job after the other, as tfdist.fit in a sweep)."""
   return _table_jobs(tmp_path_factory.mktemp("tables"), "regression",
-                     "weighted", "multilabel@mirrored")
+                     "weighted", "multilabel@mirrored", "multilabel")
 
 
 @pytest.fixture(scope="module")
@@ -447,14 +482,14 @@ def weighted(mirrored_tables):
 def multilabel(tmp_path_factory, mirrored_tables):
   """Two yes/no columns of diabetes, a sigmoid each: under ps (an
   in-process cluster), mirrored, and two workers through the launcher."""
-  ps = _table_jobs(tmp_path_factory.mktemp("multilabel"), "multilabel")
   out = tmp_path_factory.mktemp("multilabel-multiworker")
   done = run([sys.executable, "-m", "tfdist.launch", "--workers=2", "--",
               sys.executable, os.path.join(REPO, "tests", "table_job.py"),
               str(out), "multilabel@multiworker"], timeout=240)
   assert done.returncode == 0, done.stdout[-3000:]
   assert "Traceback" not in done.stdout
-  return {"ps": ps["multilabel"], "mirrored": mirrored_tables["multilabel"],
+  return {"ps": mirrored_tables["multilabel"],
+          "mirrored": mirrored_tables["multilabel@mirrored"],
           **{name: result for name in ("worker-0", "worker-1")
              for result in json_lines(done.stdout, f"[{name}] ")}}
 
