@@ -54,17 +54,6 @@ SLOW_FIXTURES = frozenset({
     "table_job", "table_exports", "digit_folder"})
 
 
-# Modules whose jobs time deadlines, stalls and signals to the second: run
-# one at a time (pytest-xdist: one group), so two of their clusters never
-# share the cores. (test_liveness beside another test's training once saw
-# TensorFlow record a SIGTERM of strategy creation after the start barrier
-# looked; the record is now also looked for during fit, but a SIGTERM taken
-# early in creation can leave none: docs/reliability.md, Preemption.)
-DEADLINE_MODULES = frozenset({
-    "test_no_hang", "test_fault_tolerance", "test_sharding", "test_liveness",
-    "test_launch", "test_straggler", "test_peer_watch", "test_elastic"})
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
   """Setup, call and teardown of a test, on a machine shared with the other
@@ -80,16 +69,17 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if SLOW_FIXTURES & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
-    # -n 2 --dist loadgroup (setup.cfg): a module's tests stay together
-    # (its shared jobs are made once), the deadline modules in one group.
-    module = item.module.__name__.rsplit(".", 1)[-1]
+    # -n 2 --dist loadgroup (setup.cfg): a module's tests stay together, so
+    # its shared jobs are made once. Two tests run at once whatever their
+    # modules, so a test that times deadlines or signals derives its bounds
+    # from what it measured, never from an idle machine.
     item.add_marker(pytest.mark.xdist_group(
-        "deadlines" if module in DEADLINE_MODULES else module))
+        item.module.__name__.rsplit(".", 1)[-1]))
 
 
 def pytest_xdist_node_collection_finished(node, ids):
-  """The groups above keep a module's shared jobs made once and the
-  deadline modules one at a time; every test has one, so a test process
+  """The groups above keep a module's shared jobs made once; every test
+  has one, so a test process
   whose test ids carry none lost them (pytest 9.2 with pytest-xdist 3.8,
   pytest-xdist#1386): the run stops at once instead of running ungrouped."""
   if node.config.getvalue("dist") == "loadgroup" and ids and not any(
