@@ -21,7 +21,11 @@ python tests/liveness_task.py unreadable WORKDIR
   differ from TensorFlow's, then waits for its child processes to end.
 python tests/liveness_task.py after_fit WORKDIR
   ends fit with worker-1 stopped (a socket that never speaks) and worker-0
-  answering; the stall watch must not go on without worker-1.
+  answering; the stall watch must not go on without worker-1 (it probes
+  the peers 3 times, or the task ends with 1).
+python tests/liveness_task.py stall_watch WORKDIR
+  unreadable, then (if it ended with 0) after_fit, in this one process
+  (one TensorFlow import); their outputs apart after a line "---".
 The ps cluster's peers are free loopback ports (nobody there) unless said.
 """
 
@@ -202,8 +206,8 @@ def sigterm_in_a_save(workdir: str) -> int:
 
 
 def _start_watch(coordinator_queue, **watch_args):
-  """A stall watch's callback, begun on a model whose coordinator has
-  ``coordinator_queue`` as its closure queue."""
+  """A stall watch and its callback, begun on a model whose coordinator
+  has ``coordinator_queue`` as its closure queue."""
   task = cluster_lib.make_task(watch_args.pop("cluster", _cluster()),
                                "chief", 0)
   watch = stall_watch.StallWatch(task, **watch_args)
@@ -212,7 +216,7 @@ def _start_watch(coordinator_queue, **watch_args):
       _cluster_coordinator=types.SimpleNamespace(
           _cluster=types.SimpleNamespace(closure_queue=coordinator_queue))))
   callback.on_train_begin()
-  return callback
+  return watch, callback
 
 
 def _children() -> list:
@@ -259,15 +263,28 @@ def stopped_worker_after_fit(workdir: str) -> int:
   stall_watch.on_stalled_workers(
       lambda names: (print(f"goes on without {names}", flush=True),
                      watchdog.exit_now(2)))
-  callback = _start_watch(types.SimpleNamespace(_queue=queue.Queue(),
-                                                inflight_closure_count=0),
-                          cluster=cluster, stall_timeout=1)
+  watch, callback = _start_watch(
+      types.SimpleNamespace(_queue=queue.Queue(), inflight_closure_count=0),
+      cluster=cluster, stall_timeout=1)
+  probes = []
+  silent_peers = watch.silent_peers
+  watch.silent_peers = lambda **kwargs: (probes.append(1),
+                                         silent_peers(**kwargs))[1]
   callback.on_train_batch_begin(0)
   callback.on_train_batch_end(0)
   callback.on_train_end()  # the final save, the test accuracy, ...
-  time.sleep(6)  # 6 stall deadlines: the watch probed several times
+  deadline = time.monotonic() + 30
+  while len(probes) < 3 and time.monotonic() < deadline:
+    time.sleep(0.05)  # the watch probes the peers once a stall deadline
   answering.close()
-  return 0
+  print(f"the watch probed the peers {len(probes)} times", flush=True)
+  return 0 if len(probes) >= 3 else 1
+
+
+def both_stall_watches(workdir: str) -> int:
+  status = unreadable_coordinator(workdir)
+  print("---", flush=True)
+  return status or stopped_worker_after_fit(workdir)
 
 
 if __name__ == "__main__":
@@ -275,4 +292,5 @@ if __name__ == "__main__":
   sys.exit({"peer_watch": peer_watch_off_the_loop, "save": sigterm_in_a_save,
             "ps_save": ps_save_with_a_stopped_worker,
             "unreadable": unreadable_coordinator,
-            "after_fit": stopped_worker_after_fit}[mode](work))
+            "after_fit": stopped_worker_after_fit,
+            "stall_watch": both_stall_watches}[mode](work))

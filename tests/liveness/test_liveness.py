@@ -62,12 +62,24 @@ def test_sigterm_in_a_save_nested_in_training_keeps_the_checkpoint(
   assert (tmp_path / "checkpoints" / "checkpoint").exists()
 
 
+@pytest.fixture(scope="module")
+def stall_watches(tmp_path_factory):
+  """Both stall-watch tasks in one process (liveness_task.py stall_watch):
+  its status, the stdout of each (unreadable, after_fit: None if the
+  process ended in the first), and stderr."""
+  status, out, err = _run("stall_watch", tmp_path_factory.mktemp("watch"),
+                          timeout=200)
+  unreadable, ended, after_fit = out.partition("---\n")
+  return status, unreadable, after_fit if ended else None, err
+
+
 @pytest.mark.slow
-def test_unreadable_coordinator_turns_the_stall_watch_off(tmp_path):
+def test_unreadable_coordinator_turns_the_stall_watch_off(stall_watches):
   """Another TensorFlow's coordinator: one line, the watch and its
   heartbeat sentinel end, the healthy task goes on (was: 142 after 60 s)."""
-  status, out, err = _run("unreadable", tmp_path, timeout=150)
-  assert status == 0, err[-3000:]
+  status, out, after_fit, err = stall_watches
+  # It returned (0): the process went on to after_fit.
+  assert after_fit is not None, f"status {status}: " + out + err[-3000:]
   assert out.strip() == "no child left", out
   lines = [l for l in err.splitlines() if "stall watch is off" in l]
   assert len(lines) == 1, err[-3000:]
@@ -75,12 +87,14 @@ def test_unreadable_coordinator_turns_the_stall_watch_off(tmp_path):
 
 
 @pytest.mark.slow
-def test_worker_stopped_after_fit_does_not_restart_the_chief(tmp_path):
+def test_worker_stopped_after_fit_does_not_restart_the_chief(stall_watches):
   """After fit the chief needs no worker: a stopped one is left alone
-  (was: the finished chief re-executed itself, and failed)."""
-  status, out, err = _run("after_fit", tmp_path, timeout=120)
-  assert status == 0, out + err[-3000:]
+  (was: the finished chief re-executed itself, and failed), however often
+  the watch probes it."""
+  status, _, out, err = stall_watches
+  assert status == 0, f"{out}" + err[-3000:]
   assert "goes on without" not in out, out
+  assert out.strip() == "the watch probed the peers 3 times", out
 
 
 def _imports(root: str) -> dict:
