@@ -142,8 +142,11 @@ class Job:
                   f"{self.log(name)[-3000:]}")
     return launch_lib.exit_status(code)
 
-  def log(self, name) -> str:
-    count = max(k[1] for k in self.log_paths if k[0] == name)
+  def log(self, name, count=None) -> str:
+    """The output of ``name``'s last run, or of its run ``count`` (0: the
+    first)."""
+    if count is None:
+      count = max(k[1] for k in self.log_paths if k[0] == name)
     with open(self.log_paths[(name, count)]) as f:
       return f.read()
 
@@ -540,47 +543,35 @@ def test_ps_worker_killed_job_finishes_worker_restarted(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # may set up the chain of ps jobs (below)
 def test_ps_killed_ps_fails_the_chief_fast_then_a_killed_chief_resumes(
-    job_factory, mnist_dir, tmp_path):
+    ps_sigterm_chain):
   """ps-0 SIGKILLed: the chief fails in one line naming it, and the whole
   job relaunched resumes; then the relaunched chief SIGKILLed and restarted
   alone (as Kubernetes would: workers and ps keep serving) resumes and ends
-  exactly at the target, after which every task exits 0 by itself."""
-  model_dir = str(tmp_path / "model")
-  target = 3 * STEPS_PER_EPOCH
-  flags = _flags(mnist_dir, model_dir, "ps", epochs=3, every_steps=50)
-  layout, names = ({"chief": 1, "worker": 2, "ps": 1},
-                   ("ps-0", "worker-0", "worker-1", "chief-0"))
-  job = job_factory(layout, flags)
-  job.start(*names)
-  _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
-  seconds, _ = _kill_and_fail(job, "ps-0", survivor="chief-0", timeout=60)
-  saved = max(_checkpoint_steps(model_dir))
-  job.stop()
-
-  again = job_factory(layout, flags)
-  again.start(*names)
-  _wait_for(lambda: any(saved < s < target
-                        for s in _checkpoint_steps(model_dir)),
-            "a checkpoint of the relaunch")
+  exactly at the target, after which every task exits 0 by itself. The
+  first job and the last of the ps SIGTERM chain (below) are these."""
+  killed, last = ps_sigterm_chain["ps killed"], ps_sigterm_chain["last"]
+  assert killed["status"] == 200, killed["log"][-3000:]
+  (line,) = _error_lines(killed["log"])
+  assert "lost ps-0" in line, line
+  saved = killed["saved"]
+  relaunch = ps_sigterm_chain[_PS_SIGTERM_CASES[0][0]]["logs"]["chief-0"]
   assert 0 < saved and re.search(rf"resumed from \S+ at step {saved}\n",
-                                 again.log("chief-0")), again.log("chief-0")
-  again.signal("chief-0", signal.SIGKILL)
-  assert again.wait("chief-0") == 137
-  resumed = max(_checkpoint_steps(model_dir))
-  again.start("chief-0")
-  assert again.wait("chief-0") == 0, again.log("chief-0")[-3000:]
-  recovery = time.monotonic() - again.started_at["chief-0"]
-  result = again.result("chief-0")
-  assert result["start_step"] == resumed > saved
-  assert result["global_step"] == target
-  _assert_ends_clean(again.log("chief-0"))
+                                 relaunch), relaunch[-3000:]
+  assert last["killed_status"] == 137, last["first_log"][-3000:]
+  assert last["status"] == 0, last["log"][-3000:]
+  result = json_lines(last["log"])[-1]
+  assert result["start_step"] == last["resumed"] > last["started_at_step"]
+  assert result["global_step"] == _PS_SIGTERM_TARGET
+  _assert_ends_clean(last["log"])
   for name in ("ps-0", "worker-0", "worker-1"):
-    assert again.wait(name, timeout=30) == 0, again.log(name)[-3000:]
-  print(f"\nps SIGKILL ps-0: chief failed after {seconds:.1f} s; relaunch "
-        f"resumed at step {saved}; chief SIGKILL + restart alone: resumed at "
-        f"step {resumed}, restart to end {recovery:.1f} s, checkpoint "
-        f"{result['checkpoint_seconds']} s of {result['train_seconds']} s")
+    assert last["others"][name] == 0, last["other_logs"][name][-3000:]
+  print(f"\nps SIGKILL ps-0: chief failed after {killed['seconds']:.1f} s; "
+        f"relaunch resumed at step {saved}; chief SIGKILL + restart alone: "
+        f"resumed at step {last['resumed']}, restart to end "
+        f"{last['recovery']:.1f} s, checkpoint {result['checkpoint_seconds']}"
+        f" s of {result['train_seconds']} s")
 
 
 @pytest.mark.slow
@@ -634,14 +625,17 @@ def test_ps_lost_after_fit_or_during_restore_is_a_lost_peer(
 _PS_SIGTERM_CASES = [("chief-0", 48, 5, 8), ("worker-1", 50, 1, 0),
                      ("ps-0", 50, 1, 0)]
 _PS_NAMES = ("ps-0", "worker-0", "worker-1", "chief-0")
+# Before the chain, its first job is ps-0 SIGKILLed after its first
+# checkpoint (test_ps_killed_ps_...); the last relaunch's chief is SIGKILLed
+# after its first checkpoint and restarted alone, which ends the chain.
 # Enough steps that the chain is still training when each signal arrives
 # (each is sent after a checkpoint of its job; saves came <= 110 steps
-# after that checkpoint): 3 jobs of at most about 160 steps each.
-_PS_SIGTERM_TARGET = 6 * STEPS_PER_EPOCH
+# after that checkpoint): 5 jobs of at most about 160 steps each.
+_PS_SIGTERM_TARGET = 7 * STEPS_PER_EPOCH
 
 
 def _ps_flags(mnist_dir, model_dir, every_steps, per_execution):
-  return [*_flags(mnist_dir, model_dir, "ps", epochs=6,
+  return [*_flags(mnist_dir, model_dir, "ps", epochs=7,
                   every_steps=every_steps),
           f"--steps_per_execution={per_execution}"]
 
@@ -653,13 +647,10 @@ def _sigterm_one(tmp, mnist_dir, model_dir, case, jobs) -> dict:
   signalled, every_steps, per_execution, slow_s = case
   resumed_at = max(_checkpoint_steps(model_dir), default=0)
   flags = _ps_flags(mnist_dir, model_dir, every_steps, per_execution)
-  job = Job(tmp / signalled, {"chief": 1, "worker": 2, "ps": 1},
-            [*flags, "--stall_timeout=5"] if slow_s else flags,
-            [*slowed.command(writes="1,2", seconds=slow_s), "-m",
-             "trainers.mnist"] if slow_s else None)
-  os.makedirs(job.dir)
-  jobs.append(job)
-  job.start(*_PS_NAMES)
+  job = _chain_job(tmp, signalled,
+                   [*flags, "--stall_timeout=5"] if slow_s else flags, jobs,
+                   [*slowed.command(writes="1,2", seconds=slow_s), "-m",
+                    "trainers.mnist"] if slow_s else None)
   chief = job.processes["chief-0"]
   _wait_for(lambda: chief.poll() is not None or max(_checkpoint_steps(
       model_dir), default=0) > max(45, resumed_at),
@@ -684,29 +675,74 @@ def _sigterm_one(tmp, mnist_dir, model_dir, case, jobs) -> dict:
           "logs": {name: job.log(name) for name in _PS_NAMES}}
 
 
+def _chain_job(tmp, name, flags, jobs, program=None) -> Job:
+  """A ps job of the chain (chief, 2 workers, ps), started, logs in
+  tmp/name."""
+  job = Job(tmp / name, {"chief": 1, "worker": 2, "ps": 1}, flags, program)
+  os.makedirs(job.dir)
+  jobs.append(job)
+  job.start(*_PS_NAMES)
+  return job
+
+
+def _ps_killed(tmp, mnist_dir, model_dir, jobs) -> dict:
+  """The chain's first job: ps-0 SIGKILLed after the first checkpoint; the
+  chief's status, log, seconds to it and the checkpoint to resume from."""
+  job = _chain_job(tmp, "ps_killed", _ps_flags(mnist_dir, model_dir, 50, 1),
+                   jobs)
+  _wait_for(lambda: 50 in _checkpoint_steps(model_dir), "a first checkpoint")
+  killed = time.monotonic()
+  job.signal("ps-0", signal.SIGKILL)
+  status = job.wait("chief-0", timeout=60)
+  seconds = time.monotonic() - killed
+  job.stop()
+  return {"status": status, "log": job.log("chief-0"), "seconds": seconds,
+          "saved": max(_checkpoint_steps(model_dir), default=0)}
+
+
+def _last_chief_killed(tmp, mnist_dir, model_dir, jobs) -> dict:
+  """The chain's last relaunch (5 steps per function): its chief SIGKILLed
+  after a checkpoint of its own and restarted alone, run to the end; then
+  the other tasks, which must exit by themselves."""
+  started_at = max(_checkpoint_steps(model_dir), default=0)
+  job = _chain_job(tmp, "last", _ps_flags(mnist_dir, model_dir, 50, 5), jobs)
+  chief = job.processes["chief-0"]
+  _wait_for(lambda: chief.poll() is not None or max(_checkpoint_steps(
+      model_dir), default=0) > started_at, "a checkpoint of the last job")
+  if chief.poll() is None:
+    job.signal("chief-0", signal.SIGKILL)
+  killed_status = job.wait("chief-0")
+  resumed = max(_checkpoint_steps(model_dir), default=0)
+  job.start("chief-0")
+  status = job.wait("chief-0")
+  recovery = time.monotonic() - job.started_at["chief-0"]
+  others = {name: job.wait(name, timeout=30) for name in _PS_NAMES[:3]}
+  return {"killed_status": killed_status, "first_log": job.log("chief-0", 0),
+          "status": status, "log": job.log("chief-0"), "resumed": resumed,
+          "started_at_step": started_at, "recovery": recovery,
+          "others": others,
+          "other_logs": {name: job.log(name) for name in _PS_NAMES[:3]}}
+
+
 @pytest.fixture(scope="module")
 def ps_sigterm_chain(tmp_path_factory, mnist_dir):
-  """The chain of ps jobs, each SIGTERMed to one case's task, and the last
-  relaunch (5 steps per function) run to the end: per case, what its job
-  did and the next job's chief log (its relaunch)."""
+  """The chain of ps jobs: ps-0 killed, then each SIGTERMed to one case's
+  task, then the last relaunch, whose chief is killed and restarted alone,
+  run to the end: per case, what its job did and the next job's chief log
+  (its relaunch)."""
   tmp = tmp_path_factory.mktemp("ps_sigterm")
   model_dir = str(tmp / "model")
   jobs, done = [], {}
   try:
+    done["ps killed"] = _ps_killed(tmp, mnist_dir, model_dir, jobs)
     for case in _PS_SIGTERM_CASES:
       # A case whose job failed fails on it; the next one goes on from the
       # checkpoints there are.
       done[case[0]] = _sigterm_one(tmp, mnist_dir, model_dir, case, jobs)
-    last = Job(tmp / "last", {"chief": 1, "worker": 2, "ps": 1},
-               _ps_flags(mnist_dir, model_dir, 50, 5))
-    os.makedirs(last.dir)
-    jobs.append(last)
-    last.start(*_PS_NAMES)
-    done["last"] = {"status": last.wait("chief-0"),
-                    "log": last.log("chief-0")}
+    done["last"] = _last_chief_killed(tmp, mnist_dir, model_dir, jobs)
     names = [case[0] for case in _PS_SIGTERM_CASES] + ["last"]
     for name, after in zip(names, names[1:]):
-      done[name]["relaunch"] = done[after].get("log") or (
+      done[name]["relaunch"] = done[after].get("first_log") or (
           done[after]["logs"]["chief-0"])
     yield done
   finally:
