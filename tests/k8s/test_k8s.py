@@ -57,6 +57,11 @@ CRDS = {"TFJob": "kubeflow.org_tfjobs-v1.9.yaml",
 QUICK = [f"--mnist_dir={MNIST_DIR}", "--epochs=2", "--steps_per_epoch=150",
          "--checkpoint_every_steps=50"]
 TARGET = 300
+# Asynchronous ps training with a worker killed and replaced: its accuracy
+# depends on how the workers interleave (0.8997 once at 300 steps with both
+# cores busy), so its exercise trains 400 steps.
+PS_QUICK = [*QUICK[:2], "--steps_per_epoch=200", *QUICK[3:]]
+PS_TARGET = 400
 
 
 def _dir(name):
@@ -689,7 +694,7 @@ def test_exercise_of_k8s_ps_restarts_a_killed_worker_alone(mnist_dir,
                                                            tmp_path):
   del mnist_dir
   result = _exercise(_dir("ps"), tmp_path, "--kill=mnist-ps-worker-1@100steps",
-                     "--", *QUICK)
+                     "--", *PS_QUICK)
   out = result.stdout
   assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
   # Only the killed pod restarted; the chief, the ps and worker-0 went on.
@@ -702,7 +707,7 @@ def test_exercise_of_k8s_ps_restarts_a_killed_worker_alone(mnist_dir,
   assert chief["start_step"] == 0
   # ps training is at-least-once: a step the killed worker had applied
   # before dying may be scheduled again.
-  assert TARGET <= chief["global_step"] <= TARGET + 2
+  assert PS_TARGET <= chief["global_step"] <= PS_TARGET + 2
   assert all("/job:ps/" in d for d in chief["variable_devices"])
   # The restarted worker rejoined and was told that training is over.
   assert "[worker-1] tfdist: worker-1: chief-0 finished training" in out
