@@ -181,15 +181,36 @@ def test_a_task_the_record_leaves_out_is_a_lost_peer(tmp_path):
 
 def test_model_dir_not_shared_fails_in_one_line(tmp_path):
   # Each task sees its own directory: the leader's record never reaches
-  # the other, which gives up after twice the deadline (4 s: with both
-  # cores busy, 1.5 s once ended the round before the leader answered).
+  # the other, which gives up after twice the deadline.
   tasks = _cluster_tasks(2)
-  outcome = _round(tasks, [tmp_path / "a", tmp_path / "b"], timeout=4.0)
+  outcome = _round(tasks, [tmp_path / "a", tmp_path / "b"], timeout=2.0)
   assert isinstance(outcome["worker-1"], PeerLost), outcome
   assert "--model_dir not storage every worker shares" in str(
       outcome["worker-1"])
   # The leader waits for the other's readiness, in vain.
   assert isinstance(outcome["worker-0"], PeerLost), outcome
+
+
+def test_a_leader_gone_before_this_task_probed_it_was_here(tmp_path,
+                                                            monkeypatch):
+  # worker-1's first probe of worker-0 comes late (a busy thread): the
+  # leader saw both, wrote its record and closed its port meanwhile. It
+  # introduced itself on worker-1's port, so worker-1 waits for its record
+  # (here never shared) instead of counting 1 of 2 workers.
+  tasks = _cluster_tasks(2)
+  probe, late = preflight.probe, [tasks[0].address]
+
+  def late_probe(address, **kwargs):
+    if address in late:
+      late.remove(address)
+      wait_for(lambda: probe(address) is None, "the leader's port closed",
+               timeout=10)
+    return probe(address, **kwargs)
+
+  monkeypatch.setattr(preflight, "probe", late_probe)
+  outcome = _round(tasks, [tmp_path / "a", tmp_path / "b"], timeout=2.0)
+  assert "--model_dir not storage every worker shares" in str(
+      outcome["worker-1"]), outcome
 
 
 # --- a job that loses a worker for good ---------------------------------------

@@ -331,10 +331,12 @@ def handshake(task: cluster_lib.Task) -> bytes:
 @contextlib.contextmanager
 def answering(task: cluster_lib.Task, *, timeout: float):
   """This task's port answers :func:`handshake` while the block runs (its
-  port waited for within ``timeout``, as in :func:`check_peers`)."""
+  port waited for within ``timeout``, as in :func:`check_peers`). Yields
+  the set of peers (names) that read our handshake and said who they are:
+  they saw this task, even if they left before it probed them."""
   listener = _Listener(task, handshake(task), timeout=timeout)
   try:
-    yield
+    yield listener.heard_from
   finally:
     listener.close()
 

@@ -267,13 +267,16 @@ def _mtime(path: str) -> float:
 
 
 def _wait_for_record(task: cluster_lib.Task, directory: str,
-                     generation: int, *, min_workers: int, step: Callable,
+                     generation: int, heard_from: set, *, min_workers: int,
+                     step: Callable,
                      result_path: str, timeout: float,
                      clock: Callable[[], float]) -> Optional[dict]:
   """Record ``generation``: waited for while this task answers on its port,
   written by this task if it leads (see the module docstring). None: this
   task asked to join, and the job finished (``result_path`` written)
-  instead."""
+  instead. ``heard_from``: the peers that probed this task's port (a
+  leader that saw this task may close its port before this task probes
+  it: it was here all the same)."""
   full = members_of(task.cluster)
   start = last_report = clock()
   seen = set()  # every task that answered in this round
@@ -291,6 +294,7 @@ def _wait_for_record(task: cluster_lib.Task, directory: str,
         asked_at = time.time()
       start = clock()
     seen.update(present)
+    seen.update(heard_from)
     elapsed = clock() - start
     if asked_at and _mtime(result_path) >= asked_at:
       return None  # the members finished without taking it in
@@ -365,9 +369,9 @@ def agree(task: cluster_lib.Task, *, min_workers: int, model_dir: str,
   directory = _records_dir(model_dir)
   os.makedirs(directory, exist_ok=True)
   generation = latest_generation(directory) + 1  # read before answering
-  with preflight.answering(task, timeout=timeout):
+  with preflight.answering(task, timeout=timeout) as heard_from:
     record = _wait_for_record(
-        task, directory, generation, min_workers=min_workers,
+        task, directory, generation, heard_from, min_workers=min_workers,
         step=lambda: checkpoint_step(model_dir),
         result_path=os.path.join(model_dir, hosting.RESULT_FILE),
         timeout=timeout, clock=clock)
