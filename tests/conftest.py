@@ -64,17 +64,43 @@ def pytest_runtest_protocol(item, nextitem):
     yield
 
 
+# The jobs below made once per test process (session fixtures) and asserted
+# by several modules, by the test group of the modules that use them.
+SHARED_JOBS = {"mnist_records": "mnist_records",
+               "mirrored_run": "launched_jobs",
+               "multiworker_launched": "launched_jobs",
+               "ps_launched": "launched_jobs"}
+
+
+def _groups(items) -> dict:
+  """{module name: its test group}: the module's own name, or the group of
+  the shared jobs it uses (each module uses those of one group at most)."""
+  uses = {}
+  for item in items:
+    uses.setdefault(item.module.__name__, set()).update(
+        SHARED_JOBS.keys() & set(item.fixturenames))
+  groups = {}
+  for module, fixtures in uses.items():
+    shared = {SHARED_JOBS[name] for name in fixtures}
+    if len(shared) > 1:
+      raise pytest.UsageError(f"{module} uses the shared jobs of groups "
+                              f"{sorted(shared)}: merge them in SHARED_JOBS")
+    groups[module] = shared.pop() if shared else module.rsplit(".", 1)[-1]
+  return groups
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
+  groups = _groups(items)
   for item in items:
     if SLOW_FIXTURES & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
     # -n 2 --dist loadgroup (setup.cfg): a module's tests stay together, so
-    # its shared jobs are made once. Two tests run at once whatever their
-    # modules, so a test that times deadlines or signals derives its bounds
-    # from what it measured, never from an idle machine.
-    item.add_marker(pytest.mark.xdist_group(
-        item.module.__name__.rsplit(".", 1)[-1]))
+    # its shared jobs are made once, and so do the modules sharing a job of
+    # SHARED_JOBS. Two tests run at once whatever their modules, so a test
+    # that times deadlines or signals derives its bounds from what it
+    # measured, never from an idle machine.
+    item.add_marker(pytest.mark.xdist_group(groups[item.module.__name__]))
 
 
 def pytest_xdist_node_collection_finished(node, ids):
