@@ -94,7 +94,7 @@ def test_worker_stopped_after_fit_does_not_restart_the_chief(stall_watches):
   status, _, out, err = stall_watches
   assert status == 0, f"{out}" + err[-3000:]
   assert "goes on without" not in out, out
-  assert out.strip() == "the watch probed the peers 3 times", out
+  assert out.strip() == "the watch probed the peers at least 3 times", out
 
 
 def _imports(root: str) -> dict:
