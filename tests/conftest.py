@@ -45,7 +45,7 @@ SLOW_FIXTURES = frozenset({
     # test_bench, test_data_window, test_examples, test_export
     "smoke", "raw_shards", "example", "diabetes_example", "ps_job",
     "multiworker_job",
-    # test_fault_tolerance, test_fused_step, test_inception
+    # test_checkpoints, test_fused_step, test_inception
     "resumed_mirrored", "mirrored_runs", "mirrored", "multiworker", "ps",
     "model_checks",
     # test_launch, test_sharding, test_your_model
@@ -95,7 +95,7 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if SLOW_FIXTURES & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
-    # -n 2 --dist loadgroup (setup.cfg): a module's tests stay together, so
+    # -n 3 --dist loadgroup (setup.cfg): a module's tests stay together, so
     # its shared jobs are made once, and so do the modules sharing a job of
     # SHARED_JOBS. Two tests run at once whatever their modules, so a test
     # that times deadlines or signals derives its bounds from what it
@@ -179,6 +179,12 @@ def wait_for(predicate, what: str, timeout: float = 60) -> None:
     if time.monotonic() > deadline:
       pytest.fail(f"waited {timeout} s for {what}")
     time.sleep(0.05)  # polling interval, not synchronisation
+
+
+def error_lines(text: str) -> list:
+  """The ``error: ...`` lines of a task's output (a failure says it in
+  one)."""
+  return [line for line in text.splitlines() if line.startswith("error: ")]
 
 
 def json_lines(text: str, prefix: str = "") -> list:

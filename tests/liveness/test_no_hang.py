@@ -17,7 +17,7 @@ import time
 import portpicker
 import pytest
 
-from conftest import REPO, child_env, trainer, wait_for
+from conftest import REPO, child_env, error_lines, trainer, wait_for
 from tfdist import errors
 from tfdist.cluster import launch
 from tfdist.cluster import preflight
@@ -65,10 +65,6 @@ def _kill(process) -> None:
   process.communicate()
 
 
-def _error_lines(stderr: str) -> list:
-  return [l for l in stderr.splitlines() if l.startswith("error:")]
-
-
 # --- a main thread blocked in an op (C++, GIL released) -----------------------
 
 @pytest.mark.slow
@@ -77,7 +73,7 @@ def test_expired_deadline_in_a_blocked_op_names_phase_and_peer(tmp_path):
   process = _start("op", tmp_path / "ready", 3, peer)
   status, err = _finish(process, timeout=60)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert "first step did not finish within 3 s" in line, line
   assert f"not heard from worker-1 at {peer}" in line, line
 
@@ -108,7 +104,7 @@ def test_sentinel_says_the_line_when_tensorflow_holds_the_gil(tmp_path):
   status, err = _finish(process, timeout=60)
   # SIGALRM, sent by the sentinel at the deadline + the 2 s grace.
   assert status == 142, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert ("first step did not finish within 3 s (TensorFlow holds the "
           "task's main thread)") in line, line
   assert f"not heard from ps-0 at {peer}" in line, line
@@ -123,7 +119,7 @@ def test_sigterm_ends_a_task_whose_main_thread_tensorflow_holds(tmp_path):
   assert status == 142, err[-3000:]
   assert ("SIGTERM during first step, which TensorFlow still blocks after "
           "2 s") in err, err[-3000:]
-  assert not _error_lines(err), err[-3000:]
+  assert not error_lines(err), err[-3000:]
 
 
 @pytest.mark.slow
@@ -140,7 +136,7 @@ def test_heartbeat_sentinel_ends_a_task_whose_threads_stopped_running(
   status, err = _finish(process, timeout=10)
   assert ready.exists(), err[-3000:]  # it did not act while beaten
   assert status == 142, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert ("training: no thread of the task ran for 2 s (TensorFlow holds "
           f"its GIL); not heard from worker-1 at {peer}") in line, line
 
@@ -184,7 +180,7 @@ def test_strategy_creation_names_the_vanished_peer(tmp_path, index):
   process, cluster = _start_past_preflight(tmp_path, 6, index)
   status, err = _finish(process, timeout=6 + 10)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert "strategy creation" in line, line
   peer = 1 - index
   assert (f"not heard from worker-{peer} at {cluster['worker'][peer]}"
@@ -270,7 +266,7 @@ def test_stalled_multiworker_peer_named_by_the_heartbeat(tmp_path):
     for process in processes:
       _kill(process)  # worker-1 stays stopped until then
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert line.startswith("error: training"), line
   assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
 
@@ -348,7 +344,7 @@ def test_trainer_names_the_peer_that_vanished_after_preflight():
   process = _past_preflight(cluster, "worker-0", "multiworker", 4)
   status, err = _finish(process, timeout=4 + 10)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert "strategy creation" in line, line
   assert f"not heard from worker-1 at {cluster['worker'][1]}" in line, line
 
@@ -369,7 +365,7 @@ def test_signal_ends_a_ps_chief_whose_ps_vanished(signum, status):
   process.send_signal(signum)
   got, err = _finish(process, timeout=5)
   assert got == status, err[-3000:]
-  assert not _error_lines(err), err[-3000:]
+  assert not error_lines(err), err[-3000:]
 
 
 def _answer_once(cluster: dict, name: str) -> threading.Thread:
@@ -422,7 +418,7 @@ def test_ps_chief_names_its_vanished_peers_at_the_deadline():
   process = _past_preflight(cluster, "chief-0", "ps", 4)
   status, err = _finish(process, timeout=4 + 10)
   assert status == errors.EXIT_PEER_LOST, err[-3000:]
-  (line,) = _error_lines(err)
+  (line,) = error_lines(err)
   assert "cluster creation did not finish within 4 s" in line, line
   for job in ("worker", "ps"):
     assert f"{job}-0 at {cluster[job][0]}" in line, line
