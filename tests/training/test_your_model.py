@@ -504,8 +504,11 @@ def test_a_regression_trains_and_reports_its_own_metrics(regression):
   metrics = result["test_metrics"]
   assert set(metrics) == {"mse", "mae", "r2", "root_mean_squared_error"}
   assert "test_accuracy" not in result
-  # A linear model explains about half the variance on this table.
-  assert metrics["r2"] > 0.35, metrics
+  # Learned: predicting the mean scores 0. Mirrored on 2 devices, Adam at
+  # 0.1: 0.36 to 0.43 in 6 runs of tests/table_job.py (2026-12-06, this
+  # suite's 2-core machine), 0.3494 once in the suite; a linear model
+  # explains about half the variance on this table.
+  assert metrics["r2"] > 0.3, metrics
   # The user's metric saw the same test examples as tfdist's.
   assert metrics["root_mean_squared_error"] ** 2 == pytest.approx(
       metrics["mse"], rel=1e-3)
