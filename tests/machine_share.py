@@ -1,6 +1,7 @@
-"""The machine shared by the suite's two processes (pytest-xdist, -n 2).
+"""The machine shared by the suite's test processes (pytest-xdist, -n 3).
 
-Most tests wait on their jobs, so two run at once (setup.cfg). A test
+Most tests wait on their jobs, so three run at once on the two cores
+(setup.cfg). A test
 marked ``exclusive`` runs alone: the quick chaos sweep acts at random
 moments of start-up and training, and is meant to find defects of the
 code, not of a machine whose cores another test's training takes.
@@ -8,7 +9,7 @@ code, not of a machine whose cores another test's training takes.
 Two file locks per run, read-write with the writer first: every test holds
 ``main`` shared while it runs (its setup, call and teardown, the module's
 shared job included); an exclusive test first takes ``gate``, which no
-other test can pass to start, then ``main`` exclusively, once the test
+other test can pass to start, then ``main`` exclusively, once the tests
 running beside it ended. Without xdist (``-n 0``) nothing is locked.
 """
 

@@ -14,7 +14,7 @@ block may use what an earlier one wrote.
 
 A block that launches a shipped cluster spec (``tfdist.cluster.launch
 --cluster_spec=...``) runs with ``--free_ports`` added: the specs' fixed
-ports are the reader's, and two test processes run at once.
+ports are the reader's, and several test processes run at once.
 """
 
 import dataclasses

@@ -1,5 +1,5 @@
 """tests/machine_share.py: an exclusive test waits for the one running beside
-it, and no test starts beside it until it ended (the suite's two processes
+it, and no test starts beside it until it ended (the suite's processes
 are threads here: every open of a lock file is a lock holder of its own)."""
 
 import threading
