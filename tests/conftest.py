@@ -97,7 +97,7 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.slow)
     # -n 3 --dist loadgroup (setup.cfg): a module's tests stay together, so
     # its shared jobs are made once, and so do the modules sharing a job of
-    # SHARED_JOBS. Two tests run at once whatever their modules, so a test
+    # SHARED_JOBS. Three tests run at once whatever their modules, so a test
     # that times deadlines or signals derives its bounds from what it
     # measured, never from an idle machine.
     item.add_marker(pytest.mark.xdist_group(groups[item.module.__name__]))

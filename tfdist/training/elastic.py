@@ -268,8 +268,7 @@ def _mtime(path: str) -> float:
 
 def _wait_for_record(task: cluster_lib.Task, directory: str,
                      generation: int, heard_from: set, *, min_workers: int,
-                     step: Callable,
-                     result_path: str, timeout: float,
+                     step: Callable, result_path: str, timeout: float,
                      clock: Callable[[], float]) -> Optional[dict]:
   """Record ``generation``: waited for while this task answers on its port,
   written by this task if it leads (see the module docstring). None: this
@@ -279,7 +278,7 @@ def _wait_for_record(task: cluster_lib.Task, directory: str,
   it: it was here all the same)."""
   full = members_of(task.cluster)
   start = last_report = clock()
-  seen = set()  # every task that answered in this round
+  seen = set()  # every task that answered, or probed us, in this round
   asked_at = None  # when this task asked to join (time.time())
   while True:
     record = read_record(directory, generation)
