@@ -69,11 +69,14 @@ def test_smoke_runs_every_configuration(smoke):
   # rate 0.5, stale gradients) depends on how the workers interleave: 0.85
   # to 0.87 on an idle machine, 0.77 to 0.87 with both cores busy (8 runs
   # each, 2026-12-05), 0.69 once in the suite beside another test's jobs.
+  # The TF tutorial's code on 2 workers (peer-2, unseeded): 0.83 to 0.86
+  # alone (3 runs, 2026-12-06), 0.7304 once in the suite.
   large = 8 * report["figures"]["large_batch"]["base_global_batch"]
   for row in report["figures"]["throughput"]:
     assert row["examples_per_sec"] > 0, row
     floor = (0.4 if row["global_batch_size"] == large
              else 0.5 if row["strategy"] == "ps" and row["workers"] > 1
+             else 0.65 if row["strategy"] == "peer"
              else 0.75)
     assert floor < row["test_accuracy"] <= 1.0, row
 
