@@ -43,6 +43,9 @@ def recorder():
     def on_train_end(self, logs=None):
       print(f"user callback: training ended with {', '.join(sorted(logs))}",
             file=sys.stderr, flush=True)
+      traced = self.model.train_tf_function.experimental_get_tracing_count()
+      print(f"user callback: the training step was traced {traced} time(s)",
+            file=sys.stderr, flush=True)
 
   return Recorder()
 

@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 
-import portpicker
 import pytest
 
 from conftest import REPO, child_env, json_lines, run, trainer
@@ -136,6 +135,8 @@ def test_model_dir_not_writable(mnist_dir, tmp_path):
     ("--keep_checkpoints=0", "--keep_checkpoints=0: must be at least 1"),
     ("--preemption_check_steps=0",
      "--preemption_check_steps=0: must be at least 1"),
+    ("--model_dir=", "--model_dir='': name a directory"),
+    ("--export_dir=", "--export_dir='': name a directory"),
 ])
 def test_bad_numeric_flag(flag, message, mnist_dir):
   done = run(trainer("mnist", f"--mnist_dir={mnist_dir}", flag), timeout=60)

@@ -383,6 +383,15 @@ def test_the_user_callback_runs_with_the_logs(job, request):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("job", OWN_JOBS)
+def test_the_training_step_is_traced_once(job, request):
+  # The optimizer's slots (Adam's) are made before fit: made in the first
+  # step, they have tf.function trace the step a second time.
+  _, log = request.getfixturevalue(job)
+  assert "user callback: the training step was traced 1 time(s)" in log
+
+
+@pytest.mark.slow
 def test_the_fused_step_carries_them_in_one_all_reduce(own_mirrored,
                                                        own_multiworker):
   for result in own_mirrored[0] + own_multiworker[0]:

@@ -163,6 +163,10 @@ class TrainConfig:
   def __post_init__(self):
     _check_choices(self)
     _check_numbers(self)
+    for name in ("model_dir", "export_dir"):
+      if getattr(self, name) == "":
+        raise ConfigError(f"--{name}='': name a directory, or leave the "
+                          "flag out to write none")
     for name in ("tflite", "tflite_quantize"):
       if getattr(self, name) and not self.export_dir:
         raise ConfigError(f"--{name} writes into the export: add "
