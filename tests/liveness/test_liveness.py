@@ -146,6 +146,13 @@ def _probe_kind(address: str) -> str:
   return (preflight.probe(address, timeout=0.2) or ("",))[0]
 
 
+def _catches(pid: int, signum: int) -> bool:
+  """Whether process ``pid`` has a handler for ``signum`` (Linux)."""
+  with open(f"/proc/{pid}/status", encoding="ascii") as f:
+    caught = next(line for line in f if line.startswith("SigCgt:"))
+  return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
+
 # The trainer with the start barrier's look at TensorFlow's SIGTERM record
 # switched off, as when the record comes after it (under load): the look
 # during fit must act on it.
@@ -175,10 +182,15 @@ def _sigterm_in_strategy_creation(tmp_path, command) -> tuple:
         wait_for(lambda: _probe_kind(cluster["worker"][1]) == "tfdist",
                  "worker-1's preflight", timeout=120)
     # worker-0 left preflight (its server answers): worker-1 is stopped
-    # before it registers, so worker-0 waits in strategy creation.
+    # before it registers, so worker-0 waits in strategy creation. The
+    # constructor starts the server before it sets up TensorFlow's SIGTERM
+    # handler; a SIGTERM in between takes its default action (143, nothing
+    # to save), so the signal waits for the handler.
     wait_for(lambda: _probe_kind(cluster["worker"][0]) == "server",
              "worker-0's TensorFlow server", timeout=120)
     os.killpg(processes[1].pid, signal.SIGSTOP)
+    wait_for(lambda: _catches(processes[0].pid, signal.SIGTERM),
+             "TensorFlow's SIGTERM handler in worker-0", timeout=120)
     os.killpg(processes[0].pid, signal.SIGTERM)
     os.killpg(processes[1].pid, signal.SIGCONT)
     outputs = [p.communicate(timeout=120)[0] for p in processes]
