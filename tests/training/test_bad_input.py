@@ -138,7 +138,7 @@ def test_model_dir_not_writable(mnist_dir, tmp_path):
     ("--model_dir=", "--model_dir='': name a directory"),
     ("--export_dir=", "--export_dir='': name a directory"),
 ])
-def test_bad_numeric_flag(flag, message, mnist_dir):
+def test_bad_flag_value(flag, message, mnist_dir):
   done = run(trainer("mnist", f"--mnist_dir={mnist_dir}", flag), timeout=60)
   _fails_with(done, message)
 
