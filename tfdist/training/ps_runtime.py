@@ -95,6 +95,19 @@ class ParameterServerRuntime(Runtime):
       stall_watch_lib.go_on_without(lost)
 
   @contextlib.contextmanager
+  def fitting(self):
+    with super().fitting():
+      yield
+    if self.task is not None:
+      # Freeing a function removes it from every task, a ps task gone too:
+      # an E-level line each. fit's garbage goes now, while the final save
+      # (which a lost ps task fails, a retried status) is still to come;
+      # after it nothing is collected, so a ps task lost after the chief's
+      # last read leaves a clean end. The process exits soon (lifecycle).
+      gc.collect()
+      gc.disable()
+
+  @contextlib.contextmanager
   def save_deadline(self, model):
     # First the steps in flight, so that the saved variables and step
     # counter agree: waiting for the workers, which the stall watch watches
@@ -132,10 +145,5 @@ class ParameterServerRuntime(Runtime):
     until = time.monotonic() + (self.config.peer_timeout if recovered
                                 else 0.0)
     ps_coordinator.stop(self.strategy, timeout=until - time.monotonic())
-    if self.task is not None:
-      # Garbage goes now, while every task answers (freeing runs ops); the
-      # process exits soon after the others are told (lifecycle).
-      gc.collect()
-      gc.disable()
     hosting.signal_done(self.task,
                         restart_timeout=max(0.0, until - time.monotonic()))
