@@ -258,10 +258,8 @@ class Checkpointing:
     self._signature = signature
     self._workers_agree = workers_agree
     self._is_writer = os.path.abspath(write_dir) == os.path.abspath(model_dir)
-    # The optimizer's slot variables are created lazily at the first step;
-    # build them now so restoring fills them too (as BackupAndRestore does).
-    with strategy.scope():
-      model.optimizer.build(model.trainable_variables)
+    # The optimizer's slots exist already (tfdist.training.trainable builds
+    # them before the first step), so restoring fills them too.
     self._checkpoint = tf.train.Checkpoint(model=model,
                                            optimizer=model.optimizer)
     self._manager = tf.train.CheckpointManager(
