@@ -87,14 +87,15 @@ def test_unreadable_coordinator_turns_the_stall_watch_off(stall_watches):
 
 
 @pytest.mark.slow
-def test_worker_stopped_after_fit_does_not_restart_the_chief(stall_watches):
-  """After fit the chief needs no worker: a stopped one is left alone
-  (was: the finished chief re-executed itself, and failed), however often
-  the watch probes it."""
+def test_worker_stopped_after_fit_is_gone_on_without(stall_watches):
+  """After fit the chief still needs every worker: TensorFlow registers and
+  removes the chief's functions (the final save's, the test accuracy's)
+  with every task and waits for a stopped one. So a worker stopped then is
+  gone on without, as in training (was: left alone, and the chief waited
+  forever: a chaos trial hung in CI)."""
   status, _, out, err = stall_watches
   assert status == 0, f"{out}" + err[-3000:]
-  assert "goes on without" not in out, out
-  assert out.strip() == "the watch probed the peers at least 3 times", out
+  assert out.strip() == "goes on without ['worker-1']", out
 
 
 def _imports(root: str) -> dict:

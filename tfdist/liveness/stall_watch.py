@@ -69,9 +69,11 @@ class StallWatch:
   that accepts connections and says nothing); a save's wait for the steps in
   flight is watched fully (:meth:`watching`), its write not at all
   (:meth:`writing`: the write has a deadline of its own, by its bytes,
-  tfdist.liveness.deadlines). After ``fit`` (the test accuracy) only a stopped
-  ps ends the chief: it needs no worker any more, so it never goes on without
-  one; :meth:`disarm` stops every action once the job is told that it is done. A
+  tfdist.liveness.deadlines). After ``fit`` (the final save, the test
+  accuracy) it acts only on a stopped peer too: the chief still needs every
+  worker there, since TensorFlow registers and removes each of the chief's
+  functions with every task and waits for a stopped one; :meth:`disarm`
+  stops every action once the job is told that it is done. A
   ClusterCoordinator whose private attributes it cannot read (another
   TensorFlow) turns the watch off with one line; it never ends a healthy task.
 
@@ -106,7 +108,7 @@ class StallWatch:
     # a save), so it is not measured; the clock starts again (see _watch).
     self._turns = 0
     # What a stall may end in: "workers" (go on without them, or end the
-    # chief), "ps" (after fit: end the chief) or "nothing" (disarmed).
+    # chief) or "nothing" (disarmed).
     self._acts_on = "workers"
     self._sentinel = None  # beaten by the thread: it ran
     self._thread = threading.Thread(target=self._watch, daemon=True,
@@ -187,10 +189,7 @@ class StallWatch:
       silent = self.silent_peers(stopped_only=not watching)
       if self._progress() != seen or self._acts_on == "nothing":
         continue  # a step completed meanwhile, or the job is done
-      if self._acts_on == "ps":
-        if any(name.startswith("ps-") for name in silent):
-          self._stalled(silent, now - since)
-      elif silent or watching:
+      if silent or watching:
         self._stalled(silent, now - since)
 
   def _beat(self, watching: bool = True) -> None:
@@ -242,8 +241,6 @@ class StallWatch:
 
   def _fit_ended(self) -> None:
     self._beat(watching=False)
-    if self._acts_on == "workers":
-      self._acts_on = "ps"
 
   def disarm(self) -> None:
     """Stops every action: the chief tells the others that the job is
@@ -270,6 +267,6 @@ class StallWatch:
         on_train_batch_begin=lambda callback: self._beat(self._watching),
         on_train_batch_end=lambda callback: self._beat(),
         on_epoch_end=lambda callback: self._beat(watching=False),
-        # After fit: the final save and the test accuracy read the
-        # variables on the ps tasks.
+        # After fit: the final save and the test accuracy, which wait for
+        # a stopped task (see the class docstring).
         on_train_end=lambda callback: self._fit_ended())
