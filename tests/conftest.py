@@ -34,6 +34,11 @@ sys.path.extend(sorted(
     if d.is_dir() and d.name not in ("data", "__pycache__")))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Test modules import TensorFlow as the suite's processes collect them:
+# with the collector paused, as tfdist's entry points do (tfdist.tf_startup).
+from tfdist import tf_startup  # pylint: disable=g-import-not-at-top,wrong-import-position
+tf_startup.collect_after_tensorflow_import(os.environ)
 # The real MNIST sample bundled in the package: the suite needs nothing
 # outside the repository.
 MNIST_DIR = os.path.join(REPO, "tfdist", "datasets", "mnist")
