@@ -94,18 +94,19 @@ def _groups(items) -> dict:
   return groups
 
 
-# The test groups that take the longest, longest first: xdist hands out
-# groups in collection order (setup.cfg: --no-loadscope-reorder), so the
-# long ones start at once and the short ones fill the ends. Worker-seconds
-# of a fresh clone's run (2026-12-07): test_fault_tolerance 317,
-# test_inception 228, launched_jobs 215, test_bench 205, test_your_model
-# 196, test_no_hang 192, mnist_records 187, test_docs 181, test_k8s 167,
-# test_examples 155, test_checkpoints 116; the rest under 90 each. An order
-# gone stale makes the suite slower, never wrong.
+# The test groups, longest first: xdist hands out groups in collection
+# order (setup.cfg: --no-loadscope-reorder), so the long ones start at once
+# and the short ones fill the ends. By their worker-seconds in two runs
+# from a fresh clone (2026-12-07), from test_fault_tolerance's 266 to 317
+# down to test_peer_watch's 10; the groups left out take a few seconds. An
+# order gone stale makes the suite slower, never wrong.
 LONGEST_FIRST = (
-    "test_fault_tolerance", "test_inception", "launched_jobs", "test_bench",
-    "test_your_model", "test_no_hang", "mnist_records", "test_docs",
-    "test_k8s", "test_examples", "test_checkpoints")
+    "test_fault_tolerance", "launched_jobs", "test_bench", "test_inception",
+    "test_docs", "test_no_hang", "test_k8s", "mnist_records",
+    "test_your_model", "test_examples", "test_checkpoints", "test_elastic",
+    "test_liveness", "test_sharding", "test_launch", "test_bad_input",
+    "test_preflight", "test_data_window", "test_serving", "test_data_folders",
+    "test_data_errors", "test_tables", "test_peer_watch")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
