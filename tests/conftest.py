@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # with the collector paused, as tfdist's entry points do (tfdist.tf_startup).
 from tfdist import tf_startup  # pylint: disable=g-import-not-at-top,wrong-import-position
 tf_startup.collect_after_tensorflow_import(os.environ)
+
 # The real MNIST sample bundled in the package: the suite needs nothing
 # outside the repository.
 MNIST_DIR = os.path.join(REPO, "tfdist", "datasets", "mnist")

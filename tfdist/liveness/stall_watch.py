@@ -107,9 +107,8 @@ class StallWatch:
     # across one is no step's (the first step's tracing, an epoch's end,
     # a save), so it is not measured; the clock starts again (see _watch).
     self._turns = 0
-    # What a stall may end in: "workers" (go on without them, or end the
-    # chief) or "nothing" (disarmed).
-    self._acts_on = "workers"
+    # Disarmed (or turned off): a stall ends in nothing any more.
+    self._disarmed = False
     self._sentinel = None  # beaten by the thread: it ran
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name="watchdog: stalled peers")
@@ -133,7 +132,7 @@ class StallWatch:
     return pending, self._beats
 
   def _turn_off(self, why: str) -> None:
-    self._acts_on, self._queue = "nothing", None
+    self._disarmed, self._queue = True, None
     if self._sentinel is not None:
       self._sentinel.stop()  # no beat comes any more: it must not act
     console.info(f"the stall watch is off: this TensorFlow's "
@@ -166,7 +165,7 @@ class StallWatch:
                                  self._watching)
       if progress is None:
         return
-      if self._acts_on == "nothing":
+      if self._disarmed:
         continue  # beats only: TensorFlow may still hold the GIL
       if self._writing:  # never a stall; the clock starts after it
         seen, since, turns = progress, now, self._turns
@@ -187,7 +186,7 @@ class StallWatch:
       if now - since < self.deadline_s():
         continue
       silent = self.silent_peers(stopped_only=not watching)
-      if self._progress() != seen or self._acts_on == "nothing":
+      if self._progress() != seen or self._disarmed:
         continue  # a step completed meanwhile, or the job is done
       if silent or watching:
         self._stalled(silent, now - since)
@@ -239,13 +238,10 @@ class StallWatch:
       self._writing -= 1
       self._turns += 1
 
-  def _fit_ended(self) -> None:
-    self._beat(watching=False)
-
   def disarm(self) -> None:
     """Stops every action: the chief tells the others that the job is
     done (a worker stopped meanwhile must not make it restart)."""
-    self._acts_on = "nothing"
+    self._disarmed = True
 
   def _start(self, model) -> None:
     coordinator = getattr(model, "_cluster_coordinator", None)
@@ -269,4 +265,4 @@ class StallWatch:
         on_epoch_end=lambda callback: self._beat(watching=False),
         # After fit: the final save and the test accuracy, which wait for
         # a stopped task (see the class docstring).
-        on_train_end=lambda callback: self._fit_ended())
+        on_train_end=lambda callback: self._beat(watching=False))
